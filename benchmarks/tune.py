@@ -1,0 +1,79 @@
+"""Choose strategy hyperparameters on a validation split, never on the test set.
+
+Each task's training data loses its last `--validation` share (default 10 %), which is what the
+runs here are scored on; the test set is not read. The chosen value is the one with the best final
+average accuracy among those whose learning accuracy stays within `--max-plasticity-loss` of
+naive's (a strength that stops learning would otherwise win on retention alone).
+
+    python benchmarks/tune.py --benchmark permuted-fmnist --strategy ewc --grid strength=100,300,1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from lifelong.data.streams import StreamConfig
+from lifelong.learner import LearnerConfig
+from lifelong.report import environment, write_json
+from lifelong.run import ModelConfig, RunConfig, run
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--benchmark", required=True)
+    p.add_argument("--scenario")
+    p.add_argument("--tasks", type=int)
+    p.add_argument("--strategy", required=True)
+    p.add_argument("--grid", action="append", default=[], help="OPTION=v1,v2,... (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--hidden", default="400,400")
+    p.add_argument("--validation", type=float, default=0.1)
+    p.add_argument("--max-plasticity-loss", type=float, default=0.05)
+    p.add_argument("--out", help="JSON file (default: results/tuning/BENCHMARK-SCENARIO-STRATEGY.json)")
+    args = p.parse_args()
+
+    grid = {}
+    for item in args.grid:
+        key, _, values = item.partition("=")
+        grid[key] = [json.loads(v) for v in values.split(",")]
+    base = RunConfig(StreamConfig(args.benchmark, args.scenario, args.tasks, validation=args.validation),
+                     "naive", {}, LearnerConfig(epochs=args.epochs, lr=args.lr),
+                     ModelConfig(tuple(int(h) for h in args.hidden.split(",")), args.dropout), args.seed, "valid")
+    rows = []
+    naive = run(base)
+    rows.append({"options": {}, "strategy": "naive", **{k: naive[k] for k in
+                 ("average_accuracy", "learning_accuracy", "average_retention", "seconds")}})
+    print(f"naive: final {naive['average_accuracy']:.3f} learning {naive['learning_accuracy']:.3f} "
+          f"retention {naive['average_retention']:.3f}", flush=True)
+    for values in itertools.product(*grid.values()):
+        options = dict(zip(grid, values, strict=True))
+        r = run(replace(base, strategy=args.strategy, strategy_options=options))
+        rows.append({"options": options, "strategy": args.strategy, **{k: r[k] for k in
+                     ("average_accuracy", "learning_accuracy", "average_retention", "seconds")}})
+        print(f"{args.strategy} {options}: final {r['average_accuracy']:.3f} learning {r['learning_accuracy']:.3f} "
+              f"retention {r['average_retention']:.3f} ({r['seconds']:.0f} s)", flush=True)
+    floor = naive["learning_accuracy"] - args.max_plasticity_loss
+    eligible = [r for r in rows[1:] if r["learning_accuracy"] >= floor] or rows[1:]
+    best = max(eligible, key=lambda r: r["average_accuracy"])
+    print(f"chosen on validation: {best['options']}", flush=True)
+    scenario = naive["scenario"]
+    out = args.out or f"results/tuning/{args.benchmark}-{scenario}-{args.strategy}.json"
+    write_json(out, {"benchmark": args.benchmark, "scenario": scenario, "strategy": args.strategy,
+                     "split": "valid", "validation": args.validation, "seed": args.seed,
+                     "learner": vars(args), "rows": rows, "chosen": best["options"],
+                     "rule": f"best final accuracy with learning accuracy >= naive's - {args.max_plasticity_loss}",
+                     "environment": environment()})
+    print(f"written to {Path(out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

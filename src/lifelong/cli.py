@@ -1,0 +1,219 @@
+"""The `lifelong` command: arguments -> config dataclasses -> library calls. Nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from typing import Any
+
+from lifelong.data.streams import BENCHMARKS, StreamConfig, check
+from lifelong.learner import LearnerConfig
+from lifelong.strategies import STRATEGIES, strategy_options
+
+# CLI flag -> strategy option it sets (only when given; each strategy keeps its tuned default otherwise)
+STRATEGY_FLAGS = {"lambda": "strength", "gamma": "gamma", "xi": "xi", "fisher": "fisher",
+                  "importance_samples": "samples", "memory": "memory", "selection": "selection",
+                  "replay_batch": "replay_batch"}
+
+
+class UsageError(Exception):
+    """Arguments that parse but do not make sense together; exit code 2."""
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    d = p.add_argument_group("data")
+    d.add_argument("--benchmark", choices=BENCHMARKS, default="split-digits", help="default: %(default)s")
+    d.add_argument("--scenario", choices=("task", "domain", "class"),
+                   help="default: the benchmark's own (split: task, permuted/rotated: domain)")
+    d.add_argument("--tasks", type=int, help="number of tasks (default: 5 for split, 10 for permuted/rotated)")
+    d.add_argument("--class-order", choices=("fixed", "random"), default="fixed",
+                   help="split streams: classes in order, or shuffled by the seed")
+    d.add_argument("--data-dir", help="folder with the Fashion-MNIST .gz files (default: $LIFELONG_DATA, "
+                   "else /usr/share/datasets/fashion-mnist)")
+    d.add_argument("--validation", type=float, default=0.0,
+                   help="hold out this share of each task's training data (e.g. 0.1)")
+    d.add_argument("--eval-split", choices=("test", "valid"), default="test",
+                   help="evaluate on the test set, or on the held-out validation part to tune")
+    t = p.add_argument_group("training")
+    t.add_argument("--epochs", type=int, default=1)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    t.add_argument("--momentum", type=float, default=0.0)
+    t.add_argument("--keep-optimizer", action="store_true", help="keep optimizer state across tasks")
+    t.add_argument("--hidden", type=_ints, default=(400, 400), help="hidden widths, e.g. 400,400")
+    t.add_argument("--dropout", type=float, default=0.0)
+    t.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--specialist", action="store_true",
+                   help="also train one model per task alone and report retention against it")
+    p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_strategy_flags(p: argparse.ArgumentParser) -> None:
+    s = p.add_argument_group("strategy options (each strategy has tuned defaults; see README)")
+    s.add_argument("--lambda", dest="lambda", type=float, help="penalty strength (EWC, online EWC, SI, MAS)")
+    s.add_argument("--gamma", type=float, help="online EWC: decay of earlier Fisher")
+    s.add_argument("--xi", type=float, help="SI: damping")
+    s.add_argument("--fisher", choices=("empirical", "true"), help="EWC: which Fisher")
+    s.add_argument("--importance-samples", type=int, help="EWC/MAS: sample budget for importance")
+    s.add_argument("--memory", type=int, help="replay: samples stored")
+    s.add_argument("--selection", choices=("reservoir", "balanced"), help="replay: memory selection")
+    s.add_argument("--replay-batch", type=int, help="replay: stored samples per step")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lifelong", description="Continual learning without forgetting.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run_p = sub.add_parser("run", help="learn one task stream with one strategy",
+                           description="Learn a task stream task by task and print the accuracy matrix.")
+    run_p.add_argument("--strategy", default="naive", help=f"one of {', '.join(STRATEGIES)} (default: naive)")
+    run_p.add_argument("--seed", type=int, default=0)
+    run_p.add_argument("--out", help="write the result JSON here")
+    _add_common(run_p)
+    _add_strategy_flags(run_p)
+    cmp_p = sub.add_parser("compare", help="several strategies and seeds, a Markdown table",
+                           description="Run each strategy with each seed; print mean ± std per strategy.")
+    cmp_p.add_argument("--strategies", default="naive,ewc", help="comma-separated (default: %(default)s)")
+    cmp_p.add_argument("--seeds", type=_ints, default=(0,), help="comma-separated (default: 0)")
+    cmp_p.add_argument("--set", action="append", default=[], metavar="STRATEGY.OPTION=VALUE",
+                       help="an option for one strategy, e.g. ewc.strength=300 (repeatable)")
+    cmp_p.add_argument("--out", help="write all runs and the summary as JSON here")
+    _add_common(cmp_p)
+    _add_strategy_flags(cmp_p)
+    return parser
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _strategy_options(name: str, args: argparse.Namespace, sets: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Options for one strategy: the flags it accepts (an error if given one it has no use for in
+    `run`; skipped in `compare`, where a flag may be meant for another strategy), then --set."""
+    accepted = {k for fields in strategy_options(name).values() for k in fields}
+    opts: dict[str, Any] = {}
+    for flag, key in STRATEGY_FLAGS.items():
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if key in accepted:
+            opts[key] = value
+        elif args.command == "run":
+            raise UsageError(f"strategy {name!r} has no use for --{flag.replace('_', '-')}")
+    opts.update(sets.get(name, {}))
+    return opts
+
+
+def _run_config(args: argparse.Namespace, strategy: str, seed: int, options: dict[str, Any]):
+    from lifelong.run import ModelConfig, RunConfig
+
+    stream = StreamConfig(args.benchmark, args.scenario, args.tasks, seed, args.validation, args.class_order,
+                          args.data_dir)
+    if args.eval_split == "valid" and args.validation <= 0:
+        stream = replace(stream, validation=0.1)
+    learner = LearnerConfig(args.epochs, args.batch_size, args.lr, args.optimizer, args.momentum,
+                            not args.keep_optimizer, seed=seed)
+    return RunConfig(stream, strategy, options, learner, ModelConfig(tuple(args.hidden), args.dropout), seed,
+                     args.eval_split, args.specialist)
+
+
+def _parse_sets(items: list[str], strategies: list[str]) -> dict[str, dict[str, Any]]:
+    sets: dict[str, dict[str, Any]] = {}
+    for item in items:
+        target, sep, value = item.partition("=")
+        name, dot, key = target.rpartition(".")
+        if not (sep and dot and name and key):
+            raise UsageError(f"--set takes STRATEGY.OPTION=VALUE, got {item!r}")
+        if name not in strategies:
+            raise UsageError(f"--set {item!r}: {name!r} is not among --strategies")
+        sets.setdefault(name, {})[key] = _parse_value(value)
+    return sets
+
+
+def _command_run(args: argparse.Namespace, progress: bool) -> int:
+    from lifelong.report import format_run, write_json
+    from lifelong.run import run
+
+    result = run(_run_config(args, args.strategy, args.seed, _strategy_options(args.strategy, args, {})), progress)
+    if args.out:
+        write_json(args.out, result)
+    if args.json:
+        print(json.dumps(result, default=list))
+    else:
+        print(format_run(result))
+        if args.out:
+            print(f"\nresult written to {args.out}")
+    return 0
+
+
+def _command_compare(args: argparse.Namespace, progress: bool) -> int:
+    from lifelong.report import aggregate, environment, format_compare, write_json
+    from lifelong.run import run
+
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    sets = _parse_sets(args.set, strategies)
+    configs = [_run_config(args, s, seed, _strategy_options(s, args, sets)) for s in strategies for seed in args.seeds]
+    results = []
+    for cfg in configs:
+        if progress:
+            print(f"running {cfg.strategy}, seed {cfg.seed}", file=sys.stderr)
+        results.append(run(cfg, progress))
+    rows = aggregate(results)
+    table = format_compare(rows)
+    summary = {"summary": rows, "table": table, "runs": results, "environment": environment()}
+    if args.out:
+        write_json(args.out, summary)
+    if args.json:
+        print(json.dumps(summary, default=list))
+    else:
+        first = results[0]
+        print(f"{first['benchmark']}, {first['scenario']}-incremental, {len(first['tasks'])} tasks, "
+              f"{first['eval_split']} split, seeds {','.join(map(str, args.seeds))}\n")
+        print(table)
+        if args.out:
+            print(f"\nresults written to {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        for name in [args.strategy] if args.command == "run" else args.strategies.split(","):
+            strategy_options(name.strip())
+        check(StreamConfig(args.benchmark, args.scenario, args.tasks))
+    except ValueError as exc:
+        parser.error(str(exc))
+    progress = not (args.json or args.quiet) and sys.stderr.isatty()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from lifelong.data.vision import DataError
+    from lifelong.learner import TrainingDiverged
+
+    try:
+        return _command_run(args, progress) if args.command == "run" else _command_compare(args, progress)
+    except UsageError as exc:
+        parser.error(str(exc))
+    except (DataError, TrainingDiverged, ValueError) as exc:
+        print(f"lifelong: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Tasks, task streams and fast batching.
+
+A `Task` holds ordinary tensors-backed datasets whose labels are *global* class ids. A `TaskStream`
+is a plain sequence of tasks plus the scenario that decides which classes compete at each point:
+
+- task-incremental: each sample's own task's classes (one head per task);
+- domain-incremental: every class, every time (one shared head, same labels in each task);
+- class-incremental: every class seen so far (one shared head, no task id at test time).
+
+Models output logits over the whole label space; `TaskStream.class_mask` says which of them are
+live, so a multi-head model is simply a masked shared output layer (row-for-row the same thing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+SCENARIOS = ("task", "domain", "class")
+
+
+class Batch(NamedTuple):
+    """One mini-batch: inputs, global labels and the task id of every sample."""
+
+    x: Any
+    y: Tensor
+    task: Tensor
+
+
+class ArrayDataset(torch.utils.data.Dataset):
+    """Inputs and labels in memory, fetched a whole batch at a time.
+
+    `transform` maps a batch of inputs to a batch of inputs (a pixel permutation, a rotation); it
+    runs per batch so that ten permuted copies of a dataset cost one copy of memory.
+    """
+
+    def __init__(self, x: Tensor, y: Tensor, transform: Callable[[Tensor], Tensor] | None = None):
+        if len(x) != len(y):
+            raise ValueError(f"inputs and labels differ in length: {len(x)} vs {len(y)}")
+        self.x, self.y, self.transform = x, y.long(), transform
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        x, y = self.get_batch(torch.tensor([i]))
+        return x[0], y[0]
+
+    def get_batch(self, idx: Tensor) -> tuple[Tensor, Tensor]:
+        x = self.x[idx]
+        return (self.transform(x) if self.transform else x), self.y[idx]
+
+    def split(self, n_last: int) -> tuple[ArrayDataset, ArrayDataset]:
+        """(all but the last `n_last` samples, the last `n_last`): a held-out validation part."""
+        cut = len(self) - n_last
+        return (ArrayDataset(self.x[:cut], self.y[:cut], self.transform),
+                ArrayDataset(self.x[cut:], self.y[cut:], self.transform))
+
+    def subset(self, idx: Tensor) -> ArrayDataset:
+        return ArrayDataset(self.x[idx], self.y[idx], self.transform)
+
+
+def fetch(dataset: Any, idx: Tensor) -> tuple[Any, Tensor]:
+    """A batch from any map-style dataset: fast path for `get_batch`, else item by item."""
+    if hasattr(dataset, "get_batch"):
+        return dataset.get_batch(idx)
+    items = [dataset[int(i)] for i in idx]
+    return torch.utils.data.default_collate(items)[:2]
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """A dataset together with the task id its samples belong to."""
+
+    data: Any
+    task_id: int
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+class BatchLoader:
+    """Iterates `Batch`es over one or more `TaskData` parts (several parts: joint training).
+
+    Deterministic: a shuffled epoch is drawn from the given generator.
+    """
+
+    def __init__(self, parts: Sequence[TaskData], batch_size: int, shuffle: bool = False,
+                 generator: torch.Generator | None = None, max_samples: int | None = None):
+        self.parts, self.batch_size, self.shuffle = list(parts), batch_size, shuffle
+        self.generator, self.max_samples = generator, max_samples
+        self.sizes = torch.tensor([len(p) for p in self.parts])
+        self.offsets = torch.cumsum(self.sizes, 0) - self.sizes
+
+    def __len__(self) -> int:
+        n = self.num_samples
+        return (n + self.batch_size - 1) // self.batch_size
+
+    @property
+    def num_samples(self) -> int:
+        n = int(self.sizes.sum())
+        return n if self.max_samples is None else min(n, self.max_samples)
+
+    def __iter__(self) -> Iterator[Batch]:
+        total = int(self.sizes.sum())
+        order = torch.randperm(total, generator=self.generator) if self.shuffle else torch.arange(total)
+        order = order[: self.num_samples]
+        for start in range(0, len(order), self.batch_size):
+            yield self._gather(order[start: start + self.batch_size])
+
+    def _gather(self, idx: Tensor) -> Batch:
+        if len(self.parts) == 1:
+            x, y = fetch(self.parts[0].data, idx)
+            return Batch(x, y, torch.full((len(y),), self.parts[0].task_id, dtype=torch.long))
+        part = torch.bucketize(idx, self.offsets, right=True) - 1
+        xs, ys, ts = [], [], []
+        for p in part.unique().tolist():
+            local = idx[part == p] - self.offsets[p]
+            x, y = fetch(self.parts[p].data, local)
+            xs.append(x)
+            ys.append(y)
+            ts.append(torch.full((len(y),), self.parts[p].task_id, dtype=torch.long))
+        return Batch(concat_inputs(xs), torch.cat(ys), torch.cat(ts))
+
+
+def concat_inputs(xs: Sequence[Any]) -> Any:
+    """Concatenate batches of inputs: tensors, or dicts of tensors (tokenised text)."""
+    if isinstance(xs[0], dict):
+        return {k: torch.cat([x[k] for x in xs]) for k in xs[0]}
+    return torch.cat(list(xs))
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task: its id, its datasets (labels are global class ids) and its classes."""
+
+    id: int
+    train: Any
+    test: Any
+    classes: tuple[int, ...]
+    name: str = ""
+    valid: Any = None
+
+    def eval_data(self, split: str) -> Any:
+        if split == "test":
+            return self.test
+        if split == "valid":
+            if self.valid is None:
+                raise ValueError(f"task {self.id} has no validation split (build it with validation > 0)")
+            return self.valid
+        raise ValueError(f"unknown split {split!r}; use 'test' or 'valid'")
+
+
+@dataclass
+class TaskStream(Sequence[Task]):
+    """A plain sequence of tasks and the scenario under which they are learned."""
+
+    tasks: list[Task]
+    num_classes: int
+    scenario: str
+    name: str = ""
+    class_names: list[str] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.scenario not in SCENARIOS:
+            raise ValueError(f"unknown scenario {self.scenario!r}; choose one of {SCENARIOS}")
+        for i, task in enumerate(self.tasks):
+            if task.id != i:
+                raise ValueError(f"task ids must be 0..T-1 in order; task {i} has id {task.id}")
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return TaskStream(self.tasks[i], self.num_classes, self.scenario, self.name,
+                              self.class_names, dict(self.info))
+        return self.tasks[i]
+
+    def class_mask(self, current: int) -> Tensor:
+        """Bool [T, C]: row t holds the classes a sample of task t may be assigned to while the
+        learner is at task `current` (training it, or evaluating right after it)."""
+        mask = torch.zeros(len(self.tasks), self.num_classes, dtype=torch.bool)
+        if self.scenario == "domain":
+            mask[:] = True
+        elif self.scenario == "task":
+            for t in self.tasks:
+                mask[t.id, list(t.classes)] = True
+        else:
+            seen = sorted({c for t in self.tasks[: current + 1] for c in t.classes})
+            mask[:, seen] = True
+        return mask

@@ -1,0 +1,6 @@
+"""Models: plain networks and the task-aware classifier around them."""
+
+from lifelong.models.heads import ContinualClassifier
+from lifelong.models.mlp import MLP
+
+__all__ = ["MLP", "ContinualClassifier"]

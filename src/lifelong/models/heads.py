@@ -1,0 +1,43 @@
+"""Task-aware output: one shared output layer whose logits are masked per sample.
+
+Masking the columns of one Linear layer to the classes of a sample's task is exactly a separate
+head per task (each row of the weight is used by one task only), so task-, domain- and
+class-incremental learning share one model shape; only the mask differs (`TaskStream.class_mask`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class ContinualClassifier(nn.Module):
+    """Wraps a network that outputs logits over the whole label space.
+
+    `forward(x, task)` returns those logits with the classes a sample may not take set to -inf
+    (so softmax gives them zero probability and zero gradient).
+
+    >>> import torch
+    >>> model = ContinualClassifier(torch.nn.Linear(4, 6), num_tasks=3, num_classes=6)
+    >>> mask = torch.zeros(3, 6, dtype=torch.bool); mask[0, :2] = True; mask[1, 2:4] = True
+    >>> model.set_class_mask(mask)
+    >>> model(torch.zeros(2, 4), torch.tensor([0, 1])).isfinite().sum(1).tolist()
+    [2, 2]
+    """
+
+    def __init__(self, net: nn.Module, num_tasks: int, num_classes: int):
+        super().__init__()
+        self.net = net
+        self.num_classes = num_classes
+        self.class_mask: Tensor
+        self.register_buffer("class_mask", torch.ones(num_tasks, num_classes, dtype=torch.bool),
+                             persistent=False)
+
+    def set_class_mask(self, mask: Tensor) -> None:
+        self.class_mask = mask.to(self.class_mask.device)
+
+    def forward(self, x: Tensor, task: Tensor | None = None) -> Tensor:
+        logits = self.net(x)
+        if task is None:
+            return logits
+        return logits.masked_fill(~self.class_mask[task], float("-inf"))

@@ -1,0 +1,27 @@
+"""A multilayer perceptron over flattened inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+
+class MLP(nn.Module):
+    """in -> [Linear -> ReLU -> Dropout] * len(hidden) -> Linear(out)."""
+
+    def __init__(self, in_features: int, hidden: Sequence[int] = (400, 400), out_features: int = 10,
+                 dropout: float = 0.0):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = h
+        layers.append(nn.Linear(width, out_features))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)

@@ -1,0 +1,128 @@
+"""stream + learner -> accuracy matrix -> result: one continual-learning run, end to end."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from lifelong.data.streams import StreamConfig, build_stream
+from lifelong.data.task import Task, TaskStream, fetch
+from lifelong.evaluation.matrix import AccuracyMatrix
+from lifelong.learner import Learner, LearnerConfig
+from lifelong.models import MLP, ContinualClassifier
+from lifelong.report import environment
+from lifelong.strategies import build_strategy
+
+
+@dataclass
+class ModelConfig:
+    hidden: tuple[int, ...] = (400, 400)
+    dropout: float = 0.0
+
+
+@dataclass
+class RunConfig:
+    """Everything that decides a run; it is written into the result so the run can be repeated."""
+
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    strategy: str = "naive"
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    seed: int = 0
+    eval_split: str = "test"  # "valid" to tune hyperparameters without touching the test set
+    specialist: bool = False  # also train one model per task alone, for retention against it
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        model = dict(d.get("model", {}))
+        if "hidden" in model:
+            model["hidden"] = tuple(model["hidden"])
+        return cls(StreamConfig(**d.get("stream", {})), d.get("strategy", "naive"),
+                   dict(d.get("strategy_options", {})), LearnerConfig(**d.get("learner", {})),
+                   ModelConfig(**model), d.get("seed", 0), d.get("eval_split", "test"),
+                   d.get("specialist", False))
+
+
+def seeded(cfg: RunConfig) -> RunConfig:
+    """The config with its one seed passed down to the stream, the learner and the strategy."""
+    from dataclasses import replace
+
+    return replace(cfg, stream=replace(cfg.stream, seed=cfg.seed), learner=replace(cfg.learner, seed=cfg.seed),
+                   strategy_options={**cfg.strategy_options, "seed": cfg.seed})
+
+
+def build_model(stream: TaskStream, cfg: ModelConfig) -> ContinualClassifier:
+    x, _ = fetch(stream[0].train, torch.tensor([0]))
+    in_features = math.prod(x.shape[1:])
+    return ContinualClassifier(MLP(in_features, cfg.hidden, stream.num_classes, cfg.dropout),
+                               len(stream), stream.num_classes)
+
+
+def _specialist_accuracy(stream: TaskStream, cfg: RunConfig, split: str) -> list[float]:
+    """Accuracy of a fresh model trained on each task alone (same model, optimizer and epochs)."""
+    out = []
+    for task in stream:
+        alone = TaskStream([Task(0, task.train, task.test, task.classes, task.name, task.valid)],
+                           stream.num_classes, "task")
+        torch.manual_seed(cfg.seed)
+        learner = Learner(build_model(alone, cfg.model), build_strategy("naive"), cfg.learner)
+        learner.fit(alone, 0)
+        out.append(learner.evaluate(alone, split)[0])
+    return out
+
+
+def run(cfg: RunConfig, progress: bool = False, stream: TaskStream | None = None) -> dict[str, Any]:
+    """Learn the stream task by task, evaluating every task after each; return the result dict."""
+    cfg = seeded(cfg)
+    started = time.perf_counter()
+    stream = stream if stream is not None else build_stream(cfg.stream)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    model = build_model(stream, cfg.model)
+    strategy = build_strategy(cfg.strategy, cfg.strategy_options)
+    learner = Learner(model, strategy, cfg.learner, progress=progress)
+
+    baseline = [learner.evaluate(stream, cfg.eval_split, position=j)[j] for j in range(len(stream))]
+    matrix = AccuracyMatrix(len(stream), baseline)
+    per_task = []
+    tasks = range(len(stream))
+    if progress:
+        from tqdm.auto import tqdm
+
+        tasks = tqdm(tasks, desc=f"{cfg.strategy} on {stream.name}", unit="task")
+    for i in tasks:
+        stats = learner.fit(stream, i)
+        t0 = time.perf_counter()
+        matrix.update(i, learner.evaluate(stream, cfg.eval_split))
+        stats["eval_seconds"] = time.perf_counter() - t0
+        with torch.no_grad():
+            stats["penalty"] = float(strategy.penalty(model))
+        per_task.append(stats)
+    specialist = _specialist_accuracy(stream, cfg, cfg.eval_split) if cfg.specialist else None
+    return {
+        "config": cfg.to_dict(),
+        "strategy": strategy.name,
+        "benchmark": stream.name,
+        "scenario": stream.scenario,
+        "eval_split": cfg.eval_split,
+        "tasks": [{"id": t.id, "name": t.name, "classes": list(t.classes), "train_size": len(t.train),
+                   "eval_size": len(t.eval_data(cfg.eval_split))} for t in stream],
+        "accuracy_matrix": matrix.tolist(),
+        "baseline_accuracy": baseline,
+        "specialist_accuracy": specialist,
+        **matrix.compute(specialist),
+        "per_task": per_task,
+        "seconds": time.perf_counter() - started,
+        "train_seconds": sum(s["train_seconds"] + s["after_task_seconds"] for s in per_task),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "environment": environment(),
+    }

@@ -1,0 +1,67 @@
+"""Strategies, registered by name. `build_strategy("ewc+replay", {...})` composes them.
+
+>>> s = build_strategy("ewc+replay", {"strength": 300.0, "memory": 200})
+>>> s.name, s.parts[0].config.strength, s.parts[1].config.memory
+('ewc+replay', 300.0, 200)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lifelong.strategies.base import Naive, NaiveConfig, Strategy, StrategyConfig
+from lifelong.strategies.compose import Compose
+from lifelong.strategies.ewc import EWC, EWCConfig, OnlineEWCConfig
+from lifelong.strategies.joint import Joint, JointConfig
+from lifelong.strategies.mas import MAS, MASConfig
+from lifelong.strategies.quadratic import QuadraticPenalty
+from lifelong.strategies.replay import Replay, ReplayConfig
+from lifelong.strategies.si import SI, SIConfig
+
+# name -> (config class, strategy class); explicit, no discovery.
+REGISTRY: dict[str, tuple[type[StrategyConfig], type[Strategy]]] = {
+    "naive": (NaiveConfig, Naive),
+    "joint": (JointConfig, Joint),
+    "replay": (ReplayConfig, Replay),
+    "ewc": (EWCConfig, EWC),
+    "online-ewc": (OnlineEWCConfig, EWC),
+    "si": (SIConfig, SI),
+    "mas": (MASConfig, MAS),
+}
+STRATEGIES = (*REGISTRY, "ewc+replay")
+
+
+def strategy_options(name: str) -> dict[str, dict[str, Any]]:
+    """The default config of each part of a (possibly composed) strategy name."""
+    parts = name.split("+")
+    if len(set(parts)) != len(parts):
+        raise ValueError(f"a strategy appears twice in {name!r}")
+    unknown = [p for p in parts if p not in REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown strategy {'+'.join(unknown)!r}; choose from {', '.join(REGISTRY)} "
+                         "or combine them with '+' (e.g. ewc+replay)")
+    return {p: REGISTRY[p][0]().to_dict() for p in parts}
+
+
+def build_strategy(name: str, options: dict[str, Any] | None = None) -> Strategy:
+    """Build a strategy from its name and a flat dict of options.
+
+    Each part takes the options its config defines (`strength` goes to EWC, `memory` to replay);
+    an option no part defines is an error.
+    """
+    options = dict(options or {})
+    defaults = strategy_options(name)
+    unused = set(options) - {k for d in defaults.values() for k in d}
+    if unused:
+        raise ValueError(f"strategy {name!r} takes no option(s) {sorted(unused)}")
+    parts = []
+    for part, fields in defaults.items():
+        config_cls, strategy_cls = REGISTRY[part]
+        config = config_cls.from_dict({**fields, **{k: v for k, v in options.items() if k in fields}})
+        parts.append(strategy_cls(config))  # type: ignore[call-arg]
+    return parts[0] if len(parts) == 1 else Compose(parts)
+
+
+__all__ = ["EWC", "MAS", "REGISTRY", "SI", "STRATEGIES", "Compose", "EWCConfig", "Joint", "MASConfig", "Naive",
+           "QuadraticPenalty", "Replay", "ReplayConfig", "SIConfig", "Strategy", "build_strategy",
+           "strategy_options"]

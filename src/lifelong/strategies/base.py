@@ -1,0 +1,101 @@
+"""The strategy protocol: a small object with a few hooks, all optional.
+
+The learner (and any user's own loop) calls them in this order for each task::
+
+    strategy.before_task(model, task_id)
+    for batch in strategy.train_data(stream, task_id) ...:
+        batch = strategy.extend_batch(batch)          # replay adds stored samples
+        loss = cross_entropy(model(batch.x, batch.task), batch.y)
+        loss.backward()
+        strategy.after_backward(model)                # consolidation adds its gradient here
+        optimizer.step()
+        strategy.after_step(model)                    # SI integrates its path here
+    strategy.after_task(model, task_id, batches)     # importance is estimated here
+
+Everything a strategy knows lives in `state_dict()`, so a run can stop and resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from lifelong.data.task import Batch, TaskData, TaskStream
+
+
+@dataclass
+class StrategyConfig:
+    """Base of the typed per-strategy configs; they round-trip through JSON."""
+
+    seed: int = 0  # for whatever the strategy draws at random (replay sampling, sampled Fisher labels)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> StrategyConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"{cls.__name__} has no option(s) {sorted(unknown)}; it takes {sorted(known)}")
+        return cls(**values)
+
+
+class Strategy:
+    """Naive fine-tuning: every hook does nothing. Other strategies override a few hooks."""
+
+    name: ClassVar[str] = "naive"
+
+    def before_task(self, model: nn.Module, task_id: int) -> None:
+        """Called before training on a task."""
+
+    def train_data(self, stream: TaskStream, task_id: int) -> list[TaskData]:
+        """The data to train on while learning `task_id` (joint training returns every task so far)."""
+        return [TaskData(stream[task_id].train, task_id)]
+
+    def extend_batch(self, batch: Batch) -> Batch:
+        """Change a training batch before the forward pass (replay appends stored samples)."""
+        return batch
+
+    def after_backward(self, model: nn.Module) -> None:
+        """Edit gradients after backward and before the optimizer step."""
+
+    def after_step(self, model: nn.Module) -> None:
+        """Called after each optimizer step."""
+
+    def after_task(self, model: nn.Module, task_id: int, batches: Iterable[Any]) -> None:
+        """Called after training on a task, with its training data (e.g. to estimate importance)."""
+
+    def penalty(self, model: nn.Module) -> Tensor:
+        """The consolidation loss term's value (for logging; training adds its gradient directly)."""
+        return torch.zeros(())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise ValueError(f"{self.name} keeps no state but was given keys {sorted(state)}")
+
+
+@dataclass
+class NaiveConfig(StrategyConfig):
+    pass
+
+
+class Naive(Strategy):
+    """Plain fine-tuning on each task in turn: the lower bound, it forgets."""
+
+    name = "naive"
+
+    def __init__(self, config: NaiveConfig | None = None):
+        self.config = config or NaiveConfig()
+
+
+def trainable(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Named parameters that train (the ones a strategy protects or tracks)."""
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}

@@ -1,0 +1,73 @@
+"""Elastic weight consolidation and its online form.
+
+EWC (Kirkpatrick et al. 2017): after each task, the diagonal Fisher F_t at the task's solution
+theta_t; while learning later tasks, add lambda/2 * sum_t F_t (theta - theta_t)^2. All tasks'
+terms merge into one quadratic (see quadratic.py), so memory and step cost stay flat.
+
+Online EWC (Schwarz et al. 2018, "Progress & compress"): F <- gamma * F + F_t, anchored at the
+latest solution only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from lifelong.importance import fisher_diagonal
+from lifelong.strategies.base import Strategy, StrategyConfig, trainable
+from lifelong.strategies.quadratic import Consolidation
+
+
+@dataclass
+class EWCConfig(StrategyConfig):
+    strength: float = 100.0  # lambda, for a per-sample Fisher (see FINDINGS: mini-batch Fishers are ~1/B)
+    fisher: str = "empirical"  # "empirical": the data's labels; "true": labels drawn from the model
+    samples: int | None = None  # a budget of samples for the Fisher; None: the whole task
+    online: bool = False
+    gamma: float = 1.0  # online only: decay of earlier tasks' Fisher
+
+    def __post_init__(self) -> None:
+        if self.fisher not in ("empirical", "true"):
+            raise ValueError(f"fisher must be 'empirical' or 'true', not {self.fisher!r}")
+        if self.strength < 0 or not 0 <= self.gamma <= 1:
+            raise ValueError("EWC needs strength >= 0 and 0 <= gamma <= 1")
+
+
+@dataclass
+class OnlineEWCConfig(EWCConfig):
+    online: bool = True
+    gamma: float = 0.9
+
+
+class EWC(Consolidation, Strategy):
+    """EWC; `online=True` gives online EWC."""
+
+    name = "ewc"
+
+    def __init__(self, config: EWCConfig | None = None):
+        self.config = config or EWCConfig()
+        super().__init__(self.config.strength)
+        if self.config.online:
+            self.name = "online-ewc"  # type: ignore[misc]
+        self.generator = torch.Generator().manual_seed(self.config.seed)
+
+    def after_task(self, model: nn.Module, task_id: int, batches: Iterable[Any]) -> None:
+        cfg = self.config
+        fisher = fisher_diagonal(model, batches, true_fisher=cfg.fisher == "true",
+                                 max_samples=cfg.samples, generator=self.generator)
+        anchor = {n: p.detach() for n, p in trainable(model).items()}
+        if cfg.online:
+            self.quadratic.accumulate(fisher, anchor, decay=cfg.gamma)
+        else:
+            self.quadratic.add(fisher, anchor)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.generator.set_state(state["generator"])

@@ -1,0 +1,48 @@
+"""Experience replay: each training batch is joined by as many samples drawn from a bounded memory
+of earlier batches (Chaudhry et al. 2019, "On tiny episodic memories in continual learning")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from lifelong.data.task import Batch, concat_inputs
+from lifelong.strategies.base import Strategy, StrategyConfig
+from lifelong.strategies.memory import SELECTIONS, ReplayMemory
+
+
+@dataclass
+class ReplayConfig(StrategyConfig):
+    memory: int = 500  # samples stored
+    selection: str = "reservoir"  # or "balanced" (class-balanced reservoir)
+    replay_batch: int | None = None  # stored samples per step; None: as many as the new batch
+
+    def __post_init__(self) -> None:
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"unknown selection {self.selection!r}; choose one of {SELECTIONS}")
+
+
+class Replay(Strategy):
+    name = "replay"
+
+    def __init__(self, config: ReplayConfig | None = None):
+        self.config = config or ReplayConfig()
+        self.memory = ReplayMemory(self.config.memory, self.config.selection,
+                                   torch.Generator().manual_seed(self.config.seed))
+
+    def extend_batch(self, batch: Batch) -> Batch:
+        out = batch
+        if len(self.memory):
+            old = self.memory.sample(self.config.replay_batch or len(batch.y))
+            out = Batch(concat_inputs([batch.x, old.x]), torch.cat([batch.y, old.y]),
+                        torch.cat([batch.task, old.task]))
+        self.memory.add(batch)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"memory": self.memory.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.memory.load_state_dict(state["memory"])

@@ -1,0 +1,93 @@
+"""The merged quadratic equals the per-task sum; SI's importance equals a hand-computed path integral."""
+
+import torch
+from torch import nn
+
+from lifelong.strategies import SI, QuadraticPenalty, SIConfig
+
+
+def _net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3))
+
+
+def test_merged_ewc_penalty_and_gradient_equal_the_per_task_sum():
+    net = _net()
+    names = [n for n, _ in net.named_parameters()]
+    gen = torch.Generator().manual_seed(1)
+    tasks = [({n: torch.rand(p.shape, generator=gen) * (t + 1) for n, p in net.named_parameters()},
+              {n: torch.randn(p.shape, generator=gen) for n, p in net.named_parameters()}) for t in range(6)]
+    for n in names:  # a parameter no task cares about (zero precision everywhere)
+        tasks[0][0][n].view(-1)[0] = 0.0
+        for fisher, _ in tasks[1:]:
+            fisher[n].view(-1)[0] = 0.0
+    strength = 7.0
+    q = QuadraticPenalty(strength)
+    for fisher, anchor in tasks:
+        q.add(fisher, anchor)
+
+    params = dict(net.named_parameters())
+    reference = sum(0.5 * strength * (f[n] * (params[n] - a[n]) ** 2).sum() for f, a in tasks for n in names)
+    net.zero_grad()
+    reference.backward()
+    expected = {n: p.grad.clone() for n, p in params.items()}
+
+    assert torch.isclose(q.value(net), reference.detach(), rtol=1e-5)
+    net.zero_grad()
+    q.add_gradient_(net)
+    for n, p in params.items():
+        torch.testing.assert_close(p.grad, expected[n], rtol=1e-5, atol=1e-6)
+    # state stays two tensors per parameter, whatever the number of tasks
+    assert len(q.precision) == len(q.centre) == len(names)
+
+
+def test_online_accumulation_decays_and_recentres():
+    net = _net()
+    f1 = {n: torch.ones_like(p) for n, p in net.named_parameters()}
+    a1 = {n: torch.zeros_like(p) for n, p in net.named_parameters()}
+    a2 = {n: torch.full_like(p, 2.0) for n, p in net.named_parameters()}
+    q = QuadraticPenalty(1.0)
+    q.accumulate(f1, a1, decay=0.5)
+    q.accumulate(f1, a2, decay=0.5)
+    for p, m in zip(q.precision, q.centre, strict=True):
+        assert torch.allclose(p, torch.full_like(p, 1.5)) and torch.allclose(m, torch.full_like(m, 2.0))
+
+
+def test_penalty_is_zero_at_its_centre_after_a_single_task():
+    net = _net()
+    q = QuadraticPenalty(3.0)
+    q.add({n: torch.rand_like(p) for n, p in net.named_parameters()},
+          {n: p.detach().clone() for n, p in net.named_parameters()})
+    assert float(q.value(net).detach()) == 0.0
+
+
+def test_si_importance_equals_hand_computed_path_integral():
+    """Loss 1/2 sum a_i (theta_i - c_i)^2 with SGD: the path integral is sum_k lr * g_k^2 in closed form."""
+    a = torch.tensor([1.0, 4.0, 0.5])
+    c = torch.tensor([2.0, -1.0, 3.0])
+    model = nn.Linear(3, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.0, 0.5, -1.0]]))
+    lr, steps, xi = 0.1, 12, 0.1
+    si = SI(SIConfig(strength=1.0, xi=xi))
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+
+    theta = model.weight.detach().clone().squeeze(0)
+    start, omega = theta.clone(), torch.zeros(3)
+    for _ in range(steps):  # the hand computation
+        g = a * (theta - c)
+        omega += lr * g * g  # -g * (theta_next - theta) with theta_next = theta - lr * g
+        theta = theta - lr * g
+    expected = omega / ((theta - start) ** 2 + xi)
+
+    si.before_task(model, 0)
+    for _ in range(steps):
+        opt.zero_grad()
+        (0.5 * (a * (model.weight.squeeze(0) - c) ** 2).sum()).backward()
+        si.after_backward(model)
+        opt.step()
+        si.after_step(model)
+    si.after_task(model, 0, [])
+    torch.testing.assert_close(model.weight.detach().squeeze(0), theta)
+    torch.testing.assert_close(si.quadratic.precision[0].squeeze(0), expected, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(si.quadratic.centre[0].squeeze(0), theta)
