@@ -71,7 +71,7 @@ def test_resuming_from_state_dict_gives_the_same_penalty_and_the_same_step(name,
 @pytest.mark.parametrize("name", ALL)
 def test_same_seed_same_result(name):
     cfg = RunConfig(StreamConfig("permuted-digits", tasks=2), name, OPTIONS.get(name, {}),
-                    LearnerConfig(epochs=1, batch_size=64), ModelConfig((16,)), seed=3)
+                    LearnerConfig(epochs=1, batch_size=64), ModelConfig("mlp", (16,)), seed=3)
     assert run(cfg)["accuracy_matrix"] == run(cfg)["accuracy_matrix"]
 
 

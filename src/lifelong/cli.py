@@ -15,7 +15,7 @@ from lifelong.strategies import STRATEGIES, strategy_options
 # CLI flag -> strategy option it sets (only when given; each strategy keeps its tuned default otherwise)
 STRATEGY_FLAGS = {"lambda": "strength", "gamma": "gamma", "xi": "xi", "fisher": "fisher",
                   "importance_samples": "samples", "memory": "memory", "selection": "selection",
-                  "replay_batch": "replay_batch"}
+                  "replay_batch": "replay_batch", "importance_dtype": "storage", "importance_keep": "keep"}
 
 
 class UsageError(Exception):
@@ -38,7 +38,19 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     d.add_argument("--class-order", choices=("fixed", "random"), default="fixed",
                    help="split streams: classes in order, or shuffled by the seed")
     d.add_argument("--data-dir", help="folder with the Fashion-MNIST .gz files (default: $LIFELONG_DATA, "
-                   "else /usr/share/datasets/fashion-mnist)")
+                   "else /usr/share/datasets/fashion-mnist); for clinc150 the CLINC150 folder (default: "
+                   "$LIFELONG_CLINC150, else shared/datasets/clinc150 beside the repository)")
+    d.add_argument("--encoder", choices=("frozen", "finetune", "lora"), default="frozen",
+                   help="clinc150: a frozen MiniLM encoder (cached embeddings), or one fine-tuned fully or "
+                   "through LoRA adapters")
+    d.add_argument("--per-intent", type=int, help="clinc150: training queries kept per intent (a small slice)")
+    d.add_argument("--environments", help="control: comma-separated gymnasium ids (default: CartPole-v1,"
+                   "Acrobot-v1,LunarLander-v3 for task; LunarLander-v3 with changing gravity and wind for domain)")
+    d.add_argument("--mode", choices=("bc", "rl"), default="bc",
+                   help="control: behaviour cloning from experts, or reinforcement learning with DQN")
+    d.add_argument("--rl-steps", type=int, default=50_000, help="control, rl: environment steps per task")
+    d.add_argument("--demos", type=int, default=20, help="control, bc: expert episodes per task (default: 20)")
+    d.add_argument("--eval-episodes", type=int, default=20, help="control: episodes per evaluation (default: 20)")
     d.add_argument("--validation", type=float, default=0.0,
                    help="hold out this share of each task's training data (e.g. 0.1)")
     d.add_argument("--eval-split", choices=("test", "valid"), default="test",
@@ -50,7 +62,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     t.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     t.add_argument("--momentum", type=float, default=0.0)
     t.add_argument("--keep-optimizer", action="store_true", help="keep optimizer state across tasks")
-    t.add_argument("--hidden", type=_ints, default=(400, 400), help="hidden widths, e.g. 400,400")
+    t.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
+    t.add_argument("--hidden", type=_ints, default=(400, 400),
+                   help="mlp: hidden widths, e.g. 400,400; cnn: width of its hidden fc layer")
     t.add_argument("--dropout", type=float, default=0.0)
     t.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--specialist", action="store_true",
@@ -66,6 +80,9 @@ def _add_strategy_flags(p: argparse.ArgumentParser) -> None:
     s.add_argument("--xi", type=float, help="SI: damping")
     s.add_argument("--fisher", choices=("empirical", "true"), help="EWC: which Fisher")
     s.add_argument("--importance-samples", type=int, help="EWC/MAS: sample budget for importance")
+    s.add_argument("--importance-dtype", choices=("fp32", "bf16"), help="consolidation: precision storage")
+    s.add_argument("--importance-keep", type=float,
+                   help="consolidation: keep only this share of the largest importances (e.g. 0.01)")
     s.add_argument("--memory", type=int, help="replay: samples stored")
     s.add_argument("--selection", choices=("reservoir", "balanced"), help="replay: memory selection")
     s.add_argument("--replay-batch", type=int, help="replay: stored samples per step")
@@ -121,13 +138,17 @@ def _run_config(args: argparse.Namespace, strategy: str, seed: int, options: dic
     from lifelong.run import ModelConfig, RunConfig
 
     stream = StreamConfig(args.benchmark, args.scenario, args.tasks, seed, args.validation, args.class_order,
-                          args.data_dir)
+                          args.data_dir, args.encoder, args.per_intent, args.environments, args.demos,
+                          args.eval_episodes)
     if args.eval_split == "valid" and args.validation <= 0:
         stream = replace(stream, validation=0.1)
     learner = LearnerConfig(args.epochs, args.batch_size, args.lr, args.optimizer, args.momentum,
                             not args.keep_optimizer, seed=seed)
-    return RunConfig(stream, strategy, options, learner, ModelConfig(tuple(args.hidden), args.dropout), seed,
-                     args.eval_split, args.specialist)
+    model = ModelConfig(args.model, tuple(args.hidden), args.dropout)
+    if args.mode == "rl":
+        stream = replace(stream, demos=0)
+    return RunConfig(stream, strategy, options, learner, model, seed, args.eval_split, args.specialist,
+                     "rl" if args.mode == "rl" else "supervised", args.rl_steps)
 
 
 def _parse_sets(items: list[str], strategies: list[str]) -> dict[str, dict[str, Any]]:

@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from lifelong.data.task import BatchLoader, TaskData, TaskStream
+from lifelong.data.task import Batch, BatchLoader, TaskData, TaskStream
 from lifelong.models.heads import ContinualClassifier
 from lifelong.strategies.base import Strategy
 
@@ -84,28 +84,16 @@ class Learner:
                              generator=self.generator)
         if self.optimizer is None or cfg.reset_optimizer:
             self.optimizer = self._new_optimizer()
-        optimizer = self.optimizer
         model.train()
         start, losses = time.perf_counter(), []
         bar = tqdm(total=cfg.epochs * len(loader), desc=f"task {task_id}", leave=False,
                    disable=not self.progress, unit="batch")
         for epoch in range(cfg.epochs):
             for batch in loader:
-                batch = strategy.extend_batch(batch)
-                loss = F.cross_entropy(model(batch.x, batch.task), batch.y)
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(f"loss is {loss.item()} at task {task_id}, epoch {epoch}, step "
-                                           f"{self.step}: lower the learning rate or the penalty strength")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                strategy.after_backward(model)
-                optimizer.step()
-                strategy.after_step(model)
-                losses.append(loss.detach())
-                self.step += 1
+                losses.append(self.train_step(batch))
                 bar.update()
                 if self.log is not None:
-                    self.log({"task": task_id, "epoch": epoch, "step": self.step, "loss": float(loss)})
+                    self.log({"task": task_id, "epoch": epoch, "step": self.step, "loss": float(losses[-1])})
         bar.close()
         train_seconds = time.perf_counter() - start
         start = time.perf_counter()
@@ -114,6 +102,29 @@ class Learner:
         strategy.after_task(model, task_id, own)
         return {"task": task_id, "steps": len(losses), "loss": float(torch.stack(losses).mean()),
                 "train_seconds": train_seconds, "after_task_seconds": time.perf_counter() - start}
+
+    def train_step(self, batch: Batch) -> Tensor:
+        """One optimizer step on one batch, with every strategy hook; returns the detached loss.
+        Raises `TrainingDiverged` (changing nothing) when the loss is not finite."""
+        assert self.optimizer is not None, "fit() creates the optimizer"
+        batch = self.strategy.extend_batch(batch)
+        logits = self.model(batch.x, batch.task)
+        if batch.mask is not None:
+            logits = logits.masked_fill(~batch.mask, float("-inf"))
+        loss = F.cross_entropy(logits, batch.y)
+        extra = self.strategy.extra_loss(self.model, batch, logits)
+        if extra is not None:
+            loss = loss + extra
+        if not torch.isfinite(loss):  # checked before the step, so the model is left as it was
+            raise TrainingDiverged(f"loss is {loss.item()} at step {self.step}: "
+                                   "lower the learning rate or the penalty strength")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.strategy.after_backward(self.model)
+        self.optimizer.step()
+        self.strategy.after_step(self.model)
+        self.step += 1
+        return loss.detach()
 
     @torch.no_grad()
     def evaluate(self, stream: TaskStream, split: str = "test", position: int | None = None) -> list[float]:
@@ -125,9 +136,13 @@ class Learner:
         self.model.eval()
         accuracies = []
         for task in stream:
+            if task.evaluator is not None:
+                accuracies.append(task.evaluator(self.model, task.id))
+                continue
             correct = total = 0
             for b in BatchLoader([TaskData(task.eval_data(split), task.id)], self.config.eval_batch):
-                correct += int((self.model(b.x, b.task).argmax(-1) == b.y).sum())
+                scores = self.strategy.predict(self.model, b.x, b.task, self.model(b.x, b.task))
+                correct += int((scores.argmax(-1) == b.y).sum())
                 total += len(b.y)
             accuracies.append(correct / max(total, 1))
         self.model.train(was_training)

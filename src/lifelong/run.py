@@ -4,25 +4,31 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from lifelong.data.streams import StreamConfig, build_stream
-from lifelong.data.task import Task, TaskStream, fetch
+from lifelong.data.task import TaskStream, fetch
 from lifelong.evaluation.matrix import AccuracyMatrix
 from lifelong.learner import Learner, LearnerConfig
-from lifelong.models import MLP, ContinualClassifier
+from lifelong.models import CNN, MLP, ContinualClassifier
 from lifelong.report import environment
 from lifelong.strategies import build_strategy
+from lifelong.strategies.base import state_nbytes
 
 
 @dataclass
 class ModelConfig:
-    hidden: tuple[int, ...] = (400, 400)
+    kind: str = "mlp"  # "mlp" or "cnn"
+    hidden: tuple[int, ...] = (400, 400)  # mlp: hidden widths; cnn: the width of its one hidden fc layer
     dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("mlp", "cnn"):
+            raise ValueError(f"model kind must be 'mlp' or 'cnn', not {self.kind!r}")
 
 
 @dataclass
@@ -37,6 +43,8 @@ class RunConfig:
     seed: int = 0
     eval_split: str = "test"  # "valid" to tune hyperparameters without touching the test set
     specialist: bool = False  # also train one model per task alone, for retention against it
+    mode: str = "supervised"  # control: "supervised" (behaviour cloning) or "rl" (a DQN agent)
+    rl_steps: int = 50_000  # rl: environment steps per task
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,30 +57,45 @@ class RunConfig:
         return cls(StreamConfig(**d.get("stream", {})), d.get("strategy", "naive"),
                    dict(d.get("strategy_options", {})), LearnerConfig(**d.get("learner", {})),
                    ModelConfig(**model), d.get("seed", 0), d.get("eval_split", "test"),
-                   d.get("specialist", False))
+                   d.get("specialist", False), d.get("mode", "supervised"), d.get("rl_steps", 50_000))
 
 
 def seeded(cfg: RunConfig) -> RunConfig:
     """The config with its one seed passed down to the stream, the learner and the strategy."""
-    from dataclasses import replace
-
     return replace(cfg, stream=replace(cfg.stream, seed=cfg.seed), learner=replace(cfg.learner, seed=cfg.seed),
                    strategy_options={**cfg.strategy_options, "seed": cfg.seed})
 
 
 def build_model(stream: TaskStream, cfg: ModelConfig) -> ContinualClassifier:
+    if stream.info.get("encoder") in ("finetune", "lora"):
+        from lifelong.models.text import build_text_model
+
+        return ContinualClassifier(build_text_model(stream.info["encoder"], stream.num_classes), len(stream),
+                                   stream.num_classes)
+    if stream.info.get("kind") == "control":
+        size = stream.info["obs_size"]
+        if stream.scenario == "task":
+            from lifelong.models.control import TaskInputMLP
+
+            policy = TaskInputMLP(len(stream), size, cfg.hidden, stream.num_classes)
+            return ContinualClassifier(policy, len(stream), stream.num_classes)
+        return ContinualClassifier(MLP(size, cfg.hidden, stream.num_classes, cfg.dropout), len(stream),
+                                   stream.num_classes)
     x, _ = fetch(stream[0].train, torch.tensor([0]))
-    in_features = math.prod(x.shape[1:])
-    return ContinualClassifier(MLP(in_features, cfg.hidden, stream.num_classes, cfg.dropout),
-                               len(stream), stream.num_classes)
+    if cfg.kind == "cnn":
+        if x.dim() != 4:
+            raise ValueError(f"a cnn needs image inputs [N, C, H, W], this stream gives {tuple(x.shape)}")
+        net: torch.nn.Module = CNN(x.shape[1], x.shape[-1], stream.num_classes, cfg.hidden[0], cfg.dropout)
+    else:
+        net = MLP(math.prod(x.shape[1:]), cfg.hidden, stream.num_classes, cfg.dropout)
+    return ContinualClassifier(net, len(stream), stream.num_classes)
 
 
 def _specialist_accuracy(stream: TaskStream, cfg: RunConfig, split: str) -> list[float]:
     """Accuracy of a fresh model trained on each task alone (same model, optimizer and epochs)."""
     out = []
     for task in stream:
-        alone = TaskStream([Task(0, task.train, task.test, task.classes, task.name, task.valid)],
-                           stream.num_classes, "task")
+        alone = TaskStream([replace(task, id=0)], stream.num_classes, "task", info=stream.info)
         torch.manual_seed(cfg.seed)
         learner = Learner(build_model(alone, cfg.model), build_strategy("naive"), cfg.learner)
         learner.fit(alone, 0)
@@ -89,7 +112,12 @@ def run(cfg: RunConfig, progress: bool = False, stream: TaskStream | None = None
     np.random.seed(cfg.seed)
     model = build_model(stream, cfg.model)
     strategy = build_strategy(cfg.strategy, cfg.strategy_options)
-    learner = Learner(model, strategy, cfg.learner, progress=progress)
+    if cfg.mode == "rl":
+        from lifelong.agents import DQNAgent, DQNConfig
+
+        learner: Learner = DQNAgent(model, strategy, DQNConfig(steps=cfg.rl_steps, seed=cfg.seed), progress)
+    else:
+        learner = Learner(model, strategy, cfg.learner, progress=progress)
 
     baseline = [learner.evaluate(stream, cfg.eval_split, position=j)[j] for j in range(len(stream))]
     matrix = AccuracyMatrix(len(stream), baseline)
@@ -108,14 +136,25 @@ def run(cfg: RunConfig, progress: bool = False, stream: TaskStream | None = None
             stats["penalty"] = float(strategy.penalty(model))
         per_task.append(stats)
     specialist = _specialist_accuracy(stream, cfg, cfg.eval_split) if cfg.specialist else None
+    extra: dict[str, Any] = {}
+    if "random_return" in stream.info:  # control: the matrix holds returns; metrics use normalised ones
+        from lifelong.data.control import normalise
+
+        rand, expert = stream.info["random_return"], stream.info["expert_return"]
+        extra = {"return_matrix": matrix.tolist(), "baseline_return": baseline, "random_return": rand,
+                 "expert_return": expert}
+        matrix = AccuracyMatrix.from_list(normalise(matrix.values.tolist(), rand, expert),
+                                          normalise([baseline], rand, expert)[0])
+        baseline = matrix.baseline or baseline
     return {
+        **extra,
         "config": cfg.to_dict(),
         "strategy": strategy.name,
         "benchmark": stream.name,
         "scenario": stream.scenario,
         "eval_split": cfg.eval_split,
         "tasks": [{"id": t.id, "name": t.name, "classes": list(t.classes), "train_size": len(t.train),
-                   "eval_size": len(t.eval_data(cfg.eval_split))} for t in stream],
+                   "eval_size": None if t.evaluator else len(t.eval_data(cfg.eval_split))} for t in stream],
         "accuracy_matrix": matrix.tolist(),
         "baseline_accuracy": baseline,
         "specialist_accuracy": specialist,
@@ -124,5 +163,6 @@ def run(cfg: RunConfig, progress: bool = False, stream: TaskStream | None = None
         "seconds": time.perf_counter() - started,
         "train_seconds": sum(s["train_seconds"] + s["after_task_seconds"] for s in per_task),
         "parameters": sum(p.numel() for p in model.parameters()),
+        "state_bytes": state_nbytes(strategy.state_dict()),
         "environment": environment(),
     }

@@ -24,8 +24,13 @@ class StreamConfig:
     tasks: int | None = None  # None: the benchmark's default
     seed: int = 0
     validation: float = 0.0
-    class_order: str = "fixed"
-    data_dir: str | None = None
+    class_order: str = "fixed"  # split and clinc150: classes (domains) in order, or shuffled by the seed
+    data_dir: str | None = None  # Fashion-MNIST folder, or the CLINC150 folder for clinc150
+    encoder: str = "frozen"  # clinc150: "frozen" (cached embeddings), "finetune" or "lora" (token ids)
+    per_intent: int | None = None  # clinc150: keep this many training queries per intent (small slices)
+    environments: str | None = None  # control: comma-separated gymnasium ids (default: the scenario's sequence)
+    demos: int = 20  # control: expert episodes per task (behaviour cloning)
+    eval_episodes: int = 20  # control: seeded episodes per evaluation
 
 
 DEFAULTS = {  # benchmark -> (default scenario, default number of tasks, allowed scenarios)
@@ -34,6 +39,8 @@ DEFAULTS = {  # benchmark -> (default scenario, default number of tasks, allowed
     "permuted-fmnist": ("domain", 10, ("domain",)),
     "rotated-fmnist": ("domain", 10, ("domain",)),
     "permuted-digits": ("domain", 5, ("domain",)),
+    "clinc150": ("task", 10, ("task", "class")),
+    "control": ("task", 3, ("task", "domain")),
 }
 BENCHMARKS = tuple(DEFAULTS)
 
@@ -47,6 +54,8 @@ def check(cfg: StreamConfig) -> tuple[str, int]:
     if scenario not in allowed:
         raise ValueError(f"{cfg.benchmark} supports scenario {' or '.join(allowed)}, not {scenario!r}")
     tasks = cfg.tasks or default_tasks
+    if cfg.benchmark == "control" and cfg.environments and "," in cfg.environments and not cfg.tasks:
+        tasks = len(cfg.environments.split(","))
     if tasks < 1:
         raise ValueError(f"a stream needs at least one task, not {tasks}")
     return scenario, tasks
@@ -54,6 +63,10 @@ def check(cfg: StreamConfig) -> tuple[str, int]:
 
 def build_stream(cfg: StreamConfig) -> TaskStream:
     scenario, tasks = check(cfg)
+    if cfg.benchmark == "clinc150":
+        return _clinc150(cfg, scenario, tasks)
+    if cfg.benchmark == "control":
+        return _control(cfg, scenario, tasks)
     digits = cfg.benchmark.endswith("digits")
     train, test = load_digits() if digits else load_fashion_mnist(cfg.data_dir)
     names = None if digits else FASHION_MNIST_CLASSES
@@ -65,3 +78,33 @@ def build_stream(cfg: StreamConfig) -> TaskStream:
     stream = builder(train, test, tasks, cfg.seed, cfg.validation, name=cfg.benchmark)
     stream.class_names = names
     return stream
+
+
+def _clinc150(cfg: StreamConfig, scenario: str, tasks: int) -> TaskStream:
+    from lifelong.data.text import clinc150_stream, load_clinc150
+    from lifelong.models import text
+
+    if cfg.encoder not in text.ENCODERS:
+        raise ValueError(f"unknown encoder {cfg.encoder!r}; choose one of {', '.join(text.ENCODERS)}")
+    featurize = text.EmbeddingCache().embed if cfg.encoder == "frozen" else text.tokenize
+    stream = clinc150_stream(load_clinc150(cfg.data_dir), featurize, scenario, tasks, cfg.class_order, cfg.seed,
+                             cfg.per_intent)
+    stream.info["encoder"] = cfg.encoder
+    return stream
+
+
+def _control(cfg: StreamConfig, scenario: str, tasks: int) -> TaskStream:
+    from lifelong.data.control import DEFAULT_TASK_SEQUENCE, REWIRABLE, EnvSpec, control_stream, rewired_sequence
+
+    sequence = cfg.environments or ("classic" if scenario == "task" else "lander-rewired")
+    if sequence == "classic":
+        specs = list(DEFAULT_TASK_SEQUENCE)
+    elif sequence.endswith("-rewired") and sequence.removesuffix("-rewired") in REWIRABLE:
+        specs = list(rewired_sequence(sequence.removesuffix("-rewired"), tasks))
+    else:
+        specs = [EnvSpec(e.strip()) for e in sequence.split(",") if e.strip()]
+    if cfg.tasks:
+        if cfg.tasks > len(specs):
+            raise ValueError(f"asked for {cfg.tasks} control tasks; the sequence has {len(specs)}")
+        specs = specs[: cfg.tasks]
+    return control_stream(specs, scenario, cfg.demos, cfg.eval_episodes, cfg.seed, name="control")

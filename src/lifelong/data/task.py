@@ -24,11 +24,14 @@ SCENARIOS = ("task", "domain", "class")
 
 
 class Batch(NamedTuple):
-    """One mini-batch: inputs, global labels and the task id of every sample."""
+    """One mini-batch: inputs, global labels and the task id of every sample. `mask` (bool
+    [B, classes]), when a strategy sets it, further restricts which classes each sample's loss
+    sees (ER-ACE: the new samples compete only among the current task's classes)."""
 
     x: Any
     y: Tensor
     task: Tensor
+    mask: Tensor | None = None
 
 
 class ArrayDataset(torch.utils.data.Dataset):
@@ -136,7 +139,10 @@ def concat_inputs(xs: Sequence[Any]) -> Any:
 
 @dataclass(frozen=True)
 class Task:
-    """One task: its id, its datasets (labels are global class ids) and its classes."""
+    """One task: its id, its datasets (labels are global class ids) and its classes.
+
+    `evaluator(model, task_id) -> float`, when given, scores the model on the task instead of the
+    accuracy on its evaluation split (control tasks: the mean return of the greedy policy)."""
 
     id: int
     train: Any
@@ -144,8 +150,11 @@ class Task:
     classes: tuple[int, ...]
     name: str = ""
     valid: Any = None
+    evaluator: Callable[[Any, int], float] | None = None
 
     def eval_data(self, split: str) -> Any:
+        if self.evaluator is not None:
+            return None
         if split == "test":
             return self.test
         if split == "valid":

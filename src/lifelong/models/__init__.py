@@ -1,6 +1,7 @@
 """Models: plain networks and the task-aware classifier around them."""
 
+from lifelong.models.cnn import CNN
 from lifelong.models.heads import ContinualClassifier
 from lifelong.models.mlp import MLP
 
-__all__ = ["MLP", "ContinualClassifier"]
+__all__ = ["CNN", "MLP", "ContinualClassifier"]

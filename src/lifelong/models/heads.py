@@ -37,7 +37,8 @@ class ContinualClassifier(nn.Module):
         self.class_mask = mask.to(self.class_mask.device)
 
     def forward(self, x: Tensor, task: Tensor | None = None) -> Tensor:
-        logits = self.net(x)
+        # a network with per-task input layers (control) takes the task ids too
+        logits = self.net(x, task) if getattr(self.net, "takes_task", False) else self.net(x)
         if task is None:
             return logits
         return logits.masked_fill(~self.class_mask[task], float("-inf"))

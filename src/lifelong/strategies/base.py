@@ -5,12 +5,16 @@ The learner (and any user's own loop) calls them in this order for each task::
     strategy.before_task(model, task_id)
     for batch in strategy.train_data(stream, task_id) ...:
         batch = strategy.extend_batch(batch)          # replay adds stored samples
-        loss = cross_entropy(model(batch.x, batch.task), batch.y)
+        logits = model(batch.x, batch.task)
+        loss = cross_entropy(logits, batch.y) + strategy.extra_loss(model, batch, logits)  # DER, LwF
         loss.backward()
-        strategy.after_backward(model)                # consolidation adds its gradient here
+        strategy.after_backward(model)                # consolidation adds its gradient; A-GEM projects
         optimizer.step()
         strategy.after_step(model)                    # SI integrates its path here
-    strategy.after_task(model, task_id, batches)     # importance is estimated here
+    strategy.after_task(model, task_id, batches)     # importance is estimated here; BiC calibrates
+
+and at evaluation `strategy.predict(model, x, task, logits)` may replace the model's logits
+(iCaRL's nearest mean of exemplars, BiC's corrected logits).
 
 Everything a strategy knows lives in `state_dict()`, so a run can stop and resume.
 """
@@ -61,6 +65,10 @@ class Strategy:
         """Change a training batch before the forward pass (replay appends stored samples)."""
         return batch
 
+    def extra_loss(self, model: nn.Module, batch: Batch, logits: Tensor) -> Tensor | None:
+        """A loss term added to the batch's cross-entropy (autograd path): distillation, logit matching."""
+        return None
+
     def after_backward(self, model: nn.Module) -> None:
         """Edit gradients after backward and before the optimizer step."""
 
@@ -69,6 +77,10 @@ class Strategy:
 
     def after_task(self, model: nn.Module, task_id: int, batches: Iterable[Any]) -> None:
         """Called after training on a task, with its training data (e.g. to estimate importance)."""
+
+    def predict(self, model: nn.Module, x: Any, task: Tensor, logits: Tensor) -> Tensor:
+        """Scores to take the argmax of at evaluation; by default the model's own logits."""
+        return logits
 
     def penalty(self, model: nn.Module) -> Tensor:
         """The consolidation loss term's value (for logging; training adds its gradient directly)."""
@@ -99,3 +111,14 @@ class Naive(Strategy):
 def trainable(model: nn.Module) -> dict[str, nn.Parameter]:
     """Named parameters that train (the ones a strategy protects or tracks)."""
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def state_nbytes(state: Any) -> int:
+    """Bytes of the tensors in a (nested) strategy state: what consolidation or a memory costs."""
+    if isinstance(state, Tensor):
+        return state.nbytes
+    if isinstance(state, dict):
+        return sum(state_nbytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(state_nbytes(v) for v in state)
+    return 0

@@ -38,6 +38,10 @@ class Compose(Strategy):
             batch = p.extend_batch(batch)
         return batch
 
+    def extra_loss(self, model: nn.Module, batch: Batch, logits: Tensor) -> Tensor | None:
+        terms = [t for t in (p.extra_loss(model, batch, logits) for p in self.parts) if t is not None]
+        return sum(terms[1:], terms[0]) if terms else None
+
     def after_backward(self, model: nn.Module) -> None:
         for p in self.parts:
             p.after_backward(model)
@@ -49,6 +53,11 @@ class Compose(Strategy):
     def after_task(self, model: nn.Module, task_id: int, batches: Iterable[Any]) -> None:
         for p in self.parts:
             p.after_task(model, task_id, batches)
+
+    def predict(self, model: nn.Module, x: Any, task: Tensor, logits: Tensor) -> Tensor:
+        for p in self.parts:
+            logits = p.predict(model, x, task, logits)
+        return logits
 
     def penalty(self, model: nn.Module) -> Tensor:
         return sum((p.penalty(model) for p in self.parts), torch.zeros(()))

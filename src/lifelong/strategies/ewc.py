@@ -18,23 +18,24 @@ import torch
 from torch import nn
 
 from lifelong.importance import fisher_diagonal
-from lifelong.strategies.base import Strategy, StrategyConfig, trainable
-from lifelong.strategies.quadratic import Consolidation
+from lifelong.strategies.base import Strategy, trainable
+from lifelong.strategies.quadratic import Consolidation, ConsolidationConfig
 
 
 @dataclass
-class EWCConfig(StrategyConfig):
-    strength: float = 100.0  # lambda, for a per-sample Fisher (see FINDINGS: mini-batch Fishers are ~1/B)
+class EWCConfig(ConsolidationConfig):
+    strength: float = 300.0  # lambda, for a per-sample Fisher (a mini-batch Fisher is about 1/B of it)
     fisher: str = "empirical"  # "empirical": the data's labels; "true": labels drawn from the model
     samples: int | None = None  # a budget of samples for the Fisher; None: the whole task
     online: bool = False
     gamma: float = 1.0  # online only: decay of earlier tasks' Fisher
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.fisher not in ("empirical", "true"):
             raise ValueError(f"fisher must be 'empirical' or 'true', not {self.fisher!r}")
-        if self.strength < 0 or not 0 <= self.gamma <= 1:
-            raise ValueError("EWC needs strength >= 0 and 0 <= gamma <= 1")
+        if not 0 <= self.gamma <= 1:
+            raise ValueError(f"gamma must be in [0, 1], not {self.gamma}")
 
 
 @dataclass
@@ -50,7 +51,7 @@ class EWC(Consolidation, Strategy):
 
     def __init__(self, config: EWCConfig | None = None):
         self.config = config or EWCConfig()
-        super().__init__(self.config.strength)
+        super().__init__(self.config)
         if self.config.online:
             self.name = "online-ewc"  # type: ignore[misc]
         self.generator = torch.Generator().manual_seed(self.config.seed)

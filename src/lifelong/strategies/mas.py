@@ -13,12 +13,12 @@ from typing import Any
 from torch import nn
 
 from lifelong.importance import output_sensitivity
-from lifelong.strategies.base import Strategy, StrategyConfig, trainable
-from lifelong.strategies.quadratic import Consolidation
+from lifelong.strategies.base import Strategy, trainable
+from lifelong.strategies.quadratic import Consolidation, ConsolidationConfig
 
 
 @dataclass
-class MASConfig(StrategyConfig):
+class MASConfig(ConsolidationConfig):
     strength: float = 1.0
     samples: int | None = None  # a budget of samples for the importance; None: the whole task
 
@@ -28,7 +28,7 @@ class MAS(Consolidation, Strategy):
 
     def __init__(self, config: MASConfig | None = None):
         self.config = config or MASConfig()
-        super().__init__(self.config.strength)
+        super().__init__(self.config)
 
     def after_task(self, model: nn.Module, task_id: int, batches: Iterable[Any]) -> None:
         omega = output_sensitivity(model, batches, max_samples=self.config.samples)

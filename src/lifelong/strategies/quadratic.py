@@ -4,22 +4,34 @@ The methods differ only in how importance is estimated and decayed. Their penalt
 
     strength / 2 * sum_i P_i (theta_i - m_i)^2 + strength / 2 * r
 
-kept as two tensors per parameter (precision P, centre m) and one scalar r, whatever the number
-of tasks. A sum of per-task quadratics merges exactly into that form:
+with a precision P, a centre m and a constant r, whatever the number of tasks. A sum of per-task
+quadratics merges exactly into that form:
 
     a (x - u)^2 + b (x - v)^2 = (a + b) (x - w)^2 + ab / (a + b) (u - v)^2,  w = (a u + b v) / (a + b)
 
-so EWC with one penalty per earlier task (Kirkpatrick et al. 2017) costs one penalty in memory
-and in time. Training never builds an autograd graph for it: `add_gradient_` adds
-strength * P * (theta - m) to `.grad` after backward.
+so EWC with one penalty per earlier task (Kirkpatrick et al. 2017) costs one penalty in memory and
+in time. Training never builds an autograd graph for it: `add_gradient_` adds
+strength * (P * theta - P * m) to `.grad` after backward, in two fused passes.
+
+Storage (`storage=`), all exact in the same penalty up to their rounding:
+- ``fp32`` (default): P and c = P * m, two floats per parameter;
+- ``bf16``: P in bfloat16 and m in float32, 6 bytes per parameter;
+- ``keep < 1``: only the largest `keep` share of P's entries per tensor (indices, P and m), the
+  rest of the parameters unprotected.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from lifelong.strategies.base import StrategyConfig
+
+STORAGES = ("fp32", "bf16")
 
 
 class QuadraticPenalty:
@@ -35,24 +47,68 @@ class QuadraticPenalty:
     5.0
     """
 
-    def __init__(self, strength: float):
-        self.strength = float(strength)
+    def __init__(self, strength: float, storage: str = "fp32", keep: float = 1.0):
+        if storage not in STORAGES:
+            raise ValueError(f"storage must be one of {STORAGES}, not {storage!r}")
+        if not 0 < keep <= 1:
+            raise ValueError(f"keep must be in (0, 1], not {keep}")
+        self.strength, self.storage, self.keep = float(strength), storage, keep
         self.names: list[str] = []
-        self.precision: list[Tensor] = []
-        self.centre: list[Tensor] = []
+        self.shapes: list[torch.Size] = []
+        self.slots: list[dict[str, Tensor]] = []  # per parameter, as the storage decides
         self.residual = 0.0  # the penalty's minimum value: constant in theta, kept so values are exact
-        self._scaled: tuple[list[Tensor], list[Tensor]] | None = None
         self._bound: tuple[int, list[nn.Parameter]] | None = None
 
     @property
     def empty(self) -> bool:
         return not self.names
 
+    # -- storage: dense float32 (precision, centre) in, the chosen format kept -------------------------
+    def _store(self, precision: Tensor, centre: Tensor) -> dict[str, Tensor]:
+        if self.keep < 1:
+            flat = precision.flatten()
+            k = max(1, math.ceil(self.keep * flat.numel()))
+            index = torch.topk(flat, k, sorted=False).indices
+            if flat.numel() < 2**31:
+                index = index.to(torch.int32)  # 12 bytes per kept entry instead of 16
+            value = flat[index].to(torch.bfloat16 if self.storage == "bf16" else torch.float32)
+            return {"index": index, "precision": value, "centre": centre.flatten()[index].clone()}
+        if self.storage == "bf16":
+            return {"precision": precision.to(torch.bfloat16), "centre": centre.clone()}
+        return {"precision": precision.clone(), "weighted_centre": precision * centre}
+
+    def dense(self, i: int) -> tuple[Tensor, Tensor]:
+        """(precision, centre) of parameter i as dense float32 tensors (the centre is 0 where P is 0)."""
+        slot, shape = self.slots[i], self.shapes[i]
+        if "index" in slot:
+            p = torch.zeros(shape.numel(), dtype=torch.float32)
+            m = torch.zeros(shape.numel(), dtype=torch.float32)
+            p[slot["index"]] = slot["precision"].float()
+            m[slot["index"]] = slot["centre"]
+            return p.reshape(shape), m.reshape(shape)
+        p = slot["precision"].float()
+        if "weighted_centre" in slot:
+            return p, torch.where(p > 0, slot["weighted_centre"] / torch.where(p > 0, p, 1.0), 0.0)
+        return p, slot["centre"]
+
+    @property
+    def precision(self) -> list[Tensor]:
+        return [self.dense(i)[0] for i in range(len(self.names))]
+
+    @property
+    def centre(self) -> list[Tensor]:
+        return [self.dense(i)[1] for i in range(len(self.names))]
+
+    def nbytes(self) -> int:
+        return sum(t.nbytes for slot in self.slots for t in slot.values())
+
+    # -- merging tasks -----------------------------------------------------------------------------------
     def _start(self, importance: dict[str, Tensor], anchor: dict[str, Tensor]) -> None:
         self.names = list(importance)
-        self.precision = [importance[n].detach().clone() for n in self.names]
-        self.centre = [anchor[n].detach().clone() for n in self.names]
+        self.shapes = [importance[n].shape for n in self.names]
+        self.slots = [self._store(importance[n].detach().float(), anchor[n].detach().float()) for n in self.names]
         self.residual = 0.0
+        self._bound = None
 
     def _check(self, importance: dict[str, Tensor]) -> None:
         if list(importance) != self.names:
@@ -61,34 +117,34 @@ class QuadraticPenalty:
 
     def add(self, importance: dict[str, Tensor], anchor: dict[str, Tensor], decay: float = 1.0) -> None:
         """Add importance * (theta - anchor)^2 to decay * (the current quadratic), merged exactly."""
-        self._scaled = None
         if self.empty:
             self._start(importance, anchor)
             return
         self._check(importance)
         residual = decay * self.residual
         for i, n in enumerate(self.names):
-            a, b = decay * self.precision[i], importance[n].detach()
-            u, v = self.centre[i], anchor[n].detach()
+            p, u = self.dense(i)
+            a, b = decay * p, importance[n].detach().float()
+            v = anchor[n].detach().float()
             total = a + b
-            safe = torch.where(total > 0, total, torch.ones_like(total))
-            self.centre[i] = torch.where(total > 0, (a * u + b * v) / safe, v)
+            safe = torch.where(total > 0, total, 1.0)
             residual += float((a * b / safe * (u - v) ** 2).sum(dtype=torch.float64))
-            self.precision[i] = total
+            self.slots[i] = self._store(total, torch.where(total > 0, (a * u + b * v) / safe, v))
         self.residual = residual
 
     def accumulate(self, importance: dict[str, Tensor], anchor: dict[str, Tensor], decay: float = 1.0) -> None:
         """precision <- decay * precision + importance, centred on `anchor` alone (the latest
         parameters): the online form of Schwarz et al. 2018, and SI's and MAS's own rule."""
-        self._scaled = None
         if self.empty:
             self._start(importance, anchor)
             return
         self._check(importance)
-        self.precision = [decay * p + importance[n].detach() for p, n in zip(self.precision, self.names, strict=True)]
-        self.centre = [anchor[n].detach().clone() for n in self.names]
+        for i, n in enumerate(self.names):
+            p = self.dense(i)[0]
+            self.slots[i] = self._store(decay * p + importance[n].detach().float(), anchor[n].detach().float())
         self.residual = 0.0
 
+    # -- using it --------------------------------------------------------------------------------------
     def _params(self, model: nn.Module) -> list[nn.Parameter]:
         if self._bound is None or self._bound[0] != id(model):
             named = dict(model.named_parameters())
@@ -96,9 +152,9 @@ class QuadraticPenalty:
             if missing:
                 raise ValueError(f"the model has no parameter(s) {missing[:5]} that this penalty protects")
             params = [named[n] for n in self.names]
-            for p, c in zip(params, self.centre, strict=True):
-                if p.shape != c.shape:
-                    raise ValueError(f"parameter shape {tuple(p.shape)} differs from the saved {tuple(c.shape)}")
+            for p, shape in zip(params, self.shapes, strict=True):
+                if p.shape != shape:
+                    raise ValueError(f"parameter shape {tuple(p.shape)} differs from the saved {tuple(shape)}")
             self._bound = (id(model), params)
         return self._bound[1]
 
@@ -106,40 +162,65 @@ class QuadraticPenalty:
         """The penalty, differentiable in the model's parameters."""
         if self.empty:
             return torch.zeros(())
-        params = self._params(model)
         total = torch.zeros(())
-        for p, m, prec in zip(params, self.centre, self.precision, strict=True):
-            total = total + ((p - m) ** 2 * prec).sum()
+        for i, param in enumerate(self._params(model)):
+            p, m = self.dense(i)
+            total = total + ((param - m) ** 2 * p).sum()
         return 0.5 * self.strength * (total + self.residual)
 
+    @torch.no_grad()
     def add_gradient_(self, model: nn.Module) -> None:
-        """grad += strength * P * (theta - m), with two fused passes and no autograd graph."""
+        """grad += strength * P * (theta - m), without an autograd graph."""
         if self.empty or self.strength == 0:
             return
         params = self._params(model)
-        if self._scaled is None:
-            scaled_p = [self.strength * p for p in self.precision]
-            self._scaled = (scaled_p, [sp * m for sp, m in zip(scaled_p, self.centre, strict=True)])
-        scaled_p, scaled_pm = self._scaled
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        grads = [p.grad for p in params if p.grad is not None]
-        with torch.no_grad():
-            torch._foreach_addcmul_(grads, scaled_p, [p.detach() for p in params])
-            torch._foreach_sub_(grads, scaled_pm)
+        lam = self.strength
+        if self.keep == 1 and self.storage == "fp32":  # the default: two fused passes over all tensors
+            grads: list[Tensor] = [p.grad for p in params]  # type: ignore[misc]
+            torch._foreach_addcmul_(grads, [s["precision"] for s in self.slots], [p.detach() for p in params],
+                                    value=lam)
+            torch._foreach_add_(grads, [s["weighted_centre"] for s in self.slots], alpha=-lam)
+            return
+        for p, slot in zip(params, self.slots, strict=True):
+            if "index" in slot:
+                flat = p.detach().view(-1)
+                update = (flat[slot["index"]] - slot["centre"]) * slot["precision"]
+                p.grad.view(-1).index_add_(0, slot["index"], update, alpha=lam)  # type: ignore[union-attr]
+            else:
+                p.grad.add_((p.detach() - slot["centre"]) * slot["precision"], alpha=lam)  # type: ignore[union-attr]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"strength": self.strength, "names": list(self.names), "precision": list(self.precision),
-                "centre": list(self.centre), "residual": self.residual}
+        return {"strength": self.strength, "storage": self.storage, "keep": self.keep, "names": list(self.names),
+                "shapes": [list(s) for s in self.shapes], "slots": [dict(s) for s in self.slots],
+                "residual": self.residual}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.strength = float(state["strength"])
+        self.strength, self.storage, self.keep = float(state["strength"]), state["storage"], float(state["keep"])
         self.names = list(state["names"])
-        self.precision = [t.clone() for t in state["precision"]]
-        self.centre = [t.clone() for t in state["centre"]]
+        self.shapes = [torch.Size(s) for s in state["shapes"]]
+        self.slots = [{k: v.clone() for k, v in s.items()} for s in state["slots"]]
         self.residual = float(state["residual"])
-        self._scaled = self._bound = None
+        self._bound = None
+
+
+@dataclass
+class ConsolidationConfig(StrategyConfig):
+    """Options every importance-based method shares."""
+
+    strength: float = 1.0  # lambda: the penalty is strength / 2 * sum_i P_i (theta_i - m_i)^2
+    storage: str = "fp32"  # "fp32" or "bf16" (precision kept in bfloat16)
+    keep: float = 1.0  # share of each tensor's largest importances kept (1: all; 0.01: the top 1 %)
+
+    def __post_init__(self) -> None:
+        if self.strength < 0:
+            raise ValueError(f"strength must be >= 0, not {self.strength}")
+        if self.storage not in STORAGES:
+            raise ValueError(f"storage must be one of {STORAGES}, not {self.storage!r}")
+        if not 0 < self.keep <= 1:
+            raise ValueError(f"keep must be in (0, 1], not {self.keep}")
 
 
 class Consolidation:
@@ -147,8 +228,8 @@ class Consolidation:
     after backward. Each method only decides the importance and how it merges (`add` for EWC's
     sum over tasks, `accumulate` for the online rule)."""
 
-    def __init__(self, strength: float):
-        self.quadratic = QuadraticPenalty(strength)
+    def __init__(self, config: ConsolidationConfig):
+        self.quadratic = QuadraticPenalty(config.strength, config.storage, config.keep)
 
     def after_backward(self, model: nn.Module) -> None:
         self.quadratic.add_gradient_(model)

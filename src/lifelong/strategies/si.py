@@ -19,12 +19,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lifelong.strategies.base import Strategy, StrategyConfig, trainable
-from lifelong.strategies.quadratic import Consolidation
+from lifelong.strategies.base import Strategy, trainable
+from lifelong.strategies.quadratic import Consolidation, ConsolidationConfig
 
 
 @dataclass
-class SIConfig(StrategyConfig):
+class SIConfig(ConsolidationConfig):
     strength: float = 1.0
     xi: float = 0.1  # damping: keeps Omega finite for parameters that barely moved
 
@@ -34,7 +34,7 @@ class SI(Consolidation, Strategy):
 
     def __init__(self, config: SIConfig | None = None):
         self.config = config or SIConfig()
-        super().__init__(self.config.strength)
+        super().__init__(self.config)
         self.start: list[Tensor] = []  # parameters at the start of the task
         self.previous: list[Tensor] = []  # parameters before the current step
         self.grad: list[Tensor] = []  # the loss gradient of the current step

@@ -5,14 +5,14 @@ Both are means over samples of a per-sample quantity, (d loss_n / d theta)^2 for
 mini-batch mean (squaring a mean is about 1/B of the mean of squares). Three exact ways:
 
 - ``loop``: one backward pass per sample; the obvious reference.
-- ``vmap``: ``torch.func.vmap(grad(...))`` over chunks; any model.
-- ``fast``: for models whose trainable parameters all sit in ``nn.Linear`` layers fed by 2-D
-  inputs, the per-sample weight gradient is the outer product g_n a_n^T of the layer's output
-  gradient and its input, so sum_n (g_n a_n^T)^2 = (g^2)^T (a^2) and sum_n |g_n a_n^T| = |g|^T |a|:
-  one matrix product per layer from one batched backward pass.
+- ``vmap``: ``torch.func.vmap(grad(...))`` of the whole model over chunks of samples; any model.
+- ``auto`` (the default): one batched forward and backward pass, then, per module, the fastest
+  exact rule for its type (rules.py: closed forms for Linear, Conv2d, Embedding and LayerNorm, a
+  module-local vmap for anything else). It falls back to ``vmap`` for models where a module runs
+  twice in one forward pass (shared weights) or returns more than one tensor.
 
-``auto`` takes ``fast`` when it applies, else ``vmap``. All equal the loop within float error
-(tests/test_importance.py).
+All three agree within float error (tests/test_importance.py). The model must treat samples
+independently (no batch statistics: estimation runs in eval mode).
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ from torch.func import functional_call, grad, vmap
 from torch.utils._pytree import tree_map
 
 from lifelong.data.task import Batch
+from lifelong.importance import rules
 from lifelong.models.heads import ContinualClassifier
 
 Importance = dict[str, Tensor]
-METHODS = ("auto", "fast", "vmap", "loop")
+METHODS = ("auto", "vmap", "loop")
 
 
 def as_batch(batch: Any) -> Batch:
@@ -88,42 +89,45 @@ def _trainable(model: nn.Module) -> dict[str, nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _fast_path_layers(model: nn.Module) -> list[tuple[str, nn.Linear]] | None:
-    """The Linear layers holding every trainable parameter, or None if some parameter is elsewhere."""
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    covered = {f"{n}.{pn}" if n else pn for n, m in layers for pn, p in m.named_parameters() if p.requires_grad}
-    return layers if covered == set(_trainable(model)) else None
+def _owners(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Modules that directly own trainable parameters."""
+    return [(n, m) for n, m in model.named_modules()
+            if any(p.requires_grad for p in m.parameters(recurse=False))]
 
 
-def _accumulate_fast(model: nn.Module, layers, b: Batch, objective, transform, sums: Importance) -> bool:
-    """One batched backward pass; per-layer identity. False if an input was not 2-D (caller falls back)."""
-    captured: dict[str, list[Tensor]] = {}
+def _accumulate_by_module(model: nn.Module, owners, b: Batch, objective, transform, sums: Importance) -> bool:
+    """One batched forward and backward; each module's exact rule. False when a module ran more than
+    once or returned something other than one tensor (then the caller takes the whole-model vmap)."""
+    calls: dict[str, list[tuple[tuple, dict, Tensor]]] = {}
 
-    def hook(name):
-        def fn(module, inputs, output):
-            captured.setdefault(name, []).extend([inputs[0].detach(), output])
-        return fn
+    def capture(name):
+        def hook(module, args, kwargs, output):
+            if not isinstance(output, Tensor):
+                calls.setdefault(name, []).extend([(), ()])  # marks the module unsupported
+                return None
+            calls.setdefault(name, []).append((args, kwargs, output))
+            return output.clone()  # so an in-place op downstream cannot change what we differentiate
+        return hook
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in layers]
+    handles = [m.register_forward_hook(capture(n), with_kwargs=True) for n, m in owners]
     try:
         loss = objective(_call(model, b.x, b.task), b.y)
     finally:
         for h in handles:
             h.remove()
-    if any(len(v) != 2 or v[0].dim() != 2 for v in captured.values()):
-        return False  # a layer ran twice (shared weights) or saw a sequence: not this identity
-    names = [n for n, _ in layers if n in captured]
-    grads = torch.autograd.grad(loss, [captured[n][1] for n in names], allow_unused=True)
+    if any(len(c) != 1 for c in calls.values()):
+        return False
+    names = [n for n, _ in owners if n in calls]
+    grads = torch.autograd.grad(loss, [calls[n][0][2] for n in names], allow_unused=True)
+    modules = dict(owners)
     for name, g in zip(names, grads, strict=True):
         if g is None:
             continue
-        a = captured[name][0]
-        module = dict(layers)[name]
+        args, kwargs, _ = calls[name][0]
         prefix = f"{name}." if name else ""
-        if module.weight.requires_grad:
-            sums[prefix + "weight"] += transform(g).T @ transform(a)
-        if module.bias is not None and module.bias.requires_grad:
-            sums[prefix + "bias"] += transform(g).sum(0)
+        module = modules[name]
+        for local, value in rules.rule_for(module)(module, args, kwargs, g.detach(), transform).items():
+            sums[prefix + local] += value
     return True
 
 
@@ -167,9 +171,7 @@ def _estimate(kind: str, model: nn.Module, batches: Iterable[Any], *, true_fishe
     objective = _objective(kind)
     transform = torch.square if kind == "fisher" else torch.abs
     sums = {n: torch.zeros_like(p) for n, p in _trainable(model).items()}
-    layers = _fast_path_layers(model) if method in ("auto", "fast") else None
-    if method == "fast" and layers is None:
-        raise ValueError("the fast path needs every trainable parameter in an nn.Linear layer")
+    owners = _owners(model) if method == "auto" else None
     was_training = model.training
     model.eval()  # no dropout noise in the estimate
     count = 0
@@ -177,7 +179,7 @@ def _estimate(kind: str, model: nn.Module, batches: Iterable[Any], *, true_fishe
         for b in _limited(batches, max_samples):
             if true_fisher:
                 b = Batch(b.x, _sampled_labels(model, b, generator), b.task)
-            done = layers is not None and _accumulate_fast(model, layers, b, objective, transform, sums)
+            done = owners is not None and _accumulate_by_module(model, owners, b, objective, transform, sums)
             if not done and method == "loop":
                 _accumulate_loop(model, b, objective, transform, sums)
             elif not done:

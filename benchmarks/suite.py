@@ -1,0 +1,79 @@
+"""Shared by the benchmark scripts: run every strategy with every seed on named settings, aggregate,
+print the Markdown table and write results/<prefix>-<setting>.json.
+
+Strategy hyperparameters come from the validation-split tuning files under results/tuning/
+(benchmarks/tune.py); a strategy without one keeps its default, and the JSON says which was used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from lifelong.data.streams import StreamConfig
+from lifelong.learner import LearnerConfig
+from lifelong.report import aggregate, environment, format_compare, write_json
+from lifelong.run import ModelConfig, RunConfig, run
+
+ROOT = Path(__file__).resolve().parent.parent
+TUNING = ROOT / "results" / "tuning"
+STRATEGIES = "naive,joint,replay,ewc,online-ewc,si,mas,ewc+replay"
+
+
+@dataclass
+class Setting:
+    stream: StreamConfig
+    learner: LearnerConfig
+    model: ModelConfig
+    memory: int = 600  # replay's budget in samples
+    tuning: str = ""  # results/tuning/<tuning>-<strategy>.json holds the chosen options
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def tuned_options(setting: Setting, strategy: str) -> tuple[dict[str, Any], list[str]]:
+    """The options chosen on validation for each part of a strategy, and the files they came from."""
+    options: dict[str, Any] = {}
+    sources = []
+    for part in strategy.split("+"):
+        path = TUNING / f"{setting.tuning}-{part}.json"
+        if setting.tuning and path.exists():
+            options.update(json.loads(path.read_text())["chosen"])
+            sources.append(str(path.relative_to(ROOT)))
+    if "replay" in strategy.split("+"):
+        options["memory"] = setting.memory
+    return options, sources
+
+
+def run_settings(settings: dict[str, Setting], prefix: str, description: str) -> int:
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--settings", default=",".join(settings))
+    p.add_argument("--strategies", default=STRATEGIES)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--out-dir", default=str(ROOT / "results"))
+    args = p.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    for name in args.settings.split(","):
+        setting = settings[name]
+        results, sources = [], {}
+        for strategy in args.strategies.split(","):
+            options, sources[strategy] = tuned_options(setting, strategy)
+            for seed in seeds:
+                cfg = RunConfig(replace(setting.stream), strategy, options, setting.learner, setting.model, seed)
+                r = run(cfg)
+                print(f"{name} {strategy} seed {seed}: final {r['average_accuracy']:.3f} learning "
+                      f"{r['learning_accuracy']:.3f} retention {r['average_retention']:.3f} ({r['seconds']:.0f} s)",
+                      flush=True)
+                results.append(r)
+        rows = aggregate(results)
+        table = format_compare(rows)
+        out = Path(args.out_dir) / f"{prefix}-{name}.json"
+        first = results[0]
+        write_json(out, {"setting": name, "benchmark": first["benchmark"], "scenario": first["scenario"],
+                         "seeds": seeds, "hyperparameters_from": sources, "summary": rows, "table": table,
+                         "runs": results, "environment": environment()})
+        print(f"\n{first['benchmark']}, {first['scenario']}-incremental, {len(first['tasks'])} tasks, seeds "
+              f"{args.seeds}\n\n{table}\n\nwritten to {out}\n", flush=True)
+    return 0

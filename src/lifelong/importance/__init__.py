@@ -1,0 +1,5 @@
+"""Importance of each parameter: the diagonal Fisher (EWC) and output sensitivity (MAS), exact."""
+
+from lifelong.importance.estimate import METHODS, Importance, as_batch, fisher_diagonal, output_sensitivity
+
+__all__ = ["METHODS", "Importance", "as_batch", "fisher_diagonal", "output_sensitivity"]

