@@ -15,7 +15,8 @@ from lifelong.strategies import STRATEGIES, strategy_options
 # CLI flag -> strategy option it sets (only when given; each strategy keeps its tuned default otherwise)
 STRATEGY_FLAGS = {"lambda": "strength", "gamma": "gamma", "xi": "xi", "fisher": "fisher",
                   "importance_samples": "samples", "memory": "memory", "selection": "selection",
-                  "replay_batch": "replay_batch", "importance_dtype": "storage", "importance_keep": "keep"}
+                  "replay_batch": "replay_batch", "importance_dtype": "storage", "importance_keep": "keep",
+                  "alpha": "alpha", "beta": "beta", "distill": "distill", "temperature": "temperature"}
 
 
 class UsageError(Exception):
@@ -84,8 +85,14 @@ def _add_strategy_flags(p: argparse.ArgumentParser) -> None:
     s.add_argument("--importance-keep", type=float,
                    help="consolidation: keep only this share of the largest importances (e.g. 0.01)")
     s.add_argument("--memory", type=int, help="replay: samples stored")
-    s.add_argument("--selection", choices=("reservoir", "balanced"), help="replay: memory selection")
+    s.add_argument("--selection", choices=("reservoir", "balanced", "herding"), help="replay: memory selection")
     s.add_argument("--replay-batch", type=int, help="replay: stored samples per step")
+    s.add_argument("--alpha", type=float, help="DER/DER++: weight of the logit match")
+    s.add_argument("--beta", type=float, help="DER++: weight of the memory's label loss")
+    s.add_argument("--distill", type=float, help="LwF/iCaRL: weight of the distillation term")
+    s.add_argument("--temperature", type=float, help="LwF/iCaRL: distillation temperature")
+    s.add_argument("--bias-correction", choices=("none", "wa", "bic"), default="none",
+                   help="replay methods: correct the output layer's bias toward new classes (WA or BiC)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,11 +171,16 @@ def _parse_sets(items: list[str], strategies: list[str]) -> dict[str, dict[str, 
     return sets
 
 
+def _with_bias_correction(name: str, args: argparse.Namespace) -> str:
+    return name if args.bias_correction == "none" else f"{name}+{args.bias_correction}"
+
+
 def _command_run(args: argparse.Namespace, progress: bool) -> int:
     from lifelong.report import format_run, write_json
     from lifelong.run import run
 
-    result = run(_run_config(args, args.strategy, args.seed, _strategy_options(args.strategy, args, {})), progress)
+    name = _with_bias_correction(args.strategy, args)
+    result = run(_run_config(args, name, args.seed, _strategy_options(name, args, {})), progress)
     if args.out:
         write_json(args.out, result)
     if args.json:
@@ -184,7 +196,7 @@ def _command_compare(args: argparse.Namespace, progress: bool) -> int:
     from lifelong.report import aggregate, environment, format_compare, write_json
     from lifelong.run import run
 
-    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    strategies = [_with_bias_correction(s.strip(), args) for s in args.strategies.split(",") if s.strip()]
     sets = _parse_sets(args.set, strategies)
     configs = [_run_config(args, s, seed, _strategy_options(s, args, sets)) for s in strategies for seed in args.seeds]
     results = []

@@ -64,6 +64,7 @@ class Learner:
         self.optimizer: torch.optim.Optimizer | None = None
         self.progress, self.log = progress, log
         self.step = 0
+        self._position = 0  # the task whose classes are live
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -72,6 +73,7 @@ class Learner:
         return torch.optim.SGD(params, lr=self.config.lr, momentum=self.config.momentum)
 
     def _set_position(self, stream: TaskStream, task_id: int) -> None:
+        self._position = task_id
         if isinstance(self.model, ContinualClassifier):
             self.model.set_class_mask(stream.class_mask(task_id))
 
@@ -126,24 +128,37 @@ class Learner:
         self.step += 1
         return loss.detach()
 
-    @torch.no_grad()
     def evaluate(self, stream: TaskStream, split: str = "test", position: int | None = None) -> list[float]:
         """Accuracy on every task of the stream, with the classes live at `position` (default: the
         last task trained; matters in class-incremental streams)."""
+        return self.evaluate_details(stream, split, position)[0]
+
+    @torch.no_grad()
+    def evaluate_details(self, stream: TaskStream, split: str = "test",
+                         position: int | None = None) -> tuple[list[float], float | None]:
+        """(accuracy per task, recency bias): the bias is the share of earlier tasks' evaluation
+        samples predicted as one of the newest task's classes (None where classes are shared or
+        there is no earlier task)."""
         if position is not None:
             self._set_position(stream, position)
+        newest = stream[position if position is not None else self._position]
         was_training = self.model.training
         self.model.eval()
-        accuracies = []
+        accuracies, into_newest, earlier = [], 0, 0
+        newest_classes = torch.tensor(newest.classes)
         for task in stream:
             if task.evaluator is not None:
                 accuracies.append(task.evaluator(self.model, task.id))
                 continue
             correct = total = 0
             for b in BatchLoader([TaskData(task.eval_data(split), task.id)], self.config.eval_batch):
-                scores = self.strategy.predict(self.model, b.x, b.task, self.model(b.x, b.task))
-                correct += int((scores.argmax(-1) == b.y).sum())
+                predicted = self.strategy.predict(self.model, b.x, b.task, self.model(b.x, b.task)).argmax(-1)
+                correct += int((predicted == b.y).sum())
                 total += len(b.y)
+                if task.id < newest.id:
+                    into_newest += int(torch.isin(predicted, newest_classes).sum())
+                    earlier += len(b.y)
             accuracies.append(correct / max(total, 1))
         self.model.train(was_training)
-        return accuracies
+        shared = any(set(t.classes) & set(newest.classes) for t in stream if t.id != newest.id)
+        return accuracies, (into_newest / earlier if earlier and not shared else None)

@@ -130,7 +130,8 @@ def run(cfg: RunConfig, progress: bool = False, stream: TaskStream | None = None
     for i in tasks:
         stats = learner.fit(stream, i)
         t0 = time.perf_counter()
-        matrix.update(i, learner.evaluate(stream, cfg.eval_split))
+        accuracies, stats["recency_bias"] = learner.evaluate_details(stream, cfg.eval_split)
+        matrix.update(i, accuracies)
         stats["eval_seconds"] = time.perf_counter() - t0
         with torch.no_grad():
             stats["penalty"] = float(strategy.penalty(model))
@@ -164,5 +165,6 @@ def run(cfg: RunConfig, progress: bool = False, stream: TaskStream | None = None
         "train_seconds": sum(s["train_seconds"] + s["after_task_seconds"] for s in per_task),
         "parameters": sum(p.numel() for p in model.parameters()),
         "state_bytes": state_nbytes(strategy.state_dict()),
+        "recency_bias": per_task[-1]["recency_bias"],
         "environment": environment(),
     }

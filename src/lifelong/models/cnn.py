@@ -18,5 +18,12 @@ class CNN(nn.Module):
             nn.Flatten(), nn.Linear(64 * side * side, hidden), nn.ReLU(), nn.Dropout(dropout),
             nn.Linear(hidden, out_features))
 
+    @property
+    def head(self) -> nn.Linear:
+        return self.layers[-1]  # type: ignore[return-value]
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.layers[:-1](x)
+
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)

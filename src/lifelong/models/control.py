@@ -42,5 +42,12 @@ class TaskInputMLP(nn.Module):
         layers.append(nn.Linear(hidden[-1], out_features))
         self.trunk = nn.Sequential(*layers)
 
+    @property
+    def head(self) -> nn.Linear:
+        return self.trunk[-1]  # type: ignore[return-value]
+
+    def features(self, x: Tensor, task: Tensor) -> Tensor:
+        return self.trunk[:-1](self.input(x, task))
+
     def forward(self, x: Tensor, task: Tensor) -> Tensor:
         return self.trunk(self.input(x, task))

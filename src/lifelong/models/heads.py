@@ -36,6 +36,22 @@ class ContinualClassifier(nn.Module):
     def set_class_mask(self, mask: Tensor) -> None:
         self.class_mask = mask.to(self.class_mask.device)
 
+    @property
+    def head(self) -> nn.Linear:
+        """The output layer (one row per class): what weight aligning rescales."""
+        head = getattr(self.net, "head", None)
+        if not isinstance(head, nn.Linear):
+            raise TypeError(f"{type(self.net).__name__} exposes no Linear `head`")
+        return head
+
+    def features(self, x: Tensor, task: Tensor | None = None) -> Tensor:
+        """The representation the output layer reads (nearest-mean classifiers, herding)."""
+        if getattr(self.net, "takes_task", False):
+            return self.net.features(x, task)  # type: ignore[operator]
+        if not hasattr(self.net, "features"):
+            raise TypeError(f"{type(self.net).__name__} has no `features` method")
+        return self.net.features(x)  # type: ignore[operator]
+
     def forward(self, x: Tensor, task: Tensor | None = None) -> Tensor:
         # a network with per-task input layers (control) takes the task ids too
         logits = self.net(x, task) if getattr(self.net, "takes_task", False) else self.net(x)

@@ -23,5 +23,13 @@ class MLP(nn.Module):
         layers.append(nn.Linear(width, out_features))
         self.layers = nn.Sequential(*layers)
 
+    @property
+    def head(self) -> nn.Linear:
+        return self.layers[-1]  # type: ignore[return-value]
+
+    def features(self, x: Tensor) -> Tensor:
+        """The representation the output layer reads (the last hidden layer)."""
+        return self.layers[:-1](x)
+
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)

@@ -75,6 +75,9 @@ class TextClassifier(nn.Module):
         super().__init__()
         self.encoder, self.head = encoder, head
 
+    def features(self, ids: Tensor) -> Tensor:
+        return self.encoder(ids)
+
     def forward(self, ids: Tensor) -> Tensor:
         return self.head(self.encoder(ids))
 

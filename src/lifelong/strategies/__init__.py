@@ -9,10 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from lifelong.strategies.agem import AGEM, AGEMConfig
 from lifelong.strategies.base import Naive, NaiveConfig, Strategy, StrategyConfig
+from lifelong.strategies.bias import WA, BiC, BiCConfig, WAConfig
 from lifelong.strategies.compose import Compose
+from lifelong.strategies.der import DER, DERConfig, DERPPConfig
+from lifelong.strategies.er_ace import ERACE, ERACEConfig
 from lifelong.strategies.ewc import EWC, EWCConfig, OnlineEWCConfig
+from lifelong.strategies.icarl import ICaRL, ICaRLConfig
 from lifelong.strategies.joint import Joint, JointConfig
+from lifelong.strategies.lwf import LwF, LwFConfig
 from lifelong.strategies.mas import MAS, MASConfig
 from lifelong.strategies.quadratic import QuadraticPenalty
 from lifelong.strategies.replay import Replay, ReplayConfig
@@ -27,13 +33,36 @@ REGISTRY: dict[str, tuple[type[StrategyConfig], type[Strategy]]] = {
     "online-ewc": (OnlineEWCConfig, EWC),
     "si": (SIConfig, SI),
     "mas": (MASConfig, MAS),
+    "lwf": (LwFConfig, LwF),
+    "agem": (AGEMConfig, AGEM),
+    "der": (DERConfig, DER),
+    "der++": (DERPPConfig, DER),
+    "er-ace": (ERACEConfig, ERACE),
+    "icarl": (ICaRLConfig, ICaRL),
+    "wa": (WAConfig, WA),  # bias corrections: compose them with a replay method (replay+wa, der++ +bic)
+    "bic": (BiCConfig, BiC),
 }
 STRATEGIES = (*REGISTRY, "ewc+replay")
 
 
+def split_name(name: str) -> list[str]:
+    """'ewc+der++' -> ['ewc', 'der++']: registered names, longest first, joined by '+'."""
+    parts, rest = [], name.strip()
+    names = sorted(REGISTRY, key=len, reverse=True)
+    while rest:
+        match = next((n for n in names if rest.startswith(n) and rest[len(n):len(n) + 1] in ("", "+")), None)
+        if match is None:
+            head = rest.split("+", 1)[0]
+            raise ValueError(f"unknown strategy {head!r}; choose from {', '.join(REGISTRY)} "
+                             "or combine them with '+' (e.g. ewc+replay)")
+        parts.append(match)
+        rest = rest[len(match) + 1:]
+    return parts
+
+
 def strategy_options(name: str) -> dict[str, dict[str, Any]]:
     """The default config of each part of a (possibly composed) strategy name."""
-    parts = name.split("+")
+    parts = split_name(name)
     if len(set(parts)) != len(parts):
         raise ValueError(f"a strategy appears twice in {name!r}")
     unknown = [p for p in parts if p not in REGISTRY]
@@ -51,17 +80,23 @@ def build_strategy(name: str, options: dict[str, Any] | None = None) -> Strategy
     """
     options = dict(options or {})
     defaults = strategy_options(name)
+    if "bic" in defaults and "memory" in options and "holdout" not in options:
+        # `memory` is the whole budget: BiC's held-out tenth comes out of it
+        options["holdout"] = max(1, int(options["memory"]) // 10)
+        options["memory"] = int(options["memory"]) - options["holdout"]
     unused = set(options) - {k for d in defaults.values() for k in d}
     if unused:
         raise ValueError(f"strategy {name!r} takes no option(s) {sorted(unused)}")
+    order = sorted(defaults, key=lambda p: p != "bic")  # BiC takes its held-out samples before replay sees the batch
     parts = []
-    for part, fields in defaults.items():
+    for part in order:
+        fields = defaults[part]
         config_cls, strategy_cls = REGISTRY[part]
         config = config_cls.from_dict({**fields, **{k: v for k, v in options.items() if k in fields}})
         parts.append(strategy_cls(config))  # type: ignore[call-arg]
     return parts[0] if len(parts) == 1 else Compose(parts)
 
 
-__all__ = ["EWC", "MAS", "REGISTRY", "SI", "STRATEGIES", "Compose", "EWCConfig", "Joint", "MASConfig", "Naive",
-           "QuadraticPenalty", "Replay", "ReplayConfig", "SIConfig", "Strategy", "build_strategy",
-           "strategy_options"]
+__all__ = ["AGEM", "DER", "ERACE", "EWC", "MAS", "REGISTRY", "SI", "STRATEGIES", "WA", "BiC", "Compose",
+           "EWCConfig", "ICaRL", "Joint", "LwF", "MASConfig", "Naive", "QuadraticPenalty", "Replay", "ReplayConfig",
+           "SIConfig", "Strategy", "build_strategy", "strategy_options"]

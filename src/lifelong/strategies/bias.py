@@ -1,0 +1,128 @@
+"""Corrections of the output layer's bias toward the newest classes, for any replay method.
+
+- WA, weight aligning (Zhao et al. 2020): after each task, the output weights of the task's new
+  classes are scaled so that their mean norm equals the old classes' mean norm.
+- BiC, bias correction (Wu et al. 2019): after each task, two parameters (alpha, beta) rescale the
+  new classes' logits, alpha * z + beta, fitted by cross-entropy on a small class-balanced held-out
+  memory whose samples are never trained on; predictions use the corrected logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lifelong.data.task import Batch
+from lifelong.importance import as_batch
+from lifelong.strategies.base import Strategy, StrategyConfig
+from lifelong.strategies.memory import ReplayMemory
+
+
+@dataclass
+class WAConfig(StrategyConfig):
+    pass
+
+
+class WA(Strategy):
+    name = "wa"
+
+    def __init__(self, config: WAConfig | None = None):
+        self.config = config or WAConfig()
+        self.seen = torch.zeros(0, dtype=torch.bool)
+
+    @torch.no_grad()
+    def after_task(self, model: nn.Module, task_id: int, batches: Iterable[Any]) -> None:
+        weight: Tensor = model.head.weight  # type: ignore[union-attr, assignment]
+        if len(self.seen) != len(weight):
+            self.seen = torch.zeros(len(weight), dtype=torch.bool)
+        new = torch.zeros_like(self.seen)
+        for b in batches:
+            new[as_batch(b).y] = True
+        new &= ~self.seen
+        if self.seen.any() and new.any():
+            norms = weight.norm(dim=1)
+            weight[new] *= norms[self.seen].mean() / norms[new].mean()
+        self.seen |= new
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seen": self.seen}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seen = state["seen"]
+
+
+@dataclass
+class BiCConfig(StrategyConfig):
+    holdout: int = 60  # held-out samples (class-balanced), taken from the stream and never trained on
+    steps: int = 200
+    lr: float = 0.01
+
+
+class BiC(Strategy):
+    name = "bic"
+
+    def __init__(self, config: BiCConfig | None = None):
+        self.config = config or BiCConfig()
+        self.memory = ReplayMemory(self.config.holdout, "balanced", torch.Generator().manual_seed(self.config.seed))
+        self.alpha, self.beta = 1.0, 0.0
+        self.new = torch.zeros(0, dtype=torch.bool)  # the classes the correction applies to
+        self.seen = torch.zeros(0, dtype=torch.bool)
+
+    def extend_batch(self, batch: Batch) -> Batch:
+        kept = self.memory.add(batch)
+        if kept is None or not kept.any():
+            return batch
+        train = ~kept  # what the held-out memory took is not trained on
+        mask = None if batch.mask is None else batch.mask[train]
+        return Batch(batch.x[train], batch.y[train], batch.task[train], mask)
+
+    def after_task(self, model: nn.Module, task_id: int, batches: Iterable[Any]) -> None:
+        held = self.memory.all() if len(self.memory) else None
+        num_classes = int(getattr(model, "num_classes"))  # noqa: B009
+        if len(self.seen) != num_classes:
+            self.seen = torch.zeros(num_classes, dtype=torch.bool)
+        self.new = torch.zeros(num_classes, dtype=torch.bool)
+        for b in batches:
+            self.new[as_batch(b).y] = True
+        self.new &= ~self.seen
+        self.alpha, self.beta = 1.0, 0.0
+        if held is not None and self.seen.any() and self.new.any():
+            with torch.no_grad():
+                was_training = model.training
+                logits = model.eval()(held.x, held.task)
+                model.train(was_training)
+            self.alpha, self.beta = fit_correction(logits, held.y, self.new, self.config.steps, self.config.lr)
+        self.seen |= self.new
+
+    def predict(self, model: nn.Module, x: Any, task: Tensor, logits: Tensor) -> Tensor:
+        return correct(logits, self.new, self.alpha, self.beta) if len(self.new) else logits
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"memory": self.memory.state_dict(), "alpha": self.alpha, "beta": self.beta, "new": self.new,
+                "seen": self.seen}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.memory.load_state_dict(state["memory"])
+        self.alpha, self.beta, self.new, self.seen = state["alpha"], state["beta"], state["new"], state["seen"]
+
+
+def correct(logits: Tensor, new: Tensor, alpha: float | Tensor, beta: float | Tensor) -> Tensor:
+    """alpha * z + beta on the new classes' logits, the others unchanged (masked -inf logits stay out
+    of the product, whose gradient would otherwise be NaN)."""
+    return torch.where(new, alpha * torch.where(new, logits, 0.0) + beta, logits)
+
+
+def fit_correction(logits: Tensor, labels: Tensor, new: Tensor, steps: int, lr: float) -> tuple[float, float]:
+    alpha = torch.ones((), requires_grad=True)
+    beta = torch.zeros((), requires_grad=True)
+    optimizer = torch.optim.Adam([alpha, beta], lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        F.cross_entropy(correct(logits, new, alpha, beta), labels).backward()
+        optimizer.step()
+    return float(alpha), float(beta)
