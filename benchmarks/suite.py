@@ -17,6 +17,7 @@ from lifelong.data.streams import StreamConfig
 from lifelong.learner import LearnerConfig
 from lifelong.report import aggregate, environment, format_compare, write_json
 from lifelong.run import ModelConfig, RunConfig, run
+from lifelong.strategies import split_name
 
 ROOT = Path(__file__).resolve().parent.parent
 TUNING = ROOT / "results" / "tuning"
@@ -28,22 +29,29 @@ class Setting:
     stream: StreamConfig
     learner: LearnerConfig
     model: ModelConfig
-    memory: int = 600  # replay's budget in samples
+    memory: int = 600  # the memory budget in samples, for every strategy that stores samples
     tuning: str = ""  # results/tuning/<tuning>-<strategy>.json holds the chosen options
-    extra: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # fixed options per strategy name
+    mode: str = "supervised"
+    rl_steps: int = 50_000
+
+
+MEMORY_METHODS = {"replay", "agem", "der", "der++", "er-ace", "icarl"}
 
 
 def tuned_options(setting: Setting, strategy: str) -> tuple[dict[str, Any], list[str]]:
     """The options chosen on validation for each part of a strategy, and the files they came from."""
     options: dict[str, Any] = {}
     sources = []
-    for part in strategy.split("+"):
+    parts = split_name(strategy)
+    for part in parts:
         path = TUNING / f"{setting.tuning}-{part}.json"
         if setting.tuning and path.exists():
             options.update(json.loads(path.read_text())["chosen"])
             sources.append(str(path.relative_to(ROOT)))
-    if "replay" in strategy.split("+"):
+    if MEMORY_METHODS & set(parts):
         options["memory"] = setting.memory
+    options.update(setting.options.get(strategy, {}))
     return options, sources
 
 
@@ -61,7 +69,8 @@ def run_settings(settings: dict[str, Setting], prefix: str, description: str) ->
         for strategy in args.strategies.split(","):
             options, sources[strategy] = tuned_options(setting, strategy)
             for seed in seeds:
-                cfg = RunConfig(replace(setting.stream), strategy, options, setting.learner, setting.model, seed)
+                cfg = RunConfig(replace(setting.stream), strategy, options, setting.learner, setting.model, seed,
+                                mode=setting.mode, rl_steps=setting.rl_steps)
                 r = run(cfg)
                 print(f"{name} {strategy} seed {seed}: final {r['average_accuracy']:.3f} learning "
                       f"{r['learning_accuracy']:.3f} retention {r['average_retention']:.3f} ({r['seconds']:.0f} s)",

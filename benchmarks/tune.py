@@ -6,6 +6,10 @@ average accuracy among those whose learning accuracy stays within `--max-plastic
 naive's (a strength that stops learning would otherwise win on retention alone).
 
     python benchmarks/tune.py --benchmark permuted-fmnist --strategy ewc --grid strength=100,300,1000
+    python benchmarks/tune.py --setting language:frozen-task --strategy ewc --grid strength=100,1000
+
+`--setting MODULE:NAME` takes the exact regime of a benchmark script's setting (benchmarks/MODULE.py)
+and writes results/tuning/<the setting's tuning key>-<strategy>.json, which that script then reads.
 """
 
 from __future__ import annotations
@@ -28,25 +32,46 @@ def _regime(args: argparse.Namespace) -> dict:
                                           "hidden", "validation")}
 
 
-def _naive(base: RunConfig, args: argparse.Namespace) -> dict:
+def _naive(base: RunConfig, args: argparse.Namespace, key: str) -> dict:
     """Naive's validation run in this regime: the floor the rule compares with. Reused when an
-    earlier tuning of the same benchmark ran it in the same regime (saves one run per strategy)."""
-    scenario = check(base.stream)[0]
-    path = Path(f"results/tuning/{args.benchmark}-{scenario}-naive.json")
+    earlier tuning of the same setting ran it in the same regime (saves one run per strategy)."""
+    path = Path(f"results/tuning/{key}-naive.json")
+    regime = base.to_dict() if args.setting else _regime(args)
     if path.exists():
         saved = json.loads(path.read_text())
-        if saved.get("regime") == _regime(args):
+        if saved.get("regime") == json.loads(json.dumps(regime)):
             return saved["result"]
     result = run(base)
     keep = {k: result[k] for k in ("average_accuracy", "learning_accuracy", "average_retention", "seconds",
                                    "accuracy_matrix", "scenario")}
-    write_json(path, {"regime": _regime(args), "result": keep, "environment": environment()})
+    write_json(path, {"regime": regime, "result": keep, "environment": environment()})
     return keep
+
+
+def _from_setting(args: argparse.Namespace) -> tuple[RunConfig, str, dict]:
+    """The naive run config of a benchmark setting, scored on validation data, its tuning key, and
+    the setting's fixed options for the strategy (e.g. its memory budget)."""
+    import importlib
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    module, _, name = args.setting.partition(":")
+    setting = importlib.import_module(module).SETTINGS[name]
+    from suite import tuned_options
+
+    stream = setting.stream
+    if stream.benchmark != "clinc150":  # CLINC150 has its own validation split; the others hold out 10 %
+        stream = replace(stream, validation=args.validation)
+    base = RunConfig(stream, "naive", {}, setting.learner, setting.model, args.seed, "valid",
+                     mode=setting.mode, rl_steps=setting.rl_steps)
+    fixed = {k: v for k, v in tuned_options(setting, args.strategy)[0].items() if k == "memory"}
+    fixed.update(setting.options.get(args.strategy, {}))
+    return base, setting.tuning, fixed
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--benchmark", required=True)
+    p.add_argument("--setting", help="MODULE:NAME of a benchmark script's setting, e.g. vision:permuted")
+    p.add_argument("--benchmark")
     p.add_argument("--scenario")
     p.add_argument("--tasks", type=int)
     p.add_argument("--strategy", required=True)
@@ -65,18 +90,25 @@ def main() -> int:
     for item in args.grid:
         key, _, values = item.partition("=")
         grid[key] = [json.loads(v) for v in values.split(",")]
-    base = RunConfig(StreamConfig(args.benchmark, args.scenario, args.tasks, validation=args.validation),
-                     "naive", {}, LearnerConfig(epochs=args.epochs, lr=args.lr),
-                     ModelConfig("mlp", tuple(int(h) for h in args.hidden.split(",")), args.dropout), args.seed,
-                     "valid")
+    fixed: dict = {}
+    if args.setting:
+        base, key, fixed = _from_setting(args)
+    else:
+        if not args.benchmark:
+            p.error("give --setting or --benchmark")
+        base = RunConfig(StreamConfig(args.benchmark, args.scenario, args.tasks, validation=args.validation),
+                         "naive", {}, LearnerConfig(epochs=args.epochs, lr=args.lr),
+                         ModelConfig("mlp", tuple(int(h) for h in args.hidden.split(",")), args.dropout),
+                         args.seed, "valid")
+        key = f"{args.benchmark}-{check(base.stream)[0]}"
     rows = []
-    naive = _naive(base, args)
+    naive = _naive(base, args, key)
     rows.append({"options": {}, "strategy": "naive", **{k: naive[k] for k in
                  ("average_accuracy", "learning_accuracy", "average_retention", "seconds")}})
     print(f"naive: final {naive['average_accuracy']:.3f} learning {naive['learning_accuracy']:.3f} "
           f"retention {naive['average_retention']:.3f}", flush=True)
     for values in itertools.product(*grid.values()):
-        options = dict(zip(grid, values, strict=True))
+        options = {**fixed, **dict(zip(grid, values, strict=True))}
         r = run(replace(base, strategy=args.strategy, strategy_options=options))
         rows.append({"options": options, "strategy": args.strategy, **{k: r[k] for k in
                      ("average_accuracy", "learning_accuracy", "average_retention", "seconds")}})
@@ -87,8 +119,8 @@ def main() -> int:
     best = max(eligible, key=lambda r: r["average_accuracy"])
     print(f"chosen on validation: {best['options']}", flush=True)
     scenario = naive["scenario"]
-    out = args.out or f"results/tuning/{args.benchmark}-{scenario}-{args.strategy}.json"
-    write_json(out, {"benchmark": args.benchmark, "scenario": scenario, "strategy": args.strategy,
+    out = args.out or f"results/tuning/{key}-{args.strategy}.json"
+    write_json(out, {"benchmark": base.stream.benchmark, "scenario": scenario, "strategy": args.strategy,
                      "split": "valid", "validation": args.validation, "seed": args.seed,
                      "learner": vars(args), "rows": rows, "chosen": best["options"],
                      "rule": f"best final accuracy with learning accuracy >= naive's - {args.max_plasticity_loss}",

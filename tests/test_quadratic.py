@@ -136,3 +136,25 @@ def test_bf16_and_sparse_storage_approximate_the_dense_penalty():
 def test_dense_state_is_two_floats_per_parameter():
     net, q = _two_tasks()
     assert q.nbytes() == 2 * 4 * sum(p.numel() for p in net.parameters())
+
+
+def test_the_penalty_follows_an_output_layer_that_gains_classes():
+    from lifelong.models import MLP, ContinualClassifier
+
+    torch.manual_seed(0)
+    model = ContinualClassifier(MLP(3, (4,), 2), 1, 2)
+    q = QuadraticPenalty(2.0)
+    q.add({n: torch.ones_like(p) for n, p in model.named_parameters()},
+          {n: p.detach().clone() for n, p in model.named_parameters()})
+    model.grow(5, num_tasks=2)
+    assert model.head.weight.shape == (5, 4) and model.class_mask.shape == (2, 5)
+    with torch.no_grad():
+        model.head.weight.add_(1.0)
+    # the three new rows are free; the two old rows pay 1 per entry: 2/2 * (2 * 4 + 2 * 1)... bias unchanged
+    assert torch.isclose(q.value(model).detach(), torch.tensor(2.0 / 2 * 2 * 4))
+    model.zero_grad()
+    q.add_gradient_(model)
+    assert model.head.weight.grad[2:].abs().max() == 0 and model.head.weight.grad[:2].abs().min() > 0
+    q.add({n: torch.ones_like(p) for n, p in model.named_parameters()},
+          {n: p.detach().clone() for n, p in model.named_parameters()})  # the next task covers every row
+    assert q.precision[-2].shape == (5, 4)

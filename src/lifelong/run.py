@@ -103,6 +103,26 @@ def _specialist_accuracy(stream: TaskStream, cfg: RunConfig, split: str) -> list
     return out
 
 
+HISTOGRAM_EDGES = [float(e) for e in np.linspace(-12, 4, 33)]  # log10 of importance
+
+
+def importance_histograms(strategy: Any) -> dict[str, dict[str, Any]]:
+    """Per parameter tensor, a histogram of log10(importance) of every consolidation part (EWC's
+    Fisher, SI's and MAS's Omega, accumulated), with the count of exact zeros, for reports."""
+    out: dict[str, dict[str, Any]] = {}
+    for part in getattr(strategy, "parts", [strategy]):
+        quadratic = getattr(part, "quadratic", None)
+        if quadratic is None or quadratic.empty:
+            continue
+        for name, precision in zip(quadratic.names, quadratic.precision, strict=True):
+            values = precision.flatten()
+            positive = values[values > 0]
+            counts, _ = np.histogram(np.log10(positive.numpy()), bins=HISTOGRAM_EDGES)
+            out[f"{part.name}:{name}"] = {"edges": HISTOGRAM_EDGES, "counts": counts.tolist(),
+                                          "zeros": int((values == 0).sum()), "size": int(values.numel())}
+    return out
+
+
 def run(cfg: RunConfig, progress: bool = False, stream: TaskStream | None = None) -> dict[str, Any]:
     """Learn the stream task by task, evaluating every task after each; return the result dict."""
     cfg = seeded(cfg)
@@ -135,6 +155,7 @@ def run(cfg: RunConfig, progress: bool = False, stream: TaskStream | None = None
         stats["eval_seconds"] = time.perf_counter() - t0
         with torch.no_grad():
             stats["penalty"] = float(strategy.penalty(model))
+        stats["importance_histograms"] = importance_histograms(strategy)
         per_task.append(stats)
     specialist = _specialist_accuracy(stream, cfg, cfg.eval_split) if cfg.specialist else None
     extra: dict[str, Any] = {}

@@ -52,6 +52,25 @@ class ContinualClassifier(nn.Module):
             raise TypeError(f"{type(self.net).__name__} has no `features` method")
         return self.net.features(x)  # type: ignore[operator]
 
+    @torch.no_grad()
+    def grow(self, num_classes: int, num_tasks: int | None = None) -> None:
+        """Widen the output layer to `num_classes` (new rows initialised like a fresh Linear; old rows
+        untouched) and the class mask to `num_tasks` rows, e.g. when feedback brings a new label."""
+        head = self.head
+        if num_classes < head.out_features:
+            raise ValueError(f"cannot shrink the output from {head.out_features} to {num_classes} classes")
+        if num_classes > head.out_features:
+            fresh = nn.Linear(head.in_features, num_classes - head.out_features, bias=head.bias is not None)
+            head.weight = nn.Parameter(torch.cat([head.weight, fresh.weight.to(head.weight)]))
+            if head.bias is not None:
+                head.bias = nn.Parameter(torch.cat([head.bias, fresh.bias.to(head.bias)]))
+            head.out_features = num_classes
+        tasks = max(num_tasks or 0, self.class_mask.shape[0])
+        mask = torch.zeros(tasks, num_classes, dtype=torch.bool)
+        mask[: self.class_mask.shape[0], : self.class_mask.shape[1]] = self.class_mask
+        self.class_mask = mask
+        self.num_classes = num_classes
+
     def forward(self, x: Tensor, task: Tensor | None = None) -> Tensor:
         # a network with per-task input layers (control) takes the task ids too
         logits = self.net(x, task) if getattr(self.net, "takes_task", False) else self.net(x)

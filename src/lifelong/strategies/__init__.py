@@ -99,4 +99,4 @@ def build_strategy(name: str, options: dict[str, Any] | None = None) -> Strategy
 
 __all__ = ["AGEM", "DER", "ERACE", "EWC", "MAS", "REGISTRY", "SI", "STRATEGIES", "WA", "BiC", "Compose",
            "EWCConfig", "ICaRL", "Joint", "LwF", "MASConfig", "Naive", "QuadraticPenalty", "Replay", "ReplayConfig",
-           "SIConfig", "Strategy", "build_strategy", "strategy_options"]
+           "SIConfig", "Strategy", "build_strategy", "split_name", "strategy_options"]

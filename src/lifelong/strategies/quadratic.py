@@ -121,6 +121,7 @@ class QuadraticPenalty:
             self._start(importance, anchor)
             return
         self._check(importance)
+        self._match(importance)
         residual = decay * self.residual
         for i, n in enumerate(self.names):
             p, u = self.dense(i)
@@ -132,6 +133,12 @@ class QuadraticPenalty:
             self.slots[i] = self._store(total, torch.where(total > 0, (a * u + b * v) / safe, v))
         self.residual = residual
 
+    def _match(self, importance: dict[str, Tensor]) -> None:
+        """Grow stored tensors to the shapes of a new importance (an output layer that gained classes)."""
+        for i, n in enumerate(self.names):
+            if n in importance and importance[n].shape != self.shapes[i]:
+                self._grow(i, importance[n])
+
     def accumulate(self, importance: dict[str, Tensor], anchor: dict[str, Tensor], decay: float = 1.0) -> None:
         """precision <- decay * precision + importance, centred on `anchor` alone (the latest
         parameters): the online form of Schwarz et al. 2018, and SI's and MAS's own rule."""
@@ -139,6 +146,7 @@ class QuadraticPenalty:
             self._start(importance, anchor)
             return
         self._check(importance)
+        self._match(importance)
         for i, n in enumerate(self.names):
             p = self.dense(i)[0]
             self.slots[i] = self._store(decay * p + importance[n].detach().float(), anchor[n].detach().float())
@@ -146,17 +154,30 @@ class QuadraticPenalty:
 
     # -- using it --------------------------------------------------------------------------------------
     def _params(self, model: nn.Module) -> list[nn.Parameter]:
-        if self._bound is None or self._bound[0] != id(model):
+        if self._bound is None or self._bound[0] != id(model) or any(
+                p.shape != s for p, s in zip(self._bound[1], self.shapes, strict=True)):
             named = dict(model.named_parameters())
             missing = [n for n in self.names if n not in named]
             if missing:
                 raise ValueError(f"the model has no parameter(s) {missing[:5]} that this penalty protects")
             params = [named[n] for n in self.names]
-            for p, shape in zip(params, self.shapes, strict=True):
-                if p.shape != shape:
-                    raise ValueError(f"parameter shape {tuple(p.shape)} differs from the saved {tuple(shape)}")
+            for i, p in enumerate(params):
+                if p.shape != self.shapes[i]:
+                    self._grow(i, p)
             self._bound = (id(model), params)
         return self._bound[1]
+
+    def _grow(self, i: int, param: Tensor) -> None:
+        """A parameter that grew along its first dimension (an output layer with new classes): its new
+        rows get zero precision (nothing learned yet to protect)."""
+        old = self.shapes[i]
+        if param.dim() != len(old) or param.shape[1:] != old[1:] or param.shape[0] < old[0]:
+            raise ValueError(f"parameter {self.names[i]} has shape {tuple(param.shape)}; the penalty was built for "
+                             f"{tuple(old)} (only growth along the first dimension is supported)")
+        p, m = self.dense(i)
+        extra = (param.shape[0] - old[0], *old[1:])
+        self.shapes[i] = param.shape
+        self.slots[i] = self._store(torch.cat([p, torch.zeros(extra)]), torch.cat([m, torch.zeros(extra)]))
 
     def value(self, model: nn.Module) -> Tensor:
         """The penalty, differentiable in the model's parameters."""

@@ -1,0 +1,35 @@
+"""The README's control benchmark (behaviour cloning; `--settings rl-*` for DQN).
+
+classic: CartPole-v1 -> Acrobot-v1 -> LunarLander-v3, task-IL, observations zero-padded to 8, one
+input layer and one action head per task (the issue's default sequence; naive barely forgets it).
+lander-rewired: LunarLander-v3 seen through a differently wired sensor board in each of 3 tasks,
+task-IL with one input layer per task (chosen because naive clearly forgets it: the shared trunk is
+retrained for each wiring). Scores: (return - random) / (expert - random) over 20 seeded episodes.
+
+    python benchmarks/control.py --settings classic,lander-rewired
+"""
+
+import sys
+
+from suite import Setting, run_settings
+
+from lifelong.data.streams import StreamConfig
+from lifelong.learner import LearnerConfig
+from lifelong.run import ModelConfig
+
+BC = (LearnerConfig(epochs=30, batch_size=64, lr=1e-3), ModelConfig("mlp", (64, 64)))
+STRATEGIES = "naive,replay,ewc,online-ewc,si,mas"
+SETTINGS = {
+    "classic": Setting(StreamConfig("control", "task", environments="classic"), *BC, memory=500,
+                       tuning="control-task-classic"),
+    "lander-rewired": Setting(StreamConfig("control", "task", environments="lander-rewired"), *BC, memory=500,
+                              tuning="control-task-lander-rewired"),
+    "rl-cartpole-rewired": Setting(StreamConfig("control", "task", environments="cartpole-rewired", demos=0),
+                                   *BC, memory=500, tuning="control-task-cartpole-rewired-rl", mode="rl",
+                                   rl_steps=30_000),
+}
+
+if __name__ == "__main__":
+    if "--strategies" not in sys.argv:
+        sys.argv += ["--strategies", STRATEGIES]
+    sys.exit(run_settings(SETTINGS, "control", __doc__))
