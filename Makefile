@@ -5,24 +5,33 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup data test lint demo bench-vision tune clean
+
+.PHONY: setup data browser postgres serve-demo bench-serve bench-poison report-screenshot test lint demo bench bench-vision bench-language bench-control bench-class-il clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,text,control]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,text,control,lightning,service,security]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
-setup: $(STAMP) data
+setup: $(STAMP) data browser postgres
 
 data:
 	@scripts/ensure-data.sh
+
+# PostgreSQL binaries for the service's storage tests (apt-get when missing and root)
+postgres:
+	@scripts/ensure-postgres.sh
+
+# Debian's chromium for the report's browser test (playwright drives it; no browser download)
+browser:
+	@sh scripts/ensure-chromium.sh
 
 test: setup
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks scripts examples
 	$(PY) -m mypy
 
 # The main job, on real data, in about a minute and a half on 2 cores.
@@ -30,9 +39,39 @@ demo: setup
 	$(VENV)/bin/lifelong compare --benchmark permuted-fmnist --tasks 5 --dropout 0.2 \
 		--strategies naive,ewc,si,replay --seeds 0
 
-# The README's vision table: 3 seeds, every strategy, three settings (about an hour on 2 cores).
+# Speed and memory of consolidation, as ratios to plain training (results/speed.json).
+bench: setup
+	$(PY) benchmarks/speed.py
+
+# The README's tables: each prints its tables and writes results/<name>-<setting>.json.
+# Hyperparameters come from results/tuning/ (benchmarks/tune.py, on validation data).
 bench-vision: setup
 	$(PY) benchmarks/vision.py
+
+bench-language: setup
+	$(PY) benchmarks/language.py
+
+bench-control: setup
+	$(PY) benchmarks/control.py
+
+bench-class-il: setup
+	$(PY) benchmarks/class_il.py
+
+# An intent classifier learns 2 new CLINC150 domains from users' feedback while serving, then rolls back.
+serve-demo: setup
+	$(PY) scripts/serve_demo.py
+
+bench-serve: setup
+	$(PY) benchmarks/serve_load.py
+
+# Poisoned feedback against the screens and ART's defences (results/poisoning.json); thresholds come
+# from results/poisoning-tuning.json (benchmarks/poisoning.py --tune, on validation scenarios).
+bench-poison: setup
+	$(PY) benchmarks/poisoning.py
+
+# The README's report screenshot, from a real comparison on Permuted digits.
+report-screenshot: setup
+	$(PY) scripts/report_screenshot.py --out docs/report.png
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

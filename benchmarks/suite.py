@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from lifelong.data.streams import StreamConfig
 from lifelong.learner import LearnerConfig
 from lifelong.report import aggregate, environment, format_compare, write_json
@@ -46,8 +48,9 @@ def tuned_options(setting: Setting, strategy: str) -> tuple[dict[str, Any], list
     parts = split_name(strategy)
     for part in parts:
         path = TUNING / f"{setting.tuning}-{part}.json"
-        if setting.tuning and path.exists():
-            options.update(json.loads(path.read_text())["chosen"])
+        saved = json.loads(path.read_text()) if setting.tuning and path.exists() else {}
+        if "chosen" in saved:  # (naive's file holds its validation run, the floor of the rule, not a choice)
+            options.update(saved["chosen"])
             sources.append(str(path.relative_to(ROOT)))
     if MEMORY_METHODS & set(parts):
         options["memory"] = setting.memory
@@ -61,28 +64,50 @@ def run_settings(settings: dict[str, Setting], prefix: str, description: str) ->
     p.add_argument("--strategies", default=STRATEGIES)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--out-dir", default=str(ROOT / "results"))
+    p.add_argument("--resume", action="store_true",
+                   help="reuse the runs already in the output file whose configuration is unchanged")
+    p.add_argument("--threads", type=int, help="torch threads (1 makes runs bit-for-bit reproducible)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
     for name in args.settings.split(","):
         setting = settings[name]
+        out = Path(args.out_dir) / f"{prefix}-{name}.json"
+        done = _finished_runs(out) if args.resume else {}
         results, sources = [], {}
         for strategy in args.strategies.split(","):
             options, sources[strategy] = tuned_options(setting, strategy)
             for seed in seeds:
                 cfg = RunConfig(replace(setting.stream), strategy, options, setting.learner, setting.model, seed,
                                 mode=setting.mode, rl_steps=setting.rl_steps)
-                r = run(cfg)
+                r = done.get(json.dumps(cfg.to_dict(), sort_keys=True)) or run(cfg)
                 print(f"{name} {strategy} seed {seed}: final {r['average_accuracy']:.3f} learning "
                       f"{r['learning_accuracy']:.3f} retention {r['average_retention']:.3f} ({r['seconds']:.0f} s)",
                       flush=True)
                 results.append(r)
-        rows = aggregate(results)
-        table = format_compare(rows)
-        out = Path(args.out_dir) / f"{prefix}-{name}.json"
+                # written after every run, so a long benchmark that is stopped resumes with --resume
+                _write(out, name, seeds, sources, results, complete=False)
+        rows = _write(out, name, seeds, sources, results, complete=True)
         first = results[0]
-        write_json(out, {"setting": name, "benchmark": first["benchmark"], "scenario": first["scenario"],
-                         "seeds": seeds, "hyperparameters_from": sources, "summary": rows, "table": table,
-                         "runs": results, "environment": environment()})
+        table = format_compare(rows)
         print(f"\n{first['benchmark']}, {first['scenario']}-incremental, {len(first['tasks'])} tasks, seeds "
               f"{args.seeds}\n\n{table}\n\nwritten to {out}\n", flush=True)
     return 0
+
+
+def _finished_runs(path: Path) -> dict[str, dict[str, Any]]:
+    """Runs already saved in `path`, keyed by their full configuration."""
+    if not path.exists():
+        return {}
+    return {json.dumps(r["config"], sort_keys=True): r for r in json.loads(path.read_text()).get("runs", [])}
+
+
+def _write(out: Path, name: str, seeds: list[int], sources: dict[str, list[str]], results: list[dict[str, Any]],
+           complete: bool) -> list[dict[str, Any]]:
+    rows = aggregate(results)
+    first = results[0]
+    write_json(out, {"setting": name, "benchmark": first["benchmark"], "scenario": first["scenario"],
+                     "seeds": seeds, "complete": complete, "hyperparameters_from": sources, "summary": rows,
+                     "table": format_compare(rows), "runs": results, "environment": environment()})
+    return rows

@@ -166,3 +166,10 @@ def test_estimation_restores_training_mode(digits):
     model.train()
     fisher_diagonal(model, [(digits[0].x[:10], digits[0].y[:10])])
     assert model.training
+
+
+def test_in_place_ops_after_a_layer_do_not_corrupt_the_estimate(digits):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(inplace=True), nn.Linear(32, 10))
+    batches = [(digits[0].x[:40], digits[0].y[:40])]
+    _assert_close(fisher_diagonal(model, batches), fisher_diagonal(model, batches, method="loop"))

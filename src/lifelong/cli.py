@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from typing import Any
 
@@ -70,8 +72,17 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     t.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--specialist", action="store_true",
                    help="also train one model per task alone and report retention against it")
+    p.add_argument("--distributed", action="store_true",
+                   help="train with DistributedDataParallel (start under torchrun; gloo on CPU, nccl on GPU)")
+    p.add_argument("--fsdp", action="store_true", help="with --distributed: shard parameters and state (FSDP2)")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    o = p.add_argument_group("reports and training logs")
+    o.add_argument("--report", metavar="DIR", help="also write an HTML report with its figures: DIR/index.html")
+    o.add_argument("--log", action="append", choices=("csv", "tensorboard"), default=[],
+                   help="log loss, penalty, step time and accuracy per task: csv (always available) or "
+                   "tensorboard (needs the tensorboard package); repeatable")
+    o.add_argument("--log-dir", default="runs", help="logs go to LOG_DIR/<strategy>-seed<seed>/ (default: runs)")
 
 
 def _add_strategy_flags(p: argparse.ArgumentParser) -> None:
@@ -103,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     run_p.add_argument("--strategy", default="naive", help=f"one of {', '.join(STRATEGIES)} (default: naive)")
     run_p.add_argument("--seed", type=int, default=0)
     run_p.add_argument("--out", help="write the result JSON here")
+    run_p.add_argument("--checkpoint-dir", help="save the run's progress here after each task")
+    run_p.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR (same options)")
+    run_p.add_argument("--save", metavar="DIR", help="save the trained model in DIR (what `lifelong serve` serves)")
     _add_common(run_p)
     _add_strategy_flags(run_p)
     cmp_p = sub.add_parser("compare", help="several strategies and seeds, a Markdown table",
@@ -114,6 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_p.add_argument("--out", help="write all runs and the summary as JSON here")
     _add_common(cmp_p)
     _add_strategy_flags(cmp_p)
+    rep_p = sub.add_parser("report", help="an HTML report with figures from result files",
+                           description="Write DIR/index.html and its PNG figures from result JSON files.")
+    rep_p.add_argument("results", nargs="+", metavar="RESULT.json",
+                       help="files written by `run --out`, `compare --out` or a benchmark script")
+    rep_p.add_argument("--out", required=True, metavar="DIR", help="folder for index.html and the figures")
+    rep_p.add_argument("--title", help="the page title (default: the strategies' names)")
+    from lifelong.service.cli import add_commands as add_service_commands
+
+    add_service_commands(sub)  # serve, keys
     return parser
 
 
@@ -150,7 +173,7 @@ def _run_config(args: argparse.Namespace, strategy: str, seed: int, options: dic
     if args.eval_split == "valid" and args.validation <= 0:
         stream = replace(stream, validation=0.1)
     learner = LearnerConfig(args.epochs, args.batch_size, args.lr, args.optimizer, args.momentum,
-                            not args.keep_optimizer, seed=seed)
+                            not args.keep_optimizer, seed=seed, sharding="fsdp" if args.fsdp else "ddp")
     model = ModelConfig(args.model, tuple(args.hidden), args.dropout)
     if args.mode == "rl":
         stream = replace(stream, demos=0)
@@ -175,12 +198,62 @@ def _with_bias_correction(name: str, args: argparse.Namespace) -> str:
     return name if args.bias_correction == "none" else f"{name}+{args.bias_correction}"
 
 
+def _reporting_rank() -> bool:
+    """Under --distributed only rank 0 writes logs and reports (the ranks hold the same model)."""
+    from lifelong import distributed
+
+    return not distributed.active() or distributed.is_main()
+
+
+def _training_log(args: argparse.Namespace, strategy: str, seed: int) -> AbstractContextManager[Any]:
+    """The --log logs of one run, in LOG_DIR/<strategy>-seed<seed>/ (yields None when none was asked for)."""
+    if not args.log or not _reporting_rank():
+        return nullcontext()
+    from lifelong.logs import open_log, run_folder
+
+    folder = run_folder(args.log_dir, strategy, seed)
+    print(f"logging {'+'.join(args.log)} to {folder}", file=sys.stderr)
+    return open_log(args.log, folder)
+
+
+def _write_report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    from lifelong.html_report import write_report
+
+    if _reporting_rank():
+        index = write_report(results, args.report)
+        print(f"report written to {index}", file=sys.stderr if args.json else sys.stdout)
+
+
+def _command_report(args: argparse.Namespace) -> int:
+    from lifelong.html_report import load_results, write_report
+
+    try:
+        results = load_results(args.results)
+    except ValueError as exc:
+        print(f"lifelong: error: {exc}", file=sys.stderr)
+        return 1
+    index = write_report(results, args.out, args.title)
+    print(f"report of {len(results)} run(s) written to {index}")
+    return 0
+
+
 def _command_run(args: argparse.Namespace, progress: bool) -> int:
     from lifelong.report import format_run, write_json
     from lifelong.run import run
 
     name = _with_bias_correction(args.strategy, args)
-    result = run(_run_config(args, name, args.seed, _strategy_options(name, args, {})), progress)
+    config = _run_config(args, name, args.seed, _strategy_options(name, args, {}))
+    if args.save and (args.benchmark == "control" or args.encoder != "frozen"):
+        raise UsageError("--save supports array benchmarks and clinc150 with the frozen encoder")
+    trained: dict[str, Any] = {}
+    with _training_log(args, name, args.seed) as log:
+        result = run(config, progress, checkpoint_dir=args.resume or args.checkpoint_dir, resume=bool(args.resume),
+                     log=log, trained=trained)
+    if args.save and _reporting_rank():  # under --distributed the ranks hold the same model: one saves it
+        from lifelong.checkpoint import save_run
+
+        save_run(args.save, trained["stream"], trained["model"], trained["strategy"], result["config"], overwrite=True)
+        print(f"model saved to {args.save}", file=sys.stderr)
     if args.out:
         write_json(args.out, result)
     if args.json:
@@ -189,6 +262,8 @@ def _command_run(args: argparse.Namespace, progress: bool) -> int:
         print(format_run(result))
         if args.out:
             print(f"\nresult written to {args.out}")
+    if args.report:
+        _write_report([result], args)
     return 0
 
 
@@ -203,7 +278,8 @@ def _command_compare(args: argparse.Namespace, progress: bool) -> int:
     for cfg in configs:
         if progress:
             print(f"running {cfg.strategy}, seed {cfg.seed}", file=sys.stderr)
-        results.append(run(cfg, progress))
+        with _training_log(args, cfg.strategy, cfg.seed) as log:
+            results.append(run(cfg, progress, log=log))
     rows = aggregate(results)
     table = format_compare(rows)
     summary = {"summary": rows, "table": table, "runs": results, "environment": environment()}
@@ -218,18 +294,38 @@ def _command_compare(args: argparse.Namespace, progress: bool) -> int:
         print(table)
         if args.out:
             print(f"\nresults written to {args.out}")
+    if args.report:
+        _write_report(results, args)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "report":
+        return _command_report(args)
+    if args.command in ("serve", "keys"):
+        from lifelong.service.cli import dispatch
+
+        return dispatch(args, parser)
     try:
         for name in [args.strategy] if args.command == "run" else args.strategies.split(","):
             strategy_options(name.strip())
         check(StreamConfig(args.benchmark, args.scenario, args.tasks))
+        from lifelong.logs import check_kinds
+
+        check_kinds(args.log)  # before a long run, not after it
     except ValueError as exc:
         parser.error(str(exc))
+    if args.distributed:
+        from lifelong import distributed
+
+        if "RANK" not in os.environ:
+            parser.error("--distributed runs under torchrun: torchrun --nproc_per_node N -m lifelong run ...")
+        distributed.init_from_env()
+        if not distributed.is_main():  # one rank reports; the others train silently
+            args.json, args.quiet, args.out = False, True, None
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     progress = not (args.json or args.quiet) and sys.stderr.isatty()
     if args.threads:
         import torch
@@ -237,12 +333,13 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from lifelong.data.vision import DataError
     from lifelong.learner import TrainingDiverged
+    from lifelong.resume import ResumeError
 
     try:
         return _command_run(args, progress) if args.command == "run" else _command_compare(args, progress)
     except UsageError as exc:
         parser.error(str(exc))
-    except (DataError, TrainingDiverged, ValueError) as exc:
+    except (DataError, TrainingDiverged, ResumeError, ValueError) as exc:
         print(f"lifelong: error: {exc}", file=sys.stderr)
         return 1
     return 0

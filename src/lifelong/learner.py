@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from lifelong import distributed
 from lifelong.data.task import Batch, BatchLoader, TaskData, TaskStream
 from lifelong.models.heads import ContinualClassifier
 from lifelong.strategies.base import Strategy
@@ -19,6 +20,16 @@ from lifelong.strategies.base import Strategy
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
+
+
+def _check_distributable(strategy: Strategy) -> None:
+    """Strategies that run extra forward passes of their own (DER, A-GEM, LwF, iCaRL) would bypass
+    DistributedDataParallel's gradient synchronisation: refuse them rather than train ranks apart."""
+    parts = getattr(strategy, "parts", [strategy])
+    own_forward = [p.name for p in parts if type(p).extra_loss is not Strategy.extra_loss or p.name == "agem"]
+    if own_forward:
+        raise ValueError(f"--distributed supports strategies whose only forward pass is the learner's; "
+                         f"{', '.join(own_forward)} run their own")
 
 
 @dataclass
@@ -29,7 +40,8 @@ class LearnerConfig:
     optimizer: str = "adam"  # "adam" or "sgd"
     momentum: float = 0.0  # sgd only
     reset_optimizer: bool = True  # a fresh optimizer for every task
-    importance_batch: int = 256  # batch size of the importance pass after a task
+    importance_batch: int = 1024  # batch size of the importance pass after a task (bigger: faster)
+    sharding: str = "ddp"  # under torchrun: "ddp" (replicated model) or "fsdp" (parameters sharded)
     eval_batch: int = 1000
     seed: int = 0
 
@@ -64,6 +76,14 @@ class Learner:
         self.optimizer: torch.optim.Optimizer | None = None
         self.progress, self.log = progress, log
         self.step = 0
+        self.shard = (distributed.rank(), distributed.world_size())
+        self.ddp: nn.Module | None = None
+        if distributed.active():
+            _check_distributable(strategy)
+            if self.config.sharding == "fsdp":
+                distributed.shard_model(model)  # gradients are reduce-scattered by FSDP itself
+            else:
+                self.ddp = nn.parallel.DistributedDataParallel(model)
         self._position = 0  # the task whose classes are live
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
@@ -83,7 +103,7 @@ class Learner:
         self._set_position(stream, task_id)
         strategy.before_task(model, task_id)
         loader = BatchLoader(strategy.train_data(stream, task_id), cfg.batch_size, shuffle=True,
-                             generator=self.generator)
+                             generator=self.generator, shard=self.shard)
         if self.optimizer is None or cfg.reset_optimizer:
             self.optimizer = self._new_optimizer()
         model.train()
@@ -92,15 +112,21 @@ class Learner:
                    disable=not self.progress, unit="batch")
         for epoch in range(cfg.epochs):
             for batch in loader:
+                step_start = time.perf_counter()
                 losses.append(self.train_step(batch))
                 bar.update()
                 if self.log is not None:
-                    self.log({"task": task_id, "epoch": epoch, "step": self.step, "loss": float(losses[-1])})
+                    step_seconds = time.perf_counter() - step_start
+                    with torch.no_grad():  # the penalty's value, for the log only (its gradient is in the step)
+                        penalty = float(strategy.penalty(model))
+                    self.log({"task": task_id, "epoch": epoch, "step": self.step, "loss": float(losses[-1]),
+                              "penalty": penalty, "step_seconds": step_seconds})
         bar.close()
         train_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        own = BatchLoader([TaskData(stream[task_id].train, task_id)], cfg.importance_batch, shuffle=True,
-                          generator=torch.Generator().manual_seed(cfg.seed * 1000 + task_id))
+        own = BatchLoader([TaskData(stream[task_id].train, task_id)], cfg.importance_batch * self.shard[1],
+                          shuffle=True, generator=torch.Generator().manual_seed(cfg.seed * 1000 + task_id),
+                          shard=self.shard)
         strategy.after_task(model, task_id, own)
         return {"task": task_id, "steps": len(losses), "loss": float(torch.stack(losses).mean()),
                 "train_seconds": train_seconds, "after_task_seconds": time.perf_counter() - start}
@@ -110,7 +136,7 @@ class Learner:
         Raises `TrainingDiverged` (changing nothing) when the loss is not finite."""
         assert self.optimizer is not None, "fit() creates the optimizer"
         batch = self.strategy.extend_batch(batch)
-        logits = self.model(batch.x, batch.task)
+        logits = (self.ddp or self.model)(batch.x, batch.task)
         if batch.mask is not None:
             logits = logits.masked_fill(~batch.mask, float("-inf"))
         loss = F.cross_entropy(logits, batch.y)
@@ -148,7 +174,7 @@ class Learner:
         newest_classes = torch.tensor(newest.classes)
         for task in stream:
             if task.evaluator is not None:
-                accuracies.append(task.evaluator(self.model, task.id))
+                accuracies.append(task.evaluator(self.model, task.id, split))
                 continue
             correct = total = 0
             for b in BatchLoader([TaskData(task.eval_data(split), task.id)], self.config.eval_batch):

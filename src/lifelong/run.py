@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -12,10 +13,12 @@ import torch
 
 from lifelong.data.streams import StreamConfig, build_stream
 from lifelong.data.task import TaskStream, fetch
+from lifelong.distributed import local_numel
 from lifelong.evaluation.matrix import AccuracyMatrix
 from lifelong.learner import Learner, LearnerConfig
 from lifelong.models import CNN, MLP, ContinualClassifier
 from lifelong.report import environment
+from lifelong.resume import load_progress, save_progress
 from lifelong.strategies import build_strategy
 from lifelong.strategies.base import state_nbytes
 
@@ -123,8 +126,16 @@ def importance_histograms(strategy: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
-def run(cfg: RunConfig, progress: bool = False, stream: TaskStream | None = None) -> dict[str, Any]:
-    """Learn the stream task by task, evaluating every task after each; return the result dict."""
+def run(cfg: RunConfig, progress: bool = False, stream: TaskStream | None = None,
+        checkpoint_dir: str | None = None, resume: bool = False,
+        trained: dict[str, Any] | None = None, log: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Learn the stream task by task, evaluating every task after each; return the result dict.
+
+    `log`: called with each training step's record and, after each task, with
+    ``{"task", "step", "accuracy": [per task]}`` (see `lifelong.logs`).
+
+    `checkpoint_dir`: save the progress after each task there; `resume`: continue from it.
+    `trained`: a dict that receives the trained `model`, `strategy` and `stream` (to save the model)."""
     cfg = seeded(cfg)
     started = time.perf_counter()
     stream = stream if stream is not None else build_stream(cfg.stream)
@@ -137,12 +148,27 @@ def run(cfg: RunConfig, progress: bool = False, stream: TaskStream | None = None
 
         learner: Learner = DQNAgent(model, strategy, DQNConfig(steps=cfg.rl_steps, seed=cfg.seed), progress)
     else:
-        learner = Learner(model, strategy, cfg.learner, progress=progress)
+        learner = Learner(model, strategy, cfg.learner, progress=progress, log=log)
 
-    baseline = [learner.evaluate(stream, cfg.eval_split, position=j)[j] for j in range(len(stream))]
-    matrix = AccuracyMatrix(len(stream), baseline)
-    per_task = []
-    tasks = range(len(stream))
+    first = 0
+    if resume:
+        if checkpoint_dir is None:
+            raise ValueError("resuming needs the checkpoint directory")
+        saved = load_progress(checkpoint_dir, cfg.to_dict())
+        model.load_state_dict(saved["model"])
+        strategy.load_state_dict(saved["strategy"])
+        learner.generator.set_state(saved["generator"])
+        learner.step = saved["step"]
+        if saved["optimizer"] is not None:
+            learner.optimizer = learner._new_optimizer()
+            learner.optimizer.load_state_dict(saved["optimizer"])
+        baseline, per_task, first = saved["baseline"], saved["per_task"], saved["task"] + 1
+        matrix = AccuracyMatrix.from_list(saved["matrix"], baseline)
+    else:
+        baseline = [learner.evaluate(stream, cfg.eval_split, position=j)[j] for j in range(len(stream))]
+        matrix = AccuracyMatrix(len(stream), baseline)
+        per_task = []
+    tasks = range(first, len(stream))
     if progress:
         from tqdm.auto import tqdm
 
@@ -152,11 +178,20 @@ def run(cfg: RunConfig, progress: bool = False, stream: TaskStream | None = None
         t0 = time.perf_counter()
         accuracies, stats["recency_bias"] = learner.evaluate_details(stream, cfg.eval_split)
         matrix.update(i, accuracies)
+        if log is not None:
+            log({"task": i, "step": learner.step, "accuracy": accuracies})
         stats["eval_seconds"] = time.perf_counter() - t0
         with torch.no_grad():
             stats["penalty"] = float(strategy.penalty(model))
         stats["importance_histograms"] = importance_histograms(strategy)
         per_task.append(stats)
+        if checkpoint_dir is not None:
+            keep_optimizer = learner.optimizer is not None and not cfg.learner.reset_optimizer
+            save_progress(checkpoint_dir, {
+                "config": cfg.to_dict(), "task": i, "model": model.state_dict(), "strategy": strategy.state_dict(),
+                "generator": learner.generator.get_state(), "step": learner.step,
+                "optimizer": learner.optimizer.state_dict() if keep_optimizer else None,  # type: ignore[union-attr]
+                "baseline": baseline, "per_task": per_task, "matrix": matrix.tolist()})
     specialist = _specialist_accuracy(stream, cfg, cfg.eval_split) if cfg.specialist else None
     extra: dict[str, Any] = {}
     if "random_return" in stream.info:  # control: the matrix holds returns; metrics use normalised ones
@@ -168,6 +203,8 @@ def run(cfg: RunConfig, progress: bool = False, stream: TaskStream | None = None
         matrix = AccuracyMatrix.from_list(normalise(matrix.values.tolist(), rand, expert),
                                           normalise([baseline], rand, expert)[0])
         baseline = matrix.baseline or baseline
+    if trained is not None:
+        trained.update(model=model, strategy=strategy, stream=stream)
     return {
         **extra,
         "config": cfg.to_dict(),
@@ -186,6 +223,9 @@ def run(cfg: RunConfig, progress: bool = False, stream: TaskStream | None = None
         "train_seconds": sum(s["train_seconds"] + s["after_task_seconds"] for s in per_task),
         "parameters": sum(p.numel() for p in model.parameters()),
         "state_bytes": state_nbytes(strategy.state_dict()),
+        "local_parameters": local_numel(model),
+        "consolidation_bytes": sum(part.quadratic.nbytes() for part in getattr(strategy, "parts", [strategy])
+                                   if hasattr(part, "quadratic")),
         "recency_bias": per_task[-1]["recency_bias"],
         "environment": environment(),
     }

@@ -135,8 +135,10 @@ class ReturnEvaluator:
 
         return act
 
-    def __call__(self, model: nn.Module, task_id: int) -> float:
-        self.returns, _, _ = play(self.spec, self.policy(model, task_id), self.episodes, self.seed)
+    def __call__(self, model: nn.Module, task_id: int, split: str = "test") -> float:
+        # Validation episodes (for tuning) use other seeds than the test episodes reported.
+        seed = self.seed + (500_000 if split == "valid" else 0)
+        self.returns, _, _ = play(self.spec, self.policy(model, task_id), self.episodes, seed)
         return float(np.mean(self.returns))
 
 

@@ -93,14 +93,18 @@ class BatchLoader:
     """
 
     def __init__(self, parts: Sequence[TaskData], batch_size: int, shuffle: bool = False,
-                 generator: torch.Generator | None = None, max_samples: int | None = None):
-        self.parts, self.batch_size, self.shuffle = list(parts), batch_size, shuffle
-        self.generator, self.max_samples = generator, max_samples
+                 generator: torch.Generator | None = None, max_samples: int | None = None,
+                 shard: tuple[int, int] = (0, 1)):
+        """`shard=(rank, ranks)`: this rank's share under DDP, every ranks-th sample of the (same)
+        order, in batches of batch_size // ranks."""
+        self.parts, self.shuffle = list(parts), shuffle
+        self.generator, self.max_samples, self.shard = generator, max_samples, shard
+        self.batch_size = max(1, batch_size // shard[1])
         self.sizes = torch.tensor([len(p) for p in self.parts])
         self.offsets = torch.cumsum(self.sizes, 0) - self.sizes
 
     def __len__(self) -> int:
-        n = self.num_samples
+        n = self.num_samples // self.shard[1]
         return (n + self.batch_size - 1) // self.batch_size
 
     @property
@@ -112,6 +116,8 @@ class BatchLoader:
         total = int(self.sizes.sum())
         order = torch.randperm(total, generator=self.generator) if self.shuffle else torch.arange(total)
         order = order[: self.num_samples]
+        if self.shard[1] > 1:  # every rank the same number of samples, so DDP's ranks step together
+            order = order[: len(order) - len(order) % self.shard[1]][self.shard[0]:: self.shard[1]]
         for start in range(0, len(order), self.batch_size):
             yield self._gather(order[start: start + self.batch_size])
 
@@ -141,8 +147,9 @@ def concat_inputs(xs: Sequence[Any]) -> Any:
 class Task:
     """One task: its id, its datasets (labels are global class ids) and its classes.
 
-    `evaluator(model, task_id) -> float`, when given, scores the model on the task instead of the
-    accuracy on its evaluation split (control tasks: the mean return of the greedy policy)."""
+    `evaluator(model, task_id, split) -> float`, when given, scores the model on the task instead of
+    the accuracy on its evaluation split (control tasks: the mean return of the greedy policy over
+    episodes whose seeds depend on the split)."""
 
     id: int
     train: Any
@@ -150,7 +157,7 @@ class Task:
     classes: tuple[int, ...]
     name: str = ""
     valid: Any = None
-    evaluator: Callable[[Any, int], float] | None = None
+    evaluator: Callable[[Any, int, str], float] | None = None
 
     def eval_data(self, split: str) -> Any:
         if self.evaluator is not None:

@@ -27,6 +27,7 @@ from torch.func import functional_call, grad, vmap
 from torch.utils._pytree import tree_map
 
 from lifelong.data.task import Batch
+from lifelong.distributed import all_reduce_sum_
 from lifelong.importance import rules
 from lifelong.models.heads import ContinualClassifier
 
@@ -98,15 +99,15 @@ def _owners(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def _accumulate_by_module(model: nn.Module, owners, b: Batch, objective, transform, sums: Importance) -> bool:
     """One batched forward and backward; each module's exact rule. False when a module ran more than
     once or returned something other than one tensor (then the caller takes the whole-model vmap)."""
-    calls: dict[str, list[tuple[tuple, dict, Tensor]]] = {}
+    calls: dict[str, list[tuple[tuple, dict, Tensor, int]]] = {}
 
     def capture(name):
         def hook(module, args, kwargs, output):
             if not isinstance(output, Tensor):
-                calls.setdefault(name, []).extend([(), ()])  # marks the module unsupported
+                calls.setdefault(name, []).extend([((), {}, output, 0)] * 2)  # marks the module unsupported
                 return None
-            calls.setdefault(name, []).append((args, kwargs, output))
-            return output.clone()  # so an in-place op downstream cannot change what we differentiate
+            calls.setdefault(name, []).append((args, kwargs, output, output._version))
+            return None
         return hook
 
     handles = [m.register_forward_hook(capture(n), with_kwargs=True) for n, m in owners]
@@ -117,13 +118,15 @@ def _accumulate_by_module(model: nn.Module, owners, b: Batch, objective, transfo
             h.remove()
     if any(len(c) != 1 for c in calls.values()):
         return False
+    if any(c[0][2]._version != c[0][3] for c in calls.values()):
+        return False  # an in-place op changed a module's output after the hook saw it: not that output's gradient
     names = [n for n, _ in owners if n in calls]
     grads = torch.autograd.grad(loss, [calls[n][0][2] for n in names], allow_unused=True)
     modules = dict(owners)
     for name, g in zip(names, grads, strict=True):
         if g is None:
             continue
-        args, kwargs, _ = calls[name][0]
+        args, kwargs, _, _ = calls[name][0]
         prefix = f"{name}." if name else ""
         module = modules[name]
         for local, value in rules.rule_for(module)(module, args, kwargs, g.detach(), transform).items():
@@ -170,7 +173,8 @@ def _estimate(kind: str, model: nn.Module, batches: Iterable[Any], *, true_fishe
         raise ValueError(f"unknown importance method {method!r}; choose one of {METHODS}")
     objective = _objective(kind)
     transform = torch.square if kind == "fisher" else torch.abs
-    sums = {n: torch.zeros_like(p) for n, p in _trainable(model).items()}
+    # plain tensors of the parameters' full shapes, also when FSDP shards them (DTensor parameters)
+    sums = {n: torch.zeros(tuple(p.shape), dtype=p.dtype, device=p.device) for n, p in _trainable(model).items()}
     owners = _owners(model) if method == "auto" else None
     was_training = model.training
     model.eval()  # no dropout noise in the estimate
@@ -187,9 +191,11 @@ def _estimate(kind: str, model: nn.Module, batches: Iterable[Any], *, true_fishe
             count += len(b.y)
     finally:
         model.train(was_training)
-    if count == 0:
+    total = torch.tensor(float(count))
+    all_reduce_sum_([*sums.values(), total])  # under DDP each rank saw its shard: sum the shards
+    if total == 0:
         raise ValueError("importance needs at least one sample; the data was empty")
-    return {n: s / count for n, s in sums.items()}
+    return {n: s / total for n, s in sums.items()}
 
 
 def fisher_diagonal(model: nn.Module, batches: Iterable[Any], *, true_fisher: bool = False,

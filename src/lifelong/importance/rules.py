@@ -51,7 +51,7 @@ def linear(module: nn.Linear, args: tuple, kwargs: dict, g: Tensor, transform: T
     n = a.shape[0]
     a3, g3 = a.reshape(n, -1, a.shape[-1]), g.reshape(n, -1, g.shape[-1])
     if "weight" in own:
-        total = torch.zeros_like(module.weight)
+        total = torch.zeros(tuple(module.weight.shape), dtype=g.dtype)
         for sl in _chunks(n, module.weight.numel()):
             total += transform(torch.einsum("nlo,nli->noi", g3[sl], a3[sl])).sum(0)
         out["weight"] = total
@@ -86,7 +86,8 @@ def embedding(module: nn.Embedding, args: tuple, kwargs: dict, g: Tensor, transf
     keep = torch.ones_like(idx, dtype=torch.bool) if module.padding_idx is None else idx != module.padding_idx
     unique, inverse = torch.unique(keys[keep], return_inverse=True)
     per_sample_rows = torch.zeros(len(unique), g.shape[-1], dtype=g.dtype).index_add_(0, inverse, g[keep])
-    out = torch.zeros_like(module.weight).index_add_(0, unique % vocab, transform(per_sample_rows))
+    out = torch.zeros(tuple(module.weight.shape), dtype=g.dtype).index_add_(0, unique % vocab,
+                                                                            transform(per_sample_rows))
     return {"weight": out}
 
 
@@ -117,15 +118,28 @@ def generic(module: nn.Module, args: tuple, kwargs: dict, g: Tensor, transform: 
     return {k: transform(v).sum(0) for k, v in grads.items()}
 
 
+def module_type(module: nn.Module) -> type:
+    """The module's own class; FSDP2 swaps a sharded module's class for a subclass `FSDP<class>`."""
+    cls = type(module)
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:
+        return cls
+    if isinstance(module, FSDPModule):
+        cls = next(base for base in cls.__bases__ if base is not FSDPModule)
+    return cls
+
+
 def rule_for(module: nn.Module) -> Callable[..., dict[str, Tensor]]:
     """The exact rule for a module type; `generic` where no closed form is written."""
-    if type(module) is nn.Linear:
+    kind = module_type(module)
+    if kind is nn.Linear:
         return linear
-    if type(module) is nn.Conv2d and module.groups == 1 and module.padding_mode == "zeros" \
+    if kind is nn.Conv2d and module.groups == 1 and module.padding_mode == "zeros" \
             and not isinstance(module.padding, str):
         return conv2d
-    if type(module) is nn.Embedding and module.max_norm is None and not module.scale_grad_by_freq:
+    if kind is nn.Embedding and module.max_norm is None and not module.scale_grad_by_freq:
         return embedding
-    if type(module) is nn.LayerNorm:
+    if kind is nn.LayerNorm:
         return layer_norm
     return generic

@@ -7,7 +7,25 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 
-class MLP(nn.Module):
+class LayerStack(nn.Module):
+    """A network that is one `nn.Sequential` ending in its Linear output layer (MLP, CNN)."""
+
+    layers: nn.Sequential
+
+    @property
+    def head(self) -> nn.Linear:
+        """The output layer (one row per class)."""
+        return self.layers[-1]  # type: ignore[return-value]
+
+    def features(self, x: Tensor) -> Tensor:
+        """The representation the output layer reads (the last hidden layer)."""
+        return self.layers[:-1](x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)
+
+
+class MLP(LayerStack):
     """in -> [Linear -> ReLU -> Dropout] * len(hidden) -> Linear(out)."""
 
     def __init__(self, in_features: int, hidden: Sequence[int] = (400, 400), out_features: int = 10,
@@ -22,14 +40,3 @@ class MLP(nn.Module):
             width = h
         layers.append(nn.Linear(width, out_features))
         self.layers = nn.Sequential(*layers)
-
-    @property
-    def head(self) -> nn.Linear:
-        return self.layers[-1]  # type: ignore[return-value]
-
-    def features(self, x: Tensor) -> Tensor:
-        """The representation the output layer reads (the last hidden layer)."""
-        return self.layers[:-1](x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.layers(x)

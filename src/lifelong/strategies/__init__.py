@@ -20,6 +20,7 @@ from lifelong.strategies.icarl import ICaRL, ICaRLConfig
 from lifelong.strategies.joint import Joint, JointConfig
 from lifelong.strategies.lwf import LwF, LwFConfig
 from lifelong.strategies.mas import MAS, MASConfig
+from lifelong.strategies.ncm import NCM, NCMConfig
 from lifelong.strategies.quadratic import QuadraticPenalty
 from lifelong.strategies.replay import Replay, ReplayConfig
 from lifelong.strategies.si import SI, SIConfig
@@ -39,6 +40,7 @@ REGISTRY: dict[str, tuple[type[StrategyConfig], type[Strategy]]] = {
     "der++": (DERPPConfig, DER),
     "er-ace": (ERACEConfig, ERACE),
     "icarl": (ICaRLConfig, ICaRL),
+    "ncm": (NCMConfig, NCM),
     "wa": (WAConfig, WA),  # bias corrections: compose them with a replay method (replay+wa, der++ +bic)
     "bic": (BiCConfig, BiC),
 }
@@ -97,6 +99,31 @@ def build_strategy(name: str, options: dict[str, Any] | None = None) -> Strategy
     return parts[0] if len(parts) == 1 else Compose(parts)
 
 
-__all__ = ["AGEM", "DER", "ERACE", "EWC", "MAS", "REGISTRY", "SI", "STRATEGIES", "WA", "BiC", "Compose",
-           "EWCConfig", "ICaRL", "Joint", "LwF", "MASConfig", "Naive", "QuadraticPenalty", "Replay", "ReplayConfig",
-           "SIConfig", "Strategy", "build_strategy", "split_name", "strategy_options"]
+__all__ = [
+    "AGEM",
+    "DER",
+    "ERACE",
+    "EWC",
+    "MAS",
+    "NCM",
+    "REGISTRY",
+    "SI",
+    "STRATEGIES",
+    "WA",
+    "BiC",
+    "Compose",
+    "EWCConfig",
+    "ICaRL",
+    "Joint",
+    "LwF",
+    "MASConfig",
+    "Naive",
+    "QuadraticPenalty",
+    "Replay",
+    "ReplayConfig",
+    "SIConfig",
+    "Strategy",
+    "build_strategy",
+    "split_name",
+    "strategy_options",
+]

@@ -74,10 +74,16 @@ class BiC(Strategy):
         self.seen = torch.zeros(0, dtype=torch.bool)
 
     def extend_batch(self, batch: Batch) -> Batch:
-        kept = self.memory.add(batch)
-        if kept is None or not kept.any():
+        # A tenth of each batch is offered to the held-out memory (so training batches stay full);
+        # what it keeps is not trained on.
+        offered = len(batch.y) // 10
+        if offered == 0:  # a batch of fewer than 10 is all trained on
             return batch
-        train = ~kept  # what the held-out memory took is not trained on
+        kept = torch.zeros(len(batch.y), dtype=torch.bool)
+        kept[:offered] = self.memory.add(Batch(batch.x[:offered], batch.y[:offered], batch.task[:offered]))
+        if not kept.any():
+            return batch
+        train = ~kept
         mask = None if batch.mask is None else batch.mask[train]
         return Batch(batch.x[train], batch.y[train], batch.task[train], mask)
 

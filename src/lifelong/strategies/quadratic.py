@@ -34,6 +34,23 @@ from lifelong.strategies.base import StrategyConfig
 STORAGES = ("fp32", "bf16")
 
 
+def _local(t: Tensor) -> Tensor:
+    """This rank's shard of a parameter-like tensor (an FSDP DTensor), else the tensor itself."""
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+def _shard_like(full: Tensor, like: Tensor) -> Tensor:
+    """A plain full-shape tensor cut into this rank's shard the way FSDP cut the parameter `like`, so
+    that under FSDP the state is kept per rank exactly like the parameters (<= 2 floats per local one)."""
+    if hasattr(full, "to_local"):
+        return full.to_local()
+    if not hasattr(like, "device_mesh"):
+        return full
+    from torch.distributed.tensor import distribute_tensor
+
+    return distribute_tensor(full, like.device_mesh, like.placements).to_local()  # type: ignore[attr-defined]
+
+
 class QuadraticPenalty:
     """A diagonal quadratic around a centre, merged over tasks.
 
@@ -103,6 +120,12 @@ class QuadraticPenalty:
         return sum(t.nbytes for slot in self.slots for t in slot.values())
 
     # -- merging tasks -----------------------------------------------------------------------------------
+    @staticmethod
+    def _localise(importance: dict[str, Tensor], anchor: dict[str, Tensor]) -> tuple[dict, dict]:
+        """Importance and anchors as this rank's shards (no-op without FSDP)."""
+        return ({n: _shard_like(v.detach(), anchor[n]) for n, v in importance.items()},
+                {n: _local(anchor[n].detach()) for n in importance})
+
     def _start(self, importance: dict[str, Tensor], anchor: dict[str, Tensor]) -> None:
         self.names = list(importance)
         self.shapes = [importance[n].shape for n in self.names]
@@ -110,18 +133,28 @@ class QuadraticPenalty:
         self.residual = 0.0
         self._bound = None
 
-    def _check(self, importance: dict[str, Tensor]) -> None:
+    def _merging(self, importance: dict[str, Tensor], anchor: dict[str, Tensor]) -> tuple[dict, dict] | None:
+        """Importance and anchors ready to merge into the stored quadratic: this rank's shards, checked
+        against the stored parameters, the stored tensors grown to new shapes. None when the penalty
+        was empty: the first task's quadratic is then simply stored."""
+        importance, anchor = self._localise(importance, anchor)
+        if self.empty:
+            self._start(importance, anchor)
+            return None
         if list(importance) != self.names:
             raise ValueError("importance covers other parameters than the penalty: "
                              f"{sorted(set(importance) ^ set(self.names))[:5]}")
+        for i, n in enumerate(self.names):  # an output layer that gained classes since
+            if importance[n].shape != self.shapes[i]:
+                self._grow(i, importance[n])
+        return importance, anchor
 
     def add(self, importance: dict[str, Tensor], anchor: dict[str, Tensor], decay: float = 1.0) -> None:
         """Add importance * (theta - anchor)^2 to decay * (the current quadratic), merged exactly."""
-        if self.empty:
-            self._start(importance, anchor)
+        merging = self._merging(importance, anchor)
+        if merging is None:
             return
-        self._check(importance)
-        self._match(importance)
+        importance, anchor = merging
         residual = decay * self.residual
         for i, n in enumerate(self.names):
             p, u = self.dense(i)
@@ -133,20 +166,13 @@ class QuadraticPenalty:
             self.slots[i] = self._store(total, torch.where(total > 0, (a * u + b * v) / safe, v))
         self.residual = residual
 
-    def _match(self, importance: dict[str, Tensor]) -> None:
-        """Grow stored tensors to the shapes of a new importance (an output layer that gained classes)."""
-        for i, n in enumerate(self.names):
-            if n in importance and importance[n].shape != self.shapes[i]:
-                self._grow(i, importance[n])
-
     def accumulate(self, importance: dict[str, Tensor], anchor: dict[str, Tensor], decay: float = 1.0) -> None:
         """precision <- decay * precision + importance, centred on `anchor` alone (the latest
         parameters): the online form of Schwarz et al. 2018, and SI's and MAS's own rule."""
-        if self.empty:
-            self._start(importance, anchor)
+        merging = self._merging(importance, anchor)
+        if merging is None:
             return
-        self._check(importance)
-        self._match(importance)
+        importance, anchor = merging
         for i, n in enumerate(self.names):
             p = self.dense(i)[0]
             self.slots[i] = self._store(decay * p + importance[n].detach().float(), anchor[n].detach().float())
@@ -155,15 +181,15 @@ class QuadraticPenalty:
     # -- using it --------------------------------------------------------------------------------------
     def _params(self, model: nn.Module) -> list[nn.Parameter]:
         if self._bound is None or self._bound[0] != id(model) or any(
-                p.shape != s for p, s in zip(self._bound[1], self.shapes, strict=True)):
+                _local(p).shape != s for p, s in zip(self._bound[1], self.shapes, strict=True)):
             named = dict(model.named_parameters())
             missing = [n for n in self.names if n not in named]
             if missing:
                 raise ValueError(f"the model has no parameter(s) {missing[:5]} that this penalty protects")
             params = [named[n] for n in self.names]
             for i, p in enumerate(params):
-                if p.shape != self.shapes[i]:
-                    self._grow(i, p)
+                if _local(p).shape != self.shapes[i]:
+                    self._grow(i, _local(p))
             self._bound = (id(model), params)
         return self._bound[1]
 
@@ -184,9 +210,15 @@ class QuadraticPenalty:
         if self.empty:
             return torch.zeros(())
         total = torch.zeros(())
-        for i, param in enumerate(self._params(model)):
+        params = self._params(model)
+        for i, param in enumerate(params):
             p, m = self.dense(i)
-            total = total + ((param - m) ** 2 * p).sum()
+            total = total + ((_local(param) - m) ** 2 * p).sum()
+        if any(hasattr(p, "to_local") for p in params):  # FSDP: every rank holds a shard of the sum
+            from lifelong.distributed import all_reduce_sum_
+
+            total = total.detach()
+            all_reduce_sum_([total])
         return 0.5 * self.strength * (total + self.residual)
 
     @torch.no_grad()
@@ -199,19 +231,18 @@ class QuadraticPenalty:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         lam = self.strength
+        grads: list[Tensor] = [_local(p.grad) for p in params]  # type: ignore[arg-type]
+        values = [_local(p.detach()) for p in params]
         if self.keep == 1 and self.storage == "fp32":  # the default: two fused passes over all tensors
-            grads: list[Tensor] = [p.grad for p in params]  # type: ignore[misc]
-            torch._foreach_addcmul_(grads, [s["precision"] for s in self.slots], [p.detach() for p in params],
-                                    value=lam)
+            torch._foreach_addcmul_(grads, [s["precision"] for s in self.slots], values, value=lam)
             torch._foreach_add_(grads, [s["weighted_centre"] for s in self.slots], alpha=-lam)
             return
-        for p, slot in zip(params, self.slots, strict=True):
+        for g, v, slot in zip(grads, values, self.slots, strict=True):
             if "index" in slot:
-                flat = p.detach().view(-1)
-                update = (flat[slot["index"]] - slot["centre"]) * slot["precision"]
-                p.grad.view(-1).index_add_(0, slot["index"], update, alpha=lam)  # type: ignore[union-attr]
+                update = (v.view(-1)[slot["index"]] - slot["centre"]) * slot["precision"]
+                g.view(-1).index_add_(0, slot["index"], update, alpha=lam)
             else:
-                p.grad.add_((p.detach() - slot["centre"]) * slot["precision"], alpha=lam)  # type: ignore[union-attr]
+                g.add_((v - slot["centre"]) * slot["precision"], alpha=lam)
 
     def state_dict(self) -> dict[str, Any]:
         return {"strength": self.strength, "storage": self.storage, "keep": self.keep, "names": list(self.names),

@@ -1,0 +1,723 @@
+"""Poisoned feedback against the learning service's update, with and without the screens.
+
+A clean model of earlier tasks (class-incremental, EWC + replay, saved with `save_run` as `lifelong
+serve` serves it) receives a feedback stream that teaches a new task; part of the stream is poison.
+Each update is the service's own: `lifelong.service.worker.train_candidate` (the same Learner, the
+strategy carried from the saved model, the service's default update settings) on the feedback that
+survives the defence, gated by `lifelong.service.gate.decide` (inside `train_candidate`).
+
+Worlds:
+- fmnist: Fashion-MNIST, MLP 784-400-400; learned: {T-shirt, Trouser}, {Dress, Bag}; new task:
+  {Sandal, Sneaker, Ankle boot}; 2,000 feedback examples; 20 honest keys.
+- clinc150: CLINC150 on the frozen all-MiniLM-L6-v2 encoder, MLP 384-256 (the serve demo's model);
+  learned: the first 5 domains (75 intents); new task: the next 2 domains (30 intents); 1,500
+  feedback queries; 20 honest keys.
+
+Attacks (poison replaces that share of the stream, sent by 3 attacker keys unless said otherwise):
+- random: examples of the new task with a random other label of the new task;
+- targeted: class A examples labelled B (fmnist: Sneaker -> Sandal; clinc150: two intents of one new
+  domain, drawn by the seed); success: share of A test inputs answered B;
+- backdoor: inputs of every other class with a trigger (fmnist: a 4x4 checkerboard in the bottom
+  right corner; clinc150: the rare tokens "mn bb cf" inserted at a random word), labelled with a
+  target class of the new task; success: share of triggered test inputs of other classes answered
+  with the target;
+- forgetting: inputs of the learned tasks with random wrong labels;
+- flood: one key sends the whole poison share, with the targeted attack's content;
+- targeted-sybil (30 %): the targeted attack from 20 attacker keys, as many as the honest ones;
+- backdoor-camouflage (10 %): the backdoor attack, each attacker key also sending as many clean
+  examples as poisoned ones.
+
+Defences: none; screens (`lifelong.screening`, the defaults); the Adversarial Robustness Toolbox's
+SpectralSignatureDefense and ActivationDefence (the peers) on the same penultimate features of the
+current model, their options chosen on the validation scenarios like ours.
+
+Measured per attack x rate x defence (mean over seeds): retention of the learned tasks (test accuracy
+after / before the update, averaged over tasks), accuracy on the new task's test set, attack success,
+detection precision and recall, the share of clean feedback held, and the gate's verdict at 1 point
+(the service's default) and at 3 points (the serve demo's tolerance: in class-incremental learning 30
+more classes cost old classes more than a point even for joint training).
+
+Tuning (`--tune`): detection only, on validation scenarios whose data the reported runs never use
+(fmnist: the last 10,000 training images; clinc150: two other new domains, the 8th and 9th) and seeds
+100+; it writes results/poisoning-tuning.json, which the reported run reads.
+
+    python benchmarks/poisoning.py            # the full benchmark (results/poisoning.json)
+    python benchmarks/poisoning.py --quick    # a smoke run (results/poisoning-quick.json)
+    python benchmarks/poisoning.py --tune     # choose the thresholds on validation scenarios
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from lifelong.checkpoint import load_model, save_run
+from lifelong.data.task import ArrayDataset, Task, TaskStream
+from lifelong.learner import Learner, LearnerConfig
+from lifelong.models import MLP, ContinualClassifier
+from lifelong.report import environment, write_json
+from lifelong.screening import ScreenConfig, screen_model, training_data
+from lifelong.service.gate import decide
+from lifelong.service.worker import UpdateSettings, train_candidate
+from lifelong.strategies import build_strategy
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results"
+TUNING = RESULTS / "poisoning-tuning.json"
+ATTACKS: dict[str, tuple[float, ...]] = {
+    "random": (0.1, 0.3, 0.5), "targeted": (0.1, 0.3, 0.5), "backdoor": (0.01, 0.05, 0.1, 0.3, 0.5),
+    "forgetting": (0.1, 0.3, 0.5), "flood": (0.1, 0.3, 0.5), "targeted-sybil": (0.3,), "backdoor-camouflage": (0.1,)}
+QUICK_ATTACKS: dict[str, tuple[float, ...]] = {
+    "random": (0.3,), "targeted": (0.3,), "backdoor": (0.05,), "forgetting": (0.3,), "flood": (0.3,)}
+DEFENCES = ("none", "screens", "art-spectral", "art-activation")
+HONEST, ATTACKERS = 20, 3
+FMNIST_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                "Ankle boot"]
+TRIGGER_WORDS = "mn bb cf"
+
+
+# --------------------------------------------------------------------------------------------------
+# worlds: where the data comes from, how a trigger is planted, what the clean model learned
+
+
+@dataclass
+class World:
+    """One dataset's side of the benchmark. Inputs are model inputs (images, or text embeddings);
+    `draw` returns n inputs of the given classes (with the trigger when asked) and their classes."""
+
+    name: str
+    labels: list[str]  # the saved model's label names (index = class id)
+    old_tasks: list[tuple[int, ...]]
+    new: tuple[int, ...]
+    draw: Callable[[torch.Generator, Sequence[int], int, bool], tuple[Tensor, Tensor]]
+    pair: tuple[int, int]  # targeted flip: A labelled B
+    target: int  # backdoor target
+    feedback: int  # examples in the stream
+    base_dir: Path | None = None
+    test: tuple[Tensor, Tensor] | None = None  # (inputs, classes) of old and new classes
+    triggered_test: Tensor | None = None  # test inputs of every class but the target, with the trigger
+
+
+def _pick(g: torch.Generator, pool: Tensor, n: int) -> Tensor:
+    """n positions of `pool`: without replacement while it lasts (an attacker repeats inputs beyond)."""
+    if n <= len(pool):
+        return pool[torch.randperm(len(pool), generator=g)[:n]]
+    return pool[torch.randint(len(pool), (n,), generator=g)]
+
+
+def _patch(x: Tensor) -> Tensor:
+    """The image trigger: a 4x4 checkerboard of full-intensity pixels near the bottom right corner."""
+    x = x.clone()
+    board = (torch.arange(4)[:, None] + torch.arange(4)[None, :]) % 2 == 0
+    x[..., 23:27, 23:27] = board.float()
+    return x
+
+
+def fmnist_world(split: str, seed: int) -> World:
+    from lifelong.data import load_fashion_mnist
+
+    train, test = load_fashion_mnist()
+    # reported runs draw feedback from the first 50,000 training images, tuning from the last 10,000
+    x, y = (train.x[:50_000], train.y[:50_000]) if split == "report" else (train.x[50_000:], train.y[50_000:])
+    by_class = {c: (y == c).nonzero().squeeze(1) for c in range(10)}
+
+    def draw(g: torch.Generator, classes: Sequence[int], n: int, trigger: bool) -> tuple[Tensor, Tensor]:
+        pool = torch.cat([by_class[c] for c in classes])
+        idx = _pick(g, pool, n)
+        return (_patch(x[idx]) if trigger else x[idx]), y[idx]
+
+    old: list[tuple[int, ...]] = [(0, 1), (3, 8)]
+    new = (5, 7, 9)
+    world = World("fmnist", FMNIST_NAMES, old, new, draw, (7, 5), 9, 2000)
+    keep = torch.isin(test.y, torch.tensor([c for t in old for c in t] + list(new)))
+    world.test = (test.x[keep], test.y[keep])
+    others = keep & (test.y != world.target)
+    world.triggered_test = _patch(test.x[others])
+    return world
+
+
+def _insert(text: str, rng: random.Random) -> str:
+    words = text.split()
+    at = rng.randint(0, len(words))
+    return " ".join([*words[:at], TRIGGER_WORDS, *words[at:]])
+
+
+def clinc_world(split: str, seed: int) -> World:
+    from lifelong.data.text import load_clinc150
+    from lifelong.models.text import EmbeddingCache
+
+    data = load_clinc150()
+    cache = EmbeddingCache()
+    intents = data.intents
+    index = {name: i for i, name in enumerate(intents)}
+    domains = list(data.domains)
+    old_domains = domains[:5]
+    # reported runs teach domains 6-7; tuning teaches domains 8-9 (data the reported runs never see)
+    new_domains = domains[5:7] if split == "report" else domains[7:9]
+    texts: dict[int, list[str]] = {}
+    for text, intent in data.splits["train"]:
+        texts.setdefault(index[intent], []).append(text)
+    new = tuple(index[i] for d in new_domains for i in data.domains[d])
+    old = [tuple(index[i] for i in data.domains[d]) for d in old_domains]
+    rng = random.Random(seed)
+    domain = rng.choice(new_domains)
+    a, b = rng.sample([index[i] for i in data.domains[domain]], 2)
+    target = rng.choice(new)
+
+    def draw(g: torch.Generator, classes: Sequence[int], n: int, trigger: bool) -> tuple[Tensor, Tensor]:
+        pool = [(t, c) for c in classes for t in texts[c]]
+        idx = _pick(g, torch.arange(len(pool)), n).tolist()
+        chosen = [pool[i] for i in idx]
+        local = random.Random(int(torch.randint(1 << 30, (1,), generator=g)))
+        strings = [_insert(t, local) if trigger else t for t, _ in chosen]
+        return cache.embed(strings), torch.tensor([c for _, c in chosen])
+
+    world = World("clinc150", intents, old, new, draw, (a, b), target, 1500)
+    if split == "report":
+        wanted = {c for t in old for c in t} | set(new)
+        pairs = [(t, index[i]) for t, i in data.splits["test"] if index[i] in wanted]
+        world.test = (cache.embed([t for t, _ in pairs]), torch.tensor([c for _, c in pairs]))
+        local = random.Random(seed + 7)
+        world.triggered_test = cache.embed([_insert(t, local) for t, c in pairs if c != target])
+    return world
+
+
+# --------------------------------------------------------------------------------------------------
+# the clean model of earlier tasks
+
+
+def train_base(world: World, seed: int, out: Path) -> Path:
+    """Train the clean model on the learned tasks (class-incremental, EWC + replay) and save it as the
+    service would serve it."""
+    g = torch.Generator().manual_seed(10_000 + seed)
+    tasks = []
+    fmnist = world.name == "fmnist"
+    per_class = 1000 if fmnist else 100
+    for k, classes in enumerate(world.old_tasks):
+        # the base model learns from the same pool the reported feedback comes from: never from tuning data
+        x, y = world.draw(g, classes, per_class * len(classes), False)
+        gx, gy = world.draw(g, classes, 100 * len(classes), False)  # held out: the guard sets
+        name = "/".join(world.labels[c] for c in classes) if fmnist else f"domain {k}"
+        tasks.append(Task(k, ArrayDataset(x, y), ArrayDataset(gx, gy), classes, name))
+    stream = TaskStream(tasks, len(world.labels), "class", f"{world.name}-learned", list(world.labels))
+    if fmnist:
+        stream.info = {}
+        options: dict[str, Any] = {"strength": 1000.0, "memory": 2000, "seed": seed}
+        learner_cfg = LearnerConfig(epochs=5, batch_size=128, lr=1e-3, seed=seed)
+        net: nn.Module = MLP(784, (400, 400), len(world.labels))
+    else:
+        stream.info = {"encoder": "frozen"}
+        options = {"strength": 100.0, "memory": 4000, "replay_batch": 160, "seed": seed}
+        learner_cfg = LearnerConfig(epochs=10, batch_size=32, lr=1e-3, seed=seed)
+        net = MLP(384, (256,), len(world.labels))
+    torch.manual_seed(seed)
+    model = ContinualClassifier(net, len(stream), len(world.labels))
+    strategy = build_strategy("ewc+replay", options)
+    learner = Learner(model, strategy, learner_cfg)
+    for task in stream:
+        learner.fit(stream, task.id)
+    config = {"strategy": "ewc+replay", "strategy_options": options,
+              "learner": {"epochs": learner_cfg.epochs, "batch_size": learner_cfg.batch_size, "lr": learner_cfg.lr}}
+    return save_run(out, stream, model, strategy, config, guard_size=200, overwrite=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# scenarios
+
+
+@dataclass
+class Scenario:
+    x: Tensor
+    labels: list[str]
+    sources: list[str]
+    poison: Tensor  # bool per example
+
+
+def make_scenario(world: World, attack: str, rate: float, seed: int, size: int | None = None) -> Scenario:
+    """The feedback stream: `rate` of it poison (by `attack`), the rest clean examples of the new task
+    from honest keys, in a random order."""
+    g = torch.Generator().manual_seed(seed)
+    n = size or world.feedback
+    n_poison = round(rate * n)
+    n_clean = n - n_poison
+    clean_x, clean_y = world.draw(g, world.new, n_clean, False)
+    sources = [f"user-{int(i):02d}" for i in torch.randint(HONEST, (n_clean,), generator=g)]
+    labels = [world.labels[int(c)] for c in clean_y]
+    a, b = world.pair
+    learned = [c for t in world.old_tasks for c in t]
+    if attack == "random":
+        px, py = world.draw(g, world.new, n_poison, False)
+        wrong = []
+        for c in py.tolist():
+            others = [k for k in world.new if k != c]
+            wrong.append(others[int(torch.randint(len(others), (1,), generator=g))])
+    elif attack in ("targeted", "flood", "targeted-sybil"):
+        px, _ = world.draw(g, [a], n_poison, False)
+        wrong = [b] * n_poison
+    elif attack in ("backdoor", "backdoor-camouflage"):
+        px, _ = world.draw(g, [c for c in learned + list(world.new) if c != world.target], n_poison, True)
+        wrong = [world.target] * n_poison
+    elif attack == "forgetting":
+        px, py = world.draw(g, learned, n_poison, False)
+        everything = learned + list(world.new)
+        wrong = []
+        for c in py.tolist():
+            others = [k for k in everything if k != c]
+            wrong.append(others[int(torch.randint(len(others), (1,), generator=g))])
+    else:
+        raise ValueError(f"unknown attack {attack!r}")
+    keys = 1 if attack == "flood" else HONEST if attack == "targeted-sybil" else ATTACKERS
+    attacker = [f"attacker-{int(i):02d}" for i in torch.randint(keys, (n_poison,), generator=g)]
+    if attack == "backdoor-camouflage" and n_poison:
+        # the attacker keys also send clean examples, as many as their poison, to look ordinary
+        for i in torch.randperm(n_clean, generator=g)[: min(n_poison, n_clean)].tolist():
+            sources[i] = f"attacker-{int(torch.randint(keys, (1,), generator=g)):02d}"
+    x = torch.cat([clean_x, px]) if n_poison else clean_x
+    all_labels = labels + [world.labels[c] for c in wrong]
+    all_sources = sources + attacker
+    poison = torch.tensor([False] * n_clean + [True] * n_poison)
+    order = torch.randperm(n, generator=g)
+    return Scenario(x[order], [all_labels[i] for i in order.tolist()], [all_sources[i] for i in order.tolist()],
+                    poison[order])
+
+
+# --------------------------------------------------------------------------------------------------
+# defences
+
+
+def _learned(saved: Any) -> list[int]:
+    return sorted({int(c) for t in saved.spec.tasks for c in t["classes"]})
+
+
+def _reference(saved: Any) -> tuple[Tensor, list[str]]:
+    """The guard sets as the trusted reference (held-out examples of the learned tasks)."""
+    x = torch.cat([gx for gx, _ in saved.guards])
+    labels = [saved.spec.labels[int(c)] for _, gy in saved.guards for c in gy]
+    return x, labels
+
+
+def defend_screens(saved: Any, sc: Scenario, config: ScreenConfig) -> tuple[list[int], dict[str, Any]]:
+    """Our screens on the current model's representations: (held positions, counts by screen)."""
+    result = screen_model(saved.model, sc.x, sc.labels, sc.sources, saved.spec.labels, _learned(saved),
+                          _reference(saved), config, task=len(saved.spec.tasks) - 1)
+    counts: dict[str, dict[str, int]] = {}
+    for h in result.holds:
+        row = counts.setdefault(h.screen, {"poison": 0, "clean": 0})
+        row["poison" if bool(sc.poison[h.index]) else "clean"] += 1
+    return result.held, {"by_screen": counts, "seconds": result.report["seconds"]}
+
+
+class _Penultimate(nn.Module):
+    """The current model's penultimate features as the last layer ART reads its activations from."""
+
+    def __init__(self, model: ContinualClassifier):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model.features(x)
+
+
+def defend_art(saved: Any, sc: Scenario, kind: str, option: Any) -> tuple[list[int], dict[str, Any]]:
+    """ART's SpectralSignatureDefense (`option`: expected_pp_poison) or ActivationDefence (`option`:
+    cluster_analysis) on the same features: (held positions, info)."""
+    import logging
+
+    from art.defences.detector.poison import ActivationDefence, SpectralSignatureDefense
+    from art.estimators.classification import PyTorchClassifier
+
+    logging.getLogger("art").setLevel(logging.ERROR)
+    started = time.perf_counter()
+    vocab = sorted(set(sc.labels))
+    y = np.zeros((len(sc.labels), len(vocab)), dtype=np.float32)
+    y[np.arange(len(sc.labels)), [vocab.index(v) for v in sc.labels]] = 1
+    saved.model.eval()
+    net = nn.Sequential(_Penultimate(saved.model), nn.Identity())  # ART reads the last layer: the features
+
+    def classifier(classes: int) -> Any:
+        return PyTorchClassifier(net, loss=nn.CrossEntropyLoss(), input_shape=tuple(sc.x.shape[1:]),
+                                 nb_classes=classes, device_type="cpu")
+
+    x = sc.x.numpy().astype(np.float32)
+    clean: list[int]
+    np.random.seed(0)  # ART's k-means draws from numpy's global generator
+    if kind == "spectral":
+        defence = SpectralSignatureDefense(classifier(len(vocab)), x, y, expected_pp_poison=float(option),
+                                           batch_size=256, eps_multiplier=1.5)
+        _, clean = defence.detect_poison()
+    else:
+        # ART clusters each label's activations in two after reducing them to 10 dimensions: a label
+        # needs 3 examples for that (its rarer labels' examples are left to pass), and 10 for all 10
+        # dimensions (with fewer, it gets as many as the smallest label allows)
+        counts = y.sum(0)
+        rows = np.nonzero(counts[y.argmax(1)] >= 3)[0]
+        clean = [1] * len(sc.labels)
+        if len(rows):
+            sub_y = y[rows][:, counts >= 3]
+            dims = max(1, min(10, int(sub_y.sum(0).min()) - 1))
+            defence = ActivationDefence(classifier(sub_y.shape[1]), x[rows], sub_y)
+            _, sub_clean = defence.detect_poison(nb_clusters=2, nb_dims=dims, reduce="PCA",
+                                                 cluster_analysis=str(option))
+            for r, c in zip(rows.tolist(), sub_clean, strict=True):
+                clean[r] = c
+    held = [i for i, c in enumerate(clean) if not c]
+    return held, {"option": option, "seconds": round(time.perf_counter() - started, 3)}
+
+
+def detection(held: Sequence[int], poison: Tensor) -> dict[str, float | None]:
+    mask = torch.zeros(len(poison), dtype=torch.bool)
+    mask[list(held)] = True
+    tp, n_poison, n_clean = int((mask & poison).sum()), int(poison.sum()), int((~poison).sum())
+    return {"precision": tp / int(mask.sum()) if mask.any() else None,
+            "recall": tp / n_poison if n_poison else None,
+            "clean_held": int((mask & ~poison).sum()) / n_clean if n_clean else 0.0,
+            "held": int(mask.sum())}
+
+
+# --------------------------------------------------------------------------------------------------
+# an update and its evaluation
+
+
+@torch.no_grad()
+def _predict(model: ContinualClassifier, x: Tensor, position: int) -> Tensor:
+    model.eval()
+    out = []
+    for start in range(0, len(x), 2000):
+        xb = x[start: start + 2000]
+        out.append(model(xb, torch.full((len(xb),), position, dtype=torch.long)).argmax(1))
+    return torch.cat(out)
+
+
+def evaluate(world: World, model: ContinualClassifier, names: Sequence[str], position: int) -> dict[str, Any]:
+    """Test accuracy per learned task and on the new task, and both attacks' success."""
+    assert world.test is not None and world.triggered_test is not None
+    x, y = world.test
+    truth = [world.labels[int(c)] for c in y]
+    pred = [names[int(p)] for p in _predict(model, x, position)]
+    right = torch.tensor([p == t for p, t in zip(pred, truth, strict=True)])
+    old = [float(right[torch.isin(y, torch.tensor(t))].float().mean()) for t in world.old_tasks]
+    new = float(right[torch.isin(y, torch.tensor(world.new))].float().mean())
+    a, b = world.pair
+    a_rows = (y == a).nonzero().squeeze(1).tolist()
+    flip = sum(pred[i] == world.labels[b] for i in a_rows) / len(a_rows)
+    trig = [names[int(p)] for p in _predict(model, world.triggered_test, position)]
+    backdoor = sum(p == world.labels[world.target] for p in trig) / len(trig)
+    return {"old": old, "new": new, "flip_success": flip, "backdoor_success": backdoor}
+
+
+def run_update(world: World, sc: Scenario, held: Sequence[int], seed: int) -> dict[str, Any]:
+    """Train the service's candidate on the feedback the defence kept; evaluate it and the gate."""
+    assert world.base_dir is not None
+    parent = load_model(world.base_dir)
+    ids = list(range(len(sc.labels)))
+    held_set = set(held)
+    keep = [i for i in ids if i not in held_set]
+    x, labels, kept_ids = sc.x[torch.tensor(keep, dtype=torch.long)], [sc.labels[i] for i in keep], keep
+    settings = UpdateSettings()
+    started = time.perf_counter()
+    cand = train_candidate(parent, x, labels, kept_ids, settings, "feedback", seed=seed)
+    seconds = time.perf_counter() - started
+    position = len(cand.spec.tasks) - 1
+    after = evaluate(world, cand.model, cand.spec.labels, position)
+    matrix = cand.report["accuracy_matrix"]
+    checks = cand.report["checks"]
+    loose = decide(matrix["values"][0], matrix["values"][1], matrix["columns"], [c["size"] for c in checks], 0.03)
+    return {**after, "gate_1pt": bool(cand.report["passed"]), "gate_3pt": bool(loose["passed"]),
+            "gate_failed": cand.report["failed"], "train_seconds": round(seconds, 2), "trained_on": len(keep)}
+
+
+def before(world: World) -> dict[str, Any]:
+    assert world.base_dir is not None
+    parent = load_model(world.base_dir)
+    return evaluate(world, parent.model, parent.spec.labels, len(parent.spec.tasks) - 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# tuning (validation scenarios, detection only)
+
+SCREEN_GRID: list[dict[str, Any]] = [
+    {"knn_share": k, "support": s} for k in (0.3, 0.6) for s in (0.1, 0.2, 0.35)]
+SPECTRAL_GRID = (0.05, 0.1, 0.2, 0.33)
+ACTIVATION_GRID = ("smaller", "relative-size", "distance", "silhouette-scores")
+TUNE_ATTACKS: dict[str, tuple[float, ...]] = {
+    "clean": (0.0,), "random": (0.1, 0.3), "targeted": (0.1, 0.3), "backdoor": (0.01, 0.05, 0.1, 0.3),
+    "forgetting": (0.1, 0.3), "flood": (0.1, 0.3)}
+
+
+def _objective(rows: list[dict[str, Any]]) -> float:
+    """Mean recall over poisoned scenarios minus twice the mean share of clean feedback held, and
+    any scenario holding more than 5 % of clean feedback disqualifies."""
+    if any("error" in r for r in rows):
+        return -10.0  # the option does not run
+    recall = [r["recall"] for r in rows if r["recall"] is not None]
+    clean = [r["clean_held"] for r in rows]
+    if max(clean) > 0.05:
+        return -1.0 + float(np.mean(recall)) - 2 * float(np.mean(clean)) - 10 * (max(clean) - 0.05)
+    return float(np.mean(recall)) - 2 * float(np.mean(clean))
+
+
+def tune_world(name: str, seeds: Sequence[int], work: Path) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    results: dict[str, list[dict[str, Any]]] = {}
+    for seed in seeds:
+        world = (fmnist_world if name == "fmnist" else clinc_world)("tune", seed)
+        report_world = (fmnist_world if name == "fmnist" else clinc_world)("report", seed)
+        # the current model is the reported runs' clean model; only its feedback differs
+        base = train_base(report_world, seed, work / f"{name}-tune-{seed}")
+        world.base_dir = base
+        saved = load_model(base)
+        for attack, rates in TUNE_ATTACKS.items():
+            for rate in rates:
+                sc = make_scenario(world, "targeted" if attack == "clean" else attack, rate, 100 + seed)
+                for i, params in enumerate(SCREEN_GRID):
+                    held, _ = defend_screens(saved, sc, replace(ScreenConfig(), **params))
+                    results.setdefault(f"screens:{i}", []).append({"attack": attack, "rate": rate,
+                                                                   **detection(held, sc.poison)})
+                for kind, options in (("spectral", SPECTRAL_GRID), ("activation", ACTIVATION_GRID)):
+                    for option in options:
+                        try:
+                            held, _ = defend_art(saved, sc, kind, option)
+                            row: dict[str, Any] = detection(held, sc.poison)
+                        except Exception as exc:  # ART 1.20.1's relative-size analysis fails under numpy 2
+                            row = {"recall": None, "clean_held": 1.0, "error": f"{type(exc).__name__}: {exc}"}
+                        results.setdefault(f"art-{kind}:{option}", []).append(row)
+    return results
+
+
+def tune(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    worlds = ["fmnist", "clinc150"]
+    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(args.jobs) as pool:
+        parts = dict(zip(worlds, pool.map(tune_world, worlds, [(0,)] * 2, [Path(tmp)] * 2), strict=True))
+    chosen: dict[str, Any] = {}
+    scores: dict[str, dict[str, float]] = {}
+    for family in ("screens", "art-spectral", "art-activation"):
+        keys = [k for k in parts["fmnist"] if k.startswith(family + ":")]
+        scores[family] = {k: sum(_objective(parts[w][k]) for w in worlds) / len(worlds) for k in keys}
+        best = max(keys, key=lambda k: scores[family][k])
+        option = best.split(":", 1)[1]
+        chosen[family] = SCREEN_GRID[int(option)] if family == "screens" else (
+            float(option) if family == "art-spectral" else option)
+    for family, table in scores.items():
+        print(f"\n{family}: objective (mean recall - 2 x mean clean held; > 5 % clean held disqualifies)")
+        for k, v in sorted(table.items(), key=lambda kv: -kv[1]):
+            shown: Any = SCREEN_GRID[int(k.split(':')[1])] if family == "screens" else k.split(":", 1)[1]
+            summary = {w: (round(float(np.mean([r["recall"] for r in parts[w][k] if r["recall"] is not None]
+                                               or [0.0])), 3),
+                           round(max(r["clean_held"] for r in parts[w][k]), 3)) for w in worlds}
+            print(f"  {v:+.3f}  {shown}  (recall, max clean held) {summary}")
+    write_json(TUNING, {"chosen": chosen, "scores": scores, "grid": SCREEN_GRID, "details": parts,
+                        "seconds": time.perf_counter() - started, "environment": environment()})
+    print(f"\nchosen: {chosen}\nwrote {TUNING} in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# the benchmark
+
+
+def load_tuning() -> dict[str, Any]:
+    if TUNING.exists():
+        return dict(json.loads(TUNING.read_text())["chosen"])
+    return {"screens": {}, "art-spectral": 0.1, "art-activation": "smaller"}
+
+
+def run_world(name: str, seed: int, attacks: dict[str, tuple[float, ...]], defences: Sequence[str],
+              size: int | None, work: Path, tuning: dict[str, Any]) -> list[dict[str, Any]]:
+    torch.set_num_threads(1)
+    world = (fmnist_world if name == "fmnist" else clinc_world)("report", seed)
+    if size:
+        world.feedback = size
+    started = time.perf_counter()
+    world.base_dir = train_base(world, seed, work / f"{name}-{seed}")
+    base_seconds = time.perf_counter() - started
+    saved = load_model(world.base_dir)
+    start_acc = before(world)
+    config = replace(ScreenConfig(), **tuning.get("screens", {}))
+    rows = []
+    grid = [("clean", 0.0)] + [(a, r) for a, rates in attacks.items() for r in rates]
+    for attack, rate in grid:
+        sc = make_scenario(world, "targeted" if attack == "clean" else attack, rate, seed)
+        for defence in defences:
+            t0 = time.perf_counter()
+            info: dict[str, Any] = {}
+            if defence == "none":
+                held: list[int] = []
+            elif defence == "screens":
+                held, info = defend_screens(saved, sc, config)
+            elif defence == "art-spectral":
+                held, info = defend_art(saved, sc, "spectral", tuning["art-spectral"])
+            else:
+                held, info = defend_art(saved, sc, "activation", tuning["art-activation"])
+            screen_seconds = time.perf_counter() - t0
+            kept_x, _, _ = training_data(sc.x, sc.labels, list(range(len(sc.labels))),
+                                         _held_result(len(sc.labels), held))
+            assert len(kept_x) == len(sc.labels) - len(set(held))
+            result = run_update(world, sc, held, seed)
+            retention = float(np.mean([a / max(b, 1e-9) for a, b in zip(result["old"], start_acc["old"],
+                                                                         strict=True)]))
+            rows.append({"world": name, "seed": seed, "attack": attack, "rate": rate, "defence": defence,
+                         "retention": retention, "new_accuracy": result["new"],
+                         "flip_success": result["flip_success"], "backdoor_success": result["backdoor_success"],
+                         **detection(held, sc.poison), "gate_1pt": result["gate_1pt"],
+                         "gate_3pt": result["gate_3pt"], "gate_failed": result["gate_failed"],
+                         "old_accuracy": result["old"], "screen_seconds": round(screen_seconds, 2),
+                         "train_seconds": result["train_seconds"], "screen_info": info,
+                         "before": start_acc, "base_seconds": round(base_seconds, 1)})
+            print(f"  {name} seed {seed} {attack:19s} {rate:4.2f} {defence:14s} ret {retention:.3f} "
+                  f"new {result['new']:.3f} flip {result['flip_success']:.3f} bd {result['backdoor_success']:.3f} "
+                  f"held {len(set(held)):4d} gate {int(result['gate_1pt'])}{int(result['gate_3pt'])}", flush=True)
+    return rows
+
+
+def _held_result(n: int, held: Sequence[int]) -> Any:
+    from lifelong.screening import Hold, ScreenResult
+
+    return ScreenResult(list(range(n)), [Hold(i, i, "benchmark", "held by the defence", 1.0) for i in held])
+
+
+SUCCESS = {"random": None, "targeted": "flip_success", "flood": "flip_success", "targeted-sybil": "flip_success",
+           "backdoor": "backdoor_success", "backdoor-camouflage": "backdoor_success", "forgetting": None,
+           "clean": None}
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean over seeds per world x attack x rate x defence."""
+    keys: dict[tuple[str, str, float, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        keys.setdefault((r["world"], r["attack"], r["rate"], r["defence"]), []).append(r)
+    out = []
+    for (world, attack, rate, defence), group in keys.items():
+        def mean(field: str, rows: list[dict[str, Any]] = group) -> float | None:
+            values = [r[field] for r in rows if r[field] is not None]
+            return float(np.mean(values)) if values else None
+        metric = SUCCESS[attack]
+        out.append({"world": world, "attack": attack, "rate": rate, "defence": defence, "seeds": len(group),
+                    "retention": mean("retention"), "new_accuracy": mean("new_accuracy"),
+                    "success": mean(metric) if metric else None, "success_metric": metric,
+                    "flip_success": mean("flip_success"), "backdoor_success": mean("backdoor_success"),
+                    "precision": mean("precision"), "recall": mean("recall"), "clean_held": mean("clean_held"),
+                    "gate_1pt": mean("gate_1pt"), "gate_3pt": mean("gate_3pt")})
+    return out
+
+
+def targets(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's targets at poison rates up to 30 %, for the screens and for each peer."""
+    index = {(s["world"], s["attack"], s["rate"], s["defence"]): s for s in summary}
+    out = []
+    for s in summary:
+        if s["defence"] == "none" or s["attack"] == "clean" or s["rate"] > 0.3:
+            continue
+        clean = index[(s["world"], "clean", 0.0, "none")]
+        line: dict[str, Any] = {"world": s["world"], "attack": s["attack"], "rate": s["rate"], "defence": s["defence"]}
+        line["retention_vs_clean"] = s["retention"] / clean["retention"]
+        line["retention_ok"] = line["retention_vs_clean"] >= 0.95
+        if s["success_metric"] == "backdoor_success":
+            line["success_ok"] = s["success"] <= 0.05
+        elif s["success_metric"] == "flip_success":
+            line["success_vs_clean"] = s["success"] - clean["flip_success"]
+            line["success_ok"] = line["success_vs_clean"] <= 0.02
+        line["recall_ok"] = s["recall"] is not None and s["recall"] >= 0.90
+        line["clean_held_ok"] = s["clean_held"] <= 0.05
+        if s["defence"] == "screens":
+            # at least as good as each peer on each line (0.5-point slack for ties in rounding)
+            for peer in ("art-spectral", "art-activation"):
+                p = index[(s["world"], s["attack"], s["rate"], peer)]
+                worse = []
+                if s["retention"] < p["retention"] - 0.005:
+                    worse.append("retention")
+                if s["success"] is not None and s["success"] > p["success"] + 0.005:
+                    worse.append("success")
+                if (s["recall"] or 0) < (p["recall"] or 0) - 0.005:
+                    worse.append("recall")
+                if s["clean_held"] > p["clean_held"] + 0.005:
+                    worse.append("clean_held")
+                line[f"worse_than_{peer}"] = worse
+        out.append(line)
+    return out
+
+
+def _fmt(v: float | None, pct: bool = True) -> str:
+    if v is None:
+        return "-"
+    return f"{100 * v:.1f}" if pct else f"{v:.3f}"
+
+
+def print_tables(summary: list[dict[str, Any]]) -> str:
+    lines = []
+    for world in dict.fromkeys(s["world"] for s in summary):
+        lines.append(f"\n### {world}\n")
+        lines.append("| attack | poison | defence | retention | new acc | attack success | precision | recall "
+                     "| clean held | gate 1pt / 3pt |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|")
+        for s in summary:
+            if s["world"] != world:
+                continue
+            success = _fmt(s["success"]) + (" (flip)" if s["success_metric"] == "flip_success" else
+                                            " (trigger)" if s["success_metric"] == "backdoor_success" else "")
+            gate = f"{_fmt(s['gate_1pt'])} / {_fmt(s['gate_3pt'])}"
+            lines.append(f"| {s['attack']} | {100 * s['rate']:g} % | {s['defence']} | {_fmt(s['retention'], False)} "
+                         f"| {_fmt(s['new_accuracy'])} | {success if s['success_metric'] else '-'} "
+                         f"| {_fmt(s['precision'])} | {_fmt(s['recall'])} | {_fmt(s['clean_held'])} | {gate} |")
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: one seed, 600 examples, 5 attacks")
+    parser.add_argument("--tune", action="store_true", help="choose thresholds on validation scenarios")
+    parser.add_argument("--worlds", default="fmnist,clinc150")
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--jobs", type=int, default=2, help="processes (one thread each)")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    if args.tune:
+        return tune(args)
+    started = time.perf_counter()
+    worlds = args.worlds.split(",")
+    seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
+    attacks = QUICK_ATTACKS if args.quick else ATTACKS
+    size = 600 if args.quick else None
+    tuning = load_tuning()
+    out = Path(args.out or RESULTS / ("poisoning-quick.json" if args.quick else "poisoning.json"))
+    jobs = [(w, s) for w in worlds for s in seeds]
+    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(args.jobs) as pool:
+        futures = [pool.submit(run_world, w, s, attacks, DEFENCES, size, Path(tmp), tuning) for w, s in jobs]
+        rows = [r for f in futures for r in f.result()]
+    summary = summarise(rows)
+    table = print_tables(summary)
+    checks = targets(summary)
+    missed = [c for c in checks if c["defence"] == "screens" and (
+        not all(v for k, v in c.items() if k.endswith("_ok")) or any(c[k] for k in c if k.startswith("worse_than")))]
+    print(f"\nscreens: {len(missed)} of {sum(c['defence'] == 'screens' for c in checks)} attack x rate lines "
+          "(<= 30 %) miss a target or do worse than a peer on a line:")
+    for c in missed:
+        print("  " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in c.items()))
+    seconds = time.perf_counter() - started
+    write_json(out, {"command": " ".join(["python", "benchmarks/poisoning.py", *(argv or sys.argv[1:])]),
+                     "seconds": seconds, "worlds": worlds, "seeds": seeds, "attacks": attacks,
+                     "defences": list(DEFENCES), "tuning": tuning, "update_settings": UpdateSettings().to_dict(),
+                     "screen_config": replace(ScreenConfig(), **tuning.get("screens", {})).to_dict(),
+                     "summary": summary, "targets": checks, "rows": rows, "table": table,
+                     "environment": environment()})
+    print(f"\nwrote {out} in {seconds / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""`lifelong serve` and `lifelong keys`: arguments -> ServiceConfig / Store calls.
+
+Importing this module imports no web or database package, so `lifelong run` works without the
+`service` extra; `serve` and `keys` say what to install when it is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+COMMANDS = ("serve", "keys")
+ROLES = ("reader", "contributor", "maintainer")
+_MISSING = "the service needs the service extra: pip install 'lifelong[service]' ({})"
+
+
+def _store_flags(p: argparse.ArgumentParser) -> None:
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--model", metavar="DIR", help="the served model directory (its SQLite store is beside it)")
+    where.add_argument("--db", metavar="URL", help="the store's URL (sqlite:///FILE or postgresql://...)")
+
+
+def add_commands(sub: Any) -> None:
+    """Add `serve` and `keys` to the `lifelong` command's subparsers."""
+    serve = sub.add_parser("serve", help="serve a saved model that keeps learning from feedback",
+                           description="Serve a model saved with `lifelong run --save DIR` over HTTP (OpenAPI page "
+                           "at /docs): predictions, feedback, gated updates, versions and rollback.")
+    serve.add_argument("--model", metavar="DIR", required=True, help="a model directory from `lifelong run --save`")
+    serve.add_argument("--db", metavar="URL", help="database URL (default: SQLite file DIR.service.db beside the "
+                       "model; postgresql://user@host/db to share one store between several processes)")
+    serve.add_argument("--versions-dir", metavar="DIR", help="where versions are kept (default: DIR.versions)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--auto-update", type=int, metavar="K", help="start an update every K pending examples")
+    serve.add_argument("--max-body-bytes", type=int, default=4 * 2**20, metavar="N",
+                       help="larger request bodies get 413 (default: 4 MiB)")
+    u = serve.add_argument_group("updates")
+    u.add_argument("--update-strategy", default="ewc+replay",
+                   help="strategy an update trains with (default: %(default)s; the current version's state carries "
+                   "over when it is the same strategy)")
+    u.add_argument("--update-epochs", type=int, default=10, help="epochs over the new feedback (default: 10)")
+    u.add_argument("--update-lr", type=float, help="learning rate (default: the model's own)")
+    u.add_argument("--update-batch-size", type=int, default=32)
+    u.add_argument("--tolerance", type=float, default=0.01,
+                   help="accuracy a guard set may lose before the gate rejects (default: 0.01, one point)")
+    u.add_argument("--holdout", type=float, default=0.2, help="share of new feedback held out for the gate")
+    serve.add_argument("--threads", type=int, default=1, help="torch threads for predictions (default: 1)")
+    serve.add_argument("--access-log", action="store_true", help="log every request")
+
+    keys = sub.add_parser("keys", help="API keys of a service: add, list, revoke",
+                          description="Manage API keys. Only their hashes are stored; a new key is shown once.")
+    ks = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    add = ks.add_parser("add", help="make a key and print it (once)")
+    add.add_argument("--role", choices=ROLES, required=True)
+    add.add_argument("--name", default="", help="who or what the key is for")
+    _store_flags(add)
+    _store_flags(ks.add_parser("list", help="list keys (id, role, name, created, revoked)"))
+    revoke = ks.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("id", type=int)
+    _store_flags(revoke)
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from lifelong.service.store import Store, default_url
+
+    store = Store(args.db or default_url(args.model))
+    store.migrate()
+    return store
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from lifelong.service.auth import hash_key, new_key
+
+    store = _store(args)
+    try:
+        if args.keys_command == "add":
+            key = new_key()
+            key_id = store.add_key(args.role, hash_key(key), args.name)
+            print(f"key {key_id} ({args.role}): {key}")
+            print("keep it now: only its hash is stored", file=sys.stderr)
+        elif args.keys_command == "list":
+            print(f"{'id':>4}  {'role':<12} {'created (UTC)':<20} {'revoked':<20} name")
+            for k in store.api_keys():
+                revoked = k.revoked_at.strftime("%Y-%m-%d %H:%M:%S") if k.revoked_at else "-"
+                print(f"{k.id:>4}  {k.role:<12} {k.created_at:%Y-%m-%d %H:%M:%S}  {revoked:<20} {k.name}")
+        elif not store.revoke_key(args.id):
+            print(f"lifelong: error: there is no active key {args.id}", file=sys.stderr)
+            return 1
+        else:
+            print(f"key {args.id} revoked")
+    finally:
+        store.close()
+    return 0
+
+
+def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import torch
+    import uvicorn
+
+    from lifelong.service.app import create_app
+    from lifelong.service.runtime import Service, ServiceConfig
+    from lifelong.service.worker import UpdateSettings
+
+    for name, value, low in (("--auto-update", args.auto_update, 1), ("--max-body-bytes", args.max_body_bytes, 1024),
+                             ("--update-epochs", args.update_epochs, 1), ("--update-batch-size",
+                                                                          args.update_batch_size, 1)):
+        if value is not None and value < low:
+            parser.error(f"{name} must be at least {low}")
+    if not 0 <= args.tolerance <= 1 or not 0 < args.holdout < 1:
+        parser.error("--tolerance must be in [0, 1] and --holdout in (0, 1)")
+    from lifelong.strategies import strategy_options
+
+    try:
+        strategy_options(args.update_strategy)
+    except ValueError as exc:
+        parser.error(f"--update-strategy: {exc}")
+    torch.set_num_threads(args.threads)
+    settings = UpdateSettings(strategy=args.update_strategy, epochs=args.update_epochs, lr=args.update_lr,
+                              batch_size=args.update_batch_size, holdout=args.holdout, tolerance=args.tolerance)
+    config = ServiceConfig(Path(args.model), args.db, Path(args.versions_dir) if args.versions_dir else None,
+                           args.host, args.port, args.auto_update, args.max_body_bytes, settings)
+    service = Service(config)
+    try:
+        service.start()
+    except Exception as exc:  # a bad model directory or an unreachable database: say so, no traceback
+        print(f"lifelong: error: cannot start the service: {exc}", file=sys.stderr)
+        return 1
+    try:
+        served = service.current
+        print(f"lifelong: serving version {served.version} ({served.spec.input['kind']} input, "
+              f"{len(served.labels)} labels, {served.num_tasks} tasks) on http://{args.host}:{args.port} "
+              f"(OpenAPI at /docs)", file=sys.stderr, flush=True)
+        if not service.store.api_keys():
+            print(f"lifelong: no API keys yet: make one with `lifelong keys add --role maintainer --model "
+                  f"{args.model}`", file=sys.stderr)
+        if served.spec.strategy != settings.strategy:
+            print(f"lifelong: note: the model was trained with {served.spec.strategy}; updates will start "
+                  f"{settings.strategy} fresh (give --update-strategy {served.spec.strategy} to carry its state)",
+                  file=sys.stderr)
+        uvicorn.run(create_app(service), host=args.host, port=args.port, log_level="warning",
+                    access_log=args.access_log, timeout_graceful_shutdown=5)
+    finally:
+        service.stop()
+    return 0
+
+
+def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run `serve` or `keys`; exit code."""
+    try:
+        import fastapi  # noqa: F401
+        import sqlalchemy  # noqa: F401
+    except ImportError as exc:
+        print(f"lifelong: error: {_MISSING.format(exc.name)}", file=sys.stderr)
+        return 1
+    if args.command == "keys":
+        try:
+            return _keys(args)
+        except Exception as exc:
+            print(f"lifelong: error: {exc}", file=sys.stderr)
+            return 1
+    return _serve(args, parser)

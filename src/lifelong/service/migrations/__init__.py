@@ -1,0 +1,1 @@
+"""Alembic migrations of the service store (env.py and versions/); applied by `Store.migrate`."""

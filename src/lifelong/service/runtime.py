@@ -1,0 +1,265 @@
+"""The serving process: which version answers, and the updates it starts and watches.
+
+`Service.start` upgrades the schema, records the served model as version 1 on first use (a copy in
+the versions directory), recovers from a crash (updates whose process died are failed and their
+feedback returned to the pending pool; half-written model directories are removed), loads the
+current version and starts a scheduler thread. That thread starts queued updates in worker
+processes (one at a time across every process sharing the store), starts them by itself every K
+pending examples with auto-update, and follows the current-version pointer in the database, so a
+promotion or rollback made anywhere is served here within a poll interval. Switching versions is
+one reference assignment: a request is answered wholly by the version it started with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from lifelong.checkpoint import CheckpointError, load_model, verify
+from lifelong.service.auth import Authenticator
+from lifelong.service.serving import InputError, ServedModel
+from lifelong.service.store import Store, default_url, default_versions_dir, normalise_url
+from lifelong.service.tables import RUNNING, Version
+from lifelong.service.worker import DB_ENV, UpdateSettings
+
+log = logging.getLogger("lifelong.service")
+FIRST = "v1"  # the served model's copy: version 1
+
+
+@dataclass
+class ServiceConfig:
+    """Everything `lifelong serve` decides."""
+
+    model_dir: Path
+    db_url: str | None = None  # None: SQLite beside the model directory
+    versions_dir: Path | None = None  # None: DIR.versions beside the model directory
+    host: str = "127.0.0.1"
+    port: int = 8000
+    auto_update: int | None = None  # start an update every K pending feedback examples
+    max_body_bytes: int = 4 * 2**20
+    update: UpdateSettings = field(default_factory=UpdateSettings)
+    min_update_examples: int = 2
+    poll_seconds: float = 0.25
+    worker_nice: int = 10
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process is running (a zombie, dead but not yet reaped, is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
+
+
+class Service:
+    def __init__(self, config: ServiceConfig):
+        self.config = config
+        self.versions_dir = Path(config.versions_dir or default_versions_dir(config.model_dir))
+        self.db_url = normalise_url(config.db_url or default_url(config.model_dir))
+        self.store = Store(self.db_url)
+        self.auth = Authenticator(self.store)
+        self.host = socket.gethostname()
+        self.owner = f"{self.host}:{os.getpid()}"
+        self._served: ServedModel | None = None
+        self._loaded: OrderedDict[int, ServedModel] = OrderedDict()
+        self._switch = threading.RLock()  # guards the loaded versions and the switch between them
+        self._worker: tuple[int, subprocess.Popen[bytes]] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._text_features: Callable[[Sequence[str]], Tensor] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def start(self, scheduler: bool = True) -> None:
+        verify(self.config.model_dir)  # before anything is created beside it
+        self.store.migrate()
+        self._bootstrap()
+        self.recover()
+        self.switch_to(self.store.current_version())
+        if scheduler:
+            self._thread = threading.Thread(target=self._loop, name="lifelong-scheduler", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._worker is not None:
+            update_id, proc = self._worker
+            proc.kill()
+            proc.wait()
+            self._worker = None
+            self._fail(update_id, "the service stopped during the update")
+        self.store.close()
+
+    def _bootstrap(self) -> None:
+        """Version 1 is a verified copy of the model directory, made once (atomically: copy, rename)."""
+        model_dir = Path(self.config.model_dir)
+        source = verify(model_dir)
+        target = self.versions_dir / FIRST
+        if not target.exists():
+            self.versions_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.versions_dir / f".{FIRST}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+            shutil.copytree(model_dir, tmp)
+            verify(tmp)
+            try:
+                os.rename(tmp, target)
+            except OSError:  # another process made it first
+                shutil.rmtree(tmp, ignore_errors=True)
+        if verify(target)["files"] != source["files"]:
+            raise CheckpointError(f"the store {self.db_url} and {self.versions_dir} belong to another model than "
+                                  f"{model_dir} (its version 1 differs); give another --db and --versions-dir")
+        self.store.bootstrap(FIRST)
+
+    def recover(self) -> None:
+        """Fail updates whose process on this host is gone; remove model directories left half-written."""
+        for update in self.store.updates(RUNNING):
+            host, _, pid = (update.owner or "").rpartition(":")
+            if host == self.host and pid.isdigit() and (int(pid) == os.getpid() or not pid_alive(int(pid))):
+                self._fail(update.id, "the service process running it stopped", update.owner)
+        if self.versions_dir.exists():
+            for tmp in self.versions_dir.glob(".*.tmp-*"):
+                pid = tmp.name.rsplit(".tmp-", 1)[1].split("-")[0]
+                if pid.isdigit() and (int(pid) == os.getpid() or not pid_alive(int(pid))):
+                    shutil.rmtree(tmp, ignore_errors=True)
+
+    def _fail(self, update_id: int, error: str, owner: str | None = None) -> None:
+        path = self.store.fail_update(update_id, error, owner or self.owner)
+        if path:
+            shutil.rmtree(self.versions_dir / path, ignore_errors=True)
+
+    # -- versions --------------------------------------------------------------------------------------
+    @property
+    def current(self) -> ServedModel:
+        served = self._served
+        assert served is not None, "start() loads the current version"
+        return served
+
+    def text_features(self) -> Callable[[Sequence[str]], Tensor]:
+        if self._text_features is None:
+            from lifelong.service.serving import TextFeatures
+
+            self._text_features = TextFeatures()
+        return self._text_features
+
+    def load(self, number: int) -> ServedModel:
+        """A version ready to serve (the last few are kept loaded, so a rollback is immediate)."""
+        with self._switch:
+            if number in self._loaded:
+                self._loaded.move_to_end(number)
+                return self._loaded[number]
+            row = self.store.version(number)
+            if row is None:
+                raise LookupError(f"there is no version {number}")
+            saved = load_model(self.versions_dir / row.path)
+            served = ServedModel(number, saved, self.text_features() if saved.spec.input["kind"] == "text" else None)
+            self._loaded[number] = served
+            while len(self._loaded) > 4:
+                self._loaded.popitem(last=False)
+            return served
+
+    def switch_to(self, number: int) -> ServedModel:
+        with self._switch:
+            if self._served is None or self._served.version != number:
+                self._served = self.load(number)  # one assignment: requests see the old or the new version
+            return self._served
+
+    def set_current(self, number: int, key_id: int | None, rollback: bool) -> Version:
+        """Promote (any kept version) or roll back (to a version promoted before); served at once."""
+        self.load(number)  # fails before the pointer moves if the files cannot be read
+        version = self.store.set_current(number, "version.rollback" if rollback else "version.promote", key_id,
+                                         only_promoted=rollback)
+        self.switch_to(number)
+        return version
+
+    # -- updates ---------------------------------------------------------------------------------------
+    def settings(self, request: dict[str, Any]) -> UpdateSettings:
+        """The update settings: the service's, with what a request overrides. InputError if bad."""
+        from lifelong.strategies import build_strategy
+
+        base = self.config.update
+        strategy = request.get("strategy") or base.strategy
+        options = request.get("options")
+        if strategy == self.current.spec.strategy and options:
+            raise InputError(f"options apply to a strategy started fresh; {strategy} carries the current version's "
+                             "state with its own settings")
+        if strategy != self.current.spec.strategy:
+            try:
+                build_strategy(strategy, options or base.options)
+            except ValueError as exc:
+                raise InputError(str(exc)) from None
+        picked = {k: request[k] for k in ("epochs", "lr", "batch_size") if request.get(k) is not None}
+        return replace(base, strategy=strategy, options=options or base.options, **picked)
+
+    def request_update(self, request: dict[str, Any], key_id: int | None) -> tuple[int, bool]:
+        """Queue an update; (id, created). ValueError when too little feedback is pending."""
+        settings = self.settings(request)
+        return self.store.create_update(settings.to_dict(), key_id, self.config.min_update_examples)
+
+    def _start_update(self) -> None:
+        update = self.store.claim_update(self.owner, lambda i: f"u{i}-{secrets.token_hex(4)}")
+        if update is None or update.status != "training":
+            return
+        command = [sys.executable, "-m", "lifelong.service.worker", "--update", str(update.id), "--versions-dir",
+                   str(self.versions_dir), "--owner", self.owner, "--parent-pid", str(os.getpid()),
+                   "--nice", str(self.config.worker_nice)]
+        try:
+            proc = subprocess.Popen(command, env={**os.environ, DB_ENV: self.db_url}, stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            self._fail(update.id, f"could not start the update process: {exc}")
+            return
+        self._worker = (update.id, proc)
+
+    def _reap(self) -> None:
+        if self._worker is None:
+            return
+        update_id, proc = self._worker
+        code = proc.poll()
+        if code is None:
+            return
+        self._worker = None
+        self._fail(update_id, f"the update process exited with code {code} before finishing")  # no-op if it did
+
+    def tick(self) -> None:
+        """One round of the scheduler: reap, auto-update, start, follow the current version."""
+        self._reap()
+        k = self.config.auto_update
+        if k and self.store.pending_count() >= k:
+            with contextlib.suppress(ValueError):  # the feedback was taken by an update in the meantime
+                self.store.create_update(self.config.update.to_dict(), None,
+                                         max(k, self.config.min_update_examples), "service (auto-update)")
+        if self._worker is None and self.store.updates(("queued",)):
+            self._start_update()
+        self.follow()
+
+    def follow(self) -> ServedModel:
+        """Serve the version the store points to (moved by a worker or another process)."""
+        current = self.store.current_version()
+        return self.switch_to(current) if current != self.current.version else self.current
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.config.poll_seconds):
+            try:
+                self.tick()
+            except Exception:  # a database hiccup must not end the scheduler; the next tick retries
+                log.exception("scheduler tick failed")

@@ -1,0 +1,173 @@
+"""Inputs in, predictions out: one loaded version of the model, and the checks on what clients send.
+
+Array models take one nested list of numbers per input, shaped like a training sample (or flat,
+with as many numbers); text models take strings, embedded by the frozen MiniLM encoder. Anything
+else is an `InputError`, which the HTTP layer turns into a 422 with its message.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lifelong.checkpoint import ModelSpec, SavedModel
+
+MAX_TEXT_CHARS = 2000
+
+
+class InputError(ValueError):
+    """Input a client sent that this model cannot take; the message says why."""
+
+
+def _shape_of(value: Any, where: str) -> list[int]:
+    """The shape of a rectangular nested list of finite numbers (not bools); InputError otherwise."""
+    shape: list[int] = []
+    level = [value]
+    while level and isinstance(level[0], list):
+        width = len(level[0])
+        if any(not isinstance(v, list) or len(v) != width for v in level):
+            raise InputError(f"{where} is not a rectangular nested list of numbers")
+        if width == 0:
+            raise InputError(f"{where} holds an empty list")
+        shape.append(width)
+        level = [item for v in level for item in v]
+    for v in level:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise InputError(f"{where} holds {type(v).__name__} {str(v)[:40]!r} where a number belongs")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise InputError(f"{where} holds {v}, not a finite number")
+        if isinstance(v, int) and abs(v) > 2**53:
+            raise InputError(f"{where} holds a number too large to be a model input")
+    return shape
+
+
+def parse_arrays(values: Sequence[Any], shape: Sequence[int], what: str = "input") -> Tensor:
+    """Nested lists -> a float32 tensor [N, *shape]; each value shaped like `shape`, or flat."""
+    size = math.prod(shape)
+    rows = []
+    for i, value in enumerate(values):
+        where = f"{what} {i}"
+        if not isinstance(value, list):
+            raise InputError(f"{where} is {type(value).__name__}; this model takes nested lists of numbers "
+                             f"shaped {list(shape)}")
+        got = _shape_of(value, where)
+        if got != list(shape) and got != [size]:
+            raise InputError(f"{where} has shape {got}; this model takes {list(shape)} (or a flat list of "
+                             f"{size} numbers)")
+        rows.append(torch.tensor(value, dtype=torch.float32).reshape(*shape))
+    return torch.stack(rows)
+
+
+def check_texts(values: Sequence[Any], what: str = "input") -> list[str]:
+    for i, value in enumerate(values):
+        if not isinstance(value, str):
+            raise InputError(f"{what} {i} is {type(value).__name__}; this model takes text (strings)")
+        if not value.strip():
+            raise InputError(f"{what} {i} is an empty string")
+        if len(value) > MAX_TEXT_CHARS:
+            raise InputError(f"{what} {i} has {len(value)} characters; at most {MAX_TEXT_CHARS} are taken")
+    return list(values)
+
+
+class TextFeatures:
+    """Sentence embeddings for served text: the frozen encoder, loaded once, with a bounded in-memory
+    cache (serving must not rewrite the on-disk embedding cache on every request)."""
+
+    def __init__(self, capacity: int = 20_000):
+        from lifelong.models.text import load_encoder, tokenize
+
+        self.encoder, self.tokenize = load_encoder().eval(), tokenize
+        self.capacity = capacity
+        self.cache: OrderedDict[str, Tensor] = OrderedDict()
+        self.lock = threading.Lock()
+
+    @torch.no_grad()
+    def __call__(self, texts: Sequence[str]) -> Tensor:
+        with self.lock:  # the tokenizer and the cache are not thread-safe
+            missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
+            if missing:
+                vectors = self.encoder(self.tokenize(missing))
+                for text, vector in zip(missing, vectors, strict=True):
+                    self.cache[text] = vector
+            for text in texts:
+                self.cache.move_to_end(text)
+            out = torch.stack([self.cache[t] for t in texts])
+            while len(self.cache) > self.capacity:
+                self.cache.popitem(last=False)
+            return out
+
+
+class ServedModel:
+    """One version, ready to answer: inputs are checked, featurised, and predicted over the classes
+    live for the asked task (by default every class learned)."""
+
+    def __init__(self, version: int, saved: SavedModel, text_features: Callable[[Sequence[str]], Tensor] | None):
+        self.version, self.saved, self.spec = version, saved, saved.spec
+        self.model, self.strategy = saved.model.eval(), saved.strategy
+        self.kind = self.spec.input["kind"]
+        if self.kind == "text" and text_features is None:
+            raise ValueError("a text model needs the text features (the frozen encoder)")
+        self.text_features = text_features
+        self.num_tasks = len(self.spec.tasks)
+
+    @property
+    def labels(self) -> list[str]:
+        return self.spec.labels
+
+    def features(self, values: Sequence[Any], what: str = "input") -> Tensor:
+        if self.kind == "text":
+            assert self.text_features is not None
+            return self.text_features(check_texts(values, what))
+        return parse_arrays(values, self.spec.input["shape"], what)
+
+    def check_task(self, task: int | None) -> int:
+        """The task whose class mask is used: the given one, or (shared-head scenarios) the last."""
+        if task is None:
+            if self.spec.scenario == "task":
+                raise InputError(f"this model is task-incremental: give a task (0-{self.num_tasks - 1})")
+            return self.num_tasks - 1
+        if not 0 <= task < self.num_tasks:
+            raise InputError(f"unknown task {task}; this model has learned tasks 0-{self.num_tasks - 1}")
+        return task
+
+    @torch.no_grad()
+    def predict(self, values: Sequence[Any], task: int | None = None) -> list[dict[str, Any]]:
+        row = self.check_task(task)
+        x = self.features(values)
+        t = torch.full((len(x),), row, dtype=torch.long)
+        scores = self.strategy.predict(self.model, x, t, self.model(x, t)).float()
+        # a strategy may score classes it holds no exemplar of as NaN (iCaRL): they cannot be predicted
+        probability = torch.softmax(scores.nan_to_num(nan=float("-inf")), dim=-1).nan_to_num(0.0)
+        best = probability.argmax(-1)
+        return [{"label": self.labels[int(b)], "score": round(float(probability[i, b]), 6)}
+                for i, b in enumerate(best)]
+
+    def check_example(self, example: dict[str, Any], i: int) -> None:
+        """A feedback example must be an input this model takes, a label and (optionally) a known task
+        whose classes include the label when the label is known and tasks have their own classes."""
+        what = f"example {i}: input"
+        if self.kind == "text":  # no embedding at intake: the update embeds its feedback in bulk
+            check_texts([example["input"]], what)
+        else:
+            parse_arrays([example["input"]], self.spec.input["shape"], what)
+        label, task = example["label"], example.get("task")
+        if not isinstance(label, str) or not label.strip():
+            raise InputError(f"example {i}: the label must be a non-empty string")
+        if task is not None:
+            self.check_task(task)
+            classes = self.spec.tasks[task]["classes"]
+            if self.spec.scenario == "task" and label in self.labels and self.labels.index(label) not in classes:
+                raise InputError(f"example {i}: label {label!r} is not one of task {task}'s classes")
+
+
+def spec_summary(spec: ModelSpec) -> dict[str, Any]:
+    """What a client needs to know about a version: input, labels, tasks."""
+    return {"input": spec.input, "scenario": spec.scenario, "labels": spec.labels,
+            "tasks": [{"id": t["id"], "name": t.get("name", ""), "classes": [spec.labels[c] for c in t["classes"]]}
+                      for t in spec.tasks], "strategy": spec.strategy}
