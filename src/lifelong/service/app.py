@@ -4,10 +4,12 @@ the store, and turns a client's mistake into a 4xx with a message; the OpenAPI p
 from __future__ import annotations
 
 import json
+import math
+import threading
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import Body, Depends, FastAPI, HTTPException, Request, Security
+from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request, Security
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -15,11 +17,14 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 import lifelong
 from lifelong.checkpoint import CONFIG, CheckpointError, ModelSpec
+from lifelong.screening import SourceRateLimiter
 from lifelong.service.auth import Principal, allows
 from lifelong.service.metrics import CONTENT_TYPE, Metrics
 from lifelong.service.middleware import BodyLimit, RequestMetrics
 from lifelong.service.runtime import Service
 from lifelong.service.schemas import (
+    FeedbackItem,
+    FeedbackList,
     FeedbackReply,
     FeedbackRequest,
     Health,
@@ -33,11 +38,12 @@ from lifelong.service.schemas import (
     Versions,
 )
 from lifelong.service.serving import InputError, spec_summary
-from lifelong.service.tables import Update, Version
+from lifelong.service.tables import FEEDBACK_STATUSES, Feedback, Update, Version
 
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key (`lifelong keys add`)")
 _bearer = HTTPBearer(auto_error=False, description="the same API key as a bearer token")
 Id = Annotated[int, PathParam(ge=1, le=2**31 - 1)]
+FeedbackStatus = Literal[FEEDBACK_STATUSES]  # type: ignore[valid-type]
 
 
 def _version_info(v: Version, current: int, detail: bool = False, model: dict[str, Any] | None = None) -> VersionInfo:
@@ -52,12 +58,41 @@ def _update_info(u: Update) -> UpdateInfo:
                       created_at=u.created_at, started_at=u.started_at, finished_at=u.finished_at)
 
 
+def _feedback_item(f: Feedback) -> FeedbackItem:
+    return FeedbackItem.model_validate({"id": f.id, "status": f.status, "label": f.label, "input": f.input,
+                                        "task": f.task, "source": f.source, "key_id": f.key_id,
+                                        "update_id": f.update_id, "created_at": f.created_at, "reasons": f.reasons})
+
+
+class RateLimit:
+    """Feedback examples per minute per API key, in this process (a token bucket per key, thread-safe)."""
+
+    def __init__(self, per_minute: int):
+        self.per_minute = per_minute
+        self.limiter = SourceRateLimiter(per_minute)
+        self.lock = threading.Lock()
+
+    def check(self, key_id: int, n: int) -> None:
+        """Take `n` examples' worth for the key, or raise 429 (and take nothing)."""
+        with self.lock:
+            allowed, wait = self.limiter.take(f"key:{key_id}", n)
+        if allowed:
+            return
+        if math.isinf(wait):
+            raise HTTPException(429, f"{n} examples in one request is more than this key may send in a minute "
+                                f"({self.per_minute}); send at most {self.per_minute} per request")
+        raise HTTPException(429, f"this key may send {self.per_minute} feedback examples a minute; these {n} "
+                            f"examples would exceed it: retry in {math.ceil(wait)} s (nothing was stored)",
+                            headers={"Retry-After": str(math.ceil(wait))})
+
+
 def create_app(service: Service) -> FastAPI:
     """The API around a started `Service`."""
     app = FastAPI(title="lifelong", version=lifelong.__version__,
                   description="A model that keeps learning from feedback while it serves, with gated, versioned, "
                               "reversible updates. Send the API key in `X-API-Key` (or as a bearer token).")
     metrics = Metrics(service)
+    rate = RateLimit(service.config.feedback_rate) if service.config.feedback_rate else None
     app.add_middleware(BodyLimit, max_bytes=service.config.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)  # added last: outermost, so it counts 413s too
 
@@ -114,9 +149,41 @@ def create_app(service: Service) -> FastAPI:
                 served.check_example(example, i)
         except InputError as exc:
             raise HTTPException(422, str(exc)) from None
+        if rate is not None:  # after the checks: a request refused for its content costs the key nothing
+            rate.check(who.key_id, len(examples))
         ids = service.store.add_feedback(examples, body.source, who.key_id)  # committed (and synced) here
         metrics.feedback.inc(len(ids))
         return FeedbackReply(accepted=len(ids), ids=ids)
+
+    @app.get("/feedback", response_model=FeedbackList,
+             summary="feedback by status, oldest first: ?status=held lists what the screens held, with reasons "
+                     "(maintainer)")
+    def list_feedback(status: FeedbackStatus | None = None,
+                      after: Annotated[int, Query(ge=0, le=2**31 - 1, description="only ids above this")] = 0,
+                      limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                      _who: Principal = maintainer) -> FeedbackList:
+        rows = service.store.feedback(status=status, after=after, limit=limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return FeedbackList(items=[_feedback_item(f) for f in rows], next_after=rows[-1].id if more else None)
+
+    def _decide(feedback_id: int, status: str, who: Principal) -> FeedbackItem:
+        try:
+            return _feedback_item(service.store.decide_feedback(feedback_id, status, who.key_id))
+        except LookupError as exc:
+            raise HTTPException(404, str(exc)) from None
+        except ValueError as exc:
+            raise HTTPException(409, str(exc)) from None
+
+    @app.post("/feedback/{feedback_id}/approve", response_model=FeedbackItem,
+              summary="let a held (or rejected) example through: the next update trains on it (maintainer)")
+    def approve_feedback(feedback_id: Id, who: Principal = maintainer) -> FeedbackItem:
+        return _decide(feedback_id, "approved", who)
+
+    @app.post("/feedback/{feedback_id}/reject", response_model=FeedbackItem,
+              summary="refuse an example no update has taken: it is never trained on (maintainer)")
+    def reject_feedback(feedback_id: Id, who: Principal = maintainer) -> FeedbackItem:
+        return _decide(feedback_id, "rejected", who)
 
     @app.post("/updates", status_code=202, response_model=UpdateCreated,
               summary="start a learning round on the pending feedback (maintainer)")

@@ -13,6 +13,7 @@ from typing import Any
 
 COMMANDS = ("serve", "keys")
 ROLES = ("reader", "contributor", "maintainer")
+SCREENS = ("source-share", "label-noise", "source-outlier", "backdoor")  # lifelong.screening.SCREENS, without torch
 _MISSING = "the service needs the service extra: pip install 'lifelong[service]' ({})"
 
 
@@ -46,6 +47,17 @@ def add_commands(sub: Any) -> None:
     u.add_argument("--tolerance", type=float, default=0.01,
                    help="accuracy a guard set may lose before the gate rejects (default: 0.01, one point)")
     u.add_argument("--holdout", type=float, default=0.2, help="share of new feedback held out for the gate")
+    q = serve.add_argument_group("quarantine", "feedback is screened before an update trains on it; what the "
+                                 "screens flag is held for a maintainer (GET /feedback?status=held)")
+    q.add_argument("--screens", default=",".join(SCREENS), metavar="LIST",
+                   help=f"comma-separated screens to run (default: all of {','.join(SCREENS)})")
+    q.add_argument("--no-screen", action="store_true", help="screen nothing: every example is trained on")
+    q.add_argument("--max-source-share", type=float, default=0.1, metavar="F",
+                   help="most of one update's examples one API key may provide (default: %(default)s; the "
+                   "source-share screen holds the excess)")
+    q.add_argument("--feedback-rate", type=int, default=1200, metavar="N",
+                   help="feedback examples per minute one API key may send (default: %(default)s; more get 429; "
+                   "0: no limit). Counted in this process")
     serve.add_argument("--threads", type=int, default=1, help="torch threads for predictions (default: 1)")
     serve.add_argument("--access-log", action="store_true", help="log every request")
 
@@ -101,6 +113,7 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     from lifelong.service.app import create_app
     from lifelong.service.runtime import Service, ServiceConfig
+    from lifelong.service.screening import screen_config
     from lifelong.service.worker import UpdateSettings
 
     for name, value, low in (("--auto-update", args.auto_update, 1), ("--max-body-bytes", args.max_body_bytes, 1024),
@@ -110,6 +123,13 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             parser.error(f"{name} must be at least {low}")
     if not 0 <= args.tolerance <= 1 or not 0 < args.holdout < 1:
         parser.error("--tolerance must be in [0, 1] and --holdout in (0, 1)")
+    if args.feedback_rate < 0:
+        parser.error("--feedback-rate must be at least 0 (0: no limit)")
+    try:
+        screens = [] if args.no_screen else [n.strip() for n in args.screens.split(",") if n.strip()]
+        screening = screen_config(screens, args.max_source_share)
+    except ValueError as exc:
+        parser.error(str(exc))
     from lifelong.strategies import strategy_options
 
     try:
@@ -118,9 +138,11 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"--update-strategy: {exc}")
     torch.set_num_threads(args.threads)
     settings = UpdateSettings(strategy=args.update_strategy, epochs=args.update_epochs, lr=args.update_lr,
-                              batch_size=args.update_batch_size, holdout=args.holdout, tolerance=args.tolerance)
+                              batch_size=args.update_batch_size, holdout=args.holdout, tolerance=args.tolerance,
+                              screening=screening.to_dict() if screening else None)
     config = ServiceConfig(Path(args.model), args.db, Path(args.versions_dir) if args.versions_dir else None,
-                           args.host, args.port, args.auto_update, args.max_body_bytes, settings)
+                           args.host, args.port, args.auto_update, args.max_body_bytes, settings,
+                           feedback_rate=args.feedback_rate or None)
     service = Service(config)
     try:
         service.start()
@@ -132,6 +154,9 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"lifelong: serving version {served.version} ({served.spec.input['kind']} input, "
               f"{len(served.labels)} labels, {served.num_tasks} tasks) on http://{args.host}:{args.port} "
               f"(OpenAPI at /docs)", file=sys.stderr, flush=True)
+        if screening is None:
+            print("lifelong: note: feedback is not screened (--no-screen): every example is trained on",
+                  file=sys.stderr)
         if not service.store.api_keys():
             print(f"lifelong: no API keys yet: make one with `lifelong keys add --role maintainer --model "
                   f"{args.model}`", file=sys.stderr)

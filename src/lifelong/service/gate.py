@@ -5,14 +5,20 @@ Checks, on accuracies measured the same way for both models:
 - every guard set (the held-out sets of the tasks already learned): candidate >= current - tolerance;
 - the held-out part of the new feedback: candidate >= current.
 
+The guard check is also what stops a forgetting attack: feedback crafted to make the model unlearn
+an earlier task (old inputs with wrong labels, say) may pass every screen, but the candidate it
+trains loses accuracy on that task's guard set and is not promoted; the failure says so.
+
 `decide` returns the update report as a plain JSON-serialisable dict: the accuracy matrix (rows:
 current and candidate; columns: the guard tasks and the new feedback), every check with its numbers,
-and a sentence for each failed one.
+a sentence for each failed one, and `reason`, the decision in one line.
 
 >>> report = decide([0.95, 0.90, 0.10], [0.96, 0.85, 0.80], ["digits 0-1", "digits 2-3", "new"],
 ...                 [50, 50, 10], tolerance=0.01)
->>> report["passed"], report["failed"]
-(False, ['guard "digits 2-3": candidate 0.850 < current 0.900 - tolerance 0.010 = 0.890'])
+>>> report["passed"], report["failed"][0].split(";")[0]
+(False, 'guard "digits 2-3": candidate 0.850 < current 0.900 - tolerance 0.010 = 0.890')
+>>> report["reason"].split("; ")[1]
+'it dropped 5.0 points: an update that makes the model forget an earlier task (a forgetting attack) is not promoted'
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any
 import torch
 
 DEFAULT_TOLERANCE = 0.01  # one accuracy point
+FORGETTING = "an update that makes the model forget an earlier task (a forgetting attack) is not promoted"
 
 
 def decide(current: Sequence[float], candidate: Sequence[float], names: Sequence[str], sizes: Sequence[int],
@@ -46,16 +53,23 @@ def decide(current: Sequence[float], candidate: Sequence[float], names: Sequence
                        "threshold": float(threshold), "passed": bool(ok)})
         if not ok:
             failed.append(f'guard "{names[j]}": candidate {cand:.3f} < current {cur:.3f} - tolerance '
-                          f"{tolerance:.3f} = {threshold:.3f}" if guard else
+                          f"{tolerance:.3f} = {threshold:.3f}; it dropped {100 * (cur - cand):.1f} points: "
+                          f"{FORGETTING}" if guard else
                           f"new feedback (held out, {sizes[j]} examples): candidate {cand:.3f} < current {cur:.3f}")
     return {
         "passed": not failed,
         "tolerance": tolerance,
         "checks": checks,
         "failed": failed,
+        "reason": reason(failed),
         "accuracy_matrix": {"rows": [current_name, candidate_name], "columns": list(names),
                             "values": [[float(v) for v in current], [float(v) for v in candidate]]},
     }
+
+
+def reason(failed: Sequence[str]) -> str:
+    """The decision in one line: every failed check's sentence, or that every check passed."""
+    return "; ".join(failed) if failed else "every check passed"
 
 
 def split_holdout(labels: Sequence[str], share: float = 0.2, seed: int = 0) -> tuple[list[int], list[int]]:

@@ -52,6 +52,7 @@ class ServiceConfig:
     auto_update: int | None = None  # start an update every K pending feedback examples
     max_body_bytes: int = 4 * 2**20
     update: UpdateSettings = field(default_factory=UpdateSettings)
+    feedback_rate: int | None = None  # feedback examples per minute per API key (None: no limit)
     min_update_examples: int = 2
     poll_seconds: float = 0.25
     worker_nice: int = 10

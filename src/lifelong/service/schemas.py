@@ -55,6 +55,30 @@ class FeedbackReply(BaseModel):
     ids: list[int]
 
 
+class HoldReason(BaseModel):
+    screen: str = Field(description="source-share, label-noise, source-outlier or backdoor")
+    reason: str
+    score: float = Field(description="how sure the screen is (larger: surer)")
+
+
+class FeedbackItem(BaseModel):
+    id: int
+    status: str = Field(description="pending, held (by the screens), approved, rejected or used (by an update)")
+    label: str
+    input: Any
+    task: int | None
+    source: str | None
+    key_id: int | None = Field(description="the API key that sent it")
+    update_id: int | None = Field(description="the update that took it (and, if held, screened it)")
+    created_at: datetime
+    reasons: list[HoldReason] | None = Field(description="why the screens held it")
+
+
+class FeedbackList(BaseModel):
+    items: list[FeedbackItem]
+    next_after: int | None = Field(description="pass as `after` for the next page; null on the last page")
+
+
 class UpdateRequest(Strict):
     strategy: str | None = Field(default=None, max_length=100,
                                  description="default: the service's (ewc+replay unless set at start)")

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from lifelong.service.tables import (
+    FEEDBACK_STATUSES,
     FINAL,
     ROLES,
     RUNNING,
@@ -38,6 +39,10 @@ from lifelong.service.tables import (
 )
 
 _LOCK_KEY = 0x11FE10  # the advisory lock that serialises update scheduling on PostgreSQL
+# feedback the next update takes: not taken by an update yet, and neither held nor rejected
+_WAITING = Feedback.update_id.is_(None) & Feedback.status.in_(("pending", "approved"))
+# a maintainer's decision on one example: the statuses it may come from
+_DECIDE_FROM = {"approved": ("held", "rejected"), "rejected": ("held", "approved", "pending")}
 
 
 def normalise_url(url: str) -> str:
@@ -181,22 +186,56 @@ class Store:
 
     def pending_count(self) -> int:
         with self.read() as s:
-            return int(s.scalar(select(func.count()).select_from(Feedback).where(Feedback.update_id.is_(None))) or 0)
+            return int(s.scalar(select(func.count()).select_from(Feedback).where(_WAITING)) or 0)
 
-    def feedback(self, ids: Sequence[int] | None = None, update_id: int | None = None) -> list[Feedback]:
+    def feedback(self, ids: Sequence[int] | None = None, update_id: int | None = None, status: str | None = None,
+                 after: int = 0, limit: int | None = None) -> list[Feedback]:
+        """Feedback rows by id, the update that took them and/or status, oldest first (ids above `after`)."""
         with self.read() as s:
-            query = select(Feedback).order_by(Feedback.id)
+            query = select(Feedback).where(Feedback.id > after).order_by(Feedback.id).limit(limit)
             if ids is not None:
                 query = query.where(Feedback.id.in_(list(ids)))
             if update_id is not None:
                 query = query.where(Feedback.update_id == update_id)
+            if status is not None:
+                query = query.where(Feedback.status == status)
             return list(s.scalars(query))
+
+    def feedback_counts(self) -> dict[str, int]:
+        """Feedback examples by status (every status, zeros included)."""
+        with self.read() as s:
+            found = dict(s.execute(select(Feedback.status, func.count()).group_by(Feedback.status)).all())
+        return {status: int(found.get(status, 0)) for status in FEEDBACK_STATUSES}
+
+    def decide_feedback(self, feedback_id: int, status: str, key_id: int | None) -> Feedback:
+        """A maintainer's decision on one example, audited: "approved" (a held or rejected example is
+        trained on by the next update) or "rejected" (never trained on). LookupError: no such example;
+        ValueError: its status does not allow it (it was used, or an update has taken it)."""
+        if status not in _DECIDE_FROM:
+            raise ValueError(f"a decision is approved or rejected, not {status!r}")
+        with self.write() as s:
+            row = s.get(Feedback, feedback_id)
+            if row is None:
+                raise LookupError(f"there is no feedback example {feedback_id}")
+            before = row.status
+            if before == status:
+                return row  # the same decision twice changes nothing
+            taken = before in ("pending", "approved") and row.update_id is not None
+            if before not in _DECIDE_FROM[status] or taken:
+                why = f"update {row.update_id} has taken it" if taken else f"it is {before}"
+                raise ValueError(f"feedback {feedback_id} cannot be {status}: {why}")
+            row.status = status
+            if status == "approved":
+                row.update_id = None  # back in the pool: the next update takes it
+            action = "feedback.approve" if status == "approved" else "feedback.reject"
+            self.audit(s, action, f"feedback {feedback_id}", key_id, detail={"from": before, "label": row.label})
+            return row
 
     def counts(self) -> dict[str, Any]:
         """Totals for /metrics: feedback stored and pending, updates by status, the current version."""
         with self.read() as s:
             total = s.scalar(select(func.count()).select_from(Feedback)) or 0
-            pending = s.scalar(select(func.count()).select_from(Feedback).where(Feedback.update_id.is_(None))) or 0
+            pending = s.scalar(select(func.count()).select_from(Feedback).where(_WAITING)) or 0
             by_status = dict(s.execute(select(Update.status, func.count()).group_by(Update.status)).all())
             state = s.get(ServiceState, 1)
             return {"feedback": int(total), "pending": int(pending),
@@ -258,7 +297,7 @@ class Store:
             queued = s.scalar(select(Update.id).where(Update.status == "queued").order_by(Update.id))
             if queued is not None:
                 return queued, False
-            pending = s.scalar(select(func.count()).select_from(Feedback).where(Feedback.update_id.is_(None))) or 0
+            pending = s.scalar(select(func.count()).select_from(Feedback).where(_WAITING)) or 0
             if pending < min_pending:
                 raise ValueError(f"an update needs at least {min_pending} pending feedback examples; "
                                  f"there are {pending}")
@@ -281,7 +320,7 @@ class Store:
             assert state is not None
             update.status, update.owner, update.started_at = "training", owner, utcnow()
             update.parent_version, update.candidate_path = state.current_version, path_for(update.id)
-            taken = s.execute(sql_update(Feedback).where(Feedback.update_id.is_(None)).values(update_id=update.id))
+            taken = s.execute(sql_update(Feedback).where(_WAITING).values(update_id=update.id))
             if not taken.rowcount:  # type: ignore[attr-defined]
                 update.status, update.finished_at, update.error = "failed", utcnow(), "no pending feedback"
             return update
@@ -306,10 +345,21 @@ class Store:
             update.status = status
             return True
 
+    @staticmethod
+    def _settle_feedback(s: Session, update_id: int, held: dict[int, list[Any]], used: bool) -> None:
+        """The feedback an update took: the held examples become held with their reasons; the rest
+        `used` (trained on or held out by a candidate) or, when no candidate was made, pending again."""
+        for feedback_id, reasons in held.items():
+            s.execute(sql_update(Feedback).where(Feedback.id == feedback_id, Feedback.update_id == update_id)
+                      .values(status="held", reasons=reasons))
+        rest = sql_update(Feedback).where(Feedback.update_id == update_id, Feedback.status.in_(("pending", "approved")))
+        s.execute(rest.values(status="used") if used else rest.values(update_id=None))
+
     def finish_update(self, update_id: int, owner: str, report: dict[str, Any], promote: bool,
-                      feedback_ids: list[int]) -> tuple[str, int | None]:
+                      feedback_ids: list[int], held: dict[int, list[Any]] | None = None) -> tuple[str, int | None]:
         """Record the candidate (its files are already in place) and, if it passed the gate and the
         current version is still its parent, make it current: all in one transaction, committed last.
+        The screens' `held` examples (id -> reasons) become held, the rest of the update's feedback used.
         Returns (final status, version number); status "failed" if the update is no longer ours."""
         with self.write(serial=True) as s:
             update = s.get(Update, update_id)
@@ -320,9 +370,9 @@ class Store:
             assert state is not None
             if promote and state.current_version != update.parent_version:
                 promote = False
-                report = {**report, "passed": False, "failed": [*report.get("failed", []),
-                          f"the current version changed from {update.parent_version} to {state.current_version} "
-                          "while the update trained"]}
+                failed = [*report.get("failed", []), f"the current version changed from {update.parent_version} "
+                          f"to {state.current_version} while the update trained"]
+                report = {**report, "passed": False, "failed": failed, "reason": "; ".join(failed)}
             status = "promoted" if promote else "rejected"
             number = (s.scalar(select(func.max(Version.number))) or 0) + 1  # writers are serialised here
             version = Version(number=number, path=update.candidate_path, status=status, parent=update.parent_version,
@@ -334,9 +384,24 @@ class Store:
             update.candidate_version = version.number
             if promote:
                 state.current_version, state.changed_at = version.number, utcnow()
+            self._settle_feedback(s, update_id, held or {}, used=True)
             self.audit(s, f"update.{status}", f"update {update_id}", actor="service",
-                       detail={"version": version.number, "parent": update.parent_version})
+                       detail={"version": version.number, "parent": update.parent_version, "held": len(held or {})})
             return status, version.number
+
+    def finish_without_candidate(self, update_id: int, owner: str, report: dict[str, Any],
+                                 held: dict[int, list[Any]]) -> str:
+        """End an update that made no candidate because the screens held (nearly) everything: it is
+        rejected, the held examples are held and the few kept wait for the next update."""
+        with self.write(serial=True) as s:
+            update = s.get(Update, update_id)
+            if update is None or update.status not in RUNNING or update.owner != owner:
+                return "failed"
+            update.status, update.finished_at, update.report = "rejected", utcnow(), report
+            self._settle_feedback(s, update_id, held, used=False)
+            self.audit(s, "update.rejected", f"update {update_id}", actor="service",
+                       detail={"version": None, "parent": update.parent_version, "held": len(held)})
+            return "rejected"
 
     def fail_update(self, update_id: int, error: str, owner: str | None = None) -> str | None:
         """Mark a queued or running update failed and give its feedback back to the pending pool.

@@ -6,9 +6,11 @@ answered by the current version while this trains (at a lower CPU priority, on o
 worker dies with its parent (PR_SET_PDEATHSIG): a killed service leaves no orphan training, and the
 next start marks the update failed and gives its feedback back.
 
-The candidate trains through the library's `Learner` on a task stream of the learned tasks (their
-guard sets, nothing to train on) plus one new task: the feedback's training part, with its held-out
-part as test set. Labels never seen before widen the output layer first (`ContinualClassifier.grow`).
+First the screens (screening.py) look at the feedback with the current version's model: what they
+flag is held for a maintainer and never reaches the learner. The candidate trains through the
+library's `Learner` on a task stream of the learned tasks (their guard sets, nothing to train on)
+plus one new task: the kept feedback's training part, with its held-out part as test set. Labels
+never seen before widen the output layer first (`ContinualClassifier.grow`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from lifelong.checkpoint import ModelSpec, SavedModel, load_model, save_model
 from lifelong.data.task import ArrayDataset, Task, TaskStream
 from lifelong.learner import Learner, LearnerConfig, TrainingDiverged
 from lifelong.models import ContinualClassifier
+from lifelong.screening import ScreenConfig
 from lifelong.service.gate import decide, split_holdout
+from lifelong.service.screening import Screened, screen_feedback
 from lifelong.service.serving import parse_arrays
 from lifelong.strategies import build_strategy
 from lifelong.strategies.base import Strategy
@@ -55,6 +59,7 @@ class UpdateSettings:
     holdout: float = 0.2
     tolerance: float = 0.01
     guard_size: int = 200
+    screening: dict[str, Any] | None = None  # a `ScreenConfig` as a dict; None: feedback is not screened
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -90,10 +95,12 @@ def _stream(spec: ModelSpec, guards: Sequence[tuple[Tensor, Tensor]], new: Task,
 
 
 def train_candidate(parent: SavedModel, x: Tensor, labels: Sequence[str], ids: Sequence[int],
-                    settings: UpdateSettings, name: str = "update", seed: int = 0) -> Candidate:
+                    settings: UpdateSettings, name: str = "update", seed: int = 0,
+                    always_train: Sequence[int] = ()) -> Candidate:
     """Train a candidate from `parent` (modified in place) on feedback inputs `x` with `labels`; evaluate
-    it and the parent on every guard set and the held-out feedback, and gate it. Raises
-    `TrainingDiverged` if the loss stops being finite."""
+    it and the parent on every guard set and the held-out feedback, and gate it. Positions in
+    `always_train` (examples a maintainer approved) are trained on, never held out, unless nothing
+    else could be. Raises `TrainingDiverged` if the loss stops being finite."""
     spec = parent.spec
     known = list(spec.labels)
     new_labels = list(dict.fromkeys(label for label in labels if label not in known))
@@ -101,6 +108,9 @@ def train_candidate(parent: SavedModel, x: Tensor, labels: Sequence[str], ids: S
     index = {label: i for i, label in enumerate(all_labels)}
     y = torch.tensor([index[label] for label in labels], dtype=torch.long)
     train, held = split_holdout(list(labels), settings.holdout, seed)
+    forced = set(always_train)
+    if any(i not in forced for i in held):
+        train, held = sorted(train + [i for i in held if i in forced]), [i for i in held if i not in forced]
     train_t, held_t = torch.tensor(train, dtype=torch.long), torch.tensor(held, dtype=torch.long)
     round_classes = tuple(sorted(set(y.tolist())))
     position = len(spec.tasks)
@@ -162,21 +172,35 @@ def run_update(store: Store, versions_dir: Path, update_id: int, owner: str) -> 
     rows = store.feedback(update_id=update_id)
     x = featurize(parent.spec, [r.input for r in rows])
     history = {"parent_version": version.number, "update_id": update_id}
+    screened = Screened()
+    if settings.screening is not None:  # before training: the parent is trained in place
+        screened = screen_feedback(parent, x, rows, ScreenConfig.from_dict(settings.screening))
+    keep = [i for i, r in enumerate(rows) if r.id not in screened.held]
+    if len(keep) < 2:
+        failed = [f"the screens held {len(screened.held)} of {len(rows)} feedback examples; {len(keep)} left is too "
+                  "few to train and gate a candidate (they wait for the next update)"]
+        return store.finish_without_candidate(update_id, owner, {
+            "update_id": update_id, "parent_version": version.number, "passed": False, "failed": failed,
+            "reason": failed[0], "screening": screened.report}, screened.held)
+    kept = [rows[i] for i in keep]
     try:
-        candidate = train_candidate(parent, x, [r.label for r in rows], [r.id for r in rows], settings,
-                                    f"update {update_id}", seed=update_id)
+        candidate = train_candidate(parent, x[torch.tensor(keep, dtype=torch.long)], [r.label for r in kept],
+                                    [r.id for r in kept], settings, f"update {update_id}", seed=update_id,
+                                    always_train=[k for k, r in enumerate(kept) if r.status == "approved"])
     except TrainingDiverged as exc:
         store.fail_update(update_id, f"training diverged: {exc}", owner)
         return "failed"
     if not store.set_status(update_id, "evaluating", owner):
         return "failed"
-    report = {"update_id": update_id, "parent_version": version.number, **candidate.report}
+    report: dict[str, Any] = {"update_id": update_id, "parent_version": version.number, **candidate.report}
+    if settings.screening is not None:
+        report["screening"] = screened.report
     candidate.spec.history.update(history)
     target = versions_dir / update.candidate_path
     save_model(target, candidate.model, candidate.strategy, candidate.spec, candidate.guards,
                extra={"report.json": report})
     status, _ = store.finish_update(update_id, owner, report, bool(report["passed"]),
-                                    report["feedback"]["train_ids"])
+                                    report["feedback"]["train_ids"], screened.held)
     if status == "failed":  # the update was taken from us (the service restarted): its files are not a version
         shutil.rmtree(target, ignore_errors=True)
     return status
