@@ -60,8 +60,9 @@ def browser(tmp_path_factory):
         context.close()
 
 
-def visit(context, url, screenshot):
-    """Open `url`, wait for every image, take a full-page screenshot; returns what a user would notice."""
+def visit(context, url, screenshot, key=None):
+    """Open `url` (typing `key` into the page's key form first, when given), wait for every image, take a
+    full-page screenshot; returns what a user would notice."""
     page = context.new_page()
     problems, requests = [], []
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning")
@@ -72,13 +73,19 @@ def visit(context, url, screenshot):
     page.on("request", lambda r: requests.append(r.url))
     response = page.goto(url, wait_until="load")
     assert response is not None and response.status == 200
+    if key is not None:
+        page.fill("input[name=key]", key)
+        with page.expect_navigation(wait_until="load") as navigation:
+            page.click("button[type=submit]")
+        response = navigation.value
+        assert response is not None and response.status == 200 and response.url == url
     page.wait_for_function("Array.from(document.images).every(i => i.complete)")
     images = page.evaluate("Array.from(document.images).map(i => ({src: i.getAttribute('src').slice(0, 40), "
                            "natural: i.naturalWidth, shown: i.getBoundingClientRect().width}))")
     page.screenshot(path=str(screenshot), full_page=True)
-    title = page.title()
+    title, text = page.title(), page.inner_text("body")
     page.close()
-    return {"problems": problems, "requests": requests, "images": images, "title": title}
+    return {"problems": problems, "requests": requests, "images": images, "title": title, "text": text}
 
 
 def test_the_report_renders_in_chromium(browser, tmp_path):
@@ -110,5 +117,39 @@ def test_the_service_page_renders_in_chromium(browser, tmp_path):
     assert len(seen["images"]) == 2 and all(img["src"].startswith("data:image/png") for img in seen["images"])
     assert all(img["natural"] > 0 and img["shown"] > 0 for img in seen["images"]), seen["images"]
     assert all(urlparse(u).hostname == "127.0.0.1" or u.startswith("data:") for u in seen["requests"])
+    with Image.open(shot) as image:
+        assert image.size[0] == 1280 and image.size[1] > 900
+
+
+def test_the_served_service_page_renders_in_chromium(browser, tmp_path):
+    from service_util import Server, add_key, digits_parts, examples, model_copy, wait_update
+
+    from lifelong.service.store import default_url
+
+    model, parts = model_copy(tmp_path), digits_parts()
+    db = default_url(model)
+    reader, maintainer, attacker = (add_key(db, role) for role in ("reader", "maintainer", "contributor"))
+    with Server(model, None, "--update-epochs", "3") as server, server.client(maintainer) as admin, \
+            server.client(attacker) as bad:
+        assert admin.post("/feedback", json={"examples": examples(parts["more"], count=150)}).status_code == 202
+        wrong = examples(parts["more"], start=150, count=20)
+        for example in wrong:  # digits labelled as another digit: the screens hold them
+            example["label"] = str((int(example["label"]) + 3) % 8)
+        assert bad.post("/feedback", json={"examples": wrong}).status_code == 202
+        info = wait_update(admin, admin.post("/updates").json()["update_id"])
+        assert info["status"] in ("promoted", "rejected") and info["report"]["screening"]["held"] > 0
+
+        shot = tmp_path / "served.png"
+        seen = visit(browser, f"{server.url}/", shot, key=reader)
+        cookies = browser.cookies(server.url)
+    assert seen["problems"] == []
+    assert len(seen["images"]) == 1 and seen["images"][0]["src"].startswith("data:image/png")  # the gate heatmap
+    assert all(img["natural"] > 0 and img["shown"] > 0 for img in seen["images"]), seen["images"]
+    assert all(urlparse(u).hostname == "127.0.0.1" or u.startswith("data:") for u in seen["requests"])
+    assert not any(reader in u for u in seen["requests"])  # the key travelled in the form's body only
+    assert f"Update {info['id']}" in seen["text"] and f"Held feedback ({info['report']['screening']['held']})" \
+        in seen["text"]
+    [cookie] = cookies
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["value"] != reader
     with Image.open(shot) as image:
         assert image.size[0] == 1280 and image.size[1] > 900

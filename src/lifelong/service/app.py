@@ -1,5 +1,6 @@
 """The HTTP routes (FastAPI). Each route checks the caller's role, hands the work to the runtime or
-the store, and turns a client's mistake into a 4xx with a message; the OpenAPI page is at /docs."""
+the store, and turns a client's mistake into a 4xx with a message; the OpenAPI page is at /docs and
+the read-only status page for people at / (page.py)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from lifelong.screening import SourceRateLimiter
 from lifelong.service.auth import Principal, allows
 from lifelong.service.metrics import CONTENT_TYPE, Metrics
 from lifelong.service.middleware import BodyLimit, RequestMetrics
+from lifelong.service.page import add_page_routes
 from lifelong.service.runtime import Service
 from lifelong.service.schemas import (
     FeedbackItem,
@@ -248,4 +250,5 @@ def create_app(service: Service) -> FastAPI:
     def get_metrics(_who: Principal = reader) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
+    add_page_routes(app, service)
     return app
