@@ -1,4 +1,4 @@
-"""The report and the service page in a real browser: headless Debian Chromium driven by Playwright,
+"""The report, the service page and the OpenAPI page in a real browser: headless Debian Chromium driven by Playwright,
 pages served by a real local HTTP server. Every image must render; the console must stay clean; no
 request may leave 127.0.0.1."""
 
@@ -153,3 +153,24 @@ def test_the_served_service_page_renders_in_chromium(browser, tmp_path):
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["value"] != reader
     with Image.open(shot) as image:
         assert image.size[0] == 1280 and image.size[1] > 900
+
+
+def test_the_openapi_page_works_offline_in_chromium(browser, tmp_path):
+    from service_util import Server, model_copy
+
+    with Server(model_copy(tmp_path)) as server:
+        page = browser.new_page()
+        problems, requests = [], []
+        page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+        page.on("request", lambda r: requests.append(r.url))
+        response = page.goto(f"{server.url}/docs", wait_until="load")
+        assert response is not None and response.status == 200
+        page.wait_for_selector(".opblock", timeout=30_000)  # Swagger UI drew the operations from /openapi.json
+        operations = page.locator(".opblock").count()
+        page.screenshot(path=str(tmp_path / "docs.png"), full_page=True)
+        page.close()
+    assert problems == []
+    assert operations >= 10
+    assert requests and all(urlparse(u).hostname == "127.0.0.1" or u.startswith("data:") for u in requests), requests

@@ -20,6 +20,7 @@ import lifelong
 from lifelong.checkpoint import CONFIG, CheckpointError, ModelSpec
 from lifelong.screening import SourceRateLimiter
 from lifelong.service.auth import Principal, allows
+from lifelong.service.docs import add_offline_docs
 from lifelong.service.metrics import CONTENT_TYPE, Metrics
 from lifelong.service.middleware import BodyLimit, RequestMetrics
 from lifelong.service.page import add_page_routes
@@ -92,7 +93,9 @@ def create_app(service: Service) -> FastAPI:
     """The API around a started `Service`."""
     app = FastAPI(title="lifelong", version=lifelong.__version__,
                   description="A model that keeps learning from feedback while it serves, with gated, versioned, "
-                              "reversible updates. Send the API key in `X-API-Key` (or as a bearer token).")
+                              "reversible updates. Send the API key in `X-API-Key` (or as a bearer token).",
+                  docs_url=None, redoc_url=None)  # served from local files below: no CDN
+    add_offline_docs(app)
     metrics = Metrics(service)
     rate = RateLimit(service.config.feedback_rate) if service.config.feedback_rate else None
     app.add_middleware(BodyLimit, max_bytes=service.config.max_body_bytes)
