@@ -215,3 +215,26 @@ def test_with_screens_off_the_gate_rejects_a_forgetting_attack_and_says_so(tmp_p
         assert 'guard "classes 0,1,2,3"' in report["reason"] and f"it dropped {drop:.1f} points" in report["reason"]
         assert "(a forgetting attack) is not promoted" in report["reason"]
         assert admin.get("/health").json()["version"] == 1
+
+
+def test_an_update_whose_feedback_the_screens_hold_almost_wholly_makes_no_candidate(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    store.migrate()
+    store.bootstrap("v1")
+    ids = store.add_feedback([{"input": [0.0] * 64, "label": str(i % 3)} for i in range(3)], None, None)
+    update_id, _ = store.create_update({}, None)
+    assert store.claim_update("here:1", lambda i: f"u{i}").status == "training"
+    reasons = [{"screen": "label-noise", "reason": "labelled '0', but ...", "score": 0.9}]
+    report = {"passed": False, "failed": ["the screens held 2 of 3 ..."]}
+    assert store.finish_without_candidate(update_id, "here:1", report, {ids[0]: reasons, ids[1]: reasons}) == "rejected"
+    rows = {f.id: f for f in store.feedback(ids)}
+    assert [rows[i].status for i in ids] == ["held", "held", "pending"] and rows[ids[0]].reasons == reasons
+    assert rows[ids[2]].update_id is None and store.pending_count() == 1  # the kept one waits for the next update
+    update = store.update(update_id)
+    assert update.status == "rejected" and update.candidate_version is None and store.versions()[-1].number == 1
+    # a maintainer's approval puts a held example back in the pool; a rejection keeps it out for good
+    assert store.decide_feedback(ids[0], "approved", None).status == "approved" and store.pending_count() == 2
+    assert store.decide_feedback(ids[1], "rejected", None).status == "rejected" and store.pending_count() == 2
+    with pytest.raises(ValueError, match="approved or rejected"):
+        store.decide_feedback(ids[1], "used", None)
+    store.close()
