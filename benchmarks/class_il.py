@@ -19,7 +19,7 @@ from lifelong.data.streams import StreamConfig
 from lifelong.learner import LearnerConfig
 from lifelong.run import ModelConfig
 
-STRATEGIES = ("naive,ewc,lwf,joint,replay,agem,der,der++,er-ace,icarl,replay+wa,replay+bic,der++ +bic"
+STRATEGIES = ("naive,ewc,lwf,joint,replay,agem,der,der++,der-ace,er-ace,icarl,replay+wa,replay+bic,der++ +bic"
               .replace(" ", ""))
 ONE_EPOCH = LearnerConfig(epochs=1, batch_size=128, lr=1e-3)
 MLP = ModelConfig("mlp", (400, 400), 0.0)

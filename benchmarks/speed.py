@@ -85,21 +85,28 @@ def importance_row(name: str, model, x, y, n: int) -> dict:
     batches = [(x[i: i + 128], y[i: i + 128]) for i in range(0, n, 128)]
     n_loop = min(n, 256)  # the loop is slow: time it on fewer samples, report per sample
     loop_s = _timed(lambda: _loop_fisher(model, x[:n_loop], y[:n_loop]), 1) / n_loop
-    vmap_s = _timed(lambda: fisher_diagonal(model, batches, method="vmap"), 1) / n
+    try:
+        vmap_s: float | None = _timed(lambda: fisher_diagonal(model, batches, method="vmap"), 1) / n
+    except RuntimeError:  # transformers' attention-mask code branches on data, which vmap cannot trace
+        vmap_s = None
     exact = fisher_diagonal(model, batches)
-    auto_s = _timed(lambda: fisher_diagonal(model, batches)) / n
+    big = [(x[:n], y[:n])]  # lifelong's path in the batches the learner gives it (importance_batch 1024)
+    auto_s = _timed(lambda: fisher_diagonal(model, big)) / n
     mb_s = _timed(lambda: _minibatch_fisher(model, batches, exact)) / n
     approx = _minibatch_fisher(model, batches, exact)
     flat_exact = torch.cat([v.flatten() for v in exact.values()])
     flat_mb = torch.cat([approx[k].flatten() for k in exact])
     loop_check = _loop_fisher(model, x[:64], y[:64])
     auto_check = fisher_diagonal(model, [(x[:64], y[:64])])
-    max_rel = max(float((auto_check[k] - loop_check[k]).abs().max() / loop_check[k].abs().max().clamp(min=1e-30))
-                  for k in loop_check)
+    top = max(float(v.abs().max()) for v in loop_check.values())
+    # tensors whose exact gradient is zero (attention key biases: softmax ignores them) hold rounding
+    # noise of 1e-19 in both paths; their relative difference says nothing
+    max_rel = max(float((auto_check[k] - loop_check[k]).abs().max() / loop_check[k].abs().max())
+                  for k in loop_check if float(loop_check[k].abs().max()) > 1e-10 * top)
     return {"model": name, "parameters": sum(p.numel() for p in model.parameters()),
-            "loop_samples_per_s": 1 / loop_s, "vmap_samples_per_s": 1 / vmap_s,
+            "loop_samples_per_s": 1 / loop_s, "vmap_samples_per_s": 1 / vmap_s if vmap_s else None,
             "lifelong_samples_per_s": 1 / auto_s, "minibatch_samples_per_s": 1 / mb_s,
-            "speedup_vs_loop": loop_s / auto_s, "speedup_vs_vmap": vmap_s / auto_s,
+            "speedup_vs_loop": loop_s / auto_s, "speedup_vs_vmap": vmap_s / auto_s if vmap_s else None,
             "max_relative_difference_vs_loop": max_rel,
             "minibatch_scale": float(flat_mb.sum() / flat_exact.sum()),
             "minibatch_relative_error": float((flat_mb - flat_exact).norm() / flat_exact.norm())}
@@ -228,7 +235,8 @@ def main() -> int:
     print("a. importance throughput (samples/s)", flush=True)
     result["importance"] = [importance_row(name, *args, n) for name, args in models.items()]
     for row in result["importance"]:
-        print(f"  {row['model']}: loop {row['loop_samples_per_s']:.0f}, vmap {row['vmap_samples_per_s']:.0f}, "
+        vmap = f"{row['vmap_samples_per_s']:.0f}" if row["vmap_samples_per_s"] else "fails (data-dependent mask code)"
+        print(f"  {row['model']}: loop {row['loop_samples_per_s']:.0f}, vmap {vmap}, "
               f"lifelong {row['lifelong_samples_per_s']:.0f} ({row['speedup_vs_loop']:.0f}x loop), "
               f"mini-batch {row['minibatch_samples_per_s']:.0f} (scale {row['minibatch_scale']:.4f}, "
               f"rel. error {row['minibatch_relative_error']:.2f}); max diff vs loop "

@@ -17,7 +17,7 @@ import torch
 
 from lifelong.data.streams import StreamConfig
 from lifelong.learner import LearnerConfig
-from lifelong.report import aggregate, environment, format_compare, write_json
+from lifelong.report import CLASS_IL_KEYS, aggregate, environment, format_compare, write_json
 from lifelong.run import ModelConfig, RunConfig, run
 from lifelong.strategies import split_name
 
@@ -38,7 +38,7 @@ class Setting:
     rl_steps: int = 50_000
 
 
-MEMORY_METHODS = {"replay", "agem", "der", "der++", "er-ace", "icarl"}
+MEMORY_METHODS = {"replay", "agem", "der", "der++", "der-ace", "er-ace", "icarl"}
 
 
 def tuned_options(setting: Setting, strategy: str) -> tuple[dict[str, Any], list[str]]:
@@ -46,7 +46,8 @@ def tuned_options(setting: Setting, strategy: str) -> tuple[dict[str, Any], list
     options: dict[str, Any] = {}
     sources = []
     parts = split_name(strategy)
-    for part in parts:
+    # a composition tuned as a whole (results/tuning/<key>-der+++bic.json) overrides its parts' files
+    for part in [*parts, "+".join(parts)] if len(parts) > 1 else parts:
         path = TUNING / f"{setting.tuning}-{part}.json"
         saved = json.loads(path.read_text()) if setting.tuning and path.exists() else {}
         if "chosen" in saved:  # (naive's file holds its validation run, the floor of the rule, not a choice)
@@ -81,16 +82,17 @@ def run_settings(settings: dict[str, Setting], prefix: str, description: str) ->
             for seed in seeds:
                 cfg = RunConfig(replace(setting.stream), strategy, options, setting.learner, setting.model, seed,
                                 mode=setting.mode, rl_steps=setting.rl_steps)
-                r = done.get(json.dumps(cfg.to_dict(), sort_keys=True)) or run(cfg)
+                r = done.get(_key(cfg.to_dict())) or run(cfg)
                 print(f"{name} {strategy} seed {seed}: final {r['average_accuracy']:.3f} learning "
                       f"{r['learning_accuracy']:.3f} retention {r['average_retention']:.3f} ({r['seconds']:.0f} s)",
                       flush=True)
                 results.append(r)
                 # written after every run, so a long benchmark that is stopped resumes with --resume
-                _write(out, name, seeds, sources, results, complete=False)
+                _write(out, name, seeds, sources, _with_kept(results, done, args.strategies), complete=False)
+        results = _with_kept(results, done, args.strategies)
         rows = _write(out, name, seeds, sources, results, complete=True)
         first = results[0]
-        table = format_compare(rows)
+        table = _table(rows, first["scenario"])
         print(f"\n{first['benchmark']}, {first['scenario']}-incremental, {len(first['tasks'])} tasks, seeds "
               f"{args.seeds}\n\n{table}\n\nwritten to {out}\n", flush=True)
     return 0
@@ -100,7 +102,22 @@ def _finished_runs(path: Path) -> dict[str, dict[str, Any]]:
     """Runs already saved in `path`, keyed by their full configuration."""
     if not path.exists():
         return {}
-    return {json.dumps(r["config"], sort_keys=True): r for r in json.loads(path.read_text()).get("runs", [])}
+    return {_key(r["config"]): r for r in json.loads(path.read_text()).get("runs", [])}
+
+
+def _key(config: dict[str, Any]) -> str:
+    """A run's identity: its configuration (a run records the seed it passed to the strategy too)."""
+    options = {k: v for k, v in config["strategy_options"].items() if k != "seed"}
+    return json.dumps({**config, "strategy_options": options}, sort_keys=True)
+
+
+def _with_kept(results: list[dict[str, Any]], done: dict[str, dict[str, Any]], asked: str) -> list[dict[str, Any]]:
+    """This invocation's runs plus the earlier ones it did not repeat (e.g. a costly joint run kept
+    at one seed while the other strategies ran three), in the default strategy order."""
+    ran = {_key(r["config"]) for r in results}
+    merged = results + [r for key, r in done.items() if key not in ran]
+    order = list(dict.fromkeys([*asked.split(","), *STRATEGIES.split(","), *(r["strategy"] for r in merged)]))
+    return sorted(merged, key=lambda r: (order.index(r["strategy"]), r["config"]["seed"]))
 
 
 def _write(out: Path, name: str, seeds: list[int], sources: dict[str, list[str]], results: list[dict[str, Any]],
@@ -109,5 +126,9 @@ def _write(out: Path, name: str, seeds: list[int], sources: dict[str, list[str]]
     first = results[0]
     write_json(out, {"setting": name, "benchmark": first["benchmark"], "scenario": first["scenario"],
                      "seeds": seeds, "complete": complete, "hyperparameters_from": sources, "summary": rows,
-                     "table": format_compare(rows), "runs": results, "environment": environment()})
+                     "table": _table(rows, first["scenario"]), "runs": results, "environment": environment()})
     return rows
+
+
+def _table(rows: list[dict[str, Any]], scenario: str) -> str:
+    return format_compare(rows, CLASS_IL_KEYS) if scenario == "class" else format_compare(rows)

@@ -25,6 +25,7 @@ from lifelong.data.streams import StreamConfig, check
 from lifelong.learner import LearnerConfig
 from lifelong.report import environment, write_json
 from lifelong.run import ModelConfig, RunConfig, run
+from lifelong.strategies import split_name
 
 
 def _regime(args: argparse.Namespace) -> dict:
@@ -119,7 +120,7 @@ def main() -> int:
     best = max(eligible, key=lambda r: r["average_accuracy"])
     print(f"chosen on validation: {best['options']}", flush=True)
     scenario = naive["scenario"]
-    out = args.out or f"results/tuning/{key}-{args.strategy}.json"
+    out = args.out or f"results/tuning/{key}-{'+'.join(split_name(args.strategy))}.json"
     write_json(out, {"benchmark": base.stream.benchmark, "scenario": scenario, "strategy": args.strategy,
                      "split": "valid", "validation": args.validation, "seed": args.seed,
                      "learner": vars(args), "rows": rows, "chosen": best["options"],

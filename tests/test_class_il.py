@@ -93,6 +93,19 @@ def test_der_plus_plus_loss_equals_a_hand_computed_value():
     assert torch.isclose(loss, expected, rtol=1e-5)
 
 
+def test_der_ace_lets_only_the_current_classes_compete_in_the_new_batch_loss():
+    torch.manual_seed(0)
+    model = ContinualClassifier(nn.Linear(2, 4), 1, 4)
+    der = DER(DERPPConfig(memory=4, ace=True))
+    der.before_task(model, 1)
+    batch = der.extend_batch(Batch(torch.randn(3, 2), torch.tensor([2, 3, 2]), torch.zeros(3, dtype=torch.long)))
+    assert batch.mask is not None and batch.mask.tolist() == [[False, False, True, True]] * 3
+    logits = model(batch.x, batch.task).masked_fill(~batch.mask, float("-inf"))
+    F.cross_entropy(logits, batch.y).backward()
+    head = model.net.weight.grad
+    assert torch.all(head[:2] == 0) and torch.any(head[2:] != 0)  # old classes' rows are not pushed down
+
+
 def test_lwf_distillation_is_zero_when_the_model_equals_its_previous_copy():
     torch.manual_seed(0)
     model = ContinualClassifier(MLP(4, (8,), 6), 2, 6)

@@ -27,6 +27,13 @@ def test_run_json_prints_exactly_one_object_with_the_documented_keys(tmp_path):
     assert json.loads(out.read_text())["accuracy_matrix"] == result["accuracy_matrix"]
 
 
+def test_run_sets_any_strategy_option():
+    proc = lifelong("run", *BASE, "--strategy", "agem", "--memory", "40", "--set", "reference_batch=16",
+                    "--tasks", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["config"]["strategy_options"]["reference_batch"] == 16
+
+
 def test_run_prints_a_readable_table():
     proc = lifelong("run", *BASE, "--strategy", "si", "--tasks", "5")
     assert proc.returncode == 0, proc.stderr
@@ -48,6 +55,7 @@ def test_compare_prints_a_markdown_table_with_mean_and_std(tmp_path):
     (["run", "--strategy", "naive", "--lambda", "3"], "no use for --lambda"),
     (["run", "--benchmark", "permuted-digits", "--scenario", "class"], "supports scenario"),
     (["compare", "--strategies", "ewc", "--set", "ewc.strength"], "STRATEGY.OPTION=VALUE"),
+    (["run", "--strategy", "agem", "--set", "strength=3"], "agem has no option 'strength'"),
     (["run", "--epochs", "many"], "invalid int"),
 ])
 def test_bad_arguments_exit_2_with_a_clear_message(args, message):

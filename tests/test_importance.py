@@ -123,6 +123,26 @@ def test_shared_weights_fall_back_to_the_whole_model_vmap(digits):
     _assert_close(fisher_diagonal(model, batches, method="auto"), fisher_diagonal(model, batches, method="loop"))
 
 
+class BroadcastPositions(nn.Module):
+    """Position embeddings looked up once, shape [1, L, d], and broadcast over the batch (BERT's default)."""
+
+    def __init__(self):
+        super().__init__()
+        self.tokens, self.positions, self.out = nn.Embedding(30, 6), nn.Embedding(7, 6), nn.Linear(6, 4)
+
+    def forward(self, ids):
+        h = self.tokens(ids) + self.positions(torch.arange(ids.shape[1]).unsqueeze(0))
+        return self.out(torch.tanh(h).mean(1))
+
+
+def test_a_module_broadcast_over_the_batch_is_not_taken_for_per_sample():
+    torch.manual_seed(0)
+    model = BroadcastPositions()
+    batches = _text_batches()
+    loop = fisher_diagonal(model, batches, method="loop")
+    _assert_close(fisher_diagonal(model, batches, method="auto"), loop)
+
+
 def test_mas_paths_equal_loop(split_digits):
     model = ContinualClassifier(MLP(64, (32,), 10), 5, 10)
     model.set_class_mask(split_digits.class_mask(2))

@@ -20,6 +20,7 @@ from lifelong.service.store import Store, default_url, default_versions_dir
 from lifelong.service.tables import RUNNING
 
 TRIALS = 10
+REQUESTS_PER_TRIAL = 40
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,11 @@ def _intake(url: str, key: str, pool: list[dict], seed: int, stop: threading.Eve
             accepted: dict[int, tuple[str, object]], lock: threading.Lock) -> None:
     rng = random.Random(seed)
     with httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=10) as client:
-        while not stop.is_set():
+        # a bounded stream per trial: what an update trains on stays small, so its phases last
+        # seconds even on a loaded machine and every kill target is reached
+        for _ in range(REQUESTS_PER_TRIAL):
+            if stop.is_set():
+                break
             batch = rng.sample(pool, rng.randint(1, 8))
             try:
                 reply = client.post("/feedback", json={"examples": batch})

@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     run_p.add_argument("--checkpoint-dir", help="save the run's progress here after each task")
     run_p.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR (same options)")
     run_p.add_argument("--save", metavar="DIR", help="save the trained model in DIR (what `lifelong serve` serves)")
+    run_p.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
+                       help="any option of the strategy, e.g. reference_batch=128 (repeatable)")
     _add_common(run_p)
     _add_strategy_flags(run_p)
     cmp_p = sub.add_parser("compare", help="several strategies and seeds, a Markdown table",
@@ -190,6 +192,9 @@ def _parse_sets(items: list[str], strategies: list[str]) -> dict[str, dict[str, 
             raise UsageError(f"--set takes STRATEGY.OPTION=VALUE, got {item!r}")
         if name not in strategies:
             raise UsageError(f"--set {item!r}: {name!r} is not among --strategies")
+        known = {k for fields in strategy_options(name).values() for k in fields}
+        if key not in known:
+            raise UsageError(f"--set {item!r}: {name} has no option {key!r}; it has {', '.join(sorted(known))}")
         sets.setdefault(name, {})[key] = _parse_value(value)
     return sets
 
@@ -242,7 +247,9 @@ def _command_run(args: argparse.Namespace, progress: bool) -> int:
     from lifelong.run import run
 
     name = _with_bias_correction(args.strategy, args)
-    config = _run_config(args, name, args.seed, _strategy_options(name, args, {}))
+    sets = _parse_sets([f"{name}.{item}" if "=" in item and "." not in item.partition("=")[0] else item
+                        for item in args.set], [name])
+    config = _run_config(args, name, args.seed, _strategy_options(name, args, sets))
     if args.save and (args.benchmark == "control" or args.encoder != "frozen"):
         raise UsageError("--save supports array benchmarks and clinc150 with the frozen encoder")
     trained: dict[str, Any] = {}

@@ -17,7 +17,9 @@ import numpy as np
 METRICS = ("average_accuracy", "learning_accuracy", "average_retention", "forgetting", "bwt", "fwt")
 SHORT = {"average_accuracy": "final acc", "learning_accuracy": "learning acc",
          "average_retention": "retention", "forgetting": "forgetting", "bwt": "BWT", "fwt": "FWT",
-         "specialist_retention": "vs specialist", "seconds": "seconds"}
+         "specialist_retention": "vs specialist", "seconds": "seconds", "recency_bias": "recency bias",
+         "state_bytes": "state kB"}
+CLASS_IL_KEYS = ("average_accuracy", "learning_accuracy", "average_retention", "recency_bias", "state_bytes", "seconds")
 
 
 def environment() -> dict[str, Any]:
@@ -92,7 +94,9 @@ def aggregate(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for name, runs in groups.items():
         row: dict[str, Any] = {"strategy": name, "seeds": [r["config"]["seed"] for r in runs]}
-        for key in (*METRICS, "seconds"):
+        for key in (*METRICS, "seconds", "recency_bias", "state_bytes"):
+            if any(r.get(key) is None for r in runs):  # recency bias exists in class-IL only
+                continue
             vals = np.array([r[key] for r in runs], dtype=np.float64)
             row[key] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0}
         rows.append(row)
@@ -107,7 +111,13 @@ def format_compare(rows: Sequence[dict[str, Any]], keys: Sequence[str] = (
     for row in rows:
         cells = []
         for k in keys:
+            if k not in row:
+                cells.append("-")
+                continue
             m, s = row[k]["mean"], row[k]["std"]
+            if k == "state_bytes":  # the same for every seed: no spread to show
+                cells.append(f"{m / 1000:.0f}")
+                continue
             digits = 1 if k == "seconds" else 3
             cells.append(_fmt(m, digits) + (f" ± {_fmt(s, digits)}" if len(row["seeds"]) > 1 else ""))
         lines.append(f"| {row['strategy']} | {len(row['seeds'])} | " + " | ".join(cells) + " |")

@@ -1,7 +1,7 @@
 """CLINC150 intent classification as a task stream: one task per domain of 15 intents.
 
 The data is read from a folder holding `data_full.json.gz` and `domains.json` (the layout of
-../shared/datasets/clinc150): `--clinc150-dir`, else $LIFELONG_CLINC150, else `shared/datasets/
+../shared/datasets/clinc150): `--data-dir`, else $LIFELONG_CLINC150, else `shared/datasets/
 clinc150` beside the repository when that exists. It is never copied into the repository.
 
 Texts become tensors through a `featurize` function given by the caller: sentence embeddings of a
@@ -24,7 +24,7 @@ from lifelong.data.task import ArrayDataset, Task, TaskStream
 from lifelong.data.vision import DataError, class_order
 
 Featurize = Callable[[Sequence[str]], Tensor]
-_HINT = ("CLINC150 (Larson et al. 2019, CC BY 3.0) is not bundled; point --clinc150-dir or LIFELONG_CLINC150 at a "
+_HINT = ("CLINC150 (Larson et al. 2019, CC BY 3.0) is not bundled; point --data-dir or LIFELONG_CLINC150 at a "
          "folder holding data_full.json.gz and domains.json (the 'full' split of "
          "https://github.com/clinc/oos-eval plus a domain -> intents map)")
 

@@ -120,6 +120,9 @@ def _accumulate_by_module(model: nn.Module, owners, b: Batch, objective, transfo
         return False
     if any(c[0][2]._version != c[0][3] for c in calls.values()):
         return False  # an in-place op changed a module's output after the hook saw it: not that output's gradient
+    if any(c[0][2].dim() == 0 or c[0][2].shape[0] != len(b.y) for c in calls.values()):
+        return False  # a module run once for the whole batch and broadcast (e.g. position embeddings of shape
+        # [1, L]): its output's gradient is summed over samples, so its per-sample squares are not separable
     names = [n for n, _ in owners if n in calls]
     grads = torch.autograd.grad(loss, [calls[n][0][2] for n in names], allow_unused=True)
     modules = dict(owners)
@@ -187,7 +190,14 @@ def _estimate(kind: str, model: nn.Module, batches: Iterable[Any], *, true_fishe
             if not done and method == "loop":
                 _accumulate_loop(model, b, objective, transform, sums)
             elif not done:
-                _accumulate_vmap(model, b, objective, transform, sums, chunk_size)
+                part = {n: torch.zeros_like(v) for n, v in sums.items()}
+                try:
+                    _accumulate_vmap(model, b, objective, transform, part, chunk_size)
+                except RuntimeError:  # vmap cannot trace data-dependent code (transformers' mask checks)
+                    part = {n: torch.zeros_like(v) for n, v in sums.items()}
+                    _accumulate_loop(model, b, objective, transform, part)
+                for n, v in part.items():
+                    sums[n] += v
             count += len(b.y)
     finally:
         model.train(was_training)

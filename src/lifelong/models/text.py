@@ -63,7 +63,11 @@ class SentenceEncoder(nn.Module):
             ids, mask = ids[:, :longest], mask[:, :longest]
         except RuntimeError:
             pass
-        states = self.bert(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        # position ids given per sample (BERT's default is one row broadcast over the batch, which would
+        # hide the per-sample gradients of the position embeddings from the importance estimate)
+        positions = torch.arange(ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
+        states = self.bert(input_ids=ids, attention_mask=mask.long(), position_ids=positions,
+                           token_type_ids=torch.zeros_like(ids)).last_hidden_state
         pooled = (states * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
         return F.normalize(pooled, dim=-1)
 

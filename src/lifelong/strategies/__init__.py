@@ -13,7 +13,7 @@ from lifelong.strategies.agem import AGEM, AGEMConfig
 from lifelong.strategies.base import Naive, NaiveConfig, Strategy, StrategyConfig
 from lifelong.strategies.bias import WA, BiC, BiCConfig, WAConfig
 from lifelong.strategies.compose import Compose
-from lifelong.strategies.der import DER, DERConfig, DERPPConfig
+from lifelong.strategies.der import DER, DERACEConfig, DERConfig, DERPPConfig
 from lifelong.strategies.er_ace import ERACE, ERACEConfig
 from lifelong.strategies.ewc import EWC, EWCConfig, OnlineEWCConfig
 from lifelong.strategies.icarl import ICaRL, ICaRLConfig
@@ -38,6 +38,7 @@ REGISTRY: dict[str, tuple[type[StrategyConfig], type[Strategy]]] = {
     "agem": (AGEMConfig, AGEM),
     "der": (DERConfig, DER),
     "der++": (DERPPConfig, DER),
+    "der-ace": (DERACEConfig, DER),  # DER++ whose new-batch loss covers the current classes only (ER-ACE)
     "er-ace": (ERACEConfig, ERACE),
     "icarl": (ICaRLConfig, ICaRL),
     "ncm": (NCMConfig, NCM),
@@ -49,7 +50,7 @@ STRATEGIES = (*REGISTRY, "ewc+replay")
 
 def split_name(name: str) -> list[str]:
     """'ewc+der++' -> ['ewc', 'der++']: registered names, longest first, joined by '+'."""
-    parts, rest = [], name.strip()
+    parts, rest = [], "".join(name.split())  # "der++ +bic" and "der+++bic" are the same
     names = sorted(REGISTRY, key=len, reverse=True)
     while rest:
         match = next((n for n in names if rest.startswith(n) and rest[len(n):len(n) + 1] in ("", "+")), None)

@@ -131,4 +131,4 @@ def fit_correction(logits: Tensor, labels: Tensor, new: Tensor, steps: int, lr: 
         optimizer.zero_grad()
         F.cross_entropy(correct(logits, new, alpha, beta), labels).backward()
         optimizer.step()
-    return float(alpha), float(beta)
+    return float(alpha.detach()), float(beta.detach())

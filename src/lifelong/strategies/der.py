@@ -3,7 +3,9 @@
 DER adds alpha * MSE(f(x_m), z_m) on a batch drawn from memory (z_m the logits stored when x_m
 was seen); DER++ adds beta * CE(f(x_m'), y_m') on a second batch. The memory is a reservoir over
 the stream, filled as batches arrive. The stored logits cover every class, also those not yet
-learned; the match covers the classes live now.
+learned; the match covers the classes live now. With `ace`, the new batch's own loss lets only the
+current task's classes compete, as in ER-ACE (Caccia et al. 2022), so learning new classes does not
+push the old classes' logits down; the memory terms still cover every class seen so far.
 """
 
 from __future__ import annotations
@@ -27,12 +29,18 @@ class DERConfig(StrategyConfig):
     alpha: float = 0.3  # weight of the logit match
     beta: float = 0.0  # weight of the label loss on a second memory batch (DER++ when > 0)
     replay_batch: int | None = None  # memory samples per term; None: as many as the new batch
+    ace: bool = False  # asymmetric loss: the new batch's cross-entropy over the current task's classes only
 
 
 @dataclass
 class DERPPConfig(DERConfig):
     alpha: float = 2.0  # FINDINGS: validation accuracy kept rising with alpha and beta up to 2
     beta: float = 2.0
+
+
+@dataclass
+class DERACEConfig(DERPPConfig):
+    ace: bool = True  # DER++ with ER-ACE's asymmetric loss on the new batch
 
 
 def logit_match(current: Tensor, stored: Tensor) -> Tensor:
@@ -49,9 +57,20 @@ class DER(Strategy):
     def __init__(self, config: DERConfig | None = None):
         self.config = config or DERConfig()
         if self.config.beta > 0:
-            self.name = "der++"  # type: ignore[misc]
+            self.name = "der-ace" if self.config.ace else "der++"  # type: ignore[misc]
         self.memory = ReplayMemory(self.config.memory, self.config.selection,
                                    torch.Generator().manual_seed(self.config.seed))
+        self.current = torch.zeros(0, dtype=torch.bool)
+
+    def before_task(self, model: nn.Module, task_id: int) -> None:
+        self.current = torch.zeros(int(getattr(model, "num_classes", 0)), dtype=torch.bool)
+
+    def extend_batch(self, batch: Batch) -> Batch:
+        if not self.config.ace or not len(self.current):
+            return batch
+        self.current[batch.y] = True
+        mask = self.current.expand(len(batch.y), -1)
+        return Batch(batch.x, batch.y, batch.task, mask if batch.mask is None else mask & batch.mask)
 
     def extra_loss(self, model: nn.Module, batch: Batch, logits: Tensor) -> Tensor | None:
         cfg = self.config
