@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 
-.PHONY: setup data browser postgres serve-demo bench-serve bench-poison report-screenshot test lint demo bench bench-vision bench-language bench-control bench-class-il clean
+.PHONY: setup data browser postgres serve-demo bench-serve bench-poison report-screenshot test lint demo bench bench-vision bench-language bench-control bench-class-il bench-scale clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,19 +43,34 @@ demo: setup
 bench: setup
 	$(PY) benchmarks/speed.py
 
-# The README's tables: each prints its tables and writes results/<name>-<setting>.json.
-# Hyperparameters come from results/tuning/ (benchmarks/tune.py, on validation data).
+# The README's tables: each prints its tables and writes results/<name>-<setting>.json; --resume reuses
+# the runs already saved with the same configuration. Hyperparameters come from results/tuning/
+# (benchmarks/tune.py, on validation data). `python benchmarks/tables.py --readme` then rewrites the
+# README's tables from the result files. BENCH_FLAGS=--threads 1 makes runs bit-for-bit reproducible.
+BENCH_FLAGS ?= --threads 1 --resume
+CLASS_IL_KEY := naive,joint,replay,der++,er-ace,icarl,replay+bic,der+++bic
 bench-vision: setup
-	$(PY) benchmarks/vision.py
+	$(PY) benchmarks/vision.py $(BENCH_FLAGS) --settings permuted --strategies naive,replay,ewc,online-ewc,si,mas,ewc+replay
+	$(PY) benchmarks/vision.py $(BENCH_FLAGS) --settings permuted --strategies joint --seeds 0
+	$(PY) benchmarks/vision.py $(BENCH_FLAGS) --settings split-task,split-class
 
 bench-language: setup
-	$(PY) benchmarks/language.py
+	$(PY) benchmarks/language.py $(BENCH_FLAGS) --settings frozen-task
+	$(PY) benchmarks/language.py $(BENCH_FLAGS) --settings frozen-class \
+		--strategies naive,joint,replay,ewc,online-ewc,si,mas,ewc+replay,der++,er-ace,ncm
+	$(PY) benchmarks/language.py $(BENCH_FLAGS) --settings finetune-task --seeds 0 --strategies naive,ewc
 
 bench-control: setup
-	$(PY) benchmarks/control.py
+	$(PY) benchmarks/control.py $(BENCH_FLAGS) --settings lander-rewired,classic
+	$(PY) benchmarks/control.py $(BENCH_FLAGS) --settings rl-cartpole-rewired --seeds 0 --strategies naive,ewc
 
 bench-class-il: setup
-	$(PY) benchmarks/class_il.py
+	$(PY) benchmarks/class_il.py $(BENCH_FLAGS) --settings split-fmnist-random,split-fmnist-fixed,split-digits
+	$(PY) benchmarks/class_il.py $(BENCH_FLAGS) --settings split-fmnist-200,split-fmnist-2000,split-fmnist-5ep \
+		--strategies $(CLASS_IL_KEY)
+
+bench-scale: setup
+	$(PY) benchmarks/scale.py
 
 # An intent classifier learns 2 new CLINC150 domains from users' feedback while serving, then rolls back.
 serve-demo: setup

@@ -5,7 +5,8 @@ not yet seen masked in the loss and at evaluation; accuracy over the classes see
 split-fmnist-random: random class orders drawn from each seed (the main table); split-fmnist-fixed:
 classes in order 0-1, 2-3, ... (to compare with the peers' published rows); memory 600 (1 %);
 1 epoch. split-fmnist-200 / -2000 and -5ep vary the budget and the epochs; split-digits is the fast
-case; clinc150: 150 intents in 10 domain groups on the frozen MiniLM encoder, memory 150 (1 %).
+case. CLINC150 class-IL (150 intents in 10 domain groups, frozen MiniLM encoder, memory 150 = 1 %) is
+benchmarks/language.py's frozen-class setting.
 
     python benchmarks/class_il.py --settings split-fmnist-random
 """
@@ -33,9 +34,6 @@ SETTINGS = {
     "split-fmnist-5ep": Setting(FMNIST, replace(ONE_EPOCH, epochs=5), MLP, 600, tuning="split-fmnist-class-il"),
     "split-digits": Setting(StreamConfig("split-digits", "class", 5, class_order="random"),
                             LearnerConfig(epochs=10, batch_size=32), ModelConfig("mlp", (100, 100)), 100),
-    "clinc150": Setting(StreamConfig("clinc150", "class", 10, class_order="random", encoder="frozen"),
-                        LearnerConfig(epochs=5, batch_size=32), ModelConfig("mlp", (256, 256), 0.3), 150,
-                        tuning="clinc150-class-frozen"),
 }
 
 if __name__ == "__main__":

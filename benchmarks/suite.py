@@ -114,8 +114,9 @@ def _key(config: dict[str, Any]) -> str:
 def _with_kept(results: list[dict[str, Any]], done: dict[str, dict[str, Any]], asked: str) -> list[dict[str, Any]]:
     """This invocation's runs plus the earlier ones it did not repeat (e.g. a costly joint run kept
     at one seed while the other strategies ran three), in the default strategy order."""
-    ran = {_key(r["config"]) for r in results}
-    merged = results + [r for key, r in done.items() if key not in ran]
+    asked_names = {frozenset(split_name(a)) for a in asked.split(",")}
+    merged = results + [r for r in done.values()  # a strategy asked for now keeps only its runs of now
+                        if frozenset(split_name(r["strategy"])) not in asked_names]
     order = list(dict.fromkeys([*asked.split(","), *STRATEGIES.split(","), *(r["strategy"] for r in merged)]))
     return sorted(merged, key=lambda r: (order.index(r["strategy"]), r["config"]["seed"]))
 

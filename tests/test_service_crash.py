@@ -94,7 +94,7 @@ def _kill_moment(url: str, versions: Path, update_id: int | None, target: str, r
     store = Store(url)
     try:
         final = ("promoted", "rejected", "failed")
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 240  # an update on a loaded 2-core machine can take minutes
         while target != "anytime" and update_id is not None and time.monotonic() < deadline:
             if target == "writing" and any(".tmp-" in name for name in os.listdir(versions)):
                 return "writing files"

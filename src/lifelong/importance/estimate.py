@@ -194,6 +194,8 @@ def _estimate(kind: str, model: nn.Module, batches: Iterable[Any], *, true_fishe
                 try:
                     _accumulate_vmap(model, b, objective, transform, part, chunk_size)
                 except RuntimeError:  # vmap cannot trace data-dependent code (transformers' mask checks)
+                    if method == "vmap":
+                        raise
                     part = {n: torch.zeros_like(v) for n, v in sums.items()}
                     _accumulate_loop(model, b, objective, transform, part)
                 for n, v in part.items():
