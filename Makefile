@@ -70,7 +70,7 @@ bench-class-il: setup
 		--strategies $(CLASS_IL_KEY)
 
 bench-scale: setup
-	$(PY) benchmarks/scale.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/scale.py
 
 # An intent classifier learns 2 new CLINC150 domains from users' feedback while serving, then rolls back.
 serve-demo: setup

@@ -2,7 +2,8 @@
 wall time and retention, written to results/scale.json.
 
 Same options as the vision benchmark's EWC row (tuned λ, 2 epochs, dropout 0.3). The 1-process run
-uses every core; each of the 2 ranks gets half of them (torchrun sets OMP_NUM_THREADS per rank).
+uses torch's default thread count unless OMP_NUM_THREADS says otherwise (the README's line sets it to
+1, the same as each rank gets from torchrun on a 2-core machine); the count is recorded.
 
     python benchmarks/scale.py [--tasks 10] [--ranks 2]
 """
@@ -54,7 +55,8 @@ def main() -> int:
     for row in rows:
         print(f"{row['ranks']} rank(s): {row['wall_seconds']:.0f} s, final {row['average_accuracy']:.3f}, "
               f"learning {row['learning_accuracy']:.3f}, retention {row['average_retention']:.3f}")
-    write_json(args.out, {"command": " ".join(base), "rows": rows, "environment": environment()})
+    write_json(args.out, {"command": " ".join(base), "rows": rows, "environment": environment(),
+                          "omp_num_threads": os.environ.get("OMP_NUM_THREADS")})
     print(f"written to {Path(args.out)}")
     return 0
 

@@ -226,6 +226,8 @@ def main() -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=str(ROOT / "results" / "speed.json"))
     p.add_argument("--sections", default="abcdefg", help="which sections to run, e.g. abcd (default: all)")
+    p.add_argument("--end-to-end", default="naive,ewc,online-ewc,si,mas", help="strategies timed in section e")
+    p.add_argument("--widths", default="700,2800,9600", help="hidden widths of section f's MLPs (1M, 10M, 100M)")
     args = p.parse_args()
     n = 512 if args.quick else 1024
     x, y, source = _data(max(n, 128 * 30))
@@ -262,13 +264,13 @@ def main() -> int:
         print("e. end-to-end training seconds (importance included), Permuted Fashion-MNIST", flush=True)
         result["end_to_end_seconds"] = {}
         for tasks in (5, 10):
-            secs = end_to_end(tasks, ["naive", "ewc", "online-ewc", "si", "mas"])
+            secs = end_to_end(tasks, args.end_to_end.split(","))
             result["end_to_end_seconds"][tasks] = secs
             write_json(args.out, result)
             print(f"  {tasks} tasks: " + ", ".join(f"{k} {v:.1f} s ({v / secs['naive']:.2f}x)"
                                                    for k, v in secs.items()), flush=True)
     if "f" in args.sections:
-        size_section(result, x, y, args.quick)
+        size_section(result, x, y, args.quick, [int(w) for w in args.widths.split(",")])
         write_json(args.out, result)
     if "g" in args.sections and not args.quick and source == "fashion-mnist":
         print("g. cheaper consolidation state: EWC on 10-task Permuted Fashion-MNIST (test split)", flush=True)
@@ -329,10 +331,10 @@ def steps_section(result: dict, mlp, x, y, quick: bool) -> None:
 
 
 
-def size_section(result: dict, x, y, quick: bool) -> None:
+def size_section(result: dict, x, y, quick: bool, widths: list[int]) -> None:
     rounds, steps = (5, 10) if quick else (15, 25)
     print("f. cost by model size (MLP 784-h-h-10)", flush=True)
-    widths = [700, 2800] if quick else [700, 2800, 9600]
+    widths = [700, 2800] if quick else widths
     result["by_size"] = []
     for h in widths:
         def factory(h=h):

@@ -88,7 +88,8 @@ def run_settings(settings: dict[str, Setting], prefix: str, description: str) ->
                       flush=True)
                 results.append(r)
                 # written after every run, so a long benchmark that is stopped resumes with --resume
-                _write(out, name, seeds, sources, _with_kept(results, done, args.strategies), complete=False)
+                _write(out, name, seeds, sources, _with_kept(results, done, args.strategies, final=False),
+                       complete=False)
         results = _with_kept(results, done, args.strategies)
         rows = _write(out, name, seeds, sources, results, complete=True)
         first = results[0]
@@ -111,12 +112,16 @@ def _key(config: dict[str, Any]) -> str:
     return json.dumps({**config, "strategy_options": options}, sort_keys=True)
 
 
-def _with_kept(results: list[dict[str, Any]], done: dict[str, dict[str, Any]], asked: str) -> list[dict[str, Any]]:
+def _with_kept(results: list[dict[str, Any]], done: dict[str, dict[str, Any]], asked: str,
+               final: bool = True) -> list[dict[str, Any]]:
     """This invocation's runs plus the earlier ones it did not repeat (e.g. a costly joint run kept
     at one seed while the other strategies ran three), in the default strategy order."""
     asked_names = {frozenset(split_name(a)) for a in asked.split(",")}
-    merged = results + [r for r in done.values()  # a strategy asked for now keeps only its runs of now
-                        if frozenset(split_name(r["strategy"])) not in asked_names]
+    ran = {_key(r["config"]) for r in results}
+    # a strategy asked for now keeps only its runs of now; until the end, the saved runs not yet
+    # reached stay in the file too, so that stopping a resumed run loses nothing
+    merged = results + [r for key, r in done.items() if key not in ran
+                        and (not final or frozenset(split_name(r["strategy"])) not in asked_names)]
     order = list(dict.fromkeys([*asked.split(","), *STRATEGIES.split(","), *(r["strategy"] for r in merged)]))
     return sorted(merged, key=lambda r: (order.index(r["strategy"]), r["config"]["seed"]))
 
