@@ -27,8 +27,9 @@ postgres:
 browser:
 	@sh scripts/ensure-chromium.sh
 
+# one worker per core (each test uses one torch thread); a module's tests share a worker and its fixtures
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadscope
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks scripts examples

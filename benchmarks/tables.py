@@ -181,7 +181,8 @@ def speed() -> str | None:
                 f"d. EWC state bytes per parameter by N: {state}; peak resident memory {rss}."]
     if "end_to_end_seconds" in r:
         out += ["", "e. End-to-end training seconds of Permuted Fashion-MNIST (1 epoch, importance included):", "",
-                "| tasks | " + " | ".join(r["end_to_end_seconds"][next(iter(r["end_to_end_seconds"]))]) + " |",
+                "| tasks | " + " | ".join(k.replace(":samples=", ", Fisher from ") for k in
+                                          r["end_to_end_seconds"][next(iter(r["end_to_end_seconds"]))]) + " |",
                 "|---|" + "---|" * len(r["end_to_end_seconds"][next(iter(r["end_to_end_seconds"]))])]
         for tasks, secs in r["end_to_end_seconds"].items():
             out.append(f"| {tasks} | " + " | ".join(f"{v:.0f} s ({v / secs['naive']:.2f}x)" for v in secs.values())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from lifelong import distributed
-from lifelong.data.task import Batch, BatchLoader, TaskData, TaskStream
+from lifelong.data.task import Batch, BatchLoader, Task, TaskData, TaskStream
 from lifelong.models.heads import ContinualClassifier
 from lifelong.strategies.base import Strategy
 
@@ -168,23 +168,52 @@ class Learner:
         if position is not None:
             self._set_position(stream, position)
         newest = stream[position if position is not None else self._position]
-        was_training = self.model.training
-        self.model.eval()
-        accuracies, into_newest, earlier = [], 0, 0
         newest_classes = torch.tensor(newest.classes)
+        accuracies, into_newest, earlier = [], 0, 0
         for task in stream:
             if task.evaluator is not None:
-                accuracies.append(task.evaluator(self.model, task.id, split))
+                accuracies.append(self._evaluate_with(task, split))
                 continue
             correct = total = 0
-            for b in BatchLoader([TaskData(task.eval_data(split), task.id)], self.config.eval_batch):
-                predicted = self.strategy.predict(self.model, b.x, b.task, self.model(b.x, b.task)).argmax(-1)
-                correct += int((predicted == b.y).sum())
-                total += len(b.y)
+            for predicted, y in self._predictions(task, split):
+                correct += int((predicted == y).sum())
+                total += len(y)
                 if task.id < newest.id:
                     into_newest += int(torch.isin(predicted, newest_classes).sum())
-                    earlier += len(b.y)
+                    earlier += len(y)
             accuracies.append(correct / max(total, 1))
-        self.model.train(was_training)
         shared = any(set(t.classes) & set(newest.classes) for t in stream if t.id != newest.id)
         return accuracies, (into_newest / earlier if earlier and not shared else None)
+
+    @torch.no_grad()
+    def task_accuracy(self, stream: TaskStream, index: int, split: str = "test", position: int | None = None) -> float:
+        """Accuracy on one task of the stream (e.g. before any training: one task's cost, not the stream's)."""
+        if position is not None:
+            self._set_position(stream, position)
+        task = stream[index]
+        if task.evaluator is not None:
+            return self._evaluate_with(task, split)
+        correct = total = 0
+        for predicted, y in self._predictions(task, split):
+            correct += int((predicted == y).sum())
+            total += len(y)
+        return correct / max(total, 1)
+
+    def _evaluate_with(self, task: Task, split: str) -> float:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return task.evaluator(self.model, task.id, split)  # type: ignore[misc]
+        finally:
+            self.model.train(was_training)
+
+    @torch.no_grad()
+    def _predictions(self, task: Task, split: str) -> Iterator[tuple[Tensor, Tensor]]:
+        """(predicted class, label) per evaluation batch of one task, with the model in eval mode."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for b in BatchLoader([TaskData(task.eval_data(split), task.id)], self.config.eval_batch):
+                yield self.strategy.predict(self.model, b.x, b.task, self.model(b.x, b.task)).argmax(-1), b.y
+        finally:
+            self.model.train(was_training)

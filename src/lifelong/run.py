@@ -165,7 +165,7 @@ def run(cfg: RunConfig, progress: bool = False, stream: TaskStream | None = None
         baseline, per_task, first = saved["baseline"], saved["per_task"], saved["task"] + 1
         matrix = AccuracyMatrix.from_list(saved["matrix"], baseline)
     else:
-        baseline = [learner.evaluate(stream, cfg.eval_split, position=j)[j] for j in range(len(stream))]
+        baseline = [learner.task_accuracy(stream, j, cfg.eval_split, position=j) for j in range(len(stream))]
         matrix = AccuracyMatrix(len(stream), baseline)
         per_task = []
     tasks = range(first, len(stream))

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 ENCODER_ID = "sentence-transformers/all-MiniLM-L6-v2"
 ENCODERS = ("frozen", "finetune", "lora")
 MAX_TOKENS = 32  # CLINC150 queries are short: 8 words on average, 28 at most
+INFERENCE_CHUNK = 64
 
 
 def encoder_available() -> bool:
@@ -57,6 +58,8 @@ class SentenceEncoder(nn.Module):
         self.bert = bert
 
     def forward(self, ids: Tensor) -> Tensor:
+        if not torch.is_grad_enabled() and len(ids) > INFERENCE_CHUNK and not _under_vmap(ids):
+            return self._forward_by_length(ids)
         mask = ids != 0
         try:  # outside vmap, drop the columns that are padding in every sample (a big saving on CPU)
             longest = int(mask.sum(1).max())
@@ -70,6 +73,17 @@ class SentenceEncoder(nn.Module):
                            token_type_ids=torch.zeros_like(ids)).last_hidden_state
         pooled = (states * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
         return F.normalize(pooled, dim=-1)
+
+    def _forward_by_length(self, ids: Tensor) -> Tensor:
+        """Inference on a big batch: samples sorted by length and run in chunks, so each chunk is cut
+        to its own longest sample rather than the whole batch's (evaluation is 2-3x faster on CLINC150)."""
+        order = (ids != 0).sum(1).argsort()
+        out = torch.cat([self(ids[order[i: i + INFERENCE_CHUNK]]) for i in range(0, len(ids), INFERENCE_CHUNK)])
+        return out[order.argsort()]
+
+
+def _under_vmap(t: Tensor) -> bool:
+    return torch._C._functorch.is_batchedtensor(t) or torch._C._functorch.is_gradtrackingtensor(t)
 
 
 class TextClassifier(nn.Module):
