@@ -107,7 +107,7 @@ def test_the_report_renders_in_chromium(browser, tmp_path):
 
 
 def test_the_service_page_renders_in_chromium(browser, tmp_path):
-    from test_report import service_state  # the same hand-made state the unit tests check
+    from test_service_page import service_state  # the same hand-made state the unit tests check
 
     (tmp_path / "index.html").write_text(render_service_page(service_state()), encoding="utf-8")
     shot = tmp_path / "service.png"
