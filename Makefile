@@ -59,7 +59,8 @@ bench-language: setup
 	$(PY) benchmarks/language.py $(BENCH_FLAGS) --settings frozen-task
 	$(PY) benchmarks/language.py $(BENCH_FLAGS) --settings frozen-class \
 		--strategies naive,joint,replay,ewc,online-ewc,si,mas,ewc+replay,der++,er-ace,ncm
-	$(PY) benchmarks/language.py $(BENCH_FLAGS) --settings finetune-task --seeds 0 --strategies naive,ewc
+	$(PY) benchmarks/language.py $(BENCH_FLAGS) --settings finetune-task
+	$(PY) benchmarks/language.py $(BENCH_FLAGS) --settings finetune-class --seeds 0
 
 bench-control: setup
 	$(PY) benchmarks/control.py $(BENCH_FLAGS) --settings lander-rewired,classic

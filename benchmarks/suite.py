@@ -18,7 +18,7 @@ import torch
 from lifelong.data.streams import StreamConfig
 from lifelong.learner import LearnerConfig
 from lifelong.report import CLASS_IL_KEYS, aggregate, environment, format_compare, write_json
-from lifelong.run import ModelConfig, RunConfig, run
+from lifelong.run import ModelConfig, RunConfig, run, seeded
 from lifelong.strategies import split_name
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,7 +82,7 @@ def run_settings(settings: dict[str, Setting], prefix: str, description: str) ->
             for seed in seeds:
                 cfg = RunConfig(replace(setting.stream), strategy, options, setting.learner, setting.model, seed,
                                 mode=setting.mode, rl_steps=setting.rl_steps)
-                r = done.get(_key(cfg.to_dict())) or run(cfg)
+                r = _saved(done, cfg) or run(cfg)
                 print(f"{name} {strategy} seed {seed}: final {r['average_accuracy']:.3f} learning "
                       f"{r['learning_accuracy']:.3f} retention {r['average_retention']:.3f} ({r['seconds']:.0f} s)",
                       flush=True)
@@ -104,6 +104,12 @@ def _finished_runs(path: Path) -> dict[str, dict[str, Any]]:
     if not path.exists():
         return {}
     return {_key(r["config"]): r for r in json.loads(path.read_text()).get("runs", [])}
+
+
+def _saved(done: dict[str, dict[str, Any]], cfg: RunConfig) -> dict[str, Any] | None:
+    """The saved run of this configuration, if any. A run records its config with the seed passed
+    down to the stream and the learner (`seeded`), so that is what it is looked up by."""
+    return done.get(_key(seeded(cfg).to_dict()))
 
 
 def _key(config: dict[str, Any]) -> str:

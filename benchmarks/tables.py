@@ -31,6 +31,7 @@ SUMMARY = [  # (domain, result file, what it is)
     ("language", "language-frozen-task", "CLINC150, 10 domains, task-IL (frozen MiniLM)"),
     ("language", "language-frozen-class", "CLINC150, 10 domains, class-IL (frozen MiniLM)"),
     ("language", "language-finetune-task", "CLINC150, 5 domains, task-IL (fine-tuned MiniLM)"),
+    ("language", "language-finetune-class", "CLINC150, 5 domains, class-IL (fine-tuned MiniLM)"),
     ("control", "control-lander-rewired", "LunarLander, 3 rewired sensor boards, behaviour cloning"),
     ("control", "control-classic", "CartPole -> Acrobot -> LunarLander, behaviour cloning"),
     ("control", "control-rl-cartpole-rewired", "CartPole, 3 rewired sensor boards, DQN"),

@@ -51,3 +51,18 @@ def test_a_rerun_replaces_the_saved_run_of_the_same_configuration():
     new["average_accuracy"] = 0.9
     kept = suite._with_kept([new], {suite._key(old["config"]): old}, "ewc", final=False)
     assert kept == [new]
+
+
+def test_a_saved_run_of_any_seed_is_found_by_the_configuration_that_made_it():
+    from lifelong.data.streams import StreamConfig
+    from lifelong.learner import LearnerConfig
+    from lifelong.run import ModelConfig, RunConfig, seeded
+
+    for seed in (0, 1, 2):
+        cfg = RunConfig(StreamConfig("split-digits"), "ewc", {"strength": 10.0}, LearnerConfig(), ModelConfig(), seed)
+        saved = {"strategy": "ewc", "config": seeded(cfg).to_dict()}  # what `run` records
+        done = {suite._key(saved["config"]): saved}
+        assert suite._saved(done, cfg) is saved
+        other = RunConfig(StreamConfig("split-digits"), "ewc", {"strength": 10.0}, LearnerConfig(), ModelConfig(),
+                          seed + 1)
+        assert suite._saved(done, other) is None

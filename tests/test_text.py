@@ -68,6 +68,18 @@ def test_padding_does_not_change_the_sentence_embedding():
     assert torch.allclose(together[0], alone[0], atol=1e-5)
 
 
+
+def test_big_inference_batches_run_by_length_and_give_the_same_embeddings():
+    enc = text.load_encoder().eval()
+    query = "please tell me how much money is left in my checking account right now"
+    queries = [" ".join(query.split()[: 2 + i % 12]) for i in range(text.INFERENCE_CHUNK * 2 + 5)]
+    ids = text.tokenize(queries)
+    with torch.no_grad():
+        by_length = enc(ids)  # sorted by length, chunked, put back in order
+    with torch.enable_grad():
+        whole = enc(ids).detach()  # one batch cut to its longest query
+    assert torch.allclose(by_length, whole, atol=1e-5)
+
 @needs_clinc
 def test_ewc_keeps_more_of_the_first_domain_than_naive_when_fine_tuning(tmp_path, monkeypatch):
     from lifelong.learner import LearnerConfig
