@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,17 +171,9 @@ class Learner:
         newest_classes = torch.tensor(newest.classes)
         accuracies, into_newest, earlier = [], 0, 0
         for task in stream:
-            if task.evaluator is not None:
-                accuracies.append(self._evaluate_with(task, split))
-                continue
-            correct = total = 0
-            for predicted, y in self._predictions(task, split):
-                correct += int((predicted == y).sum())
-                total += len(y)
-                if task.id < newest.id:
-                    into_newest += int(torch.isin(predicted, newest_classes).sum())
-                    earlier += len(y)
-            accuracies.append(correct / max(total, 1))
+            accuracy, into, counted = self._score(task, split, newest_classes if task.id < newest.id else None)
+            accuracies.append(accuracy)
+            into_newest, earlier = into_newest + into, earlier + counted
         shared = any(set(t.classes) & set(newest.classes) for t in stream if t.id != newest.id)
         return accuracies, (into_newest / earlier if earlier and not shared else None)
 
@@ -190,30 +182,22 @@ class Learner:
         """Accuracy on one task of the stream (e.g. before any training: one task's cost, not the stream's)."""
         if position is not None:
             self._set_position(stream, position)
-        task = stream[index]
-        if task.evaluator is not None:
-            return self._evaluate_with(task, split)
-        correct = total = 0
-        for predicted, y in self._predictions(task, split):
-            correct += int((predicted == y).sum())
-            total += len(y)
-        return correct / max(total, 1)
+        return self._score(stream[index], split)[0]
 
-    def _evaluate_with(self, task: Task, split: str) -> float:
+    def _score(self, task: Task, split: str, newest_classes: Tensor | None = None) -> tuple[float, int, int]:
+        """(accuracy, samples predicted as one of `newest_classes`, samples counted for that), in eval mode."""
         was_training = self.model.training
         self.model.eval()
         try:
-            return task.evaluator(self.model, task.id, split)  # type: ignore[misc]
-        finally:
-            self.model.train(was_training)
-
-    @torch.no_grad()
-    def _predictions(self, task: Task, split: str) -> Iterator[tuple[Tensor, Tensor]]:
-        """(predicted class, label) per evaluation batch of one task, with the model in eval mode."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
+            if task.evaluator is not None:
+                return task.evaluator(self.model, task.id, split), 0, 0
+            correct = total = into = 0
             for b in BatchLoader([TaskData(task.eval_data(split), task.id)], self.config.eval_batch):
-                yield self.strategy.predict(self.model, b.x, b.task, self.model(b.x, b.task)).argmax(-1), b.y
+                predicted = self.strategy.predict(self.model, b.x, b.task, self.model(b.x, b.task)).argmax(-1)
+                correct += int((predicted == b.y).sum())
+                total += len(b.y)
+                if newest_classes is not None:
+                    into += int(torch.isin(predicted, newest_classes).sum())
+            return correct / max(total, 1), into, total if newest_classes is not None else 0
         finally:
             self.model.train(was_training)
