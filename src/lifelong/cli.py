@@ -10,7 +10,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from typing import Any
 
-from lifelong.data.streams import BENCHMARKS, StreamConfig, check
+from lifelong.data.streams import BENCHMARKS, StreamConfig, build_stream, check
 from lifelong.learner import LearnerConfig
 from lifelong.strategies import STRATEGIES, strategy_options
 
@@ -35,6 +35,9 @@ def _ints(text: str) -> tuple[int, ...]:
 def _add_common(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("data")
     d.add_argument("--benchmark", choices=BENCHMARKS, default="split-digits", help="default: %(default)s")
+    d.add_argument("--data", metavar="SPEC", help="your own data instead of a benchmark, e.g. csv:tickets.csv,"
+                   "text=body,label=intent,task=product (see docs/your-data.md)")
+    d.add_argument("--classes-per-task", type=int, help="streams cut by classes: classes per task (default: C // 5)")
     d.add_argument("--scenario", choices=("task", "domain", "class"),
                    help="default: the benchmark's own (split: task, permuted/rotated: domain)")
     d.add_argument("--tasks", type=int, help="number of tasks (default: 5 for split, 10 for permuted/rotated)")
@@ -171,7 +174,7 @@ def _run_config(args: argparse.Namespace, strategy: str, seed: int, options: dic
 
     stream = StreamConfig(args.benchmark, args.scenario, args.tasks, seed, args.validation, args.class_order,
                           args.data_dir, args.encoder, args.per_intent, args.environments, args.demos,
-                          args.eval_episodes)
+                          args.eval_episodes, args.data, args.classes_per_task)
     if args.eval_split == "valid" and args.validation <= 0:
         stream = replace(stream, validation=0.1)
     learner = LearnerConfig(args.epochs, args.batch_size, args.lr, args.optimizer, args.momentum,
@@ -318,7 +321,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in [args.strategy] if args.command == "run" else args.strategies.split(","):
             strategy_options(name.strip())
-        check(StreamConfig(args.benchmark, args.scenario, args.tasks))
+        stream = StreamConfig(args.benchmark, args.scenario, args.tasks, validation=args.validation or (
+            0.1 if args.eval_split == "valid" else 0.0), class_order=args.class_order, encoder=args.encoder,
+            data=args.data, classes_per_task=args.classes_per_task)
+        check(stream)
+        if args.data:  # read and check the data now: a bad file is a usage error, and nothing is written yet
+            build_stream(stream)
         from lifelong.logs import check_kinds
 
         check_kinds(args.log)  # before a long run, not after it
