@@ -55,8 +55,8 @@ class Cut:
 
 
 class RowsDataset(torch.utils.data.Dataset):
-    """Some rows of a table's inputs (a tensor or a memory map), fetched a batch at a time. Byte inputs
-    (images) are scaled to [0, 1] floats per batch."""
+    """Some rows of a table's inputs (a tensor, or `SpilledRows` on disk), fetched a batch at a time.
+    Byte inputs (images) are scaled to [0, 1] floats per batch."""
 
     def __init__(self, x: Any, y: Tensor, rows: Tensor):
         """`x`: every row's inputs; `rows`: the rows of this dataset; `y`: their labels (one per row)."""
@@ -73,10 +73,8 @@ class RowsDataset(torch.utils.data.Dataset):
 
     def get_batch(self, idx: Tensor) -> tuple[Tensor, Tensor]:
         rows = self.rows[idx]
-        if isinstance(self.source, Tensor):
-            x = self.source[rows]
-        else:  # a memory map: numpy copies just these rows
-            x = torch.from_numpy(np.ascontiguousarray(self.source[rows.numpy()]))
+        # in memory, or on disk (`SpilledRows`: just these rows are read)
+        x = self.source[rows] if isinstance(self.source, Tensor) else torch.from_numpy(self.source[rows.numpy()])
         if x.dtype == torch.uint8:
             x = x.float() / 255.0
         return x, self.y[idx]

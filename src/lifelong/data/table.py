@@ -2,9 +2,9 @@
 
 Readers (readers.py) hand over chunks of columns; `TableBuilder` checks every value as it comes
 (one clear message naming the file, the column and the row) and keeps only compact arrays: inputs in
-their final dtype, labels and task keys as small integer codes. Inputs beyond `spill_bytes` go to an
-unlinked temporary file that is memory-mapped at the end, so a file larger than memory becomes a
-stream without ever being held whole.
+their final dtype, labels and task keys as small integer codes. Inputs beyond `SPILL_BYTES` go to an
+unlinked temporary file read back batch by batch, so a file larger than memory becomes a stream
+without ever being held whole.
 """
 
 from __future__ import annotations
@@ -52,9 +52,44 @@ class Table:
         return len(self.y)
 
 
+class SpilledRows:
+    """Rows kept in an unlinked temporary file and read with positioned reads (`os.pread`), so they
+    never count towards the process's resident memory (the kernel's page cache holds what is hot).
+    Indexing with an array of row numbers returns those rows as a new array."""
+
+    def __init__(self, file: BinaryIO, dtype: np.dtype, shape: tuple[int, ...], rows: int):
+        self.file, self.dtype, self.shape, self.rows = file, dtype, tuple(shape), rows
+        self.row_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        idx = np.asarray(index, dtype=np.int64).reshape(-1)
+        if len(idx) and (idx.min() < 0 or idx.max() >= self.rows):
+            raise IndexError(f"row index out of range for {self.rows} rows")
+        out = np.empty((len(idx), *self.shape), dtype=self.dtype)
+        flat = out.reshape(len(idx), -1).view(np.uint8).reshape(len(idx), self.row_bytes)
+        order = np.argsort(idx, kind="stable")
+        fd = self.file.fileno()
+        start = 0
+        while start < len(order):  # one read per run of consecutive rows
+            end = start + 1
+            while end < len(order) and idx[order[end]] == idx[order[end - 1]] + 1:
+                end += 1
+            first = int(idx[order[start]])
+            data = os.pread(fd, (end - start) * self.row_bytes, first * self.row_bytes)
+            flat[order[start:end]] = np.frombuffer(data, dtype=np.uint8).reshape(end - start, self.row_bytes)
+            start = end
+        return out
+
+    def read_all(self) -> np.ndarray:
+        return self[np.arange(self.rows)]
+
+
 class RowBuffer:
     """Rows of one shape and dtype appended chunk by chunk; in memory up to `spill_bytes`, then in an
-    unlinked temporary file that `finish` memory-maps (the pages stay the kernel's to evict)."""
+    unlinked temporary file (`SpilledRows`) in $LIFELONG_SPILL_DIR, else the system's temporary folder."""
 
     def __init__(self, spill_bytes: int = SPILL_BYTES, spill_dir: str | None = None):
         self.spill_bytes = spill_bytes
@@ -84,13 +119,12 @@ class RowBuffer:
             self.chunks.append(rows)
 
     def finish(self) -> Any:
+        """A tensor of every row, or `SpilledRows` when they went to a file."""
         assert self.shape is not None and self.dtype is not None
         if self.file is None:
             return torch.from_numpy(np.concatenate(self.chunks) if len(self.chunks) > 1 else self.chunks[0])
         self.file.flush()
-        mapped = np.memmap(self.file, dtype=self.dtype, mode="r", shape=(self.rows, *self.shape))
-        self.file.close()  # the map keeps its own reference; the file has no name, so it goes with the map
-        return mapped
+        return SpilledRows(self.file, self.dtype, self.shape, self.rows)
 
 
 class Codes:
