@@ -62,7 +62,7 @@ class RowsDataset(torch.utils.data.Dataset):
         """`x`: every row's inputs; `rows`: the rows of this dataset; `y`: their labels (one per row)."""
         if len(y) != len(rows):
             raise ValueError(f"{len(rows)} rows but {len(y)} labels")
-        self.source, self.rows, self.y = x, rows, y.long()
+        self.source, self.rows, self.y = x, rows, y  # int32 both, when they fit: files of many millions of rows
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -72,12 +72,12 @@ class RowsDataset(torch.utils.data.Dataset):
         return x[0], y[0]
 
     def get_batch(self, idx: Tensor) -> tuple[Tensor, Tensor]:
-        rows = self.rows[idx]
+        rows = self.rows[idx].long()
         # in memory, or on disk (`SpilledRows`: just these rows are read)
         x = self.source[rows] if isinstance(self.source, Tensor) else torch.from_numpy(self.source[rows.numpy()])
         if x.dtype == torch.uint8:
             x = x.float() / 255.0
-        return x, self.y[idx]
+        return x, self.y[idx].long()
 
     def subset(self, idx: Tensor) -> RowsDataset:
         return RowsDataset(self.source, self.y[idx], self.rows[idx])
@@ -164,8 +164,8 @@ def _read(spec: DataSpec, featurize: Featurize) -> Table:
         missing = [c for c in columns if c not in s.columns]
         if missing:
             raise SpecError(f"{s.path} has no column(s) {', '.join(map(repr, missing))}")
-        if isinstance(s, CsvSource) and not text:
-            s.features = set(inputs)
+        if isinstance(s, CsvSource):
+            s.features, s.texts = (set(), set(inputs)) if text else (set(inputs), set())
     builder = TableBuilder(source.path, inputs, spec.label_column, text, featurize, spec.task, spec.time, spec.split,
                            source.label_names(spec.label_column))
     for chunk in source.chunks(columns):
@@ -248,21 +248,35 @@ def _groups(table: Table, spec: DataSpec, cut: Cut) -> list[tuple[str, np.ndarra
     return out
 
 
-def _parts(table: Table, rows: np.ndarray, keys: np.ndarray, test: float, validation: float,
+def row_keys(rows: np.ndarray, seed: int = SPLIT_SEED) -> np.ndarray:
+    """A fixed pseudo-random key per row number (splitmix64): which rows are held out depends on the row
+    alone, not on the run's seed nor on how the rows are grouped into tasks, and needs no array per row."""
+    with np.errstate(over="ignore"):
+        z = rows.astype(np.uint64) + np.uint64((0x9E3779B97F4A7C15 * (seed + 1)) % 2**64)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def _by_key(rows: np.ndarray) -> np.ndarray:
+    return rows[np.argsort(row_keys(rows), kind="stable")]
+
+
+def _parts(table: Table, rows: np.ndarray, test: float, validation: float,
            name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(train, test, valid) rows of one task."""
     if table.split is not None:
         marks = table.split[rows]
         train, held, valid = rows[marks == TRAIN], rows[marks == TEST], rows[marks == VALID]
         if len(valid) == 0 and validation > 0 and len(train) > 1:
-            order = train[np.argsort(keys[train], kind="stable")]
+            order = _by_key(train)
             n_valid = max(1, int(len(order) * validation))
             train, valid = np.sort(order[:-n_valid]), np.sort(order[-n_valid:])
         if len(train) == 0 or len(held) == 0:
             raise SpecError(f"task {name!r} has {len(train)} training and {len(held)} test rows; it needs both "
                             "(see the split column or the test file)")
         return train, held, (valid if len(valid) else None)
-    order = rows[np.argsort(keys[rows], kind="stable")]
+    order = _by_key(rows)
     n_test = max(1, math.floor(len(order) * test + 0.5))
     n_valid = max(1, int((len(order) - n_test) * validation)) if validation > 0 else 0
     if len(order) - n_test - n_valid < 1:
@@ -278,10 +292,9 @@ def cut_table(table: Table, spec: DataSpec, cut: Cut, encoder: str | None = None
     if cut.validation and not 0 <= cut.validation < 1:
         raise SpecError(f"validation must be a fraction in [0, 1), got {cut.validation}")
     groups = _groups(table, spec, cut)
-    keys = np.random.default_rng(SPLIT_SEED).random(len(table))
     test = spec.test if isinstance(spec.test, float) else 0.2
     y = torch.from_numpy(table.y)
-    parts = [(name, *_parts(table, rows, keys, test, cut.validation, name)) for name, rows in groups]
+    parts = [(name, *_parts(table, rows, test, cut.validation, name)) for name, rows in groups]
     class_sets = [set(np.unique(table.y[np.concatenate([tr, te])]).tolist()) for _, tr, te, _ in parts]
     disjoint = sum(len(s) for s in class_sets) == len(set().union(*class_sets))
     scenario = cut.scenario or ("task" if cut_kind(spec) == "classes" or disjoint else "domain")
@@ -290,11 +303,13 @@ def cut_table(table: Table, spec: DataSpec, cut: Cut, encoder: str | None = None
         raise SpecError(f"a stream cut by classes is task- or class-incremental, not {scenario!r}")
     everything = tuple(range(len(table.class_names)))
 
+    small = np.int32 if len(table) < 2**31 else np.int64  # 4 bytes a row where it fits
+
     def rows(r: np.ndarray | None) -> RowsDataset | None:
         if r is None:
             return None
-        index = torch.from_numpy(r.astype(np.int64))
-        return RowsDataset(table.x, y[index], index)
+        index = torch.from_numpy(r.astype(small))
+        return RowsDataset(table.x, y[index.long()], index)
 
     tasks = []
     for k, ((name, train, held, valid), classes) in enumerate(zip(parts, class_sets, strict=True)):

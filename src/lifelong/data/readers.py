@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from lifelong.data.spec import DataSpec, SpecError
+from lifelong.data.table import Categorical
 
 CHUNK_ROWS = 16_384
 CSV_BLOCK_BYTES = 8 * 2**20
@@ -94,6 +95,7 @@ class CsvSource(Source):
             raise SpecError(f"{path}: the header names column(s) {', '.join(map(repr, dupes))} more than once")
         super().__init__(path, columns)
         self.features: set[str] = set()  # columns read as float32 by pyarrow (set by the caller)
+        self.texts: set[str] = set()  # text columns: handed over as lists of strings
 
     def _sample(self) -> list[dict[str, Any]]:
         with open(self.path, newline="", encoding="utf-8") as f:
@@ -114,18 +116,28 @@ class CsvSource(Source):
         import pyarrow.csv as pacsv
 
         types = {c: pa.float32() if c in self.features else pa.string() for c in columns}
-        try:
-            reader = pacsv.open_csv(
-                self.path, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES, column_names=self.columns,
-                                                          skip_rows=1),
-                parse_options=pacsv.ParseOptions(delimiter=self.sep, newlines_in_values=True),
-                convert_options=pacsv.ConvertOptions(include_columns=columns, column_types=types,
-                                                     strings_can_be_null=False, quoted_strings_can_be_null=False))
-            for batch in reader:
-                yield {name: (col.to_numpy(zero_copy_only=False) if name in self.features else col.to_pylist())
-                       for name, col in zip(batch.schema.names, batch.columns, strict=True)}
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise SpecError(f"{self.path}: {_arrow_message(exc)}") from None
+        # a Python file object, not the path: given a path, pyarrow buffers far ahead of the batch it hands over
+        with open(self.path, "rb") as f:
+            try:
+                reader = pacsv.open_csv(
+                    f, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES, column_names=self.columns,
+                                                      skip_rows=1, use_threads=False),
+                    parse_options=pacsv.ParseOptions(delimiter=self.sep, newlines_in_values=True),
+                    convert_options=pacsv.ConvertOptions(include_columns=columns, column_types=types,
+                                                         strings_can_be_null=False, quoted_strings_can_be_null=False))
+                for batch in reader:
+                    yield {name: self._column(name, col, len(batch))
+                           for name, col in zip(batch.schema.names, batch.columns, strict=True)}
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                raise SpecError(f"{self.path}: {_arrow_message(exc)}") from None
+
+    def _column(self, name: str, col: Any, n: int) -> Any:
+        if name in self.features:
+            return col.to_numpy(zero_copy_only=False)
+        if n > 64 and name not in self.texts:  # labels and task keys: few distinct values, encoded once each
+            encoded = col.dictionary_encode()
+            return Categorical(encoded.dictionary.to_pylist(), encoded.indices.to_numpy(zero_copy_only=False))
+        return col.to_pylist()
 
     def _chunks_csv_module(self, columns: list[str]) -> Iterator[dict[str, Any]]:
         where = [self.columns.index(c) for c in columns]

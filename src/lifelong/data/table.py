@@ -148,7 +148,28 @@ class Codes:
         return list(self.index)
 
 
-def _pyvalues(values: Sequence[Any]) -> list[Any]:
+@dataclass(frozen=True)
+class Categorical:
+    """A column given as its distinct values and one code per row (pyarrow's dictionary encoding): checked
+    and encoded once per distinct value, not once per row."""
+
+    categories: list[Any]
+    codes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def first_rows(self) -> list[int]:
+        """The first row holding each category (every category is held by some row)."""
+        first = np.zeros(len(self.categories), dtype=np.int64)
+        values, index = np.unique(self.codes, return_index=True)
+        first[values] = index
+        return first.tolist()
+
+
+def _pyvalues(values: Any) -> list[Any]:
+    if isinstance(values, Categorical):
+        return [values.categories[c] for c in values.codes.tolist()]
     if isinstance(values, np.ndarray):
         return values.tolist()
     return list(values)
@@ -213,9 +234,18 @@ class TableBuilder:
         if n == 0:
             return
         self.x.append(self._inputs(chunk, n), f"{self.source}, rows {self.rows + 1}-{self.rows + n}")
-        self.y_parts.append(self._labels(_pyvalues(chunk[self.label])))
+        labels = chunk[self.label]
+        if isinstance(labels, Categorical):
+            self.y_parts.append(self._labels(labels.categories, labels.first_rows())[labels.codes])
+        else:
+            self.y_parts.append(self._labels(_pyvalues(labels)))
         if self.task_col is not None:
-            self.task_parts.append(self.tasks.encode(self._keys(_pyvalues(chunk[self.task_col]), self.task_col)))
+            keys = chunk[self.task_col]
+            if isinstance(keys, Categorical):
+                codes = self.tasks.encode(self._keys(keys.categories, self.task_col, keys.first_rows()))
+                self.task_parts.append(codes[keys.codes])
+            else:
+                self.task_parts.append(self.tasks.encode(self._keys(_pyvalues(keys), self.task_col)))
         if self.time_col is not None:
             self.time_parts.append(self._times(_pyvalues(chunk[self.time_col])))
         if split is not None:
@@ -288,34 +318,36 @@ class TableBuilder:
                             "belongs")
         return array
 
-    def _labels(self, values: list[Any]) -> np.ndarray:
-        for i, v in enumerate(values):
+    def _labels(self, values: list[Any], rows: list[int] | None = None) -> np.ndarray:
+        """Codes of the labels. `rows`: the chunk row of each value, when the values are a column's distinct
+        values (`Categorical`), for the messages."""
+        for pos, v in enumerate(values):
+            row = self.rows + (rows[pos] if rows is not None else pos)
             if isinstance(v, bool) or not isinstance(v, (str, int)) or (isinstance(v, str) and not v.strip()):
                 what = "a missing label" if v is None or v == "" else f"{type(v).__name__} {v!r:.40}"
-                raise SpecError(f"{self.where(self.label, self.rows + i)}: {what}; labels are strings or integers")
+                raise SpecError(f"{self.where(self.label, row)}: {what}; labels are strings or integers")
             kind = "str" if isinstance(v, str) else "int"
             if self.label_kind is None:
-                self.label_kind = (kind, self.rows + i, v)
+                self.label_kind = (kind, row, v)
             elif kind != self.label_kind[0]:
                 first = self.label_kind
-                raise SpecError(f"{self.where(self.label, self.rows + i)}: label {v!r} is "
+                raise SpecError(f"{self.where(self.label, row)}: label {v!r} is "
                                 f"{'an integer' if kind == 'int' else 'a string'} but row {first[1] + 1} has "
                                 f"{first[2]!r}; labels must be all strings or all integers")
+            if self.label_names is not None and not (isinstance(v, int) and 0 <= v < len(self.label_names)):
+                raise SpecError(f"{self.where(self.label, row)}: label {v!r} is not one of the data set's "
+                                f"{len(self.label_names)} named classes")
         if self.label_names is not None:  # integer labels that index the data set's class names
-            size = len(self.label_names)
-            for i, v in enumerate(values):
-                if not isinstance(v, int) or not 0 <= v < size:
-                    raise SpecError(f"{self.where(self.label, self.rows + i)}: label {v!r} is not one of the data "
-                                    f"set's {size} named classes")
             values = [self.label_names[v] for v in values]
         return self.labels.encode(values)
 
-    def _keys(self, values: list[Any], column: str) -> list[str]:
+    def _keys(self, values: list[Any], column: str, rows: list[int] | None = None) -> list[str]:
         out = []
-        for i, v in enumerate(values):
+        for pos, v in enumerate(values):
             if v is None or isinstance(v, (bool, float, list, dict)) or (isinstance(v, str) and not v.strip()):
+                row = self.rows + (rows[pos] if rows is not None else pos)
                 what = "a missing value" if v is None or v == "" else f"{type(v).__name__} {v!r:.40}"
-                raise SpecError(f"{self.where(column, self.rows + i)}: {what}; a task key is a string or an integer")
+                raise SpecError(f"{self.where(column, row)}: {what}; a task key is a string or an integer")
             out.append(str(v))
         return out
 
@@ -350,8 +382,8 @@ class TableBuilder:
             order = sorted(range(len(names)), key=lambda c: int(names[c]))
         else:
             order = sorted(range(len(names)), key=lambda c: str(names[c]))
-        remap = np.empty(len(names), dtype=np.int64)
-        remap[np.array(order, dtype=np.int64)] = np.arange(len(names))
+        remap = np.empty(len(names), dtype=np.int32)  # 4 bytes a row: files of many millions of rows
+        remap[np.array(order, dtype=np.int64)] = np.arange(len(names), dtype=np.int32)
         y = remap[np.concatenate(self.y_parts)]
         return Table(self.x.finish(), y, [str(names[c]) for c in order],
                      np.concatenate(self.task_parts) if self.task_parts else None,
