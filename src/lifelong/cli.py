@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     from lifelong.service.cli import add_commands as add_service_commands
 
     add_service_commands(sub)  # serve, keys
+    from lifelong.data.cli import add_commands as add_data_commands
+
+    add_data_commands(sub)  # data fetch, list, show
     return parser
 
 
@@ -314,6 +317,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "report":
         return _command_report(args)
+    if args.command == "data":
+        from lifelong.data.cli import dispatch as data_dispatch
+
+        return data_dispatch(args, parser)
     if args.command in ("serve", "keys"):
         from lifelong.service.cli import dispatch
 

@@ -20,7 +20,8 @@ FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 _IDX_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", 60000),
               "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", 10000)}
-_INSTALL_HINT = ("install Debian's package with `sudo apt-get install dataset-fashion-mnist`, or point "
+_INSTALL_HINT = ("run `lifelong data fetch fashion-mnist` (it downloads into $LIFELONG_DATA/fashion-mnist), "
+                 "install Debian's package with `sudo apt-get install dataset-fashion-mnist`, or point "
                  "--data-dir / the LIFELONG_DATA environment variable at a folder holding the four "
                  "Fashion-MNIST *-ubyte.gz files")
 
@@ -30,8 +31,17 @@ class DataError(RuntimeError):
 
 
 def fashion_mnist_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """The folder to read Fashion-MNIST from: the argument, else $LIFELONG_DATA, else Debian's."""
-    return Path(data_dir or os.environ.get("LIFELONG_DATA") or FASHION_MNIST_DIR)
+    """The folder to read Fashion-MNIST from: the argument; else the data folder's fashion-mnist/
+    ($LIFELONG_DATA/fashion-mnist, or $LIFELONG_DATA itself when it holds the files, as it used to);
+    else Debian's /usr/share/datasets/fashion-mnist."""
+    from lifelong.data.registry import DATA_ENV, data_root
+
+    if data_dir:
+        return Path(data_dir)
+    own = data_root() / "fashion-mnist"
+    if own.is_dir() or os.environ.get(DATA_ENV):
+        return own if own.is_dir() else data_root()
+    return FASHION_MNIST_DIR
 
 
 def read_idx(path: Path, magic: int, count: int | None = None) -> np.ndarray:
