@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep_p.add_argument("--title", help="the page title (default: the strategies' names)")
     from lifelong.service.cli import add_commands as add_service_commands
 
-    add_service_commands(sub)  # serve, keys
+    add_service_commands(sub)  # serve, keys, worker
     from lifelong.data.cli import add_commands as add_data_commands
 
     add_data_commands(sub)  # data fetch, list, show
@@ -321,7 +321,9 @@ def main(argv: list[str] | None = None) -> int:
         from lifelong.data.cli import dispatch as data_dispatch
 
         return data_dispatch(args, parser)
-    if args.command in ("serve", "keys"):
+    from lifelong.service.cli import COMMANDS as SERVICE_COMMANDS
+
+    if args.command in SERVICE_COMMANDS:  # serve, keys, worker
         from lifelong.service.cli import dispatch
 
         return dispatch(args, parser)

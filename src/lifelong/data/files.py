@@ -21,7 +21,7 @@ import fnmatch
 import math
 import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -32,6 +32,7 @@ from torch import Tensor
 
 from lifelong.data.arrays import image_table, npz_table
 from lifelong.data.readers import CsvSource, Source, open_source
+from lifelong.data.rows import RowsDataset
 from lifelong.data.spec import DataSpec, SpecError, check_paths, parse
 from lifelong.data.table import TEST, TRAIN, VALID, Featurize, Table, TableBuilder
 from lifelong.data.task import Task, TaskStream
@@ -52,40 +53,6 @@ class Cut:
     class_order: str = "fixed"  # fixed, random (by the seed); `order=` in the spec gives one explicitly
     seed: int = 0
     validation: float = 0.0
-
-
-class RowsDataset(torch.utils.data.Dataset):
-    """Some rows of a table's inputs (a tensor, or `SpilledRows` on disk), fetched a batch at a time.
-    Byte inputs (images) are scaled to [0, 1] floats per batch."""
-
-    def __init__(self, x: Any, y: Tensor, rows: Tensor):
-        """`x`: every row's inputs; `rows`: the rows of this dataset; `y`: their labels (one per row)."""
-        if len(y) != len(rows):
-            raise ValueError(f"{len(rows)} rows but {len(y)} labels")
-        self.source, self.rows, self.y = x, rows, y  # int32 both, when they fit: files of many millions of rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        x, y = self.get_batch(torch.tensor([i]))
-        return x[0], y[0]
-
-    def get_batch(self, idx: Tensor) -> tuple[Tensor, Tensor]:
-        rows = self.rows[idx].long()
-        # in memory, or on disk (`SpilledRows`: just these rows are read)
-        x = self.source[rows] if isinstance(self.source, Tensor) else torch.from_numpy(self.source[rows.numpy()])
-        if x.dtype == torch.uint8:
-            x = x.float() / 255.0
-        return x, self.y[idx].long()
-
-    def subset(self, idx: Tensor) -> RowsDataset:
-        return RowsDataset(self.source, self.y[idx], self.rows[idx])
-
-    def split(self, n_last: int) -> tuple[RowsDataset, RowsDataset]:
-        """(all but the last `n_last` rows, the last `n_last`), as `ArrayDataset.split`."""
-        cut = len(self) - n_last
-        return self.subset(torch.arange(cut)), self.subset(torch.arange(cut, len(self)))
 
 
 # -- reading ---------------------------------------------------------------------------------------------
@@ -206,7 +173,9 @@ def _time_name(start: float, end: float, dates: bool) -> str:
     return " to ".join(datetime.fromtimestamp(t, timezone.utc).strftime(fmt) for t in (start, end))
 
 
-def _groups(table: Table, spec: DataSpec, cut: Cut) -> list[tuple[str, np.ndarray]]:
+def _groups(table: Table, spec: DataSpec, cut: Cut) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, rows) of each task, made one at a time (a file of millions of rows holds one task's row
+    numbers at a time, besides the tasks' own)."""
     kind = cut_kind(spec)
     if kind != "classes" and cut.classes_per_task is not None:
         raise SpecError(f"--classes-per-task applies to streams cut by classes; this one is cut by its {kind} "
@@ -219,7 +188,8 @@ def _groups(table: Table, spec: DataSpec, cut: Cut) -> list[tuple[str, np.ndarra
             if not 1 <= cut.tasks <= len(order):
                 raise SpecError(f"asked for {cut.tasks} tasks; column {spec.task!r} has {len(order)} values")
             order = order[: cut.tasks]
-        return [(names[c], np.flatnonzero(table.task == c)) for c in order]
+        task = table.task
+        return ((names[c], np.flatnonzero(task == c)) for c in order)  # one task's rows at a time
     if kind == "time":
         assert table.time is not None
         if spec.order:
@@ -227,9 +197,10 @@ def _groups(table: Table, spec: DataSpec, cut: Cut) -> list[tuple[str, np.ndarra
         count = cut.tasks or DEFAULT_TASKS
         if not 1 <= count <= len(table):
             raise SpecError(f"{len(table)} rows do not make {count} time windows")
-        by_time = np.argsort(table.time, kind="stable")
-        return [(_time_name(float(table.time[w[0]]), float(table.time[w[-1]]), table.time_is_date), np.sort(w))
-                for w in np.array_split(by_time, count)]
+        time = table.time
+        by_time = np.argsort(time, kind="stable")
+        return ((_time_name(float(time[w[0]]), float(time[w[-1]]), table.time_is_date), np.sort(w))
+                for w in np.array_split(by_time, count))
     classes = _ordered(table.class_names, spec.order, cut.class_order, cut.seed, "class")
     try:  # the same rule as the built-in split streams: C // 5 classes per task unless told, the first N tasks
         natural = max(1, len(classes) // DEFAULT_TASKS)
@@ -240,12 +211,8 @@ def _groups(table: Table, spec: DataSpec, cut: Cut) -> list[tuple[str, np.ndarra
         left = [table.class_names[c] for c in classes[count * per:]]
         warnings.warn(f"classes {', '.join(left[:10])}{' ...' if len(left) > 10 else ''} are in no task: "
                       f"{len(classes)} classes make {len(classes) // per} tasks of {per}", stacklevel=3)
-    out = []
-    for k in range(count):
-        group = classes[k * per: (k + 1) * per]
-        rows = np.flatnonzero(np.isin(table.y, group))
-        out.append(("/".join(table.class_names[c] for c in group), rows))
-    return out
+    groups = [classes[k * per: (k + 1) * per] for k in range(count)]
+    return (("/".join(table.class_names[c] for c in g), np.flatnonzero(np.isin(table.y, g))) for g in groups)
 
 
 def row_keys(rows: np.ndarray, seed: int = SPLIT_SEED) -> np.ndarray:
@@ -291,30 +258,30 @@ def cut_table(table: Table, spec: DataSpec, cut: Cut, encoder: str | None = None
     """Tasks from a table. `encoder`: the text encoder the inputs came from (None for arrays)."""
     if cut.validation and not 0 <= cut.validation < 1:
         raise SpecError(f"validation must be a fraction in [0, 1), got {cut.validation}")
-    groups = _groups(table, spec, cut)
     test = spec.test if isinstance(spec.test, float) else 0.2
-    y = torch.from_numpy(table.y)
-    parts = [(name, *_parts(table, rows, test, cut.validation, name)) for name, rows in groups]
-    class_sets = [set(np.unique(table.y[np.concatenate([tr, te])]).tolist()) for _, tr, te, _ in parts]
+    small = np.int32 if len(table) < 2**31 else np.int64  # 4 bytes a row where it fits
+    parts, class_sets = [], []
+    for name, members in _groups(table, spec, cut):
+        train, held, valid = (None if r is None else r.astype(small)
+                              for r in _parts(table, members, test, cut.validation, name))
+        del members
+        parts.append((name, train, held, valid))
+        class_sets.append(set(np.unique(table.y[train]).tolist()) | set(np.unique(table.y[held]).tolist()))
     disjoint = sum(len(s) for s in class_sets) == len(set().union(*class_sets))
     scenario = cut.scenario or ("task" if cut_kind(spec) == "classes" or disjoint else "domain")
     allowed = ("task", "class") if cut_kind(spec) == "classes" else ("task", "domain", "class")
     if scenario not in allowed:
         raise SpecError(f"a stream cut by classes is task- or class-incremental, not {scenario!r}")
     everything = tuple(range(len(table.class_names)))
+    labels = torch.from_numpy(table.y)
 
-    small = np.int32 if len(table) < 2**31 else np.int64  # 4 bytes a row where it fits
-
-    def rows(r: np.ndarray | None) -> RowsDataset | None:
-        if r is None:
-            return None
-        index = torch.from_numpy(r.astype(small))
-        return RowsDataset(table.x, y[index.long()], index)
+    def dataset(r: np.ndarray | None) -> RowsDataset | None:
+        return None if r is None else RowsDataset(table.x, labels, torch.from_numpy(r))
 
     tasks = []
     for k, ((name, train, held, valid), classes) in enumerate(zip(parts, class_sets, strict=True)):
-        tasks.append(Task(k, rows(train), rows(held), everything if scenario == "domain" else tuple(sorted(classes)),
-                          name, rows(valid)))
+        tasks.append(Task(k, dataset(train), dataset(held),
+                          everything if scenario == "domain" else tuple(sorted(classes)), name, dataset(valid)))
     info: dict[str, Any] = {"data": spec.to_dict()}
     if encoder is not None:
         info["encoder"] = encoder

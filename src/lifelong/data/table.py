@@ -2,29 +2,26 @@
 
 Readers (readers.py) hand over chunks of columns; `TableBuilder` checks every value as it comes
 (one clear message naming the file, the column and the row) and keeps only compact arrays: inputs in
-their final dtype, labels and task keys as small integer codes. Inputs beyond `SPILL_BYTES` go to an
-unlinked temporary file read back batch by batch, so a file larger than memory becomes a stream
-without ever being held whole.
+their final dtype, labels and task keys as small integer codes. Inputs beyond `rows.SPILL_BYTES` go
+to an unlinked temporary file read back batch by batch, so a file larger than memory becomes a
+stream without ever being held whole.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor
 
+from lifelong.data.rows import RowBuffer
 from lifelong.data.spec import SpecError
 
-SPILL_BYTES = 64 * 2**20  # inputs above this go to a memory-mapped temporary file
 TRAIN, VALID, TEST = 0, 1, 2
 _SPLIT_NAMES = {"train": TRAIN, "training": TRAIN, "valid": VALID, "validation": VALID, "val": VALID, "dev": VALID,
                 "test": TEST, "testing": TEST}
@@ -52,81 +49,6 @@ class Table:
         return len(self.y)
 
 
-class SpilledRows:
-    """Rows kept in an unlinked temporary file and read with positioned reads (`os.pread`), so they
-    never count towards the process's resident memory (the kernel's page cache holds what is hot).
-    Indexing with an array of row numbers returns those rows as a new array."""
-
-    def __init__(self, file: BinaryIO, dtype: np.dtype, shape: tuple[int, ...], rows: int):
-        self.file, self.dtype, self.shape, self.rows = file, dtype, tuple(shape), rows
-        self.row_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-
-    def __len__(self) -> int:
-        return self.rows
-
-    def __getitem__(self, index: Any) -> np.ndarray:
-        idx = np.asarray(index, dtype=np.int64).reshape(-1)
-        if len(idx) and (idx.min() < 0 or idx.max() >= self.rows):
-            raise IndexError(f"row index out of range for {self.rows} rows")
-        out = np.empty((len(idx), *self.shape), dtype=self.dtype)
-        flat = out.reshape(len(idx), -1).view(np.uint8).reshape(len(idx), self.row_bytes)
-        order = np.argsort(idx, kind="stable")
-        fd = self.file.fileno()
-        start = 0
-        while start < len(order):  # one read per run of consecutive rows
-            end = start + 1
-            while end < len(order) and idx[order[end]] == idx[order[end - 1]] + 1:
-                end += 1
-            first = int(idx[order[start]])
-            data = os.pread(fd, (end - start) * self.row_bytes, first * self.row_bytes)
-            flat[order[start:end]] = np.frombuffer(data, dtype=np.uint8).reshape(end - start, self.row_bytes)
-            start = end
-        return out
-
-    def read_all(self) -> np.ndarray:
-        return self[np.arange(self.rows)]
-
-
-class RowBuffer:
-    """Rows of one shape and dtype appended chunk by chunk; in memory up to `spill_bytes`, then in an
-    unlinked temporary file (`SpilledRows`) in $LIFELONG_SPILL_DIR, else the system's temporary folder."""
-
-    def __init__(self, spill_bytes: int = SPILL_BYTES, spill_dir: str | None = None):
-        self.spill_bytes = spill_bytes
-        self.spill_dir = spill_dir or os.environ.get("LIFELONG_SPILL_DIR") or None
-        self.shape: tuple[int, ...] | None = None
-        self.dtype: np.dtype | None = None
-        self.chunks: list[np.ndarray] = []
-        self.rows = 0
-        self.file: BinaryIO | None = None
-
-    def append(self, rows: np.ndarray, where: str) -> None:
-        if self.shape is None:
-            self.shape, self.dtype = rows.shape[1:], rows.dtype
-        elif rows.shape[1:] != self.shape:
-            raise SpecError(f"{where}: mixed shapes: inputs of shape {list(rows.shape[1:])} after "
-                            f"{list(self.shape)}; every row needs the same shape")
-        rows = np.ascontiguousarray(rows, dtype=self.dtype)
-        self.rows += len(rows)
-        if self.file is None and (self.rows * rows[0:1].nbytes if len(rows) else 0) > self.spill_bytes:
-            self.file = tempfile.TemporaryFile(dir=self.spill_dir, prefix="lifelong-rows-")  # noqa: SIM115
-            for chunk in self.chunks:
-                self.file.write(chunk.tobytes())
-            self.chunks = []
-        if self.file is not None:
-            self.file.write(rows.tobytes())
-        else:
-            self.chunks.append(rows)
-
-    def finish(self) -> Any:
-        """A tensor of every row, or `SpilledRows` when they went to a file."""
-        assert self.shape is not None and self.dtype is not None
-        if self.file is None:
-            return torch.from_numpy(np.concatenate(self.chunks) if len(self.chunks) > 1 else self.chunks[0])
-        self.file.flush()
-        return SpilledRows(self.file, self.dtype, self.shape, self.rows)
-
-
 class Codes:
     """Values -> small integer codes, in order of first appearance."""
 
@@ -134,6 +56,8 @@ class Codes:
         self.index: dict[Any, int] = {}
 
     def encode(self, values: Sequence[Any]) -> np.ndarray:
+        """The codes, in the smallest integer type that holds every code so far (a file of many millions of
+        rows keeps one or two bytes a row)."""
         index = self.index
         out = np.empty(len(values), dtype=np.int32)
         for i, v in enumerate(values):
@@ -141,7 +65,7 @@ class Codes:
             if code is None:
                 code = index[v] = len(index)
             out[i] = code
-        return out
+        return out.astype(smallest(len(index)))
 
     @property
     def names(self) -> list[Any]:
@@ -214,7 +138,7 @@ class TableBuilder:
         self.featurize, self.task_col, self.time_col, self.split_col = featurize, task, time, split
         self.label_names = list(label_names) if label_names is not None else None  # int label -> name (HF ClassLabel)
         self.keep_uint8 = keep_uint8
-        self.x = RowBuffer(SPILL_BYTES if spill_bytes is None else spill_bytes)
+        self.x = RowBuffer(spill_bytes)
         self.labels, self.tasks = Codes(), Codes()
         self.y_parts: list[np.ndarray] = []
         self.task_parts: list[np.ndarray] = []
@@ -382,14 +306,21 @@ class TableBuilder:
             order = sorted(range(len(names)), key=lambda c: int(names[c]))
         else:
             order = sorted(range(len(names)), key=lambda c: str(names[c]))
-        remap = np.empty(len(names), dtype=np.int32)  # 4 bytes a row: files of many millions of rows
-        remap[np.array(order, dtype=np.int64)] = np.arange(len(names), dtype=np.int32)
+        # int16 (torch has no unsigned 16-bit indexing): 2 bytes a row for files of many millions of rows
+        kind = np.int16 if len(names) < 2**15 else np.int32
+        remap = np.empty(len(names), dtype=kind)
+        remap[np.array(order, dtype=np.int64)] = np.arange(len(names), dtype=kind)
         y = remap[np.concatenate(self.y_parts)]
         return Table(self.x.finish(), y, [str(names[c]) for c in order],
                      np.concatenate(self.task_parts) if self.task_parts else None,
                      [str(n) for n in self.tasks.names] if self.task_col else None,
                      np.concatenate(self.time_parts) if self.time_parts else None, self.dates,
                      np.concatenate(self.split_parts) if self.split_parts else None, self.text)
+
+
+def smallest(count: int) -> type:
+    """The smallest unsigned integer type for codes 0..count-1."""
+    return np.uint8 if count <= 2**8 else np.uint16 if count <= 2**16 else np.int32
 
 
 def _is_number(v: Any) -> bool:

@@ -1,0 +1,129 @@
+"""Inputs row by row, in memory or, past a size, in an unlinked temporary file read back batch by batch.
+
+`RowBuffer` gathers a table's inputs chunk by chunk; beyond `SPILL_BYTES` they go to a temporary file
+($LIFELONG_SPILL_DIR, else the system's temporary folder) with no name, so nothing is left behind.
+`SpilledRows` reads rows from it through a read-only memory map, and tells the kernel every
+`RELEASE_BYTES` read that the pages it touched are no longer needed (madvise DONTNEED): the page
+cache keeps what is hot, the process's resident memory stays bounded however large the file.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import tempfile
+from typing import Any, BinaryIO
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lifelong.data.spec import SpecError
+
+SPILL_BYTES = 64 * 2**20  # inputs above this go to a temporary file
+RELEASE_BYTES = 32 * 2**20  # rows read between two releases of the mapped pages
+
+
+class SpilledRows:
+    """Rows in an unlinked temporary file. Indexing with an array of row numbers returns those rows as
+    a new array; the mapped pages are released every `RELEASE_BYTES` read (see the module's note)."""
+
+    def __init__(self, file: BinaryIO, dtype: np.dtype, shape: tuple[int, ...], rows: int):
+        self.file, self.dtype, self.shape, self.rows = file, dtype, tuple(shape), rows
+        self.row_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        self.map = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+        self.view = np.frombuffer(self.map, dtype=dtype).reshape(rows, *self.shape)
+        self.read_since_release = 0
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        idx = np.asarray(index, dtype=np.int64).reshape(-1)
+        out = self.view[idx]  # a copy of just these rows (IndexError when out of range)
+        self.read_since_release += len(idx) * self.row_bytes
+        if self.read_since_release > RELEASE_BYTES and hasattr(mmap, "MADV_DONTNEED"):
+            self.map.madvise(mmap.MADV_DONTNEED)  # drops the pages from this process; the page cache keeps them
+            self.read_since_release = 0
+        return out
+
+    def read_all(self) -> np.ndarray:
+        return self[np.arange(self.rows)]
+
+
+class RowBuffer:
+    """Rows of one shape and dtype appended chunk by chunk; in memory up to `spill_bytes`, then in an
+    unlinked temporary file (`SpilledRows`) in $LIFELONG_SPILL_DIR, else the system's temporary folder."""
+
+    def __init__(self, spill_bytes: int | None = None, spill_dir: str | None = None):
+        self.spill_bytes = SPILL_BYTES if spill_bytes is None else spill_bytes
+        self.spill_dir = spill_dir or os.environ.get("LIFELONG_SPILL_DIR") or None
+        self.shape: tuple[int, ...] | None = None
+        self.dtype: np.dtype | None = None
+        self.chunks: list[np.ndarray] = []
+        self.rows = 0
+        self.file: BinaryIO | None = None
+
+    def append(self, rows: np.ndarray, where: str) -> None:
+        if self.shape is None:
+            self.shape, self.dtype = rows.shape[1:], rows.dtype
+        elif rows.shape[1:] != self.shape:
+            raise SpecError(f"{where}: mixed shapes: inputs of shape {list(rows.shape[1:])} after "
+                            f"{list(self.shape)}; every row needs the same shape")
+        rows = np.ascontiguousarray(rows, dtype=self.dtype)
+        self.rows += len(rows)
+        if self.file is None and (self.rows * rows[0:1].nbytes if len(rows) else 0) > self.spill_bytes:
+            self.file = tempfile.TemporaryFile(dir=self.spill_dir, prefix="lifelong-rows-")  # noqa: SIM115
+            for chunk in self.chunks:
+                self.file.write(chunk.tobytes())
+            self.chunks = []
+        if self.file is not None:
+            self.file.write(rows.tobytes())
+        else:
+            self.chunks.append(rows)
+
+    def finish(self) -> Any:
+        """A tensor of every row, or `SpilledRows` when they went to a file."""
+        assert self.shape is not None and self.dtype is not None
+        if self.file is None:
+            return torch.from_numpy(np.concatenate(self.chunks) if len(self.chunks) > 1 else self.chunks[0])
+        self.file.flush()
+        return SpilledRows(self.file, self.dtype, self.shape, self.rows)
+
+
+class RowsDataset(torch.utils.data.Dataset):
+    """Some rows of a table, fetched a batch at a time: every row's inputs (a tensor, or `SpilledRows`)
+    and labels are shared by the tasks, each holds only its row numbers (4 bytes a row). Byte inputs
+    (images) are scaled to [0, 1] floats per batch."""
+
+    def __init__(self, x: Any, labels: Tensor, rows: Tensor):
+        """`x`, `labels`: every row's inputs and labels; `rows`: the row numbers of this dataset."""
+        self.source, self.labels, self.rows = x, labels, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def y(self) -> Tensor:
+        """This dataset's labels (int64)."""
+        return self.labels[self.rows.long()].long()
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        x, y = self.get_batch(torch.tensor([i]))
+        return x[0], y[0]
+
+    def get_batch(self, idx: Tensor) -> tuple[Tensor, Tensor]:
+        rows = self.rows[idx].long()
+        # in memory, or on disk (`SpilledRows`: just these rows are read)
+        x = self.source[rows] if isinstance(self.source, Tensor) else torch.from_numpy(self.source[rows.numpy()])
+        if x.dtype == torch.uint8:
+            x = x.float() / 255.0
+        return x, self.labels[rows].long()
+
+    def subset(self, idx: Tensor) -> RowsDataset:
+        return RowsDataset(self.source, self.labels, self.rows[idx])
+
+    def split(self, n_last: int) -> tuple[RowsDataset, RowsDataset]:
+        """(all but the last `n_last` rows, the last `n_last`), as `ArrayDataset.split`."""
+        cut = len(self) - n_last
+        return self.subset(torch.arange(cut)), self.subset(torch.arange(cut, len(self)))
