@@ -17,8 +17,11 @@ from a split column or a test file). The validation part is held out of the trai
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import fnmatch
 import math
+import sys
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -106,10 +109,21 @@ def read_table(spec: DataSpec, encoder: str = "frozen") -> Table:
         _CACHE.move_to_end(key)
         return _CACHE[key]
     table = _read(spec, featurizer(encoder))
+    _give_back_memory()
     _CACHE[key] = table
     while len(_CACHE) > 2:
         _CACHE.popitem(last=False)
     return table
+
+
+def _give_back_memory() -> None:
+    """Return what reading freed to the system: pyarrow's pool and glibc's heap otherwise keep it, and
+    the resident memory of a process that read a large file would stay at its peak."""
+    if "pyarrow" in sys.modules:
+        with contextlib.suppress(AttributeError):
+            sys.modules["pyarrow"].default_memory_pool().release_unused()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _read(spec: DataSpec, featurize: Featurize) -> Table:

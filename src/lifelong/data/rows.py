@@ -3,7 +3,7 @@
 `RowBuffer` gathers a table's inputs chunk by chunk; beyond `SPILL_BYTES` they go to a temporary file
 ($LIFELONG_SPILL_DIR, else the system's temporary folder) with no name, so nothing is left behind.
 `SpilledRows` reads rows from it through a read-only memory map, and tells the kernel every
-`RELEASE_BYTES` read that the pages it touched are no longer needed (madvise DONTNEED): the page
+`RELEASE_BYTES` of pages touched that they are no longer needed (madvise DONTNEED): the page
 cache keeps what is hot, the process's resident memory stays bounded however large the file.
 """
 
@@ -21,7 +21,7 @@ from torch import Tensor
 from lifelong.data.spec import SpecError
 
 SPILL_BYTES = 64 * 2**20  # inputs above this go to a temporary file
-RELEASE_BYTES = 32 * 2**20  # rows read between two releases of the mapped pages
+RELEASE_BYTES = 16 * 2**20  # pages touched between two releases of the mapped pages
 
 
 class SpilledRows:
@@ -41,7 +41,7 @@ class SpilledRows:
     def __getitem__(self, index: Any) -> np.ndarray:
         idx = np.asarray(index, dtype=np.int64).reshape(-1)
         out = self.view[idx]  # a copy of just these rows (IndexError when out of range)
-        self.read_since_release += len(idx) * self.row_bytes
+        self.read_since_release += len(idx) * max(self.row_bytes, mmap.PAGESIZE)  # a row touches a page at least
         if self.read_since_release > RELEASE_BYTES and hasattr(mmap, "MADV_DONTNEED"):
             self.map.madvise(mmap.MADV_DONTNEED)  # drops the pages from this process; the page cache keeps them
             self.read_since_release = 0

@@ -71,35 +71,37 @@ def claim(store: Store, owner: str, path_for: Callable[[int], str]) -> tuple[Upd
         update.attempts += 1
         return update, Lease(update.id)
     connection = store.write_engine.connect()
+    update: Update | None = None
     try:
         with Session(bind=connection, expire_on_commit=False) as s, s.begin():
             s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})  # one decision at a time
-            if s.scalar(select(Update.id).where(Update.status.in_(RUNNING))) is not None:
-                connection.close()
-                return None
-            update = s.scalar(select(Update).where(Update.status == "queued").order_by(Update.id).limit(1)
-                              .with_for_update(skip_locked=True))
-            if update is None:
-                connection.close()
-                return None
-            # the lease: a session lock, so it outlives this transaction and dies with the connection
-            s.execute(text("SELECT pg_advisory_lock(:s, :u)"), {"s": LEASE_SPACE, "u": update.id})
-            state = s.get(ServiceState, 1)
-            assert state is not None
-            update.status, update.owner, update.started_at = "training", owner, utcnow()
-            update.parent_version, update.candidate_path = state.current_version, path_for(update.id)
-            update.attempts = (update.attempts or 0) + 1
-            taken = s.execute(sql_update(Feedback).where(_WAITING).values(update_id=update.id))
-            if not taken.rowcount:  # type: ignore[attr-defined]
-                update.status, update.finished_at, update.error = "failed", utcnow(), "no pending feedback"
-            Store.audit(s, "update.claim", f"update {update.id}", actor=owner, detail={"attempt": update.attempts})
-        if update.status != "training":
-            Lease(update.id, connection).release()
-            return None
-        return update, Lease(update.id, connection)
+            if s.scalar(select(Update.id).where(Update.status.in_(RUNNING))) is None:
+                update = s.scalar(select(Update).where(Update.status == "queued").order_by(Update.id).limit(1)
+                                  .with_for_update(skip_locked=True))
+            if update is not None:
+                # the lease: a session lock, so it outlives this transaction and dies with the connection
+                s.execute(text("SELECT pg_advisory_lock(:s, :u)"), {"s": LEASE_SPACE, "u": update.id})
+                state = s.get(ServiceState, 1)
+                assert state is not None
+                update.status, update.owner, update.started_at = "training", owner, utcnow()
+                update.parent_version, update.candidate_path = state.current_version, path_for(update.id)
+                update.attempts = (update.attempts or 0) + 1
+                taken = s.execute(sql_update(Feedback).where(_WAITING).values(update_id=update.id))
+                if not taken.rowcount:  # type: ignore[attr-defined]
+                    update.status, update.finished_at, update.error = "failed", utcnow(), "no pending feedback"
+                Store.audit(s, "update.claim", f"update {update.id}", actor=owner,
+                            detail={"attempt": update.attempts})
     except BaseException:
         connection.close()
         raise
+    if update is None:
+        connection.close()
+        return None
+    lease = Lease(update.id, connection)
+    if update.status != "training":
+        lease.release()
+        return None
+    return update, lease
 
 
 def _count_attempt(store: Store, update_id: int) -> None:
