@@ -64,12 +64,12 @@ def claim(store: Store, owner: str, path_for: Callable[[int], str]) -> tuple[Upd
     """Start the oldest queued update for `owner` (none while another runs anywhere); None if there is
     nothing to start. The update takes every pending feedback example; its parent is the current version."""
     if store.sqlite:
-        update = store.claim_update(owner, path_for)
-        if update is None or update.status != "training":
+        started = store.claim_update(owner, path_for)
+        if started is None or started.status != "training":
             return None
-        _count_attempt(store, update.id)
-        update.attempts += 1
-        return update, Lease(update.id)
+        _count_attempt(store, started.id)
+        started.attempts += 1
+        return started, Lease(started.id)
     connection = store.write_engine.connect()
     update: Update | None = None
     try:
