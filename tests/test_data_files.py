@@ -164,7 +164,6 @@ def test_large_inputs_spill_to_a_file_read_back_batch_by_batch(tmp_path, monkeyp
     in_memory = read_table(spec)
     files._CACHE.clear()
     monkeypatch.setattr(rows, "SPILL_BYTES", 256)
-    monkeypatch.setattr(rows, "RELEASE_BYTES", 512)  # the mapped pages are released every few batches
     spilled = read_table(spec)
     assert isinstance(spilled.x, rows.SpilledRows) and isinstance(in_memory.x, torch.Tensor)
     assert np.array_equal(spilled.x.read_all(), in_memory.x.numpy())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -63,6 +64,21 @@ def test_a_dead_workers_update_is_queued_again_then_failed(postgres):
         failed = store.update(update_id)
         assert "the worker running it stopped (worker b:2:y, attempt 2 of 2)" in failed.error
         assert store.pending_count() == 3 and [v.number for v in store.versions()] == [1]
+    finally:
+        store.close()
+
+
+def test_on_sqlite_a_worker_is_dead_when_its_process_is(tmp_path):
+    store, update_id = _queued_store(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        gone = subprocess.Popen([sys.executable, "-c", "pass"])
+        gone.wait()
+        owner = f"{queue.WORKER}{socket.gethostname()}:{gone.pid}:x"
+        claimed = queue.claim(store, owner, lambda i: f"u{i}")
+        assert claimed is not None and claimed[0].attempts == 1 and claimed[1].connection is None
+        assert queue.reap(store, lambda p: None) == [(update_id, "queued")]
+        alive = queue.claim(store, queue.worker_owner(), lambda i: f"u{i}")  # this process: alive
+        assert alive is not None and queue.reap(store, lambda p: None) == []
     finally:
         store.close()
 

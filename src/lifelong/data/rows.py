@@ -2,14 +2,12 @@
 
 `RowBuffer` gathers a table's inputs chunk by chunk; beyond `SPILL_BYTES` they go to a temporary file
 ($LIFELONG_SPILL_DIR, else the system's temporary folder) with no name, so nothing is left behind.
-`SpilledRows` reads rows from it through a read-only memory map, and tells the kernel every
-`RELEASE_BYTES` of pages touched that they are no longer needed (madvise DONTNEED): the page
-cache keeps what is hot, the process's resident memory stays bounded however large the file.
+`SpilledRows` reads the rows a batch needs with positioned reads: the kernel's page cache keeps what
+is hot, the process's resident memory stays bounded however large the file.
 """
 
 from __future__ import annotations
 
-import mmap
 import os
 import tempfile
 from typing import Any, BinaryIO
@@ -21,31 +19,28 @@ from torch import Tensor
 from lifelong.data.spec import SpecError
 
 SPILL_BYTES = 64 * 2**20  # inputs above this go to a temporary file
-RELEASE_BYTES = 16 * 2**20  # pages touched between two releases of the mapped pages
 
 
 class SpilledRows:
-    """Rows in an unlinked temporary file. Indexing with an array of row numbers returns those rows as
-    a new array; the mapped pages are released every `RELEASE_BYTES` read (see the module's note)."""
+    """Rows in an unlinked temporary file, read with one positioned read (`os.pread`) each: indexing with
+    an array of row numbers returns those rows as a new array. (A memory map would be simpler, but a
+    random row faults in a whole run of pages around it, up to a large folio: the resident memory of a
+    shuffled pass over a mapped file grows to the file's size.)"""
 
     def __init__(self, file: BinaryIO, dtype: np.dtype, shape: tuple[int, ...], rows: int):
         self.file, self.dtype, self.shape, self.rows = file, dtype, tuple(shape), rows
         self.row_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        self.map = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
-        self.view = np.frombuffer(self.map, dtype=dtype).reshape(rows, *self.shape)
-        self.read_since_release = 0
 
     def __len__(self) -> int:
         return self.rows
 
     def __getitem__(self, index: Any) -> np.ndarray:
         idx = np.asarray(index, dtype=np.int64).reshape(-1)
-        out = self.view[idx]  # a copy of just these rows (IndexError when out of range)
-        self.read_since_release += len(idx) * max(self.row_bytes, mmap.PAGESIZE)  # a row touches a page at least
-        if self.read_since_release > RELEASE_BYTES and hasattr(mmap, "MADV_DONTNEED"):
-            self.map.madvise(mmap.MADV_DONTNEED)  # drops the pages from this process; the page cache keeps them
-            self.read_since_release = 0
-        return out
+        if len(idx) and (int(idx.min()) < -self.rows or int(idx.max()) >= self.rows):
+            raise IndexError(f"row index out of range for {self.rows} rows")
+        fd, size = self.file.fileno(), self.row_bytes
+        data = b"".join([os.pread(fd, size, (r % self.rows) * size) for r in idx.tolist()])
+        return np.frombuffer(data, dtype=self.dtype).reshape(len(idx), *self.shape).copy()
 
     def read_all(self) -> np.ndarray:
         return self[np.arange(self.rows)]
