@@ -299,6 +299,7 @@ def cut_table(table: Table, spec: DataSpec, cut: Cut, encoder: str | None = None
     info: dict[str, Any] = {"data": spec.to_dict()}
     if encoder is not None:
         info["encoder"] = encoder
+    _give_back_memory()  # the tasks' row numbers were made from larger temporary arrays
     return TaskStream(tasks, len(table.class_names), scenario, spec.name, list(table.class_names), info)
 
 
