@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
@@ -23,7 +24,7 @@ from lifelong.data.spec import DataSpec, SpecError
 from lifelong.data.table import Categorical
 
 CHUNK_ROWS = 16_384
-CSV_BLOCK_BYTES = 2**20  # pyarrow reads ahead a few dozen blocks: 1 MiB blocks keep that near 40 MiB
+CSV_BLOCK_BYTES = 2**19  # pyarrow reads ahead a few dozen blocks: 512 KiB blocks keep that near 20 MiB
 _SNIFF_ROWS = 200  # rows looked at to find the numeric columns (the default features)
 
 
@@ -116,8 +117,10 @@ class CsvSource(Source):
         import pyarrow.csv as pacsv
 
         types = {c: pa.float32() if c in self.features else pa.string() for c in columns}
-        # a Python file object, not the path: given a path, pyarrow buffers far ahead of the batch it hands over
-        with open(self.path, "rb") as f:
+        # a native file, so pyarrow's read-ahead threads never need Python (a Python file object can abort the
+        # interpreter at exit when a read fails); small blocks, since it reads a few dozen blocks ahead
+        with pa.OSFile(self.path) as f:
+            reader = None
             try:
                 reader = pacsv.open_csv(
                     f, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES, column_names=self.columns,
@@ -129,7 +132,10 @@ class CsvSource(Source):
                     yield {name: self._column(name, col, len(batch))
                            for name, col in zip(batch.schema.names, batch.columns, strict=True)}
             except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-                raise SpecError(f"{self.path}: {_arrow_message(exc)}") from None
+                raise SpecError(f"{self.path}: {_arrow_message(exc, self.columns)}") from None
+            finally:  # stop its read-ahead before the file closes (else a reader thread reads a closed file)
+                if reader is not None:
+                    reader.close()
 
     def _column(self, name: str, col: Any, n: int) -> Any:
         if name in self.features:
@@ -157,9 +163,13 @@ class CsvSource(Source):
                 yield {c: [row[i] for row in rows] for c, i in zip(columns, where, strict=True)}
 
 
-def _arrow_message(exc: Exception) -> str:
+def _arrow_message(exc: Exception, columns: list[str]) -> str:
+    """pyarrow's message in this module's words: the column by name, the row counted without the header."""
     text = str(exc).strip().splitlines()[0]
-    return text.replace("CSV conversion error to float", "not a number (read as float)")
+    found = re.match(r"In CSV column #(\d+): Row #(\d+): CSV conversion error to float: invalid value (.*)", text)
+    if found and int(found[1]) < len(columns):
+        return f"column {columns[int(found[1])]!r}, row {int(found[2]) - 1}: {found[3]} is not a number"
+    return text
 
 
 # -- JSON Lines ----------------------------------------------------------------------------------------
