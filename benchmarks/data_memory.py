@@ -6,7 +6,8 @@
 
 Generates (once) a CSV of FEATURES float columns, a label (20 classes, a fixed linear rule of the
 features) and a domain column (5 domains in blocks of rows) in $TMPDIR/lifelong-bench/, then in a
-fresh child process, with one torch thread: imports, reads and cuts it into 5 tasks by domain
+fresh child process, with one torch thread: imports, one Adam step of a small MLP (torch's own
+start-up cost, before any data), reads and cuts it into 5 tasks by domain
 (`--data csv:FILE,label=label,task=domain`), makes one shuffled pass over every task's training rows
 in batches of 128, trains a small MLP on task 0 for one epoch and scores every task's test rows.
 Peak resident memory (VmHWM, reset between stages) is recorded after each stage. Writes
@@ -95,6 +96,12 @@ def child(file: str, reader: str, quick: bool) -> dict[str, Any]:
     if reader == "csv-module":
         CsvSource.chunks = CsvSource._chunks_csv_module  # type: ignore[method-assign]
     started = _stage(log, "imports (python, torch, lifelong)", started)
+    torch.manual_seed(0)
+    warm = MLP(FEATURES, (64,), CLASSES)
+    optimizer = torch.optim.Adam(warm.parameters())  # its first use imports torch._dynamo and sympy: ~70 MiB
+    torch.nn.functional.cross_entropy(warm(torch.randn(128, FEATURES)), torch.zeros(128, dtype=torch.long)).backward()
+    optimizer.step()
+    started = _stage(log, "torch's first Adam step, no data (what any training pays)", started)
     stream = file_stream(f"csv:{file},label=label,task=domain", Cut(tasks=None))
     started = _stage(log, "read and cut into tasks", started)
     batches = 0
