@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -117,8 +118,26 @@ def child(file: str, reader: str, quick: bool) -> dict[str, Any]:
     learner.fit(stream, 0)
     accuracy = learner.evaluate(stream)
     started = _stage(log, "train task 0 one epoch, score every task's test rows", started)
-    return {"stages": log, "batches": batches, "tasks": describe(stream).splitlines(),
+    return {"stages": log, "batches": batches, "rows": sum(len(t.train) + len(t.test) for t in stream),
+            "tasks": describe(stream).splitlines(),
             "accuracy_after_task_0": [round(a, 4) for a in accuracy], "spilled": type(stream[0].train.source).__name__}
+
+
+def table(runs: list[dict[str, Any]]) -> str:
+    """Peak resident memory per stage (MiB) of each saved run, as a Markdown table."""
+    stages = list(dict.fromkeys(s["stage"] for r in runs for s in r["stages"]))
+    head = ["reader", "file", "rows", *stages, "peak"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in runs:
+        by = {s["stage"]: s for s in r["stages"]}
+        rows = r.get("rows") or sum(int(n) for line in r["tasks"][1:]  # older runs: from the tasks' sizes
+                                    for n in re.findall(r"(\d+) (?:train|test)", line))
+        cells = [r["config"]["reader"], f"{r['file']['bytes'] / 2**20:,.0f} MiB", f"{rows:,}"]
+        cells += [f"{by[s]['peak_rss_mib']} ({by[s]['seconds']:.0f} s)" if s in by else "-" for s in stages]
+        lines.append("| " + " | ".join([*cells, f"**{r['peak_rss_mib']}**"]) + " |")
+    env = runs[0]["environment"]
+    return "\n".join(lines) + (f"\n\n`results/data-memory.json`: {env['cpu']}, torch {env['torch']}, peak resident "
+                               "memory in MiB after each stage (its wall time in brackets, on a shared machine).")
 
 
 def main() -> int:
@@ -128,8 +147,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="one pass capped at 20,000 rows per task")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "lifelong-bench"))
+    parser.add_argument("--table", action="store_true", help="print the Markdown table of the saved runs")
     parser.add_argument("--child", metavar="FILE", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(RESULT.read_text())["runs"]))
+        return 0
     if args.child:
         print(json.dumps(child(args.child, args.reader, args.quick)))
         return 0

@@ -264,3 +264,21 @@ def test_a_run_on_a_csv_from_the_command_line(tmp_path, capsys):
     assert result["config"]["stream"]["data"] == f"{path},task=shop"
     # the label is the sign of the first feature: 0.90-0.975 over seeds 0-2 of data and run, chance 0.5
     assert result["learning_accuracy"] > 0.75
+
+
+def test_text_through_the_real_encoder_embeddings_or_token_ids(tmp_path, monkeypatch):
+    from lifelong.models import text
+
+    if not text.encoder_available():
+        pytest.skip("the MiniLM encoder (text extra) is not installed")
+    monkeypatch.setenv("LIFELONG_CACHE", str(tmp_path / "cache"))  # a fresh embedding cache, not the user's
+    path = tmp_path / "t.csv"
+    rows = "".join(f"order {i} is late,late\nthe box {i} is broken,broken\n" for i in range(5))
+    path.write_text("text,label\n" + rows)
+    ids = file_stream(f"{path},text=text", Cut(classes_per_task=1), encoder="finetune")
+    x, _ = _all(ids[0].train)
+    assert ids.info["encoder"] == "finetune" and x.dtype == torch.long and x.shape[1] == text.MAX_TOKENS
+    embedded = file_stream(f"{path},text=text", Cut(classes_per_task=1), encoder="frozen")
+    x, _ = _all(embedded[0].train)
+    assert embedded.info["encoder"] == "frozen" and x.shape[1] == 384
+    assert torch.allclose(x.norm(dim=1), torch.ones(len(x)), atol=1e-4)  # the encoder's normalised embeddings
