@@ -18,6 +18,7 @@ from lifelong.strategies.er_ace import ERACE, ERACEConfig
 from lifelong.strategies.ewc import EWC, EWCConfig, OnlineEWCConfig
 from lifelong.strategies.icarl import ICaRL, ICaRLConfig
 from lifelong.strategies.joint import Joint, JointConfig
+from lifelong.strategies.kfac_ewc import KFACEWC, KFACEWCConfig, OnlineKFACEWCConfig
 from lifelong.strategies.lwf import LwF, LwFConfig
 from lifelong.strategies.mas import MAS, MASConfig
 from lifelong.strategies.ncm import NCM, NCMConfig
@@ -32,6 +33,8 @@ REGISTRY: dict[str, tuple[type[StrategyConfig], type[Strategy]]] = {
     "replay": (ReplayConfig, Replay),
     "ewc": (EWCConfig, EWC),
     "online-ewc": (OnlineEWCConfig, EWC),
+    "kfac-ewc": (KFACEWCConfig, KFACEWC),  # Kronecker-factored Fisher blocks per layer
+    "online-kfac-ewc": (OnlineKFACEWCConfig, KFACEWC),
     "si": (SIConfig, SI),
     "mas": (MASConfig, MAS),
     "lwf": (LwFConfig, LwF),
@@ -45,7 +48,7 @@ REGISTRY: dict[str, tuple[type[StrategyConfig], type[Strategy]]] = {
     "wa": (WAConfig, WA),  # bias corrections: compose them with a replay method (replay+wa, der++ +bic)
     "bic": (BiCConfig, BiC),
 }
-STRATEGIES = (*REGISTRY, "ewc+replay")
+STRATEGIES = (*REGISTRY, "ewc+replay", "kfac-ewc+replay")
 
 
 def split_name(name: str) -> list[str]:
@@ -105,6 +108,7 @@ __all__ = [
     "DER",
     "ERACE",
     "EWC",
+    "KFACEWC",
     "MAS",
     "NCM",
     "REGISTRY",
@@ -116,6 +120,7 @@ __all__ = [
     "EWCConfig",
     "ICaRL",
     "Joint",
+    "KFACEWCConfig",
     "LwF",
     "MASConfig",
     "Naive",
