@@ -140,11 +140,12 @@ def kronecker_factors(model: nn.Module, batches: Iterable[Any], *, fisher: str =
         raise ValueError("Kronecker factors need at least one sample; the data was empty")
     modules = dict(owners)
     factors = {n: LayerFactors(kinds[n], a_sums[n] / total, g_sums[n] / total,  # type: ignore[arg-type]
-                               _has_bias(modules[n])) for n in names}
+                               has_bias(modules[n])) for n in names}
     return factors, {n: v / total for n, v in diagonal.items()}
 
 
-def _has_bias(module: nn.Module) -> bool:
+def has_bias(module: nn.Module) -> bool:
+    """Whether the layer's bias trains (then its factors and bases cover it as a last input column)."""
     bias = getattr(module, "bias", None)
     return isinstance(bias, nn.Parameter) and bias.requires_grad
 
@@ -174,7 +175,7 @@ def _accumulate(model: nn.Module, owners: list[tuple[str, nn.Module]], kinds: di
     for name in names:
         kind = kinds[name]
         if kind is not None:  # A depends on the inputs only: once per batch, whatever the labels
-            a = layer_inputs(modules[name], kind, calls[name][0][0][0], _has_bias(modules[name]))
+            a = layer_inputs(modules[name], kind, calls[name][0][0][0], has_bias(modules[name]))
             term = torch.einsum("nli,nlj->ij", a, a) / a.shape[1]
             a_sums[name] = a_sums[name] + term if name in a_sums else term
     for k, loss in enumerate(losses):  # one backward per objective (the exact Fisher: per class)

@@ -16,6 +16,7 @@ from lifelong.strategies.compose import Compose
 from lifelong.strategies.der import DER, DERACEConfig, DERConfig, DERPPConfig
 from lifelong.strategies.er_ace import ERACE, ERACEConfig
 from lifelong.strategies.ewc import EWC, EWCConfig, OnlineEWCConfig
+from lifelong.strategies.gpm import GPM, GPMConfig
 from lifelong.strategies.icarl import ICaRL, ICaRLConfig
 from lifelong.strategies.joint import Joint, JointConfig
 from lifelong.strategies.kfac_ewc import KFACEWC, KFACEWCConfig, OnlineKFACEWCConfig
@@ -35,6 +36,7 @@ REGISTRY: dict[str, tuple[type[StrategyConfig], type[Strategy]]] = {
     "online-ewc": (OnlineEWCConfig, EWC),
     "kfac-ewc": (KFACEWCConfig, KFACEWC),  # Kronecker-factored Fisher blocks per layer
     "online-kfac-ewc": (OnlineKFACEWCConfig, KFACEWC),
+    "gpm": (GPMConfig, GPM),  # gradients projected off each layer's earlier input subspace
     "si": (SIConfig, SI),
     "mas": (MASConfig, MAS),
     "lwf": (LwFConfig, LwF),
@@ -108,6 +110,7 @@ __all__ = [
     "DER",
     "ERACE",
     "EWC",
+    "GPM",
     "KFACEWC",
     "MAS",
     "NCM",
@@ -118,6 +121,7 @@ __all__ = [
     "BiC",
     "Compose",
     "EWCConfig",
+    "GPMConfig",
     "ICaRL",
     "Joint",
     "KFACEWCConfig",
