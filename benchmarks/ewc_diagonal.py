@@ -1,6 +1,6 @@
 """What separates lifelong's default EWC from a controlled probe and from Avalanche's: named variants of
 diagonal EWC, several seeds, on 5-task Permuted Fashion-MNIST (MLP 784-400-400-10, Adam 1e-3, batch 128,
-1 epoch, no dropout: the peer's own ground; issue 18).
+1 epoch, no dropout: the peer's own ground; issue 18). Variants of kfac-ewc and gpm run on the same ground.
 
     python benchmarks/ewc_diagonal.py --variants naive,ewc --seeds 0,1,2 --threads 1
     python benchmarks/ewc_diagonal.py --split valid --variants ewc-exact-30,ewc-exact-100 --out results/x.json
@@ -60,6 +60,12 @@ for _s in (10, 30, 100, 300, 1000, 3000):
     VARIANTS[f"ewc-exact-1000-samples-{_s}"] = _v(fisher="exact", samples=1000, strength=float(_s))
 for _s in (1000, 3000, 10000, 30000, 100000):
     VARIANTS[f"ewc-batched-{_s}"] = _v(fisher="batched", strength=float(_s))
+for _s in (10, 30, 100, 300, 1000):  # beyond the diagonal, on the same ground
+    VARIANTS[f"kfac-ewc-{_s}"] = _v("kfac-ewc", strength=float(_s))
+    VARIANTS[f"online-kfac-ewc-{_s}"] = _v("online-kfac-ewc", strength=float(_s))
+for _t in (0.9, 0.95, 0.97, 0.99):
+    VARIANTS[f"gpm-{_t}"] = _v("gpm", threshold=_t)
+    VARIANTS[f"gpm-update-{_t}"] = _v("gpm", threshold=_t, project="update")
 
 
 class PerTaskEWC(EWC):

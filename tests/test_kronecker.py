@@ -155,23 +155,24 @@ def test_penalty_and_its_gradient_equal_the_explicit_kronecker_quadratic():
     _close(net.bias.grad, want[1], 1e-5)
 
 
-def _three_tasks(merge, proportional=False, online=False):
+def _three_tasks(merge, proportional=False, online=False, size=(4, 3)):
     from lifelong.importance.kronecker import LayerFactors
 
     gen = torch.Generator().manual_seed(1)
-    net = nn.Linear(4, 3)
+    n_in, n_out = size
+    net = nn.Linear(n_in, n_out)
     q = KroneckerPenalty(strength=1.0, merge=merge)
     tasks = []
-    base_a, base_g = _random_psd(5, gen), _random_psd(3, gen)
+    base_a, base_g = _random_psd(n_in + 1, gen), _random_psd(n_out, gen)
     for t in range(3):
-        a, g = (base_a * (t + 1), base_g) if proportional else (_random_psd(5, gen), _random_psd(3, gen))
+        a, g = (base_a * (t + 1), base_g) if proportional else (_random_psd(n_in + 1, gen), _random_psd(n_out, gen))
         with torch.no_grad():
-            net.weight.add_(0.3 * torch.randn(3, 4, generator=gen))
-            net.bias.add_(0.3 * torch.randn(3, generator=gen))
+            net.weight.add_(0.3 * torch.randn(n_out, n_in, generator=gen))
+            net.bias.add_(0.3 * torch.randn(n_out, generator=gen))
         q.add({"": LayerFactors("linear", a, g, True)}, {}, net, centred=not online)
         tasks.append((a, g, layer_matrix(net.weight, net.bias).detach().clone()))
     with torch.no_grad():
-        net.weight.add_(0.5 * torch.randn(3, 4, generator=gen))
+        net.weight.add_(0.5 * torch.randn(n_out, n_in, generator=gen))
     return net, q, tasks
 
 
@@ -234,6 +235,21 @@ def test_truncated_step_keeps_the_top_curvature_and_reports_it():
     expected = torch.zeros(20, 30)
     expected[:kg, :ka] = (g @ torch.ones(20, 30) @ a)[:kg, :ka]
     _close(net.weight.grad, expected, 1e-5)
+
+
+@pytest.mark.parametrize("energy", [1.0, 0.5])
+def test_the_step_is_the_gradient_of_the_penalty_value_after_several_tasks(energy):
+    net, q, _ = _three_tasks("nearest", size=(30, 20))
+    q.energy = energy
+    q._steps = {}
+    want = torch.autograd.grad(q.value(net), [net.weight, net.bias])
+    net.zero_grad()
+    q.add_gradient_(net)
+    _close(net.weight.grad, want[0], 1e-4)
+    _close(net.bias.grad, want[1], 1e-4)
+    if energy < 1:
+        row = q.protection()[0]
+        assert row["rank_A"] < 31 and row["rank_G"] < 20
 
 
 def test_strategy_state_round_trips_and_the_head_may_grow(split_digits):
