@@ -254,6 +254,7 @@ class KroneckerPenalty:
                 curved = step.g @ d @ step.a
                 force = layer["force"]
             else:
+                assert step.anchor is not None and step.force is not None
                 curved = step.g @ ((step.g.T @ (w @ step.a - step.anchor)) * step.scale) @ step.a.T
                 force = step.g @ step.force @ step.a.T
             total = total + (d * curved).sum() + 2 * (force * d).sum() + layer["residual"]
