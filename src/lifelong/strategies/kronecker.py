@@ -221,6 +221,7 @@ class KroneckerPenalty:
                 weight.grad = torch.zeros_like(weight)
             if bias is not None and bias.grad is None:
                 bias.grad = torch.zeros_like(bias)
+            bias_grad = bias.grad if bias is not None else None
             g2 = weight.grad.view(weight.shape[0], cols)
             if step.scale is None:  # dense: (G (D A) + c), D A from W's and b's parts
                 da = (w2 - layer["anchor"][:, :cols]) @ step.a[:cols]
@@ -228,8 +229,8 @@ class KroneckerPenalty:
                     da.addr_(bias - layer["anchor"][:, cols], step.a[cols])
                 update = torch.addmm(layer["force"], step.g, da)
                 g2.add_(update[:, :cols], alpha=lam)
-                if bias is not None:
-                    bias.grad.add_(update[:, cols], alpha=lam)
+                if bias is not None and bias_grad is not None:
+                    bias_grad.add_(update[:, cols], alpha=lam)
                 continue
             assert step.a_t is not None and step.anchor is not None and step.force is not None
             # in transposed form, [kA, out]: (W UA - W* UA)^T, then the core, then back
@@ -239,8 +240,8 @@ class KroneckerPenalty:
             core = torch.addcmul(step.force.T, (t - step.anchor.T) @ step.g, step.scale.T)  # [kA, kG]
             left = core @ step.g.T  # [kA, out]
             g2.addmm_(left.T, step.a_t[:, :cols], alpha=lam)
-            if bias is not None:
-                bias.grad.addmv_(left.T, step.a_t[:, cols], alpha=lam)
+            if bias_grad is not None:
+                bias_grad.addmv_(left.T, step.a_t[:, cols], alpha=lam)
         self.diagonal.add_gradient_(model)
 
     def value(self, model: nn.Module) -> Tensor:
