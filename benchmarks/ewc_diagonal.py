@@ -63,6 +63,9 @@ for _s in (1000, 3000, 10000, 30000, 100000):
 for _s in (10, 30, 100, 300, 1000):  # beyond the diagonal, on the same ground
     VARIANTS[f"kfac-ewc-{_s}"] = _v("kfac-ewc", strength=float(_s))
     VARIANTS[f"online-kfac-ewc-{_s}"] = _v("online-kfac-ewc", strength=float(_s))
+    for _e in (0.9, 0.95, 0.99):
+        VARIANTS[f"kfac-ewc-{_s}-energy-{_e}"] = _v("kfac-ewc", strength=float(_s), energy=_e)
+        VARIANTS[f"online-kfac-ewc-{_s}-energy-{_e}"] = _v("online-kfac-ewc", strength=float(_s), energy=_e)
 for _t in (0.9, 0.95, 0.97, 0.99):
     VARIANTS[f"gpm-{_t}"] = _v("gpm", threshold=_t)
     VARIANTS[f"gpm-update-{_t}"] = _v("gpm", threshold=_t, project="update")
