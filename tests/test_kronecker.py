@@ -282,3 +282,17 @@ def test_bad_options_are_refused():
         from test_importance import Shared
 
         kronecker_factors(Shared(), [(torch.zeros(2, 1, 8, 8), torch.zeros(2, dtype=torch.long))])
+
+
+def test_a_run_reports_what_each_layer_keeps():
+    from lifelong.data import StreamConfig
+    from lifelong.learner import LearnerConfig
+    from lifelong.run import ModelConfig, RunConfig, run
+
+    r = run(RunConfig(StreamConfig("permuted-digits", tasks=2), "kfac-ewc+gpm", {"samples": 64},
+                      LearnerConfig(epochs=1, batch_size=64), ModelConfig("mlp", (16,)), seed=0))
+    kept = r["per_task"][-1]["protection"]
+    assert set(kept) == {"kfac-ewc", "gpm"}
+    assert [row["layer"] for row in kept["kfac-ewc"]] == ["net.layers.1", "net.layers.3"]
+    assert all(row["curvature_kept"] == 1.0 and row["state_bytes"] > 0 for row in kept["kfac-ewc"])
+    assert all(0 < row["input_space_share"] <= 1 for row in kept["gpm"])

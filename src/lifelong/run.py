@@ -19,7 +19,7 @@ from lifelong.learner import Learner, LearnerConfig
 from lifelong.models import CNN, MLP, ContinualClassifier
 from lifelong.report import environment
 from lifelong.resume import load_progress, save_progress
-from lifelong.strategies import build_strategy
+from lifelong.strategies import build_strategy, protection
 from lifelong.strategies.base import state_nbytes
 
 
@@ -184,6 +184,7 @@ def run(cfg: RunConfig, progress: bool = False, stream: TaskStream | None = None
         with torch.no_grad():
             stats["penalty"] = float(strategy.penalty(model))
         stats["importance_histograms"] = importance_histograms(strategy)
+        stats["protection"] = protection(strategy)  # per layer, what kfac-ewc / gpm keep (empty for others)
         per_task.append(stats)
         if checkpoint_dir is not None:
             keep_optimizer = learner.optimizer is not None and not cfg.learner.reset_optimizer

@@ -80,6 +80,12 @@ def strategy_options(name: str) -> dict[str, dict[str, Any]]:
     return {p: REGISTRY[p][0]().to_dict() for p in parts}
 
 
+def protection(strategy: Strategy) -> dict[str, list[dict[str, Any]]]:
+    """What each part of a strategy that reports it (kfac-ewc, gpm) protects, per layer, by part name."""
+    return {p.name: p.protection() for p in getattr(strategy, "parts", [strategy])
+            if hasattr(p, "protection")}
+
+
 def build_strategy(name: str, options: dict[str, Any] | None = None) -> Strategy:
     """Build a strategy from its name and a flat dict of options.
 
@@ -134,6 +140,7 @@ __all__ = [
     "SIConfig",
     "Strategy",
     "build_strategy",
+    "protection",
     "split_name",
     "strategy_options",
 ]
