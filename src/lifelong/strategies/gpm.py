@@ -7,9 +7,10 @@ later tasks train, each layer's gradient of [W b] loses its part in span(M): g <
 Outputs of earlier tasks' inputs then do not change to first order under SGD, without stored data.
 
 Adam breaks that guarantee: it divides the projected gradient's running mean elementwise by a running
-scale, which moves the step back into span(M). `project="update"` restores it for any optimizer by
-projecting the step itself (the parameter change after the optimizer) instead; `drift` reports, per
-layer and task, the share of the task's weight change that fell inside the protected subspace.
+scale, which moves the step back into span(M). `project="update"` (the default) keeps it for any
+optimizer by projecting the step itself (the parameter change the optimizer made) instead; under plain
+or momentum SGD both are the same. `drift` reports, per layer and task, the share of the task's weight
+change that fell inside the protected subspace (docs/consolidation.md measures both under Adam).
 Other layers (LayerNorm, Embedding, ...) are not protected; `protection()` lists them.
 """
 
@@ -34,7 +35,9 @@ class GPMConfig(StrategyConfig):
     threshold: float | list[float] = 0.97  # energy share per layer (one value, or one per layer in order)
     threshold_step: float = 0.0  # raised by this much per task (Saha et al. on CIFAR: 0.003)
     samples: int = 300  # training samples whose inputs give each task's subspace (the paper's 300)
-    project: str = "gradient"  # "gradient" (the paper's) or "update" (the optimizer's step: exact with Adam)
+    # "update" (the default): project the optimizer's step, which keeps the guarantee under Adam; "gradient":
+    # project the gradient before the step, as the paper (the same thing under plain or momentum SGD)
+    project: str = "update"
 
     def __post_init__(self) -> None:
         values = self.threshold if isinstance(self.threshold, list) else [self.threshold]
