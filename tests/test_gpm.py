@@ -66,7 +66,7 @@ def test_protection_report_and_state_round_trip(permuted_digits):
     rows = strategy.protection()
     assert [r["layer"] for r in rows] == list(strategy.bases)
     assert all(0 < r["input_space_share"] <= 1 and r["energy_explained"] >= 0.99 for r in rows)
-    twin = build_strategy("gpm", {"threshold": 0.99})
+    twin = build_strategy("gpm", {"threshold": 0.99, "project": "gradient"})
     twin.load_state_dict(strategy.state_dict())
     assert all(torch.equal(twin.bases[n], strategy.bases[n]) for n in strategy.bases)
     model = ContinualClassifier(MLP(64, (32,), 10), 3, 10)
