@@ -37,8 +37,10 @@ from lifelong.strategies.base import trainable
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _v(strategy: str = "ewc", keep_optimizer: bool = False, per_task: bool = False, **options: Any) -> dict:
-    return {"strategy": strategy, "options": options, "keep_optimizer": keep_optimizer, "per_task": per_task}
+def _v(strategy: str = "ewc", keep_optimizer: bool = False, per_task: bool = False, dropout: float = 0.0,
+       **options: Any) -> dict:
+    return {"strategy": strategy, "options": options, "keep_optimizer": keep_optimizer, "per_task": per_task,
+            **({"dropout": dropout} if dropout else {})}
 
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -51,6 +53,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ewc-kept-adam-batched-1000": _v(keep_optimizer=True, fisher="batched", strength=1000.0),  # Avalanche's EWC
     "ewc-kept-adam-exact-100": _v(keep_optimizer=True, fisher="exact", strength=100.0),
     "ewc-kept-adam-exact-300": _v(keep_optimizer=True, fisher="exact", strength=300.0),
+    # Avalanche's SimpleMLP has dropout 0.5 unless told otherwise
+    "ewc-dropout-0.5": _v(dropout=0.5),
+    "ewc-kept-adam-batched-1000-dropout-0.5": _v(keep_optimizer=True, fisher="batched", strength=1000.0, dropout=0.5),
 }
 for _s in (10, 30, 100, 300, 1000, 3000):
     VARIANTS[f"ewc-{_s}"] = _v(strength=float(_s))
@@ -98,7 +103,7 @@ def run_variant(name: str, seed: int, split: str, tasks: int, epochs: int) -> di
     stream = build_stream(StreamConfig("permuted-fmnist", "domain", tasks, seed=seed,
                                        validation=0.1 if split == "valid" else 0.0))
     torch.manual_seed(seed)
-    model = ContinualClassifier(MLP(784, (400, 400), 10), len(stream), 10)
+    model = ContinualClassifier(MLP(784, (400, 400), 10, spec.get("dropout", 0.0)), len(stream), 10)
     options = {**spec["options"], "seed": seed}
     strategy = PerTaskEWC(EWCConfig(**options)) if spec["per_task"] else build_strategy(spec["strategy"], options)
     learner = Learner(model, strategy, LearnerConfig(epochs=epochs, batch_size=128, lr=1e-3, seed=seed,

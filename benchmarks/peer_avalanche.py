@@ -42,7 +42,10 @@ RUNS: dict[str, dict[str, Any]] = {
     "avalanche-naive": {"side": "avalanche", "args": ["--strategy", "naive"]},
     "avalanche-ewc-fresh-optimizer": {"side": "avalanche", "args": ["--strategy", "ewc", "--ewc-lambda", "1000",
                                                                     "--reset-optimizer"]},
+    "avalanche-ewc-dropout-0.5": {"side": "avalanche", "args": ["--strategy", "ewc", "--ewc-lambda", "1000",
+                                                                "--dropout", "0.5"]},
     "lifelong-ewc": {"side": "lifelong", "variant": "ewc"},
+    "lifelong-ewc-dropout-0.5": {"side": "lifelong", "variant": "ewc-dropout-0.5"},
     "lifelong-naive": {"side": "lifelong", "variant": "naive"},
 }
 
