@@ -54,14 +54,16 @@ def peer() -> str:
     if not data:
         return "(peer: no results yet; python benchmarks/peer_avalanche.py)"
     runs = data["runs"]
-    lines = ["| run | seeds | final acc | retention | learning acc | training s (mean) | total s (mean) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| run | seeds | final acc | retention | learning acc | training CPU s | total CPU s | total wall s |",
+             "|---|---|---|---|---|---|---|---|"]
     for name in dict.fromkeys(r["run"] for r in runs):
         mine = [r for r in runs if r["run"] == name]
         cells = [_cell([r[k] for r in mine]) for k in ("average_accuracy", "average_retention", "learning_accuracy")]
-        seconds = [statistics.fmean(r[k] for r in mine) for k in ("train_seconds", "seconds")]
+        timed = [r for r in mine if "cpu_seconds" in r]  # runs before CPU time was recorded have wall time only
+        cpu = [f"{statistics.fmean(r[k] for r in timed):.0f}" if timed else "-"
+               for k in ("train_cpu_seconds", "cpu_seconds")]
         lines.append(f"| {name} | {','.join(str(r['seed']) for r in mine)} | {' | '.join(cells)} | "
-                     f"{seconds[0]:.0f} | {seconds[1]:.0f} |")
+                     f"{' | '.join(cpu)} | {statistics.fmean(r['seconds'] for r in mine):.0f} |")
     return "\n".join(lines)
 
 
