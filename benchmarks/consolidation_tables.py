@@ -110,9 +110,10 @@ def cost() -> str:
 
 
 def vision(setting: str = "permuted") -> str:
-    base = _load(f"vision-{setting}.json")
-    mine = _load(f"consolidation/vision-{setting}.json")
-    runs = [r for d in (base, mine) if d for r in d["runs"]]
+    """The README benchmark's runs (results/vision-SETTING.json: naive, the diagonal methods, replay, joint)
+    beside this issue's, run in the same regime by the same script into results/consolidation/*/."""
+    files = [RESULTS / f"vision-{setting}.json", *sorted(RESULTS.glob(f"consolidation/*/vision-{setting}.json"))]
+    runs = [r for f in files if f.exists() for r in json.loads(f.read_text())["runs"]]
     if not runs:
         return f"(vision {setting}: no results yet)"
     lines = HEADER[:]
