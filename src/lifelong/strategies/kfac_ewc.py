@@ -33,7 +33,7 @@ class KFACEWCConfig(StrategyConfig):
     online: bool = False  # True: the online Laplace (centred on the latest solution)
     gamma: float = 1.0  # decay of earlier tasks' precision
     merge: str = "nearest"  # how task precisions merge into one Kronecker product: "nearest" or "sum"
-    energy: float = 1.0  # share of each factor's trace the step keeps (1: exact; < 1: cheaper, weaker)
+    energy: float = 1.0  # share of each factor's trace in exact eigen-directions (< 1: the rest as one level; cheaper)
 
     def __post_init__(self) -> None:
         if self.strength < 0:

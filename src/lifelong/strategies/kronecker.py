@@ -21,9 +21,10 @@ precisions, which is not a Kronecker product. Two merges (`merge=`), both two ma
   when the tasks' factors are proportional; it adds the cross terms A_s (x) G_t.
 
 tests/test_kronecker.py and docs/consolidation.md measure both against the exact sum of per-task
-Kronecker penalties. `energy < 1` truncates each factor to the eigenvectors holding that share of its
-trace, for the step only (the stored factors stay whole): a cheaper gradient that leaves the weakest
-curvature directions unprotected (`protection()` reports what each layer keeps).
+Kronecker penalties. `energy < 1` keeps of each factor the eigenvectors holding that share of its trace
+and replaces the rest by one isotropic level (their mean eigenvalue, so the trace is kept whole), for
+the step only (the stored factors stay whole): a cheaper gradient of a penalty that still resists
+every direction (`protection()` reports the ranks and the share of curvature in exact directions).
 """
 
 from __future__ import annotations
@@ -42,15 +43,28 @@ MERGES = ("nearest", "sum")
 
 @dataclass
 class _Step:
-    """A layer's step: dense (g = G, a = s A) or truncated (g, a: kept eigenvectors; scale: their eigenvalue
-    products; anchor: W* a; force: g^T c a)."""
+    """A layer's step. Dense: g = G, a = s A. Cheaper (`energy` < 1): each factor as its top eigenvectors
+    plus an isotropic tail, A ~ U diag(la) U^T + sigma I and G ~ V diag(lg) V^T + tau I (la, lg: the kept
+    eigenvalues less the tail's mean level, so the trace is kept whole); g = V, a = U, with W* U and
+    V^T W* precomputed."""
 
     g: Tensor
     a: Tensor
-    scale: Tensor | None = None
-    anchor: Tensor | None = None
-    force: Tensor | None = None
-    a_t: Tensor | None = None  # a^T, contiguous: skinny products are several times faster this way round
+    lg: Tensor | None = None
+    la: Tensor | None = None
+    tau: float = 0.0
+    sigma: float = 0.0
+    anchor_u: Tensor | None = None  # W* U  [out, kA]
+    anchor_v: Tensor | None = None  # V^T W*  [kG, in~]
+    const: Tensor | None = None  # c - tau sigma W*: the step's part that does not depend on W  [out, in~]
+    a_t: Tensor | None = None  # U^T, contiguous: skinny products are several times faster this way round
+
+    def dense(self) -> tuple[Tensor, Tensor]:
+        """(G, A) as the step applies them."""
+        if self.la is None or self.lg is None:
+            return self.g, self.a
+        return (self.g @ torch.diag(self.lg) @ self.g.T + self.tau * torch.eye(self.g.shape[0]),
+                self.a @ torch.diag(self.la) @ self.a.T + self.sigma * torch.eye(self.a.shape[0]))
 
 
 def nearest_kronecker(a: list[Tensor], g: list[Tensor], weights: list[float]) -> tuple[Tensor, Tensor]:
@@ -74,15 +88,17 @@ def nearest_kronecker(a: list[Tensor], g: list[Tensor], weights: list[float]) ->
     return a_new.float(), g_new.float()
 
 
-def _truncate(m: Tensor, energy: float) -> tuple[Tensor, Tensor]:
-    """(eigenvalues, eigenvectors) of a symmetric PSD matrix holding `energy` of its trace."""
+def _truncate(m: Tensor, energy: float) -> tuple[Tensor, Tensor, float]:
+    """(eigenvalues less the tail's mean, eigenvectors, the tail's mean eigenvalue) of a symmetric PSD
+    matrix: the fewest top eigenvectors holding `energy` of its trace, the rest as one level."""
     values, vectors = torch.linalg.eigh(m.double())
     values = values.clamp(min=0).flip(0)
     vectors = vectors.flip(1)
     total = float(values.sum())
     k = int((values.cumsum(0) < energy * total).sum()) + 1 if total > 0 else 1
     k = min(k, len(values))
-    return values[:k].float(), vectors[:, :k].float().contiguous()
+    tail = float(values[k:].mean()) if k < len(values) else 0.0
+    return (values[:k] - tail).float(), vectors[:, :k].float().contiguous(), tail
 
 
 class KroneckerPenalty:
@@ -190,19 +206,20 @@ class KroneckerPenalty:
         return out
 
     def _step(self, name: str) -> _Step:
-        """What the gradient multiplies by: the factors, or their truncated eigenvectors when `energy` < 1
-        makes that cheaper (then the anchor's and the force's parts in those bases are kept too)."""
+        """What the gradient multiplies by: the factors, or, when `energy` < 1 makes it cheaper, each factor's
+        top eigenvectors plus an isotropic tail."""
         if name not in self._steps:
             layer = self.layers[name]
             a, g = layer["A"] * layer["scale"], layer["G"]
             out, inp = layer["anchor"].shape
             step = _Step(g=g, a=a)
             if self.energy < 1:
-                va, ua = _truncate(a, self.energy)
-                vg, ug = _truncate(g, self.energy)
-                if 2 * out * inp * ua.shape[1] + 2 * out * ua.shape[1] * ug.shape[1] < out * inp * (out + inp):
-                    step = _Step(g=ug, a=ua, scale=torch.outer(vg, va), anchor=layer["anchor"] @ ua,
-                                 force=ug.T @ layer["force"] @ ua, a_t=ua.T.contiguous())
+                la, ua, sigma = _truncate(a, self.energy)
+                lg, ug, tau = _truncate(g, self.energy)
+                if 2 * out * inp * (ua.shape[1] + ug.shape[1]) < out * inp * (out + inp):
+                    step = _Step(g=ug, a=ua, lg=lg, la=la, tau=tau, sigma=sigma, anchor_u=layer["anchor"] @ ua,
+                                 anchor_v=ug.T @ layer["anchor"], a_t=ua.T.contiguous(),
+                                 const=layer["force"] - tau * sigma * layer["anchor"])
             self._steps[name] = step
         return self._steps[name]
 
@@ -223,7 +240,7 @@ class KroneckerPenalty:
                 bias.grad = torch.zeros_like(bias)
             bias_grad = bias.grad if bias is not None else None
             g2 = weight.grad.view(weight.shape[0], cols)
-            if step.scale is None:  # dense: (G (D A) + c), D A from W's and b's parts
+            if step.la is None:  # dense: (G (D A) + c), D A from W's and b's parts
                 da = (w2 - layer["anchor"][:, :cols]) @ step.a[:cols]
                 if bias is not None:
                     da.addr_(bias - layer["anchor"][:, cols], step.a[cols])
@@ -232,33 +249,37 @@ class KroneckerPenalty:
                 if bias is not None and bias_grad is not None:
                     bias_grad.add_(update[:, cols], alpha=lam)
                 continue
-            assert step.a_t is not None and step.anchor is not None and step.force is not None
-            # in transposed form, [kA, out]: (W UA - W* UA)^T, then the core, then back
-            t = step.a_t[:, :cols] @ w2.T
+            assert step.a_t is not None and step.anchor_u is not None and step.anchor_v is not None
+            assert step.la is not None and step.lg is not None and step.const is not None
+            # G D A = V lg (V^T D U) la U^T + sigma V lg V^T D + tau D U la U^T + tau sigma D, with D U and
+            # V^T D from one product each; skinny products in the transposed form, [kA, out]
+            du_t = step.a_t[:, :cols] @ w2.T  # (W U)^T
+            vd = step.g.T @ w2  # V^T W [kG, cols]
             if bias is not None:
-                t.addr_(step.a_t[:, cols], bias)
-            core = torch.addcmul(step.force.T, (t - step.anchor.T) @ step.g, step.scale.T)  # [kA, kG]
-            left = core @ step.g.T  # [kA, out]
-            g2.addmm_(left.T, step.a_t[:, :cols], alpha=lam)
-            if bias_grad is not None:
-                bias_grad.addmv_(left.T, step.a_t[:, cols], alpha=lam)
+                du_t.addr_(step.a_t[:, cols], bias)
+            du_t -= step.anchor_u.T
+            vd -= step.anchor_v[:, :cols]
+            core = (du_t @ step.g) * step.la.unsqueeze(1) * step.lg  # [kA, kG]: la (U^T D^T V) lg
+            left_t = core @ step.g.T + step.tau * step.la.unsqueeze(1) * du_t  # [kA, out]
+            g2.addmm_(left_t.T, step.a_t[:, :cols], alpha=lam)
+            g2.addmm_(step.g, step.lg.unsqueeze(1) * vd, alpha=lam * step.sigma)
+            g2.add_(w2, alpha=lam * step.tau * step.sigma).add_(step.const[:, :cols], alpha=lam)
+            if bias is not None and bias_grad is not None:
+                vd_b = step.g.T @ bias - step.anchor_v[:, cols]
+                update = left_t.T @ step.a_t[:, cols] + step.sigma * (step.g @ (step.lg * vd_b))
+                update += step.tau * step.sigma * bias + step.const[:, cols]
+                bias_grad.add_(update, alpha=lam)
         self.diagonal.add_gradient_(model)
 
     def value(self, model: nn.Module) -> Tensor:
-        """The penalty, differentiable in the model's parameters (in the step's form: its gradient is the step's)."""
+        """The penalty, differentiable in the model's parameters (with the factors as the step applies them,
+        so that its gradient is the step)."""
         total = torch.zeros(())
         for name, (weight, bias) in self._params(model).items():
-            layer, step = self.layers[name], self._step(name)
-            w = layer_matrix(weight, bias)
-            d = w - layer["anchor"]
-            if step.scale is None:
-                curved = step.g @ d @ step.a
-                force = layer["force"]
-            else:
-                assert step.anchor is not None and step.force is not None
-                curved = step.g @ ((step.g.T @ (w @ step.a - step.anchor)) * step.scale) @ step.a.T
-                force = step.g @ step.force @ step.a.T
-            total = total + (d * curved).sum() + 2 * (force * d).sum() + layer["residual"]
+            layer = self.layers[name]
+            g, a = self._step(name).dense()
+            d = layer_matrix(weight, bias) - layer["anchor"]
+            total = total + (d * (g @ d @ a)).sum() + 2 * (layer["force"] * d).sum() + layer["residual"]
         return 0.5 * self.strength * total + self.diagonal.value(model)
 
     # -- reporting and state -----------------------------------------------------------------------
@@ -270,7 +291,10 @@ class KroneckerPenalty:
             step = self._step(name)
             out, inp = layer["anchor"].shape
             trace = float(layer["A"].trace()) * float(layer["G"].trace()) * layer["scale"]
-            kept = 1.0 if step.scale is None else float(step.scale.sum()) / trace if trace > 0 else 1.0
+            if step.la is None or step.lg is None or trace <= 0:
+                kept = 1.0
+            else:  # the share of the Kronecker trace in exact eigen-directions (the rest: the isotropic tails)
+                kept = float((step.lg + step.tau).sum()) * float((step.la + step.sigma).sum()) / trace
             rows.append({"layer": name, "form": f"kronecker ({layer['kind']})", "parameters": out * inp,
                          "rank_A": step.a.shape[1], "size_A": inp, "rank_G": step.g.shape[1], "size_G": out,
                          "curvature_kept": kept,
