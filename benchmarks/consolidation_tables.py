@@ -1,7 +1,7 @@
 """The tables of docs/consolidation.md, recomputed from the result files (nothing typed in by hand).
 
     python benchmarks/consolidation_tables.py            # every table, Markdown on stdout
-    python benchmarks/consolidation_tables.py diagonal   # one: diagonal, probe, peer, merge, cost, vision
+    python benchmarks/consolidation_tables.py diagonal   # one: any name in TABLES (diagonal, probe, peer, merge, ...)
 """
 
 from __future__ import annotations
@@ -64,6 +64,13 @@ def peer() -> str:
                for k in ("train_cpu_seconds", "cpu_seconds")]
         lines.append(f"| {name} | {','.join(str(r['seed']) for r in mine)} | {' | '.join(cells)} | "
                      f"{' | '.join(cpu)} | {statistics.fmean(r['seconds'] for r in mine):.0f} |")
+    by = {(r["run"], r["seed"]): r for r in runs if "cpu_seconds" in r}
+    pairs = [(by[("lifelong-ewc", s)], by[("avalanche-ewc", s)]) for (n, s) in by
+             if n == "lifelong-ewc" and ("avalanche-ewc", s) in by]
+    if pairs:  # the issue's time target, from the same seeds' CPU seconds
+        ratios = [f"{mine[k] / peer_[k]:.2f}" for k in ("train_cpu_seconds", "cpu_seconds") for mine, peer_ in pairs]
+        lines += ["", f"lifelong-ewc / avalanche-ewc, seeds {','.join(str(m['seed']) for m, _ in pairs)}: "
+                      f"training CPU {', '.join(ratios[:len(pairs)])}x, total CPU {', '.join(ratios[len(pairs):])}x"]
     return "\n".join(lines)
 
 
@@ -79,10 +86,24 @@ def merge() -> str:
     return "\n".join(lines)
 
 
+def importance(seconds: dict[str, float]) -> list[str]:
+    """Seconds per 1,000 samples of each importance, and each Kronecker kind over the diagonal of its kind.
+    (Files written before commit 475628d hold wall seconds, later ones CPU seconds: environment.command
+    and the commit say which.)"""
+    lines = ["| importance | s per 1,000 samples | over the diagonal of the same kind |", "|---|---|---|"]
+    for k, v in seconds.items():
+        base = seconds.get(k.replace("kronecker", "diagonal")) if k.startswith("kronecker") else None
+        lines.append(f"| {k} | {v:.3f} | {f'{v / base:.2f}x' if base else '-'} |")
+    return lines
+
+
 def cost() -> str:
     data = _load("consolidation-cost.json")
-    if not data or "steps" not in data:
+    if not data or ("steps" not in data and "importance_seconds_per_1000" not in data):
         return "(cost: no results yet; python benchmarks/consolidation_cost.py)"
+    if "steps" not in data:
+        return "\n".join(["(step and state: no results yet; python benchmarks/consolidation_cost.py --sections cd)",
+                          "", *importance(data["importance_seconds_per_1000"])])
     tasks = list(data["steps"])
     names = list(data["steps"][tasks[0]])
     lines = [f"| strategy | {' | '.join(f'step / naive, {t} earlier' for t in tasks)} | "
@@ -92,8 +113,7 @@ def cost() -> str:
         state = [f"{data['state'][t][n]['bytes'] / 1e6:.2f}" for t in tasks]
         lines.append(f"| {n} | {' | '.join(ratios)} | {' | '.join(state)} |")
     if "importance_seconds_per_1000" in data:
-        lines += ["", "| importance | CPU s per 1,000 samples |", "|---|---|"]
-        lines += [f"| {k} | {v:.3f} |" for k, v in data["importance_seconds_per_1000"].items()]
+        lines += ["", *importance(data["importance_seconds_per_1000"])]
     last = tasks[-1]
     for n in ("kfac-ewc", "kfac-ewc energy 0.95", "gpm"):
         per_layer = data["state"][last].get(n, {}).get("per_layer", [])
@@ -130,6 +150,8 @@ TABLES = {"diagonal": lambda: variants(["ewc-diagonal-test.json"], "Test split")
           "diagonal-valid": lambda: variants(["ewc-diagonal-valid.json"], "Validation split"),
           "probe": lambda: variants(["consolidation-probe-valid.json", "consolidation-probe-valid-energy.json"],
                                     "Validation split"),
+          "probe-truncated": lambda: variants(["consolidation-probe-valid-truncated.json"],
+                                              "Validation split, the step's earlier plain truncation"),
           "peer": peer, "merge": merge, "cost": cost, "vision": vision,
           "vision-50": lambda: vision("permuted-50")}
 
