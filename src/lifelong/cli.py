@@ -98,7 +98,7 @@ def _add_strategy_flags(p: argparse.ArgumentParser) -> None:
     s.add_argument("--lambda", dest="lambda", type=float, help="penalty strength (EWC, online EWC, SI, MAS)")
     s.add_argument("--gamma", type=float, help="online EWC: decay of earlier Fisher")
     s.add_argument("--xi", type=float, help="SI: damping")
-    s.add_argument("--fisher", choices=("empirical", "true"), help="EWC: which Fisher")
+    s.add_argument("--fisher", choices=("empirical", "true", "exact", "batched"), help="EWC: which Fisher")
     s.add_argument("--importance-samples", type=int, help="EWC/MAS: sample budget for importance")
     s.add_argument("--importance-dtype", choices=("fp32", "bf16"), help="consolidation: precision storage")
     s.add_argument("--importance-keep", type=float,

@@ -20,7 +20,7 @@ from lifelong.models import ContinualClassifier, ModelConfig, NetworkSpec, model
 from lifelong.reporting import environment
 from lifelong.reporting.importance import consolidation_bytes, importance_histograms
 from lifelong.resume import load_progress, save_progress
-from lifelong.strategies import build_strategy, strategy_config
+from lifelong.strategies import build_strategy, protection, strategy_config
 from lifelong.strategies.base import Strategy, state_nbytes
 
 __all__ = ["ModelConfig", "RunConfig", "RunResult", "build_learner", "learn_task", "run", "seeded"]
@@ -98,6 +98,7 @@ def learn_task(learner: Learner, stream: TaskStream, task_id: int, matrix: Accur
     with torch.no_grad():
         stats["penalty"] = float(learner.strategy.penalty(learner.model))
     stats["importance_histograms"] = importance_histograms(learner.strategy)
+    stats["protection"] = protection(learner.strategy)  # per layer, what kfac-ewc / gpm keep (empty for others)
     return stats
 
 
