@@ -48,6 +48,7 @@ class RunConfig:
     specialist: bool = False  # also train one model per task alone, for retention against it
     mode: str = "supervised"  # control: "supervised" (behaviour cloning) or "rl" (a DQN agent)
     rl_steps: int = 50_000  # rl: environment steps per task
+    agent: str = "dqn"  # rl: "dqn" (double DQN) or "ppo"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,7 +61,8 @@ class RunConfig:
         return cls(StreamConfig(**d.get("stream", {})), d.get("strategy", "naive"),
                    dict(d.get("strategy_options", {})), LearnerConfig(**d.get("learner", {})),
                    ModelConfig(**model), d.get("seed", 0), d.get("eval_split", "test"),
-                   d.get("specialist", False), d.get("mode", "supervised"), d.get("rl_steps", 50_000))
+                   d.get("specialist", False), d.get("mode", "supervised"), d.get("rl_steps", 50_000),
+                   d.get("agent", "dqn"))
 
 
 def seeded(cfg: RunConfig) -> RunConfig:
@@ -143,10 +145,17 @@ def run(cfg: RunConfig, progress: bool = False, stream: TaskStream | None = None
     np.random.seed(cfg.seed)
     model = build_model(stream, cfg.model)
     strategy = build_strategy(cfg.strategy, cfg.strategy_options)
-    if cfg.mode == "rl":
+    if cfg.mode == "rl" and cfg.agent == "ppo":
+        from lifelong.agents import PPOAgent, PPOConfig
+
+        learner: Learner = PPOAgent(model, strategy, len(stream), stream.info["obs_size"], cfg.model.hidden,
+                                    PPOConfig(steps=cfg.rl_steps, seed=cfg.seed), progress)
+    elif cfg.mode == "rl":
+        if cfg.agent != "dqn":
+            raise ValueError(f"agent must be 'dqn' or 'ppo', not {cfg.agent!r}")
         from lifelong.agents import DQNAgent, DQNConfig
 
-        learner: Learner = DQNAgent(model, strategy, DQNConfig(steps=cfg.rl_steps, seed=cfg.seed), progress)
+        learner = DQNAgent(model, strategy, DQNConfig(steps=cfg.rl_steps, seed=cfg.seed), progress)
     else:
         learner = Learner(model, strategy, cfg.learner, progress=progress, log=log)
 

@@ -49,13 +49,14 @@ def _call(model: nn.Module, x: Any, task: Tensor) -> Tensor:
     return model(x, task) if isinstance(model, ContinualClassifier) else model(x)
 
 
-def _objective(kind: str) -> Callable[[Tensor, Tensor], Tensor]:
-    """Per-batch objective whose gradient, per sample, is what the estimator squares (or abs)."""
+def _objective(kind: str) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """Per-batch objective whose gradient, per sample, is what the estimator squares (or abs).
+    Sample n's term is scaled by w_n (ones, except for the exact Fisher's sqrt(p(class)))."""
     if kind == "fisher":
-        return lambda logits, y: F.cross_entropy(logits, y, reduction="sum")
+        return lambda logits, y, w: (w * F.cross_entropy(logits, y, reduction="none")).sum()
 
-    def squared_output_norm(logits: Tensor, y: Tensor) -> Tensor:  # MAS needs no labels
-        return torch.where(torch.isfinite(logits), logits, 0.0).pow(2).sum()
+    def squared_output_norm(logits: Tensor, y: Tensor, w: Tensor) -> Tensor:  # MAS needs no labels
+        return (w * torch.where(torch.isfinite(logits), logits, 0.0).pow(2).sum(-1)).sum()
 
     return squared_output_norm
 
@@ -96,7 +97,8 @@ def _owners(model: nn.Module) -> list[tuple[str, nn.Module]]:
             if any(p.requires_grad for p in m.parameters(recurse=False))]
 
 
-def _accumulate_by_module(model: nn.Module, owners, b: Batch, objective, transform, sums: Importance) -> bool:
+def _accumulate_by_module(model: nn.Module, owners, b: Batch, w: Tensor, objective, transform,
+                          sums: Importance) -> bool:
     """One batched forward and backward; each module's exact rule. False when a module ran more than
     once or returned something other than one tensor (then the caller takes the whole-model vmap)."""
     calls: dict[str, list[tuple[tuple, dict, Tensor, int]]] = {}
@@ -112,7 +114,7 @@ def _accumulate_by_module(model: nn.Module, owners, b: Batch, objective, transfo
 
     handles = [m.register_forward_hook(capture(n), with_kwargs=True) for n, m in owners]
     try:
-        loss = objective(_call(model, b.x, b.task), b.y)
+        loss = objective(_call(model, b.x, b.task), b.y, w)
     finally:
         for h in handles:
             h.remove()
@@ -137,43 +139,58 @@ def _accumulate_by_module(model: nn.Module, owners, b: Batch, objective, transfo
     return True
 
 
-def _accumulate_vmap(model: nn.Module, b: Batch, objective, transform, sums: Importance,
+def _accumulate_vmap(model: nn.Module, b: Batch, w: Tensor, objective, transform, sums: Importance,
                      chunk_size: int) -> None:
     params = {n: p.detach() for n, p in _trainable(model).items()}
     frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
     buffers = dict(model.named_buffers())
     takes_task = isinstance(model, ContinualClassifier)
 
-    def sample_objective(p, x, y, t):
+    def sample_objective(p, x, y, t, wn):
         x1 = tree_map(lambda v: v.unsqueeze(0), x)
         args = (x1, t.unsqueeze(0)) if takes_task else (x1,)
         logits = functional_call(model, ({**p, **frozen}, buffers), args)
-        return objective(logits, y.unsqueeze(0))
+        return objective(logits, y.unsqueeze(0), wn.unsqueeze(0))
 
-    per_sample = vmap(grad(sample_objective), in_dims=(None, 0, 0, 0), randomness="different")
+    per_sample = vmap(grad(sample_objective), in_dims=(None, 0, 0, 0, 0), randomness="different")
     for start in range(0, len(b.y), chunk_size):
         sl = slice(start, start + chunk_size)
-        g = per_sample(params, _take(b.x, sl), b.y[sl], b.task[sl])
+        g = per_sample(params, _take(b.x, sl), b.y[sl], b.task[sl], w[sl])
         for n, gn in g.items():
             sums[n] += transform(gn).sum(0)
 
 
-def _accumulate_loop(model: nn.Module, b: Batch, objective, transform, sums: Importance) -> None:
+def _accumulate_loop(model: nn.Module, b: Batch, w: Tensor, objective, transform, sums: Importance) -> None:
     params = _trainable(model)
     for i in range(len(b.y)):
         x = _take(b.x, slice(i, i + 1))
-        loss = objective(_call(model, x, b.task[i: i + 1]), b.y[i: i + 1])
+        loss = objective(_call(model, x, b.task[i: i + 1]), b.y[i: i + 1], w[i: i + 1])
         grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
         for n, g in zip(params, grads, strict=True):
             if g is not None:
                 sums[n] += transform(g)
 
 
+def _exact_parts(model: nn.Module, b: Batch) -> Iterator[tuple[Batch, Tensor]]:
+    """The exact Fisher's expectation over classes as weighted passes: for each class c that some
+    sample may take, every sample labelled c with weight sqrt(p(c | x)), so that the squared
+    per-sample gradients sum to sum_c p(c | x) (d log p(c | x))^2 (a sample where p(c) = 0 gets
+    weight 0, and its own top class as a harmless finite label)."""
+    with torch.no_grad():
+        probs = torch.softmax(_call(model, b.x, b.task), dim=-1)
+    top = probs.argmax(-1)
+    for c in (probs > 0).any(0).nonzero().flatten().tolist():
+        p = probs[:, c]
+        yield Batch(b.x, torch.where(p > 0, c, top), b.task), p.sqrt()
+
+
 def _estimate(kind: str, model: nn.Module, batches: Iterable[Any], *, true_fisher: bool = False,
-              max_samples: int | None = None, method: str = "auto", chunk_size: int = 256,
+              exact: bool = False, max_samples: int | None = None, method: str = "auto", chunk_size: int = 256,
               generator: torch.Generator | None = None) -> Importance:
     if method not in METHODS:
         raise ValueError(f"unknown importance method {method!r}; choose one of {METHODS}")
+    if exact and true_fisher:
+        raise ValueError("choose the exact Fisher (an expectation over classes) or the sampled one, not both")
     objective = _objective(kind)
     transform = torch.square if kind == "fisher" else torch.abs
     # plain tensors of the parameters' full shapes, also when FSDP shards them (DTensor parameters)
@@ -183,24 +200,13 @@ def _estimate(kind: str, model: nn.Module, batches: Iterable[Any], *, true_fishe
     model.eval()  # no dropout noise in the estimate
     count = 0
     try:
-        for b in _limited(batches, max_samples):
+        for raw in _limited(batches, max_samples):
             if true_fisher:
-                b = Batch(b.x, _sampled_labels(model, b, generator), b.task)
-            done = owners is not None and _accumulate_by_module(model, owners, b, objective, transform, sums)
-            if not done and method == "loop":
-                _accumulate_loop(model, b, objective, transform, sums)
-            elif not done:
-                part = {n: torch.zeros_like(v) for n, v in sums.items()}
-                try:
-                    _accumulate_vmap(model, b, objective, transform, part, chunk_size)
-                except RuntimeError:  # vmap cannot trace data-dependent code (transformers' mask checks)
-                    if method == "vmap":
-                        raise
-                    part = {n: torch.zeros_like(v) for n, v in sums.items()}
-                    _accumulate_loop(model, b, objective, transform, part)
-                for n, v in part.items():
-                    sums[n] += v
-            count += len(b.y)
+                raw = Batch(raw.x, _sampled_labels(model, raw, generator), raw.task)
+            parts = _exact_parts(model, raw) if exact else [(raw, torch.ones(len(raw.y)))]
+            for b, w in parts:
+                _accumulate(model, owners, b, w, objective, transform, sums, method, chunk_size)
+            count += len(raw.y)
     finally:
         model.train(was_training)
     total = torch.tensor(float(count))
@@ -210,7 +216,26 @@ def _estimate(kind: str, model: nn.Module, batches: Iterable[Any], *, true_fishe
     return {n: s / total for n, s in sums.items()}
 
 
-def fisher_diagonal(model: nn.Module, batches: Iterable[Any], *, true_fisher: bool = False,
+def _accumulate(model: nn.Module, owners, b: Batch, w: Tensor, objective, transform, sums: Importance,
+                method: str, chunk_size: int) -> None:
+    """Add one batch's per-sample statistics to `sums` by the fastest exact path that applies."""
+    done = owners is not None and _accumulate_by_module(model, owners, b, w, objective, transform, sums)
+    if not done and method == "loop":
+        _accumulate_loop(model, b, w, objective, transform, sums)
+    elif not done:
+        part = {n: torch.zeros_like(v) for n, v in sums.items()}
+        try:
+            _accumulate_vmap(model, b, w, objective, transform, part, chunk_size)
+        except RuntimeError:  # vmap cannot trace data-dependent code (transformers' mask checks)
+            if method == "vmap":
+                raise
+            part = {n: torch.zeros_like(v) for n, v in sums.items()}
+            _accumulate_loop(model, b, w, objective, transform, part)
+        for n, v in part.items():
+            sums[n] += v
+
+
+def fisher_diagonal(model: nn.Module, batches: Iterable[Any], *, true_fisher: bool = False, exact: bool = False,
                     max_samples: int | None = None, method: str = "auto", chunk_size: int = 256,
                     generator: torch.Generator | None = None) -> Importance:
     """Diagonal Fisher information, the mean over samples of the squared per-sample gradient of
@@ -218,7 +243,10 @@ def fisher_diagonal(model: nn.Module, batches: Iterable[Any], *, true_fisher: bo
     networks").
 
     `true_fisher=False` uses the data's labels (the empirical Fisher); True draws each label from
-    the model's own prediction. `batches` yields `Batch`es or (x, y[, task]) tuples.
+    the model's own prediction (a one-sample estimate of the true Fisher); `exact=True` takes the
+    true Fisher's expectation over the model's classes in closed form, sum_c p(c|x) (d log p(c|x))^2,
+    one weighted pass per class a sample may take (cheap for a policy over a few actions).
+    `batches` yields `Batch`es or (x, y[, task]) tuples.
 
     >>> import torch
     >>> net = torch.nn.Linear(3, 2)
@@ -227,7 +255,7 @@ def fisher_diagonal(model: nn.Module, batches: Iterable[Any], *, true_fisher: bo
     >>> sorted(f), f["weight"].shape
     (['bias', 'weight'], torch.Size([2, 3]))
     """
-    return _estimate("fisher", model, batches, true_fisher=true_fisher, max_samples=max_samples,
+    return _estimate("fisher", model, batches, true_fisher=true_fisher, exact=exact, max_samples=max_samples,
                      method=method, chunk_size=chunk_size, generator=generator)
 
 

@@ -21,19 +21,22 @@ from lifelong.importance import fisher_diagonal
 from lifelong.strategies.base import Strategy, trainable
 from lifelong.strategies.quadratic import Consolidation, ConsolidationConfig
 
+FISHERS = ("empirical", "true", "exact")
+
 
 @dataclass
 class EWCConfig(ConsolidationConfig):
     strength: float = 300.0  # lambda, for a per-sample Fisher (a mini-batch Fisher is about 1/B of it)
-    fisher: str = "empirical"  # "empirical": the data's labels; "true": labels drawn from the model
+    fisher: str = "empirical"  # "empirical": the data's labels; "true": labels drawn from the model;
+    # "exact": the true Fisher's expectation over the model's classes (one pass per class: few-action policies)
     samples: int | None = None  # a budget of samples for the Fisher; None: the whole task
     online: bool = False
     gamma: float = 1.0  # online only: decay of earlier tasks' Fisher
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.fisher not in ("empirical", "true"):
-            raise ValueError(f"fisher must be 'empirical' or 'true', not {self.fisher!r}")
+        if self.fisher not in FISHERS:
+            raise ValueError(f"fisher must be one of {FISHERS}, not {self.fisher!r}")
         if not 0 <= self.gamma <= 1:
             raise ValueError(f"gamma must be in [0, 1], not {self.gamma}")
 
@@ -58,7 +61,7 @@ class EWC(Consolidation, Strategy):
 
     def after_task(self, model: nn.Module, task_id: int, batches: Iterable[Any]) -> None:
         cfg = self.config
-        fisher = fisher_diagonal(model, batches, true_fisher=cfg.fisher == "true",
+        fisher = fisher_diagonal(model, batches, true_fisher=cfg.fisher == "true", exact=cfg.fisher == "exact",
                                  max_samples=cfg.samples, generator=self.generator)
         anchor = {n: p.detach() for n, p in trainable(model).items()}
         if cfg.online:
