@@ -32,6 +32,8 @@ def main() -> int:
     p.add_argument("--seeds", default="100", help="validation seeds: the study chooses, it reports nothing")
     p.add_argument("--tasks", type=int, default=3)
     p.add_argument("--strategy", default="naive")
+    p.add_argument("--options", default="{}", help="the strategy's options, JSON")
+    p.add_argument("--agent-options", default="{}", help="PPOConfig fields, JSON")
     p.add_argument("--out", default=str(ROOT / "results" / "control-rl-study.json"))
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
@@ -42,7 +44,8 @@ def main() -> int:
     for probe in args.probes.split(","):
         sequence, policy_input, steps = probe.split(":")
         for seed in (int(s) for s in args.seeds.split(",")):
-            cfg = RLRunConfig(sequence, args.tasks, args.strategy, steps=int(steps), policy_input=policy_input,
+            cfg = RLRunConfig(sequence, args.tasks, args.strategy, json.loads(args.options), steps=int(steps),
+                              agent_options=json.loads(args.agent_options), policy_input=policy_input,
                               seed=seed, eval_split="valid", curve_every=0)
             if json.dumps(cfg.to_dict(), sort_keys=True) in done:
                 continue
@@ -50,6 +53,7 @@ def main() -> int:
             r["config"] = json.loads(json.dumps(r["config"]))  # tuples as lists, as they are read back
             print(f"{probe} seed {seed}: final {r['average_accuracy']:.3f} learning {r['learning_accuracy']:.3f} "
                   f"retention {r['average_retention']:.3f} ({r['seconds']:.0f} s)", flush=True)
+            saved = json.loads(out.read_text()) if out.exists() else {"runs": []}  # another process may have added runs
             saved["runs"].append(r)
             saved["environment"] = environment()
             out.write_text(json.dumps(saved, indent=1))

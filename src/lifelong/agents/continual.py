@@ -42,6 +42,12 @@ def _cartpole(name: str, **attributes: float) -> EnvSpec:
     return EnvSpec("CartPole-v1", attributes=tuple(attributes.items()), name=name)
 
 
+def _wiring(short: str, k: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """Task k's sensor board in rewired_sequence (k = 0: as built)."""
+    spec = rewired_sequence(short, k + 1)[k]
+    return spec.sensor_order, spec.sensor_signs
+
+
 SEQUENCES: dict[str, Callable[[int], tuple[EnvSpec, ...]]] = {
     # one environment through a differently wired sensor board per task (rewired_sequence)
     "cartpole-rewired": lambda n: rewired_sequence("cartpole", n),
@@ -53,6 +59,10 @@ SEQUENCES: dict[str, Callable[[int], tuple[EnvSpec, ...]]] = {
         _cartpole("cartpole, pole 2.0 m, force 20 N", length=2.0, polemass_length=0.2, force_mag=20.0),
         _cartpole("cartpole, pole 0.2 m, force 5 N", length=0.2, polemass_length=0.02, force_mag=5.0),
     )[:n],
+    # both: each task another pole and force, seen through another sensor board
+    "cartpole-dynamics-rewired": lambda n: tuple(
+        EnvSpec(s.env_id, s.kwargs, s.attributes, f"{s.label}, wiring {k}", *_wiring("cartpole", k))
+        for k, s in enumerate(SEQUENCES["cartpole-dynamics"](n))),
     # different environments, observations zero-padded to the largest
     "cartpole-acrobot": lambda n: (EnvSpec("CartPole-v1"), EnvSpec("Acrobot-v1"),
                                    rewired_sequence("cartpole", 2)[1], rewired_sequence("acrobot", 2)[1])[:n],

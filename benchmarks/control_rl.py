@@ -1,0 +1,238 @@
+"""Continual reinforcement learning benchmark: PPO learning control tasks in turn (docs/control.md).
+
+Settings (chosen by benchmarks/control_rl_study.py: sequences where naive PPO forgets):
+  cartpole-shared  CartPole through 3 differently wired sensor boards, one shared policy network
+                   (one action head per task), PPO
+  dynamics-shared  CartPole with 3 pole lengths / masses / forces, one shared policy network, PPO
+
+Methods: naive, ewc and online-ewc on the policy (exact policy Fisher at visited states), distill
+(functional consolidation on stored states, ClonEx / P&C style; its bytes are counted), multitask
+(every environment at once for the whole sequence's steps: the upper bound).
+
+    python benchmarks/control_rl.py tune --settings cartpole-shared --threads 1   # validation seeds 100, 101
+    python benchmarks/control_rl.py run --settings cartpole-shared --seeds 0,1,2,3,4 --threads 1
+    python benchmarks/control_rl.py table --settings cartpole-shared             # tables + figure from the JSON
+
+Tuning: each method's options on a small grid, on validation seeds (100, 101: other agent seeds
+and other evaluation episodes than the reported runs'), keeping the value with the best final
+normalised return among those whose learning score (the diagonal) stays within 0.05 of naive's.
+Choices and every value tried go to results/tuning/control-rl-<setting>-<method>.json. Runs go to
+results/control-rl-<setting>.json after each one; rerunning resumes (finished runs are skipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lifelong.agents.continual import RLRunConfig, run_rl
+from lifelong.report import environment
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS, TUNING = ROOT / "results", ROOT / "results" / "tuning"
+METHODS = ("naive", "ewc", "online-ewc", "distill", "multitask")
+VALIDATION_SEEDS = (100, 101)
+PPO = {"epochs": 10, "gamma": 0.98, "gae_lambda": 0.8}
+
+
+@dataclass
+class Setting:
+    sequence: str
+    steps: int
+    policy_input: str = "shared"
+    tasks: int = 3
+    agent_options: dict[str, Any] = field(default_factory=lambda: dict(PPO))
+    fixed: dict[str, dict[str, Any]] = field(default_factory=lambda: {
+        "ewc": {"fisher": "exact"}, "online-ewc": {"fisher": "exact"}, "distill": {"per_task": 1000}})
+    grid: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {
+        "ewc": [{"strength": s} for s in (100.0, 1_000.0, 10_000.0)],
+        "online-ewc": [{"strength": s, "gamma": 0.9} for s in (100.0, 1_000.0, 10_000.0)],
+        "distill": [{"alpha": a} for a in (0.3, 1.0, 3.0)]})
+
+    def config(self, method: str, options: dict[str, Any], seed: int, split: str) -> RLRunConfig:
+        return RLRunConfig(self.sequence, self.tasks, method, {**self.fixed.get(method, {}), **options}, self.steps,
+                           agent_options=self.agent_options, policy_input=self.policy_input, seed=seed,
+                           eval_split=split, curve_every=self.steps // 5)
+
+
+SETTINGS = {
+    "cartpole-shared": Setting("cartpole-rewired", 60_000),
+    "dynamics-shared": Setting("cartpole-dynamics", 60_000),
+}
+
+
+def _key(config: dict[str, Any]) -> str:
+    return json.dumps(config, sort_keys=True, default=list)
+
+
+def _load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {"runs": []}
+
+
+def _run_saved(path: Path, cfg: RLRunConfig, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run of this configuration from `path`, or run it now and append it there."""
+    key = _key(cfg.to_dict())
+    for r in _load(path)["runs"]:
+        if _key(r["config"]) == key:
+            return r
+    r = run_rl(cfg)
+    r["config"] = json.loads(_key(r["config"]))
+    r["environment"] = environment()
+    data = _load(path)  # read again: another process may have added runs meanwhile
+    data["runs"].append(r)
+    data.update(extra or {})
+    data["environment"] = environment()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1))
+    print(f"{cfg.sequence} {cfg.strategy} {cfg.strategy_options} seed {cfg.seed} ({cfg.eval_split}): final "
+          f"{r['average_accuracy']:.3f} learning {_fmt(r['learning_accuracy'])} retention "
+          f"{_fmt(r['average_retention'])} ({r['seconds']:.0f} s)", flush=True)
+    return r
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def tune(name: str, setting: Setting, methods: list[str]) -> None:
+    tuning_file = TUNING / f"control-rl-{name}-runs.json"
+
+    def score(method: str, options: dict[str, Any]) -> dict[str, float]:
+        runs = [_run_saved(tuning_file, setting.config(method, options, s, "valid")) for s in VALIDATION_SEEDS]
+        learning = [r["learning_accuracy"] for r in runs if r["learning_accuracy"] is not None]
+        return {"final": float(np.mean([r["average_accuracy"] for r in runs])),
+                "learning": float(np.mean(learning)) if learning else float("nan"),
+                "retention": float(np.mean([r["average_retention"] or 0.0 for r in runs]))}
+
+    naive = score("naive", {})
+    for method in methods:
+        if method not in setting.grid:
+            continue
+        tried = [{"options": o, **score(method, o)} for o in setting.grid[method]]
+        allowed = [t for t in tried if t["learning"] >= naive["learning"] - 0.05] or tried
+        best = max(allowed, key=lambda t: t["final"])
+        out = TUNING / f"control-rl-{name}-{method}.json"
+        out.write_text(json.dumps({"setting": name, "method": method, "rule": "best validation final normalised "
+                                   "return among options whose learning score is within 0.05 of naive's",
+                                   "validation_seeds": list(VALIDATION_SEEDS), "naive": naive,
+                                   "chosen": best["options"], "tried": tried}, indent=1))
+        print(f"{name} {method}: chose {best['options']} (final {best['final']:.3f}, learning {best['learning']:.3f},"
+              f" retention {best['retention']:.3f})", flush=True)
+
+
+def chosen(name: str, method: str) -> dict[str, Any]:
+    path = TUNING / f"control-rl-{name}-{method}.json"
+    return json.loads(path.read_text())["chosen"] if path.exists() else {}
+
+
+def run(name: str, setting: Setting, methods: list[str], seeds: list[int]) -> None:
+    out = RESULTS / f"control-rl-{name}.json"
+    sources = {m: f"results/tuning/control-rl-{name}-{m}.json" for m in methods if chosen(name, m)}
+    for method in methods:
+        for seed in seeds:
+            _run_saved(out, setting.config(method, chosen(name, method), seed, "test"),
+                       {"setting": name, "hyperparameters_from": sources})
+
+
+def share(runs: list[dict[str, Any]], part: str, whole: str) -> float:
+    """Mean over runs of timing[part] / timing[whole]."""
+    return float(np.mean([r["timing"][part] / r["timing"][whole] for r in runs]))
+
+
+def summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per method: mean and std over seeds of the metrics and costs."""
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        by.setdefault(r["strategy"], []).append(r)
+    naive_update = None
+    if "naive" in by:
+        naive_update = np.mean([r["timing"]["update_seconds"] / r["timing"]["updates"] for r in by["naive"]])
+    rows = []
+    for method in [m for m in METHODS if m in by] + [m for m in by if m not in METHODS]:
+        rs = by[method]
+
+        def stat(key: str, rs: list[dict[str, Any]] = rs) -> tuple[float, float] | None:
+            values = [r[key] for r in rs if r[key] is not None]
+            return (float(np.mean(values)), float(np.std(values))) if values else None
+
+        update = np.mean([r["timing"]["update_seconds"] / r["timing"]["updates"] for r in rs])
+        rows.append({
+            "method": method, "seeds": sorted(r["config"]["seed"] for r in rs),
+            "final": stat("average_accuracy"), "learning": stat("learning_accuracy"),
+            "retention": stat("average_retention"),
+            "options": rs[0]["config"]["strategy_options"],
+            "update_ms": 1000 * float(update),
+            "update_vs_naive": float(update / naive_update) if naive_update else None,
+            "penalty_share_of_update": share(rs, "after_backward_seconds", "update_seconds"),
+            "importance_share_of_training": share(rs, "importance_seconds", "train_seconds"),
+            "consolidation_bytes": rs[0]["consolidation_bytes"], "stored_bytes": rs[0]["stored_bytes"],
+            "seconds": float(np.mean([r["seconds"] for r in rs]))})
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    def pm(v: tuple[float, float] | None) -> str:
+        return "-" if v is None else f"{v[0]:.3f} ± {v[1]:.3f}"
+
+    lines = ["| method | final normalised return | learning (diagonal) | retention | update vs naive | "
+             "importance / training | state bytes | stored states bytes | options |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        options = {k: v for k, v in row["options"].items() if k != "seed"}
+        ratio = "-" if row["update_vs_naive"] is None else f"{row['update_vs_naive']:.2f}x"
+        lines.append(f"| {row['method']} ({len(row['seeds'])} seeds) | {pm(row['final'])} | {pm(row['learning'])} | "
+                     f"{pm(row['retention'])} | {ratio} | {100 * row['importance_share_of_training']:.2f} % | "
+                     f"{row['consolidation_bytes']:,} | {row['stored_bytes']:,} | {options or ''} |")
+    return "\n".join(lines)
+
+
+def table(name: str) -> None:
+    from lifelong.control_plots import return_curves, save
+
+    path = RESULTS / f"control-rl-{name}.json"
+    data = _load(path)
+    if not data["runs"]:
+        print(f"no runs in {path}")
+        return
+    rows = summary(data["runs"])
+    text = markdown(rows)
+    data["summary"], data["table"] = rows, text
+    path.write_text(json.dumps(data, indent=1))
+    figure = save(return_curves(data["runs"], f"{name}: normalised return per task over time (mean, min-max over "
+                                "seeds)", METHODS), ROOT / "docs" / "figures" / f"control-rl-{name}.png")
+    print(f"\n{name} ({path.relative_to(ROOT)}; figure {figure.relative_to(ROOT)})\n\n{text}\n", flush=True)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=("tune", "run", "table", "all"))
+    p.add_argument("--settings", default=",".join(SETTINGS))
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: bit-for-bit reproducible)")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    methods = args.methods.split(",")
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        p.error(f"unknown method(s) {sorted(unknown)}; choose from {', '.join(METHODS)}")
+    for name in args.settings.split(","):
+        if name not in SETTINGS:
+            p.error(f"unknown setting {name!r}; choose from {', '.join(SETTINGS)}")
+        if args.command in ("tune", "all"):
+            tune(name, SETTINGS[name], methods)
+        if args.command in ("run", "all"):
+            run(name, SETTINGS[name], methods, [int(s) for s in args.seeds.split(",")])
+        if args.command in ("table", "all"):
+            table(name)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
