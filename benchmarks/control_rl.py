@@ -3,7 +3,8 @@
 Settings (chosen by benchmarks/control_rl_study.py: sequences where naive PPO forgets):
   cartpole-shared  CartPole through 3 differently wired sensor boards, one shared policy network
                    (one action head per task), PPO
-  dynamics-shared  CartPole with 3 pole lengths / masses / forces, one shared policy network, PPO
+  dynamics-shared  CartPole with 3 pole lengths and forces, each seen through another sensor board, one
+                   shared policy network, PPO
 
 Methods: naive, ewc and online-ewc on the policy (exact policy Fisher at visited states), distill
 (functional consolidation on stored states, ClonEx / P&C style; its bytes are counted), multitask
@@ -37,7 +38,7 @@ from lifelong.report import environment
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS, TUNING = ROOT / "results", ROOT / "results" / "tuning"
 METHODS = ("naive", "ewc", "online-ewc", "distill", "multitask")
-VALIDATION_SEEDS = (100, 101)
+VALIDATION_SEEDS = (100,)  # one validation seed: the CPU budget (docs/control.md)
 PPO = {"epochs": 10, "gamma": 0.98, "gae_lambda": 0.8}
 
 
@@ -51,19 +52,19 @@ class Setting:
     fixed: dict[str, dict[str, Any]] = field(default_factory=lambda: {
         "ewc": {"fisher": "exact"}, "online-ewc": {"fisher": "exact"}, "distill": {"per_task": 1000}})
     grid: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {
-        "ewc": [{"strength": s} for s in (100.0, 1_000.0, 10_000.0)],
-        "online-ewc": [{"strength": s, "gamma": 0.9} for s in (100.0, 1_000.0, 10_000.0)],
-        "distill": [{"alpha": a} for a in (0.3, 1.0, 3.0)]})
+        "ewc": [{"strength": s} for s in (100.0, 1_000.0)],
+        "online-ewc": [{"strength": s, "gamma": 0.9} for s in (100.0, 1_000.0)],
+        "distill": [{"alpha": a} for a in (1.0, 3.0)]})
 
     def config(self, method: str, options: dict[str, Any], seed: int, split: str) -> RLRunConfig:
         return RLRunConfig(self.sequence, self.tasks, method, {**self.fixed.get(method, {}), **options}, self.steps,
                            agent_options=self.agent_options, policy_input=self.policy_input, seed=seed,
-                           eval_split=split, curve_every=self.steps // 5)
+                           eval_split=split, eval_episodes=10, curve_every=self.steps // 4, curve_episodes=3)
 
 
 SETTINGS = {
     "cartpole-shared": Setting("cartpole-rewired", 60_000),
-    "dynamics-shared": Setting("cartpole-dynamics", 60_000),
+    "dynamics-shared": Setting("cartpole-dynamics-rewired", 60_000),
 }
 
 
@@ -110,11 +111,15 @@ def tune(name: str, setting: Setting, methods: list[str]) -> None:
                 "learning": float(np.mean(learning)) if learning else float("nan"),
                 "retention": float(np.mean([r["average_retention"] or 0.0 for r in runs]))}
 
+    if "naive" in methods:
+        score("naive", {})
+    grids = {m: [{"options": o, **score(m, o)} for o in setting.grid[m]] for m in methods if m in setting.grid}
+    saved = {_key(r["config"]) for r in _load(tuning_file)["runs"]}
+    if any(_key(setting.config("naive", {}, s, "valid").to_dict()) not in saved for s in VALIDATION_SEEDS):
+        print("naive's validation runs are missing: rerun `tune` with naive to write the choices")
+        return
     naive = score("naive", {})
-    for method in methods:
-        if method not in setting.grid:
-            continue
-        tried = [{"options": o, **score(method, o)} for o in setting.grid[method]]
+    for method, tried in grids.items():
         allowed = [t for t in tried if t["learning"] >= naive["learning"] - 0.05] or tried
         best = max(allowed, key=lambda t: t["final"])
         out = TUNING / f"control-rl-{name}-{method}.json"

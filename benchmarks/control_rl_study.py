@@ -26,6 +26,21 @@ PROBES = ("cartpole-rewired:per-task:50000", "acrobot-rewired:per-task:100000", 
           "cartpole-acrobot:per-task:75000")
 
 
+def table(runs: list[dict]) -> str:
+    """One row per probe: the normalised return matrix's summary and each task's fate."""
+    lines = ["| sequence | policy input | method | PPO options | steps/task | seed | final | learning | retention |"
+             " first task: learned -> end | tasks |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        c, m = r["config"], r["accuracy_matrix"]
+        options = {k: v for k, v in c["strategy_options"].items() if k != "seed"}
+        lines.append(f"| {c['sequence']} | {c['policy_input']} | {c['strategy']} {options or ''} | "
+                     f"{c['agent_options'] or 'defaults'} | {c['steps']:,} | {c['seed']} | "
+                     f"{r['average_accuracy']:.3f} | "
+                     f"{r['learning_accuracy']:.3f} | {r['average_retention']:.3f} | {m[0][0]:.2f} -> {m[-1][0]:.2f} | "
+                     f"{'; '.join(t['name'] for t in r['tasks'])} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--probes", default=",".join(PROBES), help="comma-separated sequence:input:steps")
@@ -36,9 +51,13 @@ def main() -> int:
     p.add_argument("--agent-options", default="{}", help="PPOConfig fields, JSON")
     p.add_argument("--out", default=str(ROOT / "results" / "control-rl-study.json"))
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--table", action="store_true", help="print the study's table from the file and stop")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
+    if args.table:
+        print(table(json.loads(out.read_text())["runs"]))
+        return 0
     saved = json.loads(out.read_text()) if out.exists() else {"runs": []}
     done = {json.dumps(r["config"], sort_keys=True) for r in saved["runs"]}
     for probe in args.probes.split(","):

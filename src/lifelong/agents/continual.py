@@ -53,10 +53,10 @@ SEQUENCES: dict[str, Callable[[int], tuple[EnvSpec, ...]]] = {
     "cartpole-rewired": lambda n: rewired_sequence("cartpole", n),
     "acrobot-rewired": lambda n: rewired_sequence("acrobot", n),
     "lander-rewired": lambda n: rewired_sequence("lander", n),
-    # CartPole with changed dynamics: pole length (half-length, m), pole mass, force (N)
+    # CartPole with changed dynamics: the pole's half-length (m) and the push's force (N)
     "cartpole-dynamics": lambda n: (
         _cartpole("cartpole, pole 0.5 m"),
-        _cartpole("cartpole, pole 2.0 m, force 20 N", length=2.0, polemass_length=0.2, force_mag=20.0),
+        _cartpole("cartpole, pole 1.0 m", length=1.0, polemass_length=0.1),
         _cartpole("cartpole, pole 0.2 m, force 5 N", length=0.2, polemass_length=0.02, force_mag=5.0),
     )[:n],
     # both: each task another pole and force, seen through another sensor board
