@@ -153,7 +153,8 @@ def share(runs: list[dict[str, Any]], part: str, whole: str) -> float:
 def summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per method: mean and std over seeds of the metrics and costs."""
     by: dict[str, list[dict[str, Any]]] = {}
-    for r in runs:
+    unique = {_key(r["config"]): r for r in runs}  # a run two processes both finished counts once
+    for r in unique.values():
         by.setdefault(r["strategy"], []).append(r)
     naive_update = None
     if "naive" in by:

@@ -205,3 +205,16 @@ def test_bad_configurations_are_refused():
         PPOConfig(steps=0)
     with pytest.raises(ValueError, match="fisher"):
         build_strategy("ewc", {"fisher": "exactly"})
+
+
+def test_lifelong_run_selects_the_ppo_agent():
+    from lifelong.data import StreamConfig
+    from lifelong.run import ModelConfig, RunConfig, run
+
+    cfg = RunConfig(StreamConfig("control", "task", tasks=2, environments="cartpole-rewired", demos=0, eval_episodes=1),
+                    "ewc", {"fisher": "exact"}, model=ModelConfig("mlp", (16, 16)), mode="rl", rl_steps=1024,
+                    agent="ppo")
+    r = run(cfg)
+    assert r["config"]["agent"] == "ppo" and r["per_task"][0]["steps"] == 1024 and r["consolidation_bytes"] > 0
+    with pytest.raises(ValueError, match="agent"):
+        run(RunConfig(cfg.stream, mode="rl", agent="a2c", rl_steps=10))
