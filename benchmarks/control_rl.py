@@ -198,6 +198,25 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def targets(rows: list[dict[str, Any]]) -> str:
+    """The issue's targets, checked on the means over seeds."""
+    by = {r["method"]: r for r in rows}
+    lines = []
+    if "naive" in by and by["naive"]["retention"]:
+        lines.append(f"- naive retention {by['naive']['retention'][0]:.3f} "
+                     f"({'< 0.4: forgets' if by['naive']['retention'][0] < 0.4 else 'NOT < 0.4'})")
+    for method in ("ewc", "online-ewc", "distill"):
+        if method not in by or by[method]["retention"] is None:
+            continue
+        r = by[method]
+        met = r["retention"][0] >= 0.9 and r["final"][0] >= 0.85
+        lines.append(f"- {method}: retention {r['retention'][0]:.3f} (>= 0.90?), final {r['final'][0]:.3f} "
+                     f"(>= 0.85?): {'met' if met else 'not met'}; update {r['update_vs_naive'] or float('nan'):.2f}x "
+                     f"naive's (penalty {100 * r['penalty_share_of_update']:.1f} % of an update), importance "
+                     f"{100 * r['importance_share_of_training']:.2f} % of training")
+    return "\n".join(lines)
+
+
 def table(name: str) -> None:
     from lifelong.control_plots import return_curves, save
 
@@ -207,11 +226,11 @@ def table(name: str) -> None:
         print(f"no runs in {path}")
         return
     rows = summary(data["runs"])
-    text = markdown(rows)
+    text = markdown(rows) + "\n\n" + targets(rows)
     data["summary"], data["table"] = rows, text
     path.write_text(json.dumps(data, indent=1))
-    figure = save(return_curves(data["runs"], f"{name}: normalised return per task over time (mean, min-max over "
-                                "seeds)", METHODS), ROOT / "docs" / "figures" / f"control-rl-{name}.png")
+    figure = save(return_curves(list({_key(r["config"]): r for r in data["runs"]}.values()), name, METHODS),
+                  ROOT / "docs" / "figures" / f"control-rl-{name}.png")
     print(f"\n{name} ({path.relative_to(ROOT)}; figure {figure.relative_to(ROOT)})\n\n{text}\n", flush=True)
 
 

@@ -218,3 +218,21 @@ def test_lifelong_run_selects_the_ppo_agent():
     assert r["config"]["agent"] == "ppo" and r["per_task"][0]["steps"] == 1024 and r["consolidation_bytes"] > 0
     with pytest.raises(ValueError, match="agent"):
         run(RunConfig(cfg.stream, mode="rl", agent="a2c", rl_steps=10))
+
+
+def test_dqn_importance_is_the_boltzmann_policy_fisher_at_its_temperature(stream):
+    model = policy(stream)
+    strategy = Recording(EWCConfig(strength=1.0, fisher="exact"))
+    agent = DQNAgent(model, strategy, DQNConfig(steps=150, learning_starts=100, buffer=200, importance_states=50))
+    stats = agent.fit(stream, 0)
+    tau = stats["temperature"]
+    x = torch.cat([b.x for b in strategy.seen])
+    task = torch.cat([b.task for b in strategy.seen])
+    with torch.no_grad():
+        q = model(x, task)[:, :2]
+    assert tau == pytest.approx(boltzmann_temperature(q))
+    with tempered(model, tau):
+        expected = reference_policy_fisher(model, x, task)
+    got = dict(zip(strategy.quadratic.names, strategy.quadratic.precision, strict=True))
+    for n in expected:
+        assert torch.allclose(got[n], expected[n], rtol=1e-4, atol=1e-9), n
