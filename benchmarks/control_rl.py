@@ -236,9 +236,64 @@ def table(name: str) -> None:
     print(f"\n{name} ({path.relative_to(ROOT)}; figure {figure.relative_to(ROOT)})\n\n{text}\n", flush=True)
 
 
+def cost(repeats: int = 7) -> None:
+    """Per-update cost of each method against naive, measured in one process with the methods
+    interleaved (cross-run timings on a shared machine measure its load, not the method): PPO
+    updates on one synthetic rollout of the cartpole-shared policy, after a first task, so that the
+    penalty and the stored states are in place. Writes results/control-rl-cost.json."""
+    import time
+
+    from lifelong.agents.continual import build_rl_stream
+    from lifelong.agents.ppo import PPOAgent, PPOConfig
+    from lifelong.data.task import ArrayDataset, BatchLoader, TaskData
+    from lifelong.models.heads import ContinualClassifier
+    from lifelong.models.mlp import MLP
+    from lifelong.strategies import build_strategy
+
+    setting = SETTINGS["cartpole-shared"]
+    stream = build_rl_stream(RLRunConfig(setting.sequence, setting.tasks, eval_episodes=1))
+    obs_size, n = int(stream.info["obs_size"]), 1024
+    g = torch.Generator().manual_seed(0)
+    states = torch.randn(2000, obs_size, generator=g)
+    batch = (torch.randn(n, obs_size, generator=g), torch.randint(2, 4, (n,), generator=g),
+             torch.full((n,), -0.69), torch.randn(n, generator=g), torch.randn(n, generator=g),
+             torch.ones(n, dtype=torch.long))
+    agents = {}
+    for method in ("naive", "ewc", "online-ewc", "distill"):
+        torch.manual_seed(0)
+        model = ContinualClassifier(MLP(obs_size, (64, 64), stream.num_classes), len(stream), stream.num_classes)
+        options = {**setting.fixed.get(method, {}), **chosen("cartpole-shared", method)}
+        agent = PPOAgent(model, build_strategy(method, options), len(stream), obs_size, (64, 64),
+                         PPOConfig(**setting.agent_options))
+        agent._set_position(stream, 1)
+        began = time.perf_counter()
+        agent.strategy.after_task(model, 0, BatchLoader([TaskData(ArrayDataset(states, torch.zeros(2000,
+                                  dtype=torch.long)), 0)], 512))
+        importance = time.perf_counter() - began
+        agent.optimizer = torch.optim.Adam([*model.parameters(), *agent.critic.parameters()], lr=1e-3)
+        agents[method] = (agent, importance)
+    times: dict[str, list[float]] = {m: [] for m in agents}
+    for _ in range(repeats):
+        for method, (agent, _) in agents.items():
+            params = [p for p in agent.model.parameters() if p.requires_grad]
+            before, began = agent.timing["updates"], time.perf_counter()
+            agent._update(*batch, params)  # epochs x (1024 / minibatch) updates
+            times[method].append((time.perf_counter() - began) / (agent.timing["updates"] - before))
+    base = float(np.median(times["naive"]))
+    rows = {m: {"update_ms": 1000 * float(np.median(t)), "vs_naive": float(np.median(t)) / base,
+                "importance_seconds_2000_states": agents[m][1]} for m, t in times.items()}
+    out = RESULTS / "control-rl-cost.json"
+    out.write_text(json.dumps({"setting": "cartpole-shared", "repeats": repeats, "rows": rows,
+                               "environment": environment()}, indent=1))
+    for m, row in rows.items():
+        print(f"{m}: {row['update_ms']:.2f} ms per update, {row['vs_naive']:.3f}x naive; importance "
+              f"{row['importance_seconds_2000_states']:.3f} s on 2,000 states")
+    print(f"written to {out.relative_to(ROOT)}")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=("tune", "run", "table", "all"))
+    p.add_argument("command", choices=("tune", "run", "table", "cost", "all"))
     p.add_argument("--settings", default=",".join(SETTINGS))
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--seeds", default="0,1,2,3,4")
@@ -249,6 +304,9 @@ def main() -> int:
     unknown = set(methods) - set(METHODS)
     if unknown:
         p.error(f"unknown method(s) {sorted(unknown)}; choose from {', '.join(METHODS)}")
+    if args.command == "cost":
+        cost()
+        return 0
     for name in args.settings.split(","):
         if name not in SETTINGS:
             p.error(f"unknown setting {name!r}; choose from {', '.join(SETTINGS)}")
