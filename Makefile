@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 
-.PHONY: setup data browser postgres serve-demo bench-serve bench-poison report-screenshot test lint demo bench bench-vision bench-language bench-control bench-class-il bench-scale bench-data clean
+.PHONY: setup data browser postgres serve-demo bench-serve bench-poison report-screenshot test lint demo bench bench-vision bench-language bench-control bench-control-rl bench-class-il bench-scale bench-data clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,10 @@ bench-language: setup
 bench-control: setup
 	$(PY) benchmarks/control.py $(BENCH_FLAGS) --settings lander-rewired,classic
 	$(PY) benchmarks/control.py $(BENCH_FLAGS) --settings rl-cartpole-rewired --seeds 0 --strategies naive,ewc
+
+bench-control-rl: setup
+	$(PY) benchmarks/control_rl_study.py --threads 1
+	$(PY) benchmarks/control_rl.py all --threads 1
 
 bench-class-il: setup
 	$(PY) benchmarks/class_il.py $(BENCH_FLAGS) --settings split-fmnist-random,split-fmnist-fixed,split-digits

@@ -156,7 +156,7 @@ def main() -> int:
     if args.child:
         print(json.dumps(child(args.child, args.reader, args.quick)))
         return 0
-    from lifelong.report import environment, write_json
+    from lifelong.reporting import environment, write_json
 
     config = {"size_mb": args.size_mb, "reader": args.reader, "quick": args.quick, "features": FEATURES,
               "classes": CLASSES, "domains": DOMAINS, "spec": "csv:FILE,label=label,task=domain"}

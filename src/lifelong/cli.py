@@ -53,7 +53,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     d.add_argument("--environments", help="control: comma-separated gymnasium ids (default: CartPole-v1,"
                    "Acrobot-v1,LunarLander-v3 for task; LunarLander-v3 with changing gravity and wind for domain)")
     d.add_argument("--mode", choices=("bc", "rl"), default="bc",
-                   help="control: behaviour cloning from experts, or reinforcement learning with DQN")
+                   help="control: behaviour cloning from experts, or reinforcement learning (see --agent)")
+    d.add_argument("--agent", choices=("dqn", "ppo"), default="dqn",
+                   help="control, rl: double DQN, or PPO (the continual-RL benchmark's agent; docs/control.md)")
     d.add_argument("--rl-steps", type=int, default=50_000, help="control, rl: environment steps per task")
     d.add_argument("--demos", type=int, default=20, help="control, bc: expert episodes per task (default: 20)")
     d.add_argument("--eval-episodes", type=int, default=20, help="control: episodes per evaluation (default: 20)")
@@ -216,7 +218,7 @@ def _run_config(args: argparse.Namespace, strategy: str, seed: int, options: dic
         stream = replace(stream, demos=0)
     options = {**(preset.strategy_options(strategy) if preset else {}), **options}
     return RunConfig(stream, strategy, options, learner, model, seed, args.eval_split, args.specialist,
-                     "rl" if args.mode == "rl" else "supervised", args.rl_steps)
+                     "rl" if args.mode == "rl" else "supervised", args.rl_steps, args.agent)
 
 
 def _announce(args: argparse.Namespace, strategies: list[str]) -> None:

@@ -40,8 +40,9 @@ class RunConfig(Config):
     seed: int = 0
     eval_split: str = "test"  # "valid" to tune hyperparameters without touching the test set
     specialist: bool = False  # also train one model per task alone, for retention against it
-    mode: str = "supervised"  # control: "supervised" (behaviour cloning) or "rl" (a DQN agent)
+    mode: str = "supervised"  # control: "supervised" (behaviour cloning) or "rl" (an agent: see `agent`)
     rl_steps: int = 50_000  # rl: environment steps per task
+    agent: str = "dqn"  # rl: "dqn" (double DQN) or "ppo"
 
 
 @dataclass
@@ -79,8 +80,14 @@ def build_learner(cfg: RunConfig, stream: TaskStream, progress: bool = False,
     model, network = model_for(stream, cfg.model)
     strategy = build_strategy(cfg.strategy, cfg.strategy_options)
     if cfg.mode == "rl":
-        from lifelong.agents import DQNAgent, DQNConfig
+        if cfg.agent not in ("dqn", "ppo"):
+            raise ValueError(f"agent must be 'dqn' or 'ppo', not {cfg.agent!r}")
+        from lifelong.agents import DQNAgent, DQNConfig, PPOAgent, PPOConfig
+        from lifelong.data.control import observation_size
 
+        if cfg.agent == "ppo":
+            return PPOAgent(model, strategy, len(stream), observation_size(stream), cfg.model.hidden,
+                            PPOConfig(steps=cfg.rl_steps, seed=cfg.seed), progress), network
         return DQNAgent(model, strategy, DQNConfig(steps=cfg.rl_steps, seed=cfg.seed), progress), network
     return Learner(model, strategy, cfg.learner, progress=progress, log=log), network
 

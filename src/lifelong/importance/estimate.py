@@ -320,6 +320,8 @@ def fisher_diagonal(model: nn.Module, batches: Iterable[Any], *, true_fisher: bo
     >>> bool(torch.allclose(e["bias"], (p * (1 - p)).mean(0), atol=1e-6))
     True
     """
+    if fisher is not None and true_fisher and fisher != "true":
+        raise ValueError(f"true_fisher=True asks for the sampled Fisher, which contradicts fisher={fisher!r}")
     kind = fisher or ("true" if true_fisher else "empirical")
     if kind not in FISHERS:
         raise ValueError(f"unknown fisher {kind!r}; choose one of {FISHERS}")

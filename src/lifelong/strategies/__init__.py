@@ -14,6 +14,7 @@ from lifelong.strategies.base import Naive, NaiveConfig, Strategy, StrategyConfi
 from lifelong.strategies.bias import WA, BiC, BiCConfig, WAConfig
 from lifelong.strategies.compose import Compose
 from lifelong.strategies.der import DER, DERACEConfig, DERConfig, DERPPConfig
+from lifelong.strategies.distill import Distill, DistillConfig
 from lifelong.strategies.er_ace import ERACE, ERACEConfig
 from lifelong.strategies.ewc import EWC, EWCConfig, OnlineEWCConfig
 from lifelong.strategies.gpm import GPM, GPMConfig
@@ -49,6 +50,7 @@ REGISTRY: dict[str, tuple[type[StrategyConfig], type[Strategy]]] = {
     "ncm": (NCMConfig, NCM),
     "wa": (WAConfig, WA),  # bias corrections: compose them with a replay method (replay+wa, der++ +bic)
     "bic": (BiCConfig, BiC),
+    "distill": (DistillConfig, Distill),  # distil the earlier outputs on stored inputs (control: ClonEx / P&C)
 }
 STRATEGIES = (*REGISTRY, "ewc+replay", "kfac-ewc+replay")
 
@@ -132,6 +134,7 @@ __all__ = [
     "WA",
     "BiC",
     "Compose",
+    "Distill",
     "EWCConfig",
     "GPMConfig",
     "ICaRL",
