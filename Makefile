@@ -60,7 +60,7 @@ bench-language: setup
 	$(PY) benchmarks/language.py $(BENCH_FLAGS) --settings frozen-class \
 		--strategies naive,joint,replay,ewc,online-ewc,si,mas,ewc+replay,der++,er-ace,ncm
 	$(PY) benchmarks/language.py $(BENCH_FLAGS) --settings finetune-task
-	$(PY) benchmarks/language.py $(BENCH_FLAGS) --settings finetune-class --seeds 0
+	$(PY) benchmarks/language.py $(BENCH_FLAGS) --settings finetune-class
 
 bench-control: setup
 	$(PY) benchmarks/control.py $(BENCH_FLAGS) --settings lander-rewired,classic
