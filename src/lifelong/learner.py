@@ -139,7 +139,7 @@ class Learner:
         logits = (self.ddp or self.model)(batch.x, batch.task)
         if batch.mask is not None:
             logits = logits.masked_fill(~batch.mask, float("-inf"))
-        loss = F.cross_entropy(logits, batch.y)
+        loss = self.loss(logits, batch)
         extra = self.strategy.extra_loss(self.model, batch, logits)
         if extra is not None:
             loss = loss + extra
@@ -153,6 +153,11 @@ class Learner:
         self.strategy.after_step(self.model)
         self.step += 1
         return loss.detach()
+
+    def loss(self, logits: Tensor, batch: Batch) -> Tensor:
+        """The batch's training loss before any strategy term: cross-entropy of [N, C] logits against
+        [N] labels. A subclass may change it (the language-model learner: over [N, L, V] sequences)."""
+        return F.cross_entropy(logits, batch.y)
 
     def evaluate(self, stream: TaskStream, split: str = "test", position: int | None = None) -> list[float]:
         """Accuracy on every task of the stream, with the classes live at `position` (default: the

@@ -49,10 +49,22 @@ def _call(model: nn.Module, x: Any, task: Tensor) -> Tensor:
     return model(x, task) if isinstance(model, ContinualClassifier) else model(x)
 
 
+IGNORE_INDEX = -100  # a target that counts in no loss (padding in a sequence)
+
+
+def _log_likelihood_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """Summed cross-entropy of logits [..., C] against labels [...]: one label per sample ([N, C]
+    against [N]) or one per position (next-token logits [N, L, V] against [N, L]). Summing over a
+    sample's positions makes its gradient the gradient of the sequence's log-likelihood, whose
+    square is that sample's Fisher term."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum",
+                           ignore_index=IGNORE_INDEX)
+
+
 def _objective(kind: str) -> Callable[[Tensor, Tensor], Tensor]:
     """Per-batch objective whose gradient, per sample, is what the estimator squares (or abs)."""
     if kind == "fisher":
-        return lambda logits, y: F.cross_entropy(logits, y, reduction="sum")
+        return _log_likelihood_loss
 
     def squared_output_norm(logits: Tensor, y: Tensor) -> Tensor:  # MAS needs no labels
         return torch.where(torch.isfinite(logits), logits, 0.0).pow(2).sum()
@@ -83,7 +95,8 @@ def _sampled_labels(model: nn.Module, b: Batch, generator: torch.Generator | Non
     """Labels drawn from the model's own prediction: the 'true' Fisher instead of the empirical."""
     with torch.no_grad():
         probs = torch.softmax(_call(model, b.x, b.task), dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    labels = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).reshape(probs.shape[:-1])
+    return torch.where(b.y == IGNORE_INDEX, b.y, labels)  # sequences: padding stays out of the Fisher
 
 
 def _trainable(model: nn.Module) -> dict[str, nn.Parameter]:

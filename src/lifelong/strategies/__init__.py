@@ -14,6 +14,7 @@ from lifelong.strategies.base import Naive, NaiveConfig, Strategy, StrategyConfi
 from lifelong.strategies.bias import WA, BiC, BiCConfig, WAConfig
 from lifelong.strategies.compose import Compose
 from lifelong.strategies.der import DER, DERACEConfig, DERConfig, DERPPConfig
+from lifelong.strategies.distill import Distill, DistillConfig
 from lifelong.strategies.er_ace import ERACE, ERACEConfig
 from lifelong.strategies.ewc import EWC, EWCConfig, OnlineEWCConfig
 from lifelong.strategies.icarl import ICaRL, ICaRLConfig
@@ -24,6 +25,7 @@ from lifelong.strategies.ncm import NCM, NCMConfig
 from lifelong.strategies.quadratic import QuadraticPenalty
 from lifelong.strategies.replay import Replay, ReplayConfig
 from lifelong.strategies.si import SI, SIConfig
+from lifelong.strategies.token_replay import TokenReplay, TokenReplayConfig
 
 # name -> (config class, strategy class); explicit, no discovery.
 REGISTRY: dict[str, tuple[type[StrategyConfig], type[Strategy]]] = {
@@ -44,8 +46,12 @@ REGISTRY: dict[str, tuple[type[StrategyConfig], type[Strategy]]] = {
     "ncm": (NCMConfig, NCM),
     "wa": (WAConfig, WA),  # bias corrections: compose them with a replay method (replay+wa, der++ +bic)
     "bic": (BiCConfig, BiC),
+    # language models (lifelong.lm): replay of a token budget, distillation from the previous model
+    "token-replay": (TokenReplayConfig, TokenReplay),
+    "distill": (DistillConfig, Distill),
 }
 STRATEGIES = (*REGISTRY, "ewc+replay")
+LANGUAGE_ONLY = ("token-replay", "distill")  # they need language-model windows and a GPT (lifelong.lm)
 
 
 def split_name(name: str) -> list[str]:
@@ -105,6 +111,7 @@ __all__ = [
     "DER",
     "ERACE",
     "EWC",
+    "LANGUAGE_ONLY",
     "MAS",
     "NCM",
     "REGISTRY",
