@@ -74,7 +74,8 @@ def build_stream(config: LMRunConfig) -> TaskStream:
 
 
 def _pretrain_key(config: LMRunConfig) -> str:
-    d = config.data
+    # the stream's fact batches are drawn after the background facts, so they do not change pre-training
+    d = replace(config.data, facts=replace(config.data.facts, batches=10, entities_per_batch=8))
     what = {"model": asdict(gpt_config(config.model, block_size=d.length)), "lr": config.lr,
             "seed": config.pretrain_seed, "domains": list(config.domains),
             "data": {k: v for k, v in asdict(d).items() if k not in ("steps", "seed", "eval_windows")}}
