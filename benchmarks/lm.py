@@ -35,7 +35,7 @@ import torch
 from lifelong.data.facts import FactsConfig
 from lifelong.data.lm import LMDataConfig
 from lifelong.lm.run import LMRunConfig, run_lm
-from lifelong.report import environment, write_json
+from lifelong.reporting import environment, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("LIFELONG_CACHE", Path.home() / ".cache" / "lifelong")) / "lm"
@@ -59,9 +59,9 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "online-ewc": ("online-ewc", {"strength": 1.0, "samples": 128, "gamma": 0.9}),
     "replay": ("token-replay", {"replay": 0.01}),
     "ewc+replay": ("ewc+token-replay", {"strength": 1.0, "samples": 128, "replay": 0.01}),
-    "distill+replay": ("token-replay+distill", {"replay": 0.01, "weight": 1.0}),
-    "distill-generated": ("distill", {"source": "generated", "replay": 0.01, "weight": 1.0}),
-    "ewc+distill+replay": ("ewc+token-replay+distill", {"strength": 1.0, "samples": 128, "replay": 0.01,
+    "distill+replay": ("token-replay+lm-distill", {"replay": 0.01, "weight": 1.0}),
+    "distill-generated": ("lm-distill", {"source": "generated", "replay": 0.01, "weight": 1.0}),
+    "ewc+distill+replay": ("ewc+token-replay+lm-distill", {"strength": 1.0, "samples": 128, "replay": 0.01,
                                                          "weight": 1.0}),
 }
 
@@ -100,13 +100,20 @@ def _options(setting: str, size: str, method: str, extra: dict[str, Any]) -> tup
     domains = s["data"].facts.batches if s["benchmark"] == "facts" else 4
     if "replay" in options:  # a share of the text -> tokens (generated text for distill's own source)
         tokens = _budget(s["data"], float(options.pop("replay")), domains)
-        options["generated_tokens" if strategy == "distill" else "tokens"] = tokens
+        options["generated_tokens" if strategy == "lm-distill" else "tokens"] = tokens
     return strategy, options
+
+
+def _strategy(name: str) -> str:
+    """Runs saved before the merge with main named the language-model distillation `distill` (main's
+    `distill` is the classifier and agent version): the same strategy as `lm-distill` now."""
+    return "+".join("lm-distill" if part == "distill" else part for part in name.split("+"))
 
 
 def _key(run: dict[str, Any]) -> str:
     c = run["config"]
-    return json.dumps([c["model"], c["strategy"], c["options"], c["seed"], c["eval_split"], c["data"]], sort_keys=True)
+    return json.dumps([c["model"], _strategy(c["strategy"]), c["options"], c["seed"], c["eval_split"], c["data"]],
+                      sort_keys=True)
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -137,7 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if method not in METHODS:
             raise SystemExit(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
         strategy, options = _options(args.setting, size, method, extra)
-        plans = [(method, strategy, options)]
+        plans: list[tuple[str, str, dict[str, Any] | None]] = [(method, strategy, options)]
         if args.equal_bytes and method != "replay":
             plans.append((f"replay@{method}", "token-replay", None))
         for label, strat, opts in plans:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from lifelong.importance import fisher_diagonal
 from lifelong.models.gpt import GPT, gpt_config
-from lifelong.report import environment, write_json
+from lifelong.reporting import environment, write_json
 from lifelong.strategies.quadratic import QuadraticPenalty
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,6 +165,10 @@ def projection(rows: list[dict[str, Any]]) -> str:
 
 
 def cmd_table() -> int:
+    if not OUT.exists():
+        print(f"no measurements yet ({OUT.relative_to(ROOT)}): run `benchmarks/lm_cost.py measure` first",
+              file=sys.stderr)
+        return 1
     saved = json.loads(OUT.read_text())
     print("| model | parameters | tokens/step | step ratio EWC/naive (min, median) | penalty share of a step | "
           "train s/1k tokens | importance s/1k tokens | importance/training per token | state B/param | peak RSS |")

@@ -67,7 +67,7 @@ from torch import Tensor
 
 from lifelong.checkpoint import load_model
 from lifelong.models import ContinualClassifier
-from lifelong.report import environment, write_json
+from lifelong.reporting import environment, write_json
 from lifelong.screening import ScreenConfig, training_data
 from lifelong.service.gate import decide
 from lifelong.service.worker import UpdateSettings, train_candidate

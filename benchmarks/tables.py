@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lifelong.report import CLASS_IL_KEYS, aggregate, format_compare
+from lifelong.reporting import CLASS_IL_KEYS, aggregate, format_compare
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
@@ -73,6 +73,14 @@ def _cell(row: dict[str, Any] | None) -> str:
     return f"{row['average_accuracy']['mean']:.3f} / {row['average_retention']['mean']:.3f}"
 
 
+def _seed_counts(rows: dict[str, dict[str, Any]]) -> str:
+    """'3 seeds', or '3 seeds; joint 1' where a column rests on fewer runs than the others."""
+    counts = {name: len(row["seeds"]) for name, row in rows.items() if name in CONSOLIDATION}
+    most = max(counts.values(), default=0)
+    fewer = "; ".join(f"{name} {n}" for name, n in counts.items() if n < most)
+    return f"{most} seed{'s' if most != 1 else ''}" + (f"; {fewer}" if fewer else "")
+
+
 def summary() -> str:
     """Final accuracy / retention per setting and strategy, with naive's learning accuracy beside."""
     lines = ["| domain | setting | " + " | ".join(CONSOLIDATION) + " |", "|---|---|" + "---|" * len(CONSOLIDATION)]
@@ -81,8 +89,7 @@ def summary() -> str:
         if result is None:
             continue
         rows = rows_of(result)
-        seeds = len(result.get("seeds", []))
-        lines.append(f"| {domain} | {what} ({seeds} seed{'s' if seeds > 1 else ''}) | "
+        lines.append(f"| {domain} | {what} ({_seed_counts(rows)}) | "
                      + " | ".join(_cell(rows.get(s)) for s in CONSOLIDATION) + " |")
     return "\n".join(lines)
 
@@ -174,12 +181,16 @@ def speed() -> str | None:
             "| strategy | step ratio | state bytes / parameter |", "|---|---|---|"]
     for k, v in r.get("step_ratio", {}).items():
         out.append(f"| {k} | {v:.3f} | {r['state_bytes_per_parameter'].get(k, 0):.1f} |")
-    if "peak_rss_bytes" in r:
+    if "step_ratio_by_tasks" in r:
         by_tasks = ", ".join(f"{k}: {v:.3f}" for k, v in r["step_ratio_by_tasks"].items())
         state = ", ".join(f"{k}: {v:.1f}" for k, v in r["ewc_state_bytes_per_parameter_by_tasks"].items())
-        rss = ", ".join(f"{k} tasks: {v / 2**20:.0f} MiB" for k, v in r["peak_rss_bytes"].items())
         out += ["", f"c. EWC step time with the state of N earlier tasks, ratio to 1: {by_tasks}.",
-                f"d. EWC state bytes per parameter by N: {state}; peak resident memory {rss}."]
+                f"d. EWC state bytes per parameter by N: {state}."]
+    if "memory_by_tasks" in r:
+        grow = {int(k): v for k, v in r["memory_by_tasks"].items()}
+        rows = ", ".join(f"{k} tasks: {grow[k]['state'] / 2**20:.2f} MiB of state, resident memory "
+                         f"{grow[k]['rss_growth'] / 2**20:+.1f} MiB" for k in (1, 10, 20) if k in grow)
+        out[-1] += f" Measured in a fresh process, growth since the first task: {rows}."
     if "end_to_end_seconds" in r:
         out += ["", "e. End-to-end training seconds of Permuted Fashion-MNIST (1 epoch, importance included):", "",
                 "| tasks | " + " | ".join(k.replace(":samples=", ", Fisher from ") for k in

@@ -107,3 +107,22 @@ def test_output_sensitivity_over_sequences_equals_the_loop():
     loop = output_sensitivity(model, [(x, y)], method="loop")
     for name in loop:
         assert torch.allclose(auto[name], loop[name], rtol=1e-4, atol=1e-8), name
+
+
+def test_fisher_kinds_over_sequences():
+    """'fisher=' kinds from main: 'true' is the same as true_fisher=True, 'batched' squares the mean
+    token loss of each mini-batch, and 'exact' (one pass per class) refuses sequences."""
+    model = tiny()
+    x, y = sequences()
+    a = fisher_diagonal(model, [(x, y)], fisher="true", generator=torch.Generator().manual_seed(3))
+    b = fisher_diagonal(model, [(x, y)], true_fisher=True, generator=torch.Generator().manual_seed(3))
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    batched = fisher_diagonal(model, [(x, y)], fisher="batched", batch_size=3)
+    expected = torch.zeros_like(model.lm_head.weight)
+    for start in (0, 3):
+        logits = model(x[start:start + 3])
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 256), y[start:start + 3].reshape(-1))
+        expected += torch.autograd.grad(loss, model.lm_head.weight)[0] ** 2 / 2
+    assert torch.allclose(batched["lm_head.weight"], expected, rtol=1e-4, atol=1e-12)
+    with pytest.raises(ValueError, match="one label per sample"):
+        fisher_diagonal(model, [(x, y)], fisher="exact")

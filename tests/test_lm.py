@@ -15,7 +15,7 @@ from lifelong.lm.learner import next_token_loss
 from lifelong.lm.run import LMRunConfig, run_lm
 from lifelong.models.gpt import GPT, GPTConfig
 from lifelong.strategies import build_strategy
-from lifelong.strategies.distill import Distill, DistillConfig, token_kl
+from lifelong.strategies.lm_distill import LMDistill, LMDistillConfig, token_kl
 from lifelong.strategies.token_replay import TokenReplay, TokenReplayConfig
 
 needs_wordnet = pytest.mark.skipif(not Path(os.environ.get("LIFELONG_WORDNET", "/usr/share/wordnet"), "data.noun")
@@ -60,6 +60,19 @@ def test_the_next_token_loss_skips_padding():
     keep = padded != IGNORE_INDEX
     expected = torch.nn.functional.cross_entropy(logits[keep], y[keep])
     assert torch.allclose(next_token_loss(logits, padded), expected)
+    # the learner's loss is the strategy's `loss` hook, whose default takes sequences the same way
+    batch = Batch(torch.zeros(2, 5, dtype=torch.long), padded, torch.zeros(2, dtype=torch.long))
+    assert torch.allclose(build_strategy("naive").loss(None, batch, logits), expected)
+
+
+def test_language_and_classifier_distillation_are_two_strategies():
+    from lifelong.strategies.distill import Distill
+
+    assert isinstance(build_strategy("distill"), Distill)  # stored inputs and old outputs (classifiers, agents)
+    both = build_strategy("ewc+token-replay+lm-distill", {"weight": 0.3, "tokens": 64, "strength": 2.0})
+    assert [p.name for p in both.parts] == ["ewc", "token-replay", "lm-distill"]
+    assert both.parts[2].config.weight == 0.3 and both.parts[1].config.tokens == 64
+    assert not both.parts[2].extra_forward and build_strategy("lm-distill", {"source": "generated"}).extra_forward
 
 
 def test_token_replay_keeps_its_budget_in_equal_shares_and_round_trips():
@@ -95,7 +108,7 @@ def test_distillation_is_zero_against_itself_and_resumes_to_the_same_loss():
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8))
     old = windows()
     for source in ("replay", "new", "generated"):
-        strategy = Distill(DistillConfig(source=source, generated_tokens=4 * 9, generated_batch=3))
+        strategy = LMDistill(LMDistillConfig(source=source, generated_tokens=4 * 9, generated_batch=3))
         strategy.after_task(model, 0, [old])
         strategy.before_task(model, 1)
         batch = Batch(old.x, old.y, torch.tensor([1] * 6 + [0] * 6))
@@ -104,7 +117,7 @@ def test_distillation_is_zero_against_itself_and_resumes_to_the_same_loss():
         nudge = 0.05 * torch.randn(model.lm_head.weight.shape, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             model.lm_head.weight.add_(nudge)
-        resumed = Distill(DistillConfig(source=source, generated_tokens=4 * 9, generated_batch=3, seed=3))
+        resumed = LMDistill(LMDistillConfig(source=source, generated_tokens=4 * 9, generated_batch=3, seed=3))
         resumed.load_state_dict(strategy.state_dict())
         a = strategy.extra_loss(model, batch, model(batch.x))
         b = resumed.extra_loss(model, batch, model(batch.x))
@@ -113,7 +126,7 @@ def test_distillation_is_zero_against_itself_and_resumes_to_the_same_loss():
             model.lm_head.weight.sub_(nudge)
     assert strategy.generated is not None and strategy.generated.shape == (4, 9)
     with pytest.raises(ValueError, match="source must be one of"):
-        DistillConfig(source="memory")
+        LMDistillConfig(source="memory")
 
 
 def test_token_kl_is_the_mean_kl_per_token():

@@ -2,8 +2,9 @@
 
 Training is the Learner's own loop (`fit`, `train_step`), so every strategy hook runs unchanged:
 replay's `extend_batch`, distillation's `extra_loss`, consolidation's `after_backward`, importance
-in `after_task` (per-sample Fisher over whole sequences, lifelong.importance). Only the loss differs:
-cross-entropy of [N, L, V] logits against [N, L] next tokens, averaged over the tokens that count.
+in `after_task` (per-sample Fisher over whole sequences, lifelong.importance). The training loss is
+the strategy's `loss` hook, whose default takes [N, L, V] logits against [N, L] next tokens (the
+mean over the tokens that count, `next_token_loss`); only the scores differ.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lifelong.data.task import Batch, BatchLoader, Task, TaskData, TaskStream
+from lifelong.data.task import BatchLoader, Task, TaskData, TaskStream
 from lifelong.importance.estimate import IGNORE_INDEX
 from lifelong.learner import Learner
 
@@ -30,9 +31,6 @@ class LMLearner(Learner):
     `evaluate` returns, per task, the next-token accuracy over its held-out windows, or the task's
     own evaluator's score (exact match on fact questions); `evaluate_lm` adds the loss.
     """
-
-    def loss(self, logits: Tensor, batch: Batch) -> Tensor:
-        return next_token_loss(logits, batch.y)
 
     @torch.no_grad()
     def score_task(self, task: Task, split: str = "test") -> dict[str, float]:

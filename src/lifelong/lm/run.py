@@ -98,7 +98,8 @@ def pretrained_model(config: LMRunConfig, log: Callable[[str], None] = lambda _:
         return model, {**info, "seconds": float(saved["seconds"]), "cached": True, "path": str(path)}
     general = general_task(replace(d, seed=config.pretrain_seed), torch.Generator().manual_seed(config.pretrain_seed),
                            config.domains)
-    learner = LMLearner(model, Naive(), LearnerConfig(batch_size=d.batch_size, lr=config.lr, seed=config.pretrain_seed))
+    learner = LMLearner(model, Naive(), LearnerConfig(batch_size=d.batch_size, lr=config.lr, optimizer="adam",
+                                                       seed=config.pretrain_seed))
     log(f"pre-training {config.model} ({model_config.num_parameters:,} parameters) for {d.pretrain_steps} steps")
     stats = learner.fit(TaskStream([general], 256, "domain"), 0)
     info["seconds"] = stats["train_seconds"]
@@ -135,8 +136,8 @@ def run_lm(config: LMRunConfig, log: Callable[[str], None] = lambda _: None) -> 
     pretrained = config.data.pretrain_steps > 0
     strategy = build_strategy(config.strategy, {**config.options, "seed": config.seed})
     d = config.data
-    learner = LMLearner(model, strategy, LearnerConfig(batch_size=d.batch_size, lr=config.lr, seed=config.seed,
-                                                       importance_batch=config.importance_batch))
+    learner = LMLearner(model, strategy, LearnerConfig(batch_size=d.batch_size, lr=config.lr, optimizer="adam",
+                                                       seed=config.seed, importance_batch=config.importance_batch))
     facts = stream[1].evaluator is not None
 
     def scores_after(i: int) -> list[dict[str, float]]:  # fact batches not yet learned are not asked

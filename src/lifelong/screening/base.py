@@ -7,13 +7,16 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from lifelong.config import Config
+
 SCREENS = ("source-share", "label-noise", "source-outlier", "backdoor")
 
 
 @dataclass
-class ScreenConfig:
+class ScreenConfig(Config):
     """Which screens run and their thresholds (defaults chosen on validation scenarios, see
-    benchmarks/poisoning.py --tune). Round-trips through `to_dict`/`from_dict` (JSON)."""
+    benchmarks/poisoning.py --tune). Round-trips through `to_dict`/`from_dict` (JSON); an unknown
+    option is an error."""
 
     source_limits: bool = True
     label_noise: bool = True
@@ -45,22 +48,6 @@ class ScreenConfig:
     cluster_max_sources: int = 3  # a cluster this few sources sent (while the label has more) is held ...
     cluster_source_share: float = 0.8  # ... when they sent at least this share of it
     seed: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["exempt_sources"] = list(self.exempt_sources)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ScreenConfig:
-        known = set(cls.__dataclass_fields__)
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown screening option(s) {sorted(unknown)}")
-        d = dict(d)
-        if "exempt_sources" in d:
-            d["exempt_sources"] = tuple(d["exempt_sources"])
-        return cls(**d)
 
 
 @dataclass(frozen=True)

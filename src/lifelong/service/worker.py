@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import sys
 import time
@@ -30,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from lifelong.checkpoint import ModelSpec, SavedModel, load_model, save_model
+from lifelong.checkpoint import ModelSpec, SavedModel
+from lifelong.config import Config
 from lifelong.data.task import ArrayDataset, Task, TaskStream
 from lifelong.learner import Learner, LearnerConfig, TrainingDiverged
 from lifelong.models import ContinualClassifier
@@ -38,6 +38,7 @@ from lifelong.screening import ScreenConfig
 from lifelong.service.gate import decide, split_holdout
 from lifelong.service.screening import Screened, screen_feedback
 from lifelong.service.serving import parse_arrays
+from lifelong.service.versions import LocalVersions, VersionStore, open_versions
 from lifelong.strategies import build_strategy
 from lifelong.strategies.base import Strategy
 
@@ -48,7 +49,7 @@ DB_ENV = "LIFELONG_SERVICE_DB"  # the database URL reaches the worker here, not 
 
 
 @dataclass
-class UpdateSettings:
+class UpdateSettings(Config):
     """How an update trains and is gated; resolved when it is queued and stored with it."""
 
     strategy: str = "ewc+replay"
@@ -60,13 +61,6 @@ class UpdateSettings:
     tolerance: float = 0.01
     guard_size: int = 200
     screening: dict[str, Any] | None = None  # a `ScreenConfig` as a dict; None: feedback is not screened
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> UpdateSettings:
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
 @dataclass
@@ -83,7 +77,7 @@ class Candidate:
 def featurize(spec: ModelSpec, inputs: Sequence[Any]) -> Tensor:
     """Stored feedback inputs -> model inputs (text through the on-disk embedding cache)."""
     if spec.input["kind"] == "text":
-        from lifelong.models.text import EmbeddingCache
+        from lifelong.encoders import EmbeddingCache
 
         return EmbeddingCache().embed([str(t) for t in inputs])
     return parse_arrays(inputs, spec.input["shape"])
@@ -158,8 +152,11 @@ def train_candidate(parent: SavedModel, x: Tensor, labels: Sequence[str], ids: S
     return Candidate(model, strategy, new_spec, guards, report)
 
 
-def run_update(store: Store, versions_dir: Path, update_id: int, owner: str) -> str:
-    """Carry out a claimed update end to end; returns its final status."""
+def run_update(store: Store, versions: VersionStore | Path, update_id: int, owner: str) -> str:
+    """Carry out a claimed update end to end; returns its final status. `versions`: the version store
+    (a folder, or `lifelong.service.versions` for a URL)."""
+    if isinstance(versions, Path):
+        versions = LocalVersions(versions)
     update = store.update(update_id)
     if update is None or update.owner != owner or update.status != "training":
         return "failed"
@@ -168,7 +165,7 @@ def run_update(store: Store, versions_dir: Path, update_id: int, owner: str) -> 
         store.fail_update(update_id, f"version {update.parent_version} is not in the store", owner)
         return "failed"
     settings = UpdateSettings.from_dict(update.options)
-    parent = load_model(versions_dir / version.path)
+    parent = versions.load(version.path)
     rows = store.feedback(update_id=update_id)
     x = featurize(parent.spec, [r.input for r in rows])
     history = {"parent_version": version.number, "update_id": update_id}
@@ -196,13 +193,12 @@ def run_update(store: Store, versions_dir: Path, update_id: int, owner: str) -> 
     if settings.screening is not None:
         report["screening"] = screened.report
     candidate.spec.history.update(history)
-    target = versions_dir / update.candidate_path
-    save_model(target, candidate.model, candidate.strategy, candidate.spec, candidate.guards,
-               extra={"report.json": report})
+    versions.save(update.candidate_path, candidate.model, candidate.strategy, candidate.spec, candidate.guards,
+                  extra={"report.json": report})
     status, _ = store.finish_update(update_id, owner, report, bool(report["passed"]),
                                     report["feedback"]["train_ids"], screened.held)
     if status == "failed":  # the update was taken from us (the service restarted): its files are not a version
-        shutil.rmtree(target, ignore_errors=True)
+        versions.remove(update.candidate_path)
     return status
 
 
@@ -233,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
 
     store = Store(os.environ[DB_ENV])
     try:
-        status = run_update(store, Path(args.versions_dir), args.update, args.owner)
+        status = run_update(store, open_versions(args.versions_dir), args.update, args.owner)
     except Exception as exc:
         store.fail_update(args.update, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}", args.owner)
         raise

@@ -17,8 +17,11 @@ from lifelong.strategies.der import DER, DERACEConfig, DERConfig, DERPPConfig
 from lifelong.strategies.distill import Distill, DistillConfig
 from lifelong.strategies.er_ace import ERACE, ERACEConfig
 from lifelong.strategies.ewc import EWC, EWCConfig, OnlineEWCConfig
+from lifelong.strategies.gpm import GPM, GPMConfig
 from lifelong.strategies.icarl import ICaRL, ICaRLConfig
 from lifelong.strategies.joint import Joint, JointConfig
+from lifelong.strategies.kfac_ewc import KFACEWC, KFACEWCConfig, OnlineKFACEWCConfig
+from lifelong.strategies.lm_distill import LMDistill, LMDistillConfig
 from lifelong.strategies.lwf import LwF, LwFConfig
 from lifelong.strategies.mas import MAS, MASConfig
 from lifelong.strategies.ncm import NCM, NCMConfig
@@ -34,6 +37,9 @@ REGISTRY: dict[str, tuple[type[StrategyConfig], type[Strategy]]] = {
     "replay": (ReplayConfig, Replay),
     "ewc": (EWCConfig, EWC),
     "online-ewc": (OnlineEWCConfig, EWC),
+    "kfac-ewc": (KFACEWCConfig, KFACEWC),  # Kronecker-factored Fisher blocks per layer
+    "online-kfac-ewc": (OnlineKFACEWCConfig, KFACEWC),
+    "gpm": (GPMConfig, GPM),  # gradients projected off each layer's earlier input subspace
     "si": (SIConfig, SI),
     "mas": (MASConfig, MAS),
     "lwf": (LwFConfig, LwF),
@@ -46,12 +52,13 @@ REGISTRY: dict[str, tuple[type[StrategyConfig], type[Strategy]]] = {
     "ncm": (NCMConfig, NCM),
     "wa": (WAConfig, WA),  # bias corrections: compose them with a replay method (replay+wa, der++ +bic)
     "bic": (BiCConfig, BiC),
+    "distill": (DistillConfig, Distill),  # distil the earlier outputs on stored inputs (control: ClonEx / P&C)
     # language models (lifelong.lm): replay of a token budget, distillation from the previous model
     "token-replay": (TokenReplayConfig, TokenReplay),
-    "distill": (DistillConfig, Distill),
+    "lm-distill": (LMDistillConfig, LMDistill),
 }
-STRATEGIES = (*REGISTRY, "ewc+replay")
-LANGUAGE_ONLY = ("token-replay", "distill")  # they need language-model windows and a GPT (lifelong.lm)
+STRATEGIES = (*REGISTRY, "ewc+replay", "kfac-ewc+replay")
+LANGUAGE_ONLY = ("token-replay", "lm-distill")  # they need language-model windows and a GPT (lifelong.lm)
 
 
 def split_name(name: str) -> list[str]:
@@ -79,6 +86,18 @@ def strategy_options(name: str) -> dict[str, dict[str, Any]]:
         raise ValueError(f"unknown strategy {'+'.join(unknown)!r}; choose from {', '.join(REGISTRY)} "
                          "or combine them with '+' (e.g. ewc+replay)")
     return {p: REGISTRY[p][0]().to_dict() for p in parts}
+
+
+def strategy_config(strategy: Strategy) -> dict[str, dict[str, Any]]:
+    """Every option of every part of a built strategy, defaults included (what a result records)."""
+    parts = getattr(strategy, "parts", [strategy])
+    return {p.name: p.config.to_dict() for p in parts if getattr(p, "config", None) is not None}
+
+
+def protection(strategy: Strategy) -> dict[str, list[dict[str, Any]]]:
+    """What each part of a strategy that reports it (kfac-ewc, gpm) protects, per layer, by part name."""
+    return {p.name: p.protection() for p in getattr(strategy, "parts", [strategy])
+            if hasattr(p, "protection")}
 
 
 def build_strategy(name: str, options: dict[str, Any] | None = None) -> Strategy:
@@ -111,6 +130,8 @@ __all__ = [
     "DER",
     "ERACE",
     "EWC",
+    "GPM",
+    "KFACEWC",
     "LANGUAGE_ONLY",
     "MAS",
     "NCM",
@@ -120,9 +141,14 @@ __all__ = [
     "WA",
     "BiC",
     "Compose",
+    "Distill",
     "EWCConfig",
+    "GPMConfig",
     "ICaRL",
     "Joint",
+    "KFACEWCConfig",
+    "LMDistill",
+    "LMDistillConfig",
     "LwF",
     "MASConfig",
     "Naive",
@@ -131,7 +157,11 @@ __all__ = [
     "ReplayConfig",
     "SIConfig",
     "Strategy",
+    "TokenReplay",
+    "TokenReplayConfig",
     "build_strategy",
+    "protection",
     "split_name",
+    "strategy_config",
     "strategy_options",
 ]

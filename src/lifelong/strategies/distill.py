@@ -1,131 +1,114 @@
-"""Function-space consolidation for language models: keep the previous model's next-token
-distributions on old text while learning new text (knowledge distillation, Hinton et al. 2015; as a
-continual-learning method: LwF, Li & Hoiem 2017, and DER, Buzzega et al. 2020, with the old model as
-the teacher instead of stored logits).
+"""Functional consolidation: distil the earlier policy on stored states.
 
-After each task the model is copied as the teacher. While the next task trains, the loss gains
+After each task, a sample of its states (the states the agent visited, for an agent; training
+inputs for a classifier) is stored with the model's output distribution there. While later tasks
+are learned, each update adds
 
-    weight * T^2 * mean over tokens of KL(softmax(teacher / T) || softmax(student / T))
+    alpha * mean over stored states s of KL(pi_old(.|s) || pi(.|s))
 
-on one of three kinds of text (`source`):
-
-- ``replay``: the stored windows that `token-replay` adds to each batch (compose them:
-  `token-replay+distill`); the student's logits for them come from the batch's own forward pass, so
-  the cost is one teacher forward pass on the replayed rows;
-- ``generated``: windows sampled from the teacher itself after each task (`generated_tokens` of them,
-  kept), so no old text is stored; costs one more student forward and backward per step;
-- ``new``: the current task's own batch (LwF): no stored text at all.
-
-The teacher is state (its weights count in the stored bytes); `teacher_dtype="bf16"` halves it.
+over the stored state's own task's actions, so what the agent did on earlier tasks is kept as a
+function rather than as weights. This is the behaviour-cloning regulariser of ClonEx (Wolczyk et
+al. 2022, "Disentangling transfer in continual reinforcement learning") and the distillation of
+Progress & Compress (Schwarz et al. 2018) and of policy distillation (Rusu et al. 2016), with the
+old policy's probabilities stored instead of an old network kept. It stores data: its memory is
+counted (`stored_bytes`: the states, their task ids and the stored distributions).
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lifelong.data.task import Batch
+from lifelong.data.task import Batch, concat_inputs
+from lifelong.importance.estimate import as_batch
 from lifelong.strategies.base import Strategy, StrategyConfig
-
-SOURCES = ("replay", "generated", "new")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 @dataclass
 class DistillConfig(StrategyConfig):
-    weight: float = 1.0  # of the distillation term, against the next-token loss's 1
-    temperature: float = 1.0
-    source: str = "replay"  # "replay" (compose with token-replay), "generated" or "new"
-    generated_tokens: int = 32_768  # source "generated": tokens sampled from the teacher after each task
-    generated_batch: int = 16  # source "generated": windows distilled on per step
-    teacher_dtype: str = "fp32"  # or "bf16"
+    alpha: float = 1.0  # weight of the distillation term
+    per_task: int = 1_000  # states stored per task
+    replay_batch: int = 256  # stored states per update (drawn uniformly over every earlier task)
 
     def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise ValueError(f"source must be one of {SOURCES}, not {self.source!r}")
-        if self.teacher_dtype not in DTYPES:
-            raise ValueError(f"teacher_dtype must be one of {tuple(DTYPES)}, not {self.teacher_dtype!r}")
-        if self.weight < 0 or self.temperature <= 0 or self.generated_tokens < 0 or self.generated_batch < 1:
-            raise ValueError("weight and generated_tokens must be >= 0, temperature > 0, generated_batch >= 1")
+        if self.alpha < 0 or self.per_task < 1 or self.replay_batch < 1:
+            raise ValueError("alpha must be >= 0, per_task and replay_batch >= 1")
 
 
-def token_kl(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
-    """T^2 * KL(softmax(teacher / T) || softmax(student / T)), averaged over tokens."""
-    v = student.shape[-1]
-    return F.kl_div(F.log_softmax(student.reshape(-1, v) / temperature, -1),
-                    F.log_softmax(teacher.reshape(-1, v).float() / temperature, -1),
-                    reduction="batchmean", log_target=True) * temperature ** 2
+def policy_kl(new_logits: Tensor, old_logp: Tensor) -> Tensor:
+    """Mean over samples of KL(old || new) over each sample's live classes (finite old log-probs)."""
+    live = torch.isfinite(old_logp)
+    new_logp = torch.log_softmax(new_logits, -1)
+    terms = old_logp.exp() * (torch.where(live, old_logp, 0.0) - torch.where(live, new_logp, 0.0))
+    return torch.where(live, terms, 0.0).sum(-1).mean()
 
 
 class Distill(Strategy):
+    """Keep the earlier tasks' output distributions on stored states (ClonEx / P&C style)."""
+
     name = "distill"
 
     def __init__(self, config: DistillConfig | None = None):
         self.config = config or DistillConfig()
-        self.teacher: nn.Module | None = None
-        self.teacher_state: dict[str, Tensor] | None = None
-        self.generated: Tensor | None = None  # [n, L + 1] windows sampled from the teacher
-        self.current = 0
         self.generator = torch.Generator().manual_seed(self.config.seed)
+        self.x: Any = None  # stored inputs
+        self.task: Tensor | None = None
+        self.logp: Tensor | None = None  # the model's log-probabilities there when the task ended
 
-    def before_task(self, model: nn.Module, task_id: int) -> None:
-        self.current = task_id
+    def __len__(self) -> int:
+        return 0 if self.task is None else len(self.task)
 
+    @torch.no_grad()
     def after_task(self, model: nn.Module, task_id: int, batches: Iterable[Any]) -> None:
-        dtype = DTYPES[self.config.teacher_dtype]
-        self.teacher = copy.deepcopy(model).to(dtype).eval().requires_grad_(False)
-        self.teacher_state = {k: v.detach().clone() for k, v in self.teacher.state_dict().items()}
-        if self.config.source == "generated":
-            self.generated = self._generate(model, batches)
-
-    def _generate(self, model: nn.Module, batches: Iterable[Any]) -> Tensor:
-        """Windows of text sampled from the model (temperature 1), each started from the first
-        token of one of the task's windows."""
-        first = next(iter(batches))
-        x = first[0] if not isinstance(first, Batch) else first.x
-        length = x.shape[1] + 1
-        count = max(1, self.config.generated_tokens // length)
-        starts = x[torch.randint(len(x), (count,), generator=self.generator), :1]
-        out = model.generate(starts.long(), length - 1, temperature=1.0, generator=self.generator)  # type: ignore[operator]
-        return out.to(x.dtype)
-
-    def _teacher(self, model: nn.Module) -> nn.Module:
-        if self.teacher is None:  # resumed from a state: rebuild the teacher from its saved weights
-            dtype = DTYPES[self.config.teacher_dtype]
-            self.teacher = copy.deepcopy(model).to(dtype).eval().requires_grad_(False)
-            self.teacher.load_state_dict(self.teacher_state)  # type: ignore[arg-type]
-        return self.teacher
+        parts = [as_batch(b) for b in batches]
+        if not parts:
+            return
+        x = concat_inputs([b.x for b in parts])
+        task = torch.cat([b.task for b in parts])
+        take = torch.randperm(len(task), generator=self.generator)[: self.config.per_task]
+        x, task = x[take], task[take]
+        was_training = model.training
+        model.eval()
+        try:
+            logp = torch.log_softmax(model(x, task), -1)
+        finally:
+            model.train(was_training)
+        if self.task is None:
+            self.x, self.task, self.logp = x, task, logp
+        else:
+            assert self.logp is not None
+            width = max(self.logp.shape[1], logp.shape[1])  # an output that grew: new classes are -inf for old samples
+            self.x = concat_inputs([self.x, x])
+            self.task = torch.cat([self.task, task])
+            self.logp = torch.cat([_widen(self.logp, width), _widen(logp, width)])
 
     def extra_loss(self, model: nn.Module, batch: Batch, logits: Tensor) -> Tensor | None:
-        cfg = self.config
-        if self.teacher_state is None or cfg.weight == 0:
+        if self.task is None or self.config.alpha == 0:
             return None
-        if cfg.source == "generated":
-            if self.generated is None or len(self.generated) == 0:
-                return None
-            idx = torch.randperm(len(self.generated), generator=self.generator)[: cfg.generated_batch]
-            x = self.generated[idx, :-1]
-            student = model(x)
-        else:
-            rows = batch.task != self.current if cfg.source == "replay" else batch.task == self.current
-            if not bool(rows.any()):
-                return None
-            x, student = batch.x[rows], logits[rows]
-        with torch.no_grad():
-            teacher = self._teacher(model)(x)
-        return cfg.weight * token_kl(student, teacher, cfg.temperature)
+        assert self.logp is not None
+        idx = torch.randint(len(self.task), (self.config.replay_batch,), generator=self.generator)
+        return self.config.alpha * policy_kl(model(self.x[idx], self.task[idx]), self.logp[idx])
+
+    def stored_bytes(self) -> int:
+        """Bytes of what is stored: the states, their task ids and the distributions."""
+        if self.task is None:
+            return 0
+        assert self.logp is not None
+        return int(self.x.nbytes + self.task.nbytes + self.logp.nbytes)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"teacher": self.teacher_state, "generated": self.generated, "current": self.current,
-                "generator": self.generator.get_state()}
+        return {"x": self.x, "task": self.task, "logp": self.logp, "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.teacher, self.teacher_state = None, state["teacher"]
-        self.generated, self.current = state["generated"], int(state["current"])
+        self.x, self.task, self.logp = state["x"], state["task"], state["logp"]
         self.generator.set_state(state["generator"])
+
+
+def _widen(logp: Tensor, width: int) -> Tensor:
+    if logp.shape[1] == width:
+        return logp
+    return torch.cat([logp, torch.full((len(logp), width - logp.shape[1]), float("-inf"))], 1)
