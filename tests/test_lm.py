@@ -52,6 +52,14 @@ def test_a_two_domain_run_scores_every_task_after_every_task_and_repeats_exactly
     assert tiny_run("ewc+token-replay", options)["scores"] == scores
 
 
+@needs_wordnet
+@pytest.mark.parametrize("strategy", ["kfac-ewc", "gpm"])
+def test_the_methods_beyond_the_diagonal_run_on_a_gpt(strategy):
+    result = tiny_run(strategy, {"samples": 8})
+    assert len(result["scores"]) == 3 and all(len(row) == 3 for row in result["scores"])
+    assert result["stored_bytes"] > 0 and all(v == v for v in result["metrics"].values())  # no NaN
+
+
 def test_the_next_token_loss_skips_padding():
     logits = torch.randn(2, 5, 7)
     y = torch.randint(0, 7, (2, 5))
