@@ -51,6 +51,7 @@ class Distill(Strategy):
     """Keep the earlier tasks' output distributions on stored states (ClonEx / P&C style)."""
 
     name = "distill"
+    extra_forward = True  # the stored states' pass bypasses DistributedDataParallel
 
     def __init__(self, config: DistillConfig | None = None):
         self.config = config or DistillConfig()

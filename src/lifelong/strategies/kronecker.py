@@ -107,6 +107,7 @@ class KroneckerPenalty:
     >>> import torch
     >>> from lifelong.importance.kronecker import LayerFactors
     >>> net = torch.nn.Linear(2, 1, bias=False)
+    >>> with torch.no_grad(): _ = net.weight.zero_()  # an exact anchor, so the value below is exact
     >>> q = KroneckerPenalty(strength=2.0)
     >>> q.add({"": LayerFactors("linear", torch.eye(2), torch.ones(1, 1), False)}, {}, net)
     >>> with torch.no_grad(): _ = net.weight.add_(torch.tensor([[1.0, 2.0]]))
