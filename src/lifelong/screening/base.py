@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SCREENS = ("source-share", "label-noise", "source-outlier", "backdoor")
+SCREENS = ("source-share", "label-noise", "source-outlier", "backdoor", "label-collision", "guard-agreement")
 
 
 @dataclass
@@ -19,6 +19,8 @@ class ScreenConfig:
     label_noise: bool = True
     source_outliers: bool = True
     backdoor: bool = True
+    label_collisions: bool = True
+    guard_agreement: bool = True
     # per-source share of one update
     max_source_share: float = 0.1  # no source above this share of the examples trained on
     min_sources: int = 5  # fewer distinct sources in a round: the share cap does not apply (it would hold most)
@@ -44,11 +46,33 @@ class ScreenConfig:
     cluster_min_separation: float = 0.2  # silhouette of a 2-means split above which clusters are analysed
     cluster_max_sources: int = 3  # a cluster this few sources sent (while the label has more) is held ...
     cluster_source_share: float = 0.8  # ... when they sent at least this share of it
+    # label collisions (collisions.py): per label, independent of keys
+    collision_spaces: tuple[str, ...] = ("input", "model")  # representations searched: the inputs, the model's features
+    collision_neighbours: int = 20  # k of the neighbour share g(x)
+    collision_quantile: float = 0.1  # quantile of the density ratio estimating a copy's share (and the reverse)
+    collision_min_share: float = 0.05  # a copy smaller than this share of its label is not a collision
+    collision_reverse: float = 0.5  # ... nor one whose reverse share is above this times its share
+    collision_posterior: float = 0.5  # an example is held when its posterior of being in the copy reaches this
+    collision_vote: float = 1.0  # a k-means cluster of the label with this share held is held whole (1: off)
+    collision_rounds: int = 3
+    collision_cover: float = 0.5  # pairs are examined when this share of one label has the other among its 10 nearest
+    collision_min_examples: int = 10  # labels with fewer distinct examples are not judged
+    collision_duplicate: float = 0.02  # inputs of one label closer than this (cosine distance) count once
+    # guard agreement (guards.py): the trusted guard sets and the current model against the label
+    guard_neighbours: int = 10
+    guard_share: float = 0.8  # the nearest guard examples name one other class at least this often ...
+    guard_model: float = 0.5  # ... the model gives that class at least this probability ...
+    guard_radius: float = 1.0  # ... and the example lies within this times that class's own guard radius
+    # influence check at the gate (lifelong.service.influence): clusters found in the trained
+    # candidate's representation are held when training without them does not cost the new task
+    influence: bool = True
+    influence_tolerance: float = 0.0  # removing a cluster may cost the new task at most this accuracy
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["exempt_sources"] = list(self.exempt_sources)
+        d["collision_spaces"] = list(self.collision_spaces)
         return d
 
     @classmethod
@@ -58,8 +82,12 @@ class ScreenConfig:
         if unknown:
             raise ValueError(f"unknown screening option(s) {sorted(unknown)}")
         d = dict(d)
-        if "exempt_sources" in d:
-            d["exempt_sources"] = tuple(d["exempt_sources"])
+        for name in ("exempt_sources", "collision_spaces"):
+            if name in d:
+                d[name] = tuple(d[name])
+        unknown_spaces = set(d.get("collision_spaces", ())) - {"input", "model"}
+        if unknown_spaces:
+            raise ValueError(f"unknown collision space(s) {sorted(unknown_spaces)}; use 'input' and/or 'model'")
         return cls(**d)
 
 

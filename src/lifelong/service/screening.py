@@ -25,7 +25,7 @@ from lifelong.screening import SCREENS, ScreenConfig, screen_model
 
 # the command line names the screens as `lifelong.screening` reports them; the config has one flag each
 FLAGS = {"source-share": "source_limits", "label-noise": "label_noise", "source-outlier": "source_outliers",
-         "backdoor": "backdoor"}
+         "backdoor": "backdoor", "label-collision": "label_collisions", "guard-agreement": "guard_agreement"}
 
 
 class FeedbackRow(Protocol):
