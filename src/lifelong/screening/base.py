@@ -7,7 +7,9 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SCREENS = ("source-share", "label-noise", "source-outlier", "backdoor", "label-collision", "guard-agreement")
+# "influence" runs at the gate, after a candidate has trained (lifelong.service.influence)
+SCREENS = ("source-share", "label-noise", "source-outlier", "backdoor", "label-collision", "guard-agreement",
+           "influence")
 
 
 @dataclass
@@ -67,6 +69,7 @@ class ScreenConfig:
     # candidate's representation are held when training without them does not cost the new task
     influence: bool = True
     influence_tolerance: float = 0.0  # removing a cluster may cost the new task at most this accuracy
+    influence_min_share: float = 0.1  # a suspicious cluster copies at least this share of its label
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:

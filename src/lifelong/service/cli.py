@@ -14,7 +14,7 @@ from typing import Any
 COMMANDS = ("serve", "keys")
 ROLES = ("reader", "contributor", "maintainer")
 SCREENS = ("source-share", "label-noise", "source-outlier", "backdoor", "label-collision",
-           "guard-agreement")  # lifelong.screening.SCREENS, without torch
+           "guard-agreement", "influence")  # lifelong.screening.SCREENS, without torch
 _MISSING = "the service needs the service extra: pip install 'lifelong[service]' ({})"
 
 
