@@ -3,6 +3,10 @@ and the Markdown tables (benchmarks/poisoning.py writes them into results/poison
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +25,16 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for (world, attack, rate, defence), group in keys.items():
         def mean(field: str, rows: list[dict[str, Any]] = group) -> float | None:
-            values = [r[field] for r in rows if r[field] is not None]
+            values = [r[field] for r in rows if r.get(field) is not None]
+            return float(np.mean(values)) if values else None
+
+        def std(field: str | None, rows: list[dict[str, Any]] = group) -> float | None:
+            values = [r[field] for r in rows if field and r.get(field) is not None]
+            return float(np.std(values)) if len(values) > 1 else None
+
+        def before_influence(field: str, rows: list[dict[str, Any]] = group) -> float | None:
+            values = [r["screens_only"][field] for r in rows if r.get("screens_only") and
+                      r["screens_only"][field] is not None]
             return float(np.mean(values)) if values else None
         metric = SUCCESS[attack]
         out.append({"world": world, "attack": attack, "rate": rate, "defence": defence, "seeds": len(group),
@@ -29,7 +42,11 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "success": mean(metric) if metric else None, "success_metric": metric,
                     "flip_success": mean("flip_success"), "backdoor_success": mean("backdoor_success"),
                     "precision": mean("precision"), "recall": mean("recall"), "clean_held": mean("clean_held"),
-                    "gate_1pt": mean("gate_1pt"), "gate_3pt": mean("gate_3pt")})
+                    "gate_1pt": mean("gate_1pt"), "gate_3pt": mean("gate_3pt"),
+                    "success_std": std(metric), "new_accuracy_std": std("new_accuracy"),
+                    "collision_success": mean("collision_success"),
+                    "recall_before_influence": before_influence("recall"),
+                    "clean_held_before_influence": before_influence("clean_held")})
     return out
 
 
@@ -38,7 +55,7 @@ def targets(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     index = {(s["world"], s["attack"], s["rate"], s["defence"]): s for s in summary}
     out = []
     for s in summary:
-        if s["defence"] == "none" or s["attack"] == "clean" or s["rate"] > 0.3:
+        if s["defence"] in ("none", "oracle") or s["attack"] == "clean" or s["rate"] > 0.3:
             continue
         clean = index[(s["world"], "clean", 0.0, "none")]
         line: dict[str, Any] = {"world": s["world"], "attack": s["attack"], "rate": s["rate"], "defence": s["defence"]}
@@ -83,6 +100,10 @@ def sybil_targets(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "clean_held_ok": s["clean_held"] <= 0.05,
                 "new_accuracy": s["new_accuracy"], "clean_run_new_accuracy": clean["new_accuracy"],
                 "new_accuracy_ok": s["new_accuracy"] >= clean["new_accuracy"] - 0.02}
+        oracle = index.get((world, attack, rate, "oracle"))
+        if oracle is not None:  # trained on exactly the clean part: the best any defence can do
+            line["oracle_new_accuracy"] = oracle["new_accuracy"]
+            line["oracle_success"] = oracle["success"]
         out.append(line)
     return out
 
@@ -112,3 +133,43 @@ def print_tables(summary: list[dict[str, Any]]) -> str:
     text = "\n".join(lines)
     print(text)
     return text
+
+
+def focus_table(summary: list[dict[str, Any]], attacks: list[str]) -> str:
+    """A Markdown table of the given attacks' rows (every defence), mean ± std over seeds; for the
+    screens, recall and clean held before the influence check in brackets."""
+
+    def pm(v: float | None, sd: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}" + (f" ± {100 * sd:.1f}" if sd is not None else "")
+
+    lines = ["| data | attack | defence | attack success | recall | clean held | new task acc | retention |",
+             "|---|---|---|---|---|---|---|---|"]
+    for s in summary:
+        if s["attack"] not in attacks:
+            continue
+        recall, clean = _fmt(s["recall"]), _fmt(s["clean_held"])
+        if s["defence"] == "screens" and s["recall_before_influence"] is not None:
+            recall += f" ({_fmt(s['recall_before_influence'])})"
+        if s["defence"] == "screens" and s["clean_held_before_influence"] is not None:
+            clean += f" ({_fmt(s['clean_held_before_influence'])})"
+        lines.append(f"| {s['world']} | {s['attack']} {100 * s['rate']:g} % | {s['defence']} "
+                     f"| {pm(s['success'], s['success_std'])} | {recall} | {clean} "
+                     f"| {pm(s['new_accuracy'], s['new_accuracy_std'])} | {_fmt(s['retention'], False)} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Markdown tables of a poisoning results file")
+    parser.add_argument("results", type=Path)
+    parser.add_argument("--attacks", default="clean,targeted-sybil,adaptive-split,adaptive-boundary,adaptive-collision")
+    args = parser.parse_args(argv)
+    data = json.loads(args.results.read_text())
+    summary = summarise(data["rows"])
+    print(focus_table(summary, args.attacks.split(",")))
+    for line in sybil_targets(summary):
+        print("  " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in line.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
