@@ -42,7 +42,10 @@ def _batch(train: ArrayDataset, flipped: int) -> tuple[torch.Tensor, list[str], 
 
 def test_a_flipped_class_is_held_whoever_sends_it_and_its_honest_twin_is_not(digits):
     x, labels, poison = _batch(digits[0], 65)
-    holds = label_collisions(x, labels, space="input")
+    # the posterior threshold at 0.5: the tuned default (0.7, chosen on the benchmark's validation
+    # scenarios of 1,500-2,000 examples) holds 40 of these 65 and still no honest example
+    config = replace(ScreenConfig(), collision_posterior=0.5)
+    holds = label_collisions(x, labels, config=config, space="input")
     held = torch.zeros(len(labels), dtype=torch.bool)
     held[[h.index for h in holds]] = True
     # measured on this selection: 63 of the 65 flipped sixes held, no honest example (the honest sixes,
@@ -52,7 +55,7 @@ def test_a_flipped_class_is_held_whoever_sends_it_and_its_honest_twin_is_not(dig
     assert not held[60:120].any()  # the honest sixes: the copy is one-way
     assert all(h.screen == "label-collision" and "'6' examples inside label '7'" in h.reason for h in holds)
     # the same honest examples without the flip: (nearly) nothing held
-    clean = label_collisions(x[:300], labels[:300], space="input")
+    clean = label_collisions(x[:300], labels[:300], config=config, space="input")
     assert len(clean) <= 0.02 * 300
 
 
@@ -63,8 +66,9 @@ def test_near_duplicates_count_once():
     distinct = torch.cat([a, b, copies])
     repeated = torch.cat([a, b, copies.repeat(5, 1)])  # the same 30 inputs, five times each
     labels = ["a"] * 60 + ["b"] * 60
-    once = find_collisions(unit_rows(distinct), labels + ["b"] * 30)
-    five = find_collisions(unit_rows(repeated), labels + ["b"] * 150)
+    config = replace(ScreenConfig(), collision_posterior=0.5)
+    once = find_collisions(unit_rows(distinct), labels + ["b"] * 30, config=config)
+    five = find_collisions(unit_rows(repeated), labels + ["b"] * 150, config=config)
     assert [(c.label, c.copies) for c in once] == [("b", "a")] == [(c.label, c.copies) for c in five][:1]
     assert abs(once[0].share - five[0].share) < 0.1  # volume does not buy a bigger share
     held = {i for c in five for i in c.rows}

@@ -32,7 +32,7 @@ class ScreenConfig:
     votes_per_source: int = 2  # at most this many of one source's neighbours vote per label
     reference_weight: float = 1.0  # a trusted reference neighbour's vote
     reference_units: float = 5.0  # a reference label weighs as much as this many sources in the probe
-    knn_share: float = 0.6  # the neighbours' share of the estimate (the rest: the cross-validated probe)
+    knn_share: float = 0.3  # the neighbours' share of the estimate (the rest: the cross-validated probe)
     model_share: float = 0.3  # the current model's share, for examples of labels it has learned
     folds: int = 5
     probe_l2: float = 1e-3
@@ -52,9 +52,9 @@ class ScreenConfig:
     collision_spaces: tuple[str, ...] = ("input", "model")  # representations searched: the inputs, the model's features
     collision_neighbours: int = 20  # k of the neighbour share g(x)
     collision_quantile: float = 0.1  # quantile of the density ratio estimating a copy's share (and the reverse)
-    collision_min_share: float = 0.05  # a copy smaller than this share of its label is not a collision
+    collision_min_share: float = 0.1  # a copy smaller than this share of its label is not a collision
     collision_reverse: float = 0.5  # ... nor one whose reverse share is above this times its share
-    collision_posterior: float = 0.5  # an example is held when its posterior of being in the copy reaches this
+    collision_posterior: float = 0.7  # an example is held when its posterior of being in the copy reaches this
     collision_vote: float = 1.0  # a k-means cluster of the label with this share held is held whole (1: off)
     collision_rounds: int = 3
     collision_cover: float = 0.5  # pairs are examined when this share of one label has the other among its 10 nearest
