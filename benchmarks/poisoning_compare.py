@@ -1,6 +1,8 @@
 """Did any row the screens won before get worse? Compares the screens' rows of two poisoning results
-files on the seeds both ran (the scenarios and clean models are the same for a seed, so the rows are
-paired), and prints a Markdown table.
+files on the seeds both ran, and prints a Markdown table. A seed draws the same feedback in both, but
+the clean model is retrained by each run and need not be bit-for-bit the same across library
+versions: the undefended rows ('none') change too, and the script prints by how much (the noise
+floor of the comparison).
 
 A row was *won* when the screens' attack success was below both ART defences' (or, for attacks
 without a success measure, their recall above both peers'; for the clean row, their clean held
@@ -85,6 +87,11 @@ def compare(before_rows: list[dict[str, Any]], after_rows: list[dict[str, Any]])
         cells = [f"{f(b[k], k != 'retention')} -> {f(a[k], k != 'retention')}" for k in LIMITS]
         lines.append(f"| {world} | {attack} {100 * rate:g} % | {'yes' if won else 'no'} | " + " | ".join(cells)
                      + f" | {', '.join(worse) or '-'} |")
+    noise = {field: [abs(after[k][field] - before[k][field]) for k in before  # type: ignore[operator]
+                     if k[3] == "none" and k in after and before[k][field] is not None and after[k][field] is not None]
+             for field in ("success", "new_accuracy", "retention")}
+    lines += ["", "Undefended rows (the noise floor): mean / largest absolute change of "
+              + "; ".join(f"{field} {np.mean(v):.3f} / {np.max(v):.3f}" for field, v in noise.items() if v)]
     return "\n".join(lines), worse_rows
 
 

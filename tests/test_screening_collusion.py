@@ -130,3 +130,19 @@ def test_influence_check_holds_a_flipped_cluster_that_costs_the_new_task_nothing
     assert clean.report["clusters"] == [] and clean.held == {}
     # the check is off with the config flag's owner: the worker only calls it when `influence` is on
     assert replace(config, influence=False).influence is False
+
+
+def test_bad_options_and_inputs_get_clear_errors():
+    import pytest
+
+    with pytest.raises(ValueError, match="collision_posterior"):
+        ScreenConfig(collision_posterior=1.5)
+    with pytest.raises(ValueError, match="collision_neighbours"):
+        ScreenConfig(collision_neighbours=0)
+    with pytest.raises(ValueError, match="unknown collision space"):
+        ScreenConfig.from_dict({"collision_spaces": ["pixels"]})
+    with pytest.raises(ValueError, match="feature rows"):
+        label_collisions(torch.randn(5, 3), ["a"] * 6)
+    with pytest.raises(ValueError, match="trust flags"):
+        find_collisions(unit_rows(torch.randn(5, 3)), ["a"] * 5, [True])
+    assert ScreenConfig.from_dict(ScreenConfig().to_dict()) == ScreenConfig()

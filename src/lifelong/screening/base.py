@@ -72,6 +72,21 @@ class ScreenConfig:
     influence_min_share: float = 0.1  # a suspicious cluster copies at least this share of its label
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        unit = {"collision_quantile": self.collision_quantile, "collision_posterior": self.collision_posterior,
+                "collision_vote": self.collision_vote, "collision_cover": self.collision_cover,
+                "guard_share": self.guard_share, "guard_model": self.guard_model}
+        for name, value in unit.items():
+            if not 0 < value <= 1:
+                raise ValueError(f"{name} must be in (0, 1], not {value}")
+        counts = {"collision_neighbours": self.collision_neighbours, "collision_rounds": self.collision_rounds,
+                  "collision_min_examples": self.collision_min_examples, "guard_neighbours": self.guard_neighbours}
+        for name, count in counts.items():
+            if count < 1:
+                raise ValueError(f"{name} must be at least 1, not {count}")
+        if self.influence_tolerance < 0 or self.collision_min_share < 0 or self.guard_radius <= 0:
+            raise ValueError("influence_tolerance and collision_min_share must be >= 0, guard_radius > 0")
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["exempt_sources"] = list(self.exempt_sources)
