@@ -71,6 +71,8 @@ def targets(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if s["defence"] == "screens":
             # at least as good as each peer on each line (0.5-point slack for ties in rounding)
             for peer in ("art-spectral", "art-activation"):
+                if (s["world"], s["attack"], s["rate"], peer) not in index:
+                    continue  # run with --peers new: no peer on this line
                 p = index[(s["world"], s["attack"], s["rate"], peer)]
                 worse = []
                 if s["retention"] < p["retention"] - 0.005:
