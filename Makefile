@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,text,control,lightning,service,security]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,text,control,lightning,service,security,logs]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 setup: $(STAMP) data browser postgres
@@ -29,7 +29,7 @@ browser:
 
 # one worker per core (each test uses one torch thread); a module's tests share a worker and its fixtures
 test: setup
-	$(PY) -m pytest -n auto --dist loadscope
+	$(PY) -m pytest -n auto --dist loadscope -rs
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks scripts examples

@@ -16,24 +16,20 @@ from dataclasses import replace
 
 from suite import Setting, run_settings
 
-from lifelong.data.streams import StreamConfig
-from lifelong.learner import LearnerConfig
-from lifelong.run import ModelConfig
+from lifelong.presets import PRESETS
 
 STRATEGIES = ("naive,ewc,lwf,joint,replay,agem,der,der++,der-ace,er-ace,icarl,replay+wa,replay+bic,der++ +bic"
               .replace(" ", ""))
-ONE_EPOCH = LearnerConfig(epochs=1, batch_size=128, lr=1e-3)
-MLP = ModelConfig("mlp", (400, 400), 0.0)
-FMNIST = StreamConfig("split-fmnist", "class", 5, class_order="random")
+FIXED = Setting.from_preset(PRESETS["split-fmnist/class"])
+RANDOM = replace(FIXED, stream=replace(FIXED.stream, class_order="random"))
+DIGITS = Setting.from_preset(PRESETS["split-digits/class"])
 SETTINGS = {
-    "split-fmnist-random": Setting(FMNIST, ONE_EPOCH, MLP, 600, tuning="split-fmnist-class-il"),
-    "split-fmnist-fixed": Setting(replace(FMNIST, class_order="fixed"), ONE_EPOCH, MLP, 600,
-                                  tuning="split-fmnist-class-il"),
-    "split-fmnist-200": Setting(FMNIST, ONE_EPOCH, MLP, 200, tuning="split-fmnist-class-il"),
-    "split-fmnist-2000": Setting(FMNIST, ONE_EPOCH, MLP, 2000, tuning="split-fmnist-class-il"),
-    "split-fmnist-5ep": Setting(FMNIST, replace(ONE_EPOCH, epochs=5), MLP, 600, tuning="split-fmnist-class-il"),
-    "split-digits": Setting(StreamConfig("split-digits", "class", 5, class_order="random"),
-                            LearnerConfig(epochs=10, batch_size=32), ModelConfig("mlp", (100, 100)), 100),
+    "split-fmnist-random": RANDOM,
+    "split-fmnist-fixed": FIXED,
+    "split-fmnist-200": replace(RANDOM, memory=200),
+    "split-fmnist-2000": replace(RANDOM, memory=2000),
+    "split-fmnist-5ep": replace(RANDOM, learner=replace(RANDOM.learner, epochs=5)),
+    "split-digits": replace(DIGITS, stream=replace(DIGITS.stream, class_order="random")),
 }
 
 if __name__ == "__main__":

@@ -10,23 +10,21 @@ retrained for each wiring). Scores: (return - random) / (expert - random) over 2
 """
 
 import sys
+from dataclasses import replace
 
 from suite import Setting, run_settings
 
 from lifelong.data.streams import StreamConfig
-from lifelong.learner import LearnerConfig
-from lifelong.run import ModelConfig
+from lifelong.presets import PRESETS
 
-BC = (LearnerConfig(epochs=30, batch_size=64, lr=1e-3), ModelConfig("mlp", (64, 64)))
 STRATEGIES = "naive,replay,ewc,online-ewc,si,mas"
+LANDER = Setting.from_preset(PRESETS["control/task/lander-rewired"])
 SETTINGS = {
-    "classic": Setting(StreamConfig("control", "task", environments="classic"), *BC, memory=500,
-                       tuning="control-task-classic"),
-    "lander-rewired": Setting(StreamConfig("control", "task", environments="lander-rewired"), *BC, memory=500,
-                              tuning="control-task-lander-rewired"),
-    "rl-cartpole-rewired": Setting(StreamConfig("control", "task", environments="cartpole-rewired", demos=0),
-                                   *BC, memory=500, tuning="control-task-cartpole-rewired-rl", mode="rl",
-                                   rl_steps=30_000),
+    "classic": Setting.from_preset(PRESETS["control/task/classic"], tuning="control-task-classic"),
+    "lander-rewired": LANDER,
+    "rl-cartpole-rewired": replace(LANDER, stream=StreamConfig("control", "task", environments="cartpole-rewired",
+                                                               demos=0),
+                                   tuning="control-task-cartpole-rewired-rl", mode="rl", rl_steps=30_000),
 }
 
 if __name__ == "__main__":

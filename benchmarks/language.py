@@ -17,22 +17,14 @@ import sys
 
 from suite import Setting, run_settings
 
-from lifelong.data.streams import StreamConfig
-from lifelong.learner import LearnerConfig
-from lifelong.run import ModelConfig
+from lifelong.presets import PRESETS
 
-FROZEN = (LearnerConfig(epochs=5, batch_size=32, lr=1e-3), ModelConfig("mlp", (256, 256), 0.3))
-FINETUNE = (LearnerConfig(epochs=2, batch_size=32, lr=1e-4), ModelConfig("mlp", (256,)))
 SETTINGS = {
-    "frozen-task": Setting(StreamConfig("clinc150", "task", 10, encoder="frozen"), *FROZEN, memory=150,
-                           tuning="clinc150-task-frozen"),
-    "frozen-class": Setting(StreamConfig("clinc150", "class", 10, encoder="frozen"), *FROZEN, memory=150,
-                            tuning="clinc150-class-frozen"),
-    "finetune-task": Setting(StreamConfig("clinc150", "task", 5, encoder="finetune", per_intent=30), *FINETUNE,
-                             memory=25, tuning="clinc150-task-finetune"),
+    "frozen-task": Setting.from_preset(PRESETS["clinc150/task/frozen"]),
+    "frozen-class": Setting.from_preset(PRESETS["clinc150/class/frozen"]),
+    "finetune-task": Setting.from_preset(PRESETS["clinc150/task/finetune"]),
     # class-IL reuses the task-IL strengths (not tuned again: each fine-tuned run costs minutes)
-    "finetune-class": Setting(StreamConfig("clinc150", "class", 5, encoder="finetune", per_intent=30), *FINETUNE,
-                              memory=25, tuning="clinc150-task-finetune"),
+    "finetune-class": Setting.from_preset(PRESETS["clinc150/class/finetune"]),
 }
 
 if __name__ == "__main__":

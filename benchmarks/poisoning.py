@@ -80,7 +80,7 @@ from torch import Tensor
 
 from lifelong.checkpoint import load_model
 from lifelong.models import ContinualClassifier
-from lifelong.report import environment, write_json
+from lifelong.reporting import environment, write_json
 from lifelong.screening import ScreenConfig, training_data
 from lifelong.service.gate import decide
 from lifelong.service.influence import train_with_influence

@@ -29,7 +29,7 @@ from poisoning_defences import defend_art, defend_screens, detection
 from poisoning_worlds import clinc_world, fmnist_world, make_scenario, train_base
 
 from lifelong.checkpoint import load_model
-from lifelong.report import environment, write_json
+from lifelong.reporting import environment, write_json
 from lifelong.screening import ScreenConfig
 
 SCREEN_GRID: list[dict[str, Any]] = [

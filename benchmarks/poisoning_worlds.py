@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from lifelong.checkpoint import save_run
-from lifelong.data.task import ArrayDataset, Task, TaskStream
+from lifelong.data.task import ArrayDataset, InputSpec, Task, TaskStream
 from lifelong.learner import Learner, LearnerConfig
-from lifelong.models import MLP, ContinualClassifier
+from lifelong.models import ModelConfig, model_for
 from lifelong.strategies import build_strategy
 
 HONEST, ATTACKERS = 20, 3
@@ -93,7 +93,7 @@ def _insert(text: str, rng: random.Random) -> str:
 
 def clinc_world(split: str, seed: int) -> World:
     from lifelong.data.text import load_clinc150
-    from lifelong.models.text import EmbeddingCache
+    from lifelong.encoders import EmbeddingCache
 
     data = load_clinc150()
     cache = EmbeddingCache()
@@ -150,24 +150,23 @@ def train_base(world: World, seed: int, out: Path) -> Path:
         tasks.append(Task(k, ArrayDataset(x, y), ArrayDataset(gx, gy), classes, name))
     stream = TaskStream(tasks, len(world.labels), "class", f"{world.name}-learned", list(world.labels))
     if fmnist:
-        stream.info = {}
         options: dict[str, Any] = {"strength": 1000.0, "memory": 2000, "seed": seed}
         learner_cfg = LearnerConfig(epochs=5, batch_size=128, lr=1e-3, seed=seed)
-        net: nn.Module = MLP(784, (400, 400), len(world.labels))
+        hidden: tuple[int, ...] = (400, 400)
     else:
-        stream.info = {"encoder": "frozen"}
+        stream.input = InputSpec("text", (384,), "frozen")
         options = {"strength": 100.0, "memory": 4000, "replay_batch": 160, "seed": seed}
         learner_cfg = LearnerConfig(epochs=10, batch_size=32, lr=1e-3, seed=seed)
-        net = MLP(384, (256,), len(world.labels))
+        hidden = (256,)
     torch.manual_seed(seed)
-    model = ContinualClassifier(net, len(stream), len(world.labels))
+    model, network = model_for(stream, ModelConfig(hidden=hidden))
     strategy = build_strategy("ewc+replay", options)
     learner = Learner(model, strategy, learner_cfg)
     for task in stream:
         learner.fit(stream, task.id)
     config = {"strategy": "ewc+replay", "strategy_options": options,
               "learner": {"epochs": learner_cfg.epochs, "batch_size": learner_cfg.batch_size, "lr": learner_cfg.lr}}
-    return save_run(out, stream, model, strategy, config, guard_size=200, overwrite=True)
+    return save_run(out, stream, model, strategy, network, config, guard_size=200, overwrite=True)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from pathlib import Path
 from suite import ROOT, tuned_options
 from vision import SETTINGS
 
-from lifelong.report import environment, write_json
+from lifelong.reporting import environment, write_json
 
 
 def _command(args: argparse.Namespace) -> list[str]:

@@ -18,6 +18,7 @@ Writes results/speed.json after every section; `--sections abcd` runs some and k
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import statistics
 import subprocess
@@ -33,7 +34,7 @@ from lifelong.data import Batch, StreamConfig, build_stream
 from lifelong.importance import fisher_diagonal
 from lifelong.learner import Learner, LearnerConfig
 from lifelong.models import CNN, MLP, ContinualClassifier
-from lifelong.report import environment, write_json
+from lifelong.reporting import environment, write_json
 from lifelong.run import ModelConfig, RunConfig, run
 from lifelong.strategies import build_strategy
 from lifelong.strategies.base import state_nbytes
@@ -154,26 +155,34 @@ def state_bytes_per_parameter(learner: Learner) -> float:
     return state_nbytes(learner.strategy.state_dict()) / sum(p.numel() for p in learner.model.parameters())
 
 
-PEAK_RSS = """
-import resource, torch
-from lifelong.learner import Learner, LearnerConfig
+RSS_GROWTH = """
+import gc, os, torch
 from lifelong.models import MLP, ContinualClassifier
 from lifelong.strategies import build_strategy
 from lifelong.strategies.base import state_nbytes
+def resident():
+    gc.collect()
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 torch.manual_seed(0)
 model = ContinualClassifier(MLP(784, (400, 400), 10), 1, 10)
 s = build_strategy("ewc")
 x, y = torch.rand(256, 784), torch.randint(0, 10, (256,))
-for t in range({tasks}):
-    s.after_task(model, 0, [(x, y)])
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+s.after_task(model, 0, [(x, y)])
+start, out = resident(), {{}}
+for t in range(1, {tasks} + 1):
+    if t > 1:
+        s.after_task(model, 0, [(x, y)])
+    out[t] = {{"rss_growth": resident() - start, "state": state_nbytes(s.state_dict())}}
+print(out)
 """
 
 
-def peak_rss(tasks: int) -> int:
-    out = subprocess.run([sys.executable, "-c", PEAK_RSS.format(tasks=tasks)], capture_output=True, text=True,
+def memory_by_tasks(tasks: int) -> dict[int, dict[str, int]]:
+    """The EWC state's own bytes and the growth of resident memory since the first task, after 1..N tasks
+    (the process's baseline, hundreds of MB of torch, would hide a state of 2 MB: deltas show it)."""
+    out = subprocess.run([sys.executable, "-c", RSS_GROWTH.format(tasks=tasks)], capture_output=True, text=True,
                          check=True)
-    return int(out.stdout.strip().splitlines()[-1])
+    return ast.literal_eval(out.stdout.strip().splitlines()[-1])
 
 
 def end_to_end(tasks: int, strategies: list[str]) -> dict[str, float]:
@@ -185,7 +194,7 @@ def end_to_end(tasks: int, strategies: list[str]) -> dict[str, float]:
         for k, v in (kv.split("=") for kv in given.split(";") if kv):
             options[k] = int(v) if v.isdigit() else float(v)
         r = run(RunConfig(StreamConfig("permuted-fmnist", tasks=tasks), name, options, LearnerConfig(),
-                          ModelConfig("mlp", (400, 400), 0.2), seed=0))
+                          ModelConfig("mlp", (400, 400), 0.2), seed=0)).record
         out[spec] = r["train_seconds"]
     return out
 
@@ -218,7 +227,7 @@ def consolidation_options() -> Iterator[dict]:
         yield rows[-1]
     variants = OPTION_VARIANTS if dense else {"dense fp32 (default)": {}, **OPTION_VARIANTS}
     for variant, extra in variants.items():
-        r = run(RunConfig(setting.stream, "ewc", {**base, **extra}, setting.learner, setting.model, seed=0))
+        r = run(RunConfig(setting.stream, "ewc", {**base, **extra}, setting.learner, setting.model, seed=0)).record
         rows.append({"variant": variant, "options": {**base, **extra}, "state_bytes": r["state_bytes"],
                      **{k: r[k] for k in ("average_accuracy", "average_retention", "learning_accuracy",
                                           "train_seconds")}})
@@ -248,13 +257,14 @@ def main() -> int:
         return CNN(1, 28, 10, 128)
 
     models = {"mlp 784-400-400-10": (mlp(), x[:n], y[:n]), "cnn (2 conv + 2 fc)": (cnn(), x[:n], y[:n])}
+    from lifelong import encoders
     from lifelong.models import text
 
-    if text.encoder_available():  # the language benchmark's encoder, fine-tuned: real CLINC150 queries
+    if encoders.encoder_available():  # the language benchmark's encoder, fine-tuned: real CLINC150 queries
         from lifelong.data.text import load_clinc150
 
         queries = load_clinc150().splits["train"][:n]
-        ids = text.tokenize([q for q, _ in queries])
+        ids = encoders.tokenize([q for q, _ in queries])
         labels = torch.arange(len(ids)) % 15
         models["MiniLM-L6 encoder + head (fine-tuned)"] = (text.benchmark_encoder_model(), ids, labels)
         lora = text.build_text_model("lora", 15)
@@ -328,11 +338,12 @@ def steps_section(result: dict, mlp, x, y, quick: bool) -> None:
     result["state_bytes_per_parameter"] = {k: state_bytes_per_parameter(v) for k, v in learners.items()}
     result["ewc_state_bytes_per_parameter_by_tasks"] = {k: state_bytes_per_parameter(task_learners[f"ewc@{k}"])
                                                         for k in counts}
-    result["peak_rss_bytes"] = {t: peak_rss(t) for t in (1, 20)}
+    result["memory_by_tasks"] = memory_by_tasks(20)
     for k, v in result["state_bytes_per_parameter"].items():
         print(f"  {k}: {v:.1f} B/param", flush=True)
-    print(f"  EWC by tasks: {result['ewc_state_bytes_per_parameter_by_tasks']}; peak RSS "
-          f"{ {k: round(v / 2**20) for k, v in result['peak_rss_bytes'].items()} } MiB", flush=True)
+    growth = {t: round(v["rss_growth"] / 2**20, 1) for t, v in result["memory_by_tasks"].items() if t in (1, 10, 20)}
+    print(f"  EWC by tasks: {result['ewc_state_bytes_per_parameter_by_tasks']}; resident memory growth {growth} MiB",
+          flush=True)
 
 
 

@@ -17,7 +17,8 @@ import torch
 
 from lifelong.data.streams import StreamConfig
 from lifelong.learner import LearnerConfig
-from lifelong.report import CLASS_IL_KEYS, aggregate, environment, format_compare, write_json
+from lifelong.presets import Preset
+from lifelong.reporting import CLASS_IL_KEYS, aggregate, environment, format_compare, write_json
 from lifelong.run import ModelConfig, RunConfig, run, seeded
 from lifelong.strategies import split_name
 
@@ -36,6 +37,20 @@ class Setting:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # fixed options per strategy name
     mode: str = "supervised"
     rl_steps: int = 50_000
+    learners: dict[str, dict[str, Any]] = field(default_factory=dict)  # strategy part -> learner options
+
+    @classmethod
+    def from_preset(cls, preset: Preset, **changes: Any) -> Setting:
+        """The regime of a library preset (what `lifelong run` uses by default for that benchmark)."""
+        setting = cls(preset.stream, preset.learner, preset.model, preset.memory, preset.tuning,
+                      learners=preset.learners)
+        return replace(setting, **changes)
+
+    def learner_for(self, strategy: str) -> LearnerConfig:
+        changes: dict[str, Any] = {}
+        for part in split_name(strategy):
+            changes.update(self.learners.get(part, {}))
+        return replace(self.learner, **changes)
 
 
 MEMORY_METHODS = {"replay", "agem", "der", "der++", "der-ace", "er-ace", "icarl"}
@@ -67,6 +82,9 @@ def run_settings(settings: dict[str, Setting], prefix: str, description: str) ->
     p.add_argument("--out-dir", default=str(ROOT / "results"))
     p.add_argument("--resume", action="store_true",
                    help="reuse the runs already in the output file whose configuration is unchanged")
+    p.add_argument("--rerun", default="", metavar="STRATEGIES",
+                   help="with --resume: run these strategies again even where a saved run has the same "
+                   "configuration (after a change of their code or defaults)")
     p.add_argument("--threads", type=int, help="torch threads (1 makes runs bit-for-bit reproducible)")
     args = p.parse_args()
     if args.threads:
@@ -76,13 +94,15 @@ def run_settings(settings: dict[str, Setting], prefix: str, description: str) ->
         setting = settings[name]
         out = Path(args.out_dir) / f"{prefix}-{name}.json"
         done = _finished_runs(out) if args.resume else {}
+        rerun = {frozenset(split_name(s)) for s in args.rerun.split(",") if s}
+        done = {k: r for k, r in done.items() if frozenset(split_name(r["strategy"])) not in rerun}
         results, sources = [], {}
         for strategy in args.strategies.split(","):
             options, sources[strategy] = tuned_options(setting, strategy)
             for seed in seeds:
-                cfg = RunConfig(replace(setting.stream), strategy, options, setting.learner, setting.model, seed,
-                                mode=setting.mode, rl_steps=setting.rl_steps)
-                r = _saved(done, cfg) or run(cfg)
+                cfg = RunConfig(replace(setting.stream), strategy, options, setting.learner_for(strategy),
+                                setting.model, seed, mode=setting.mode, rl_steps=setting.rl_steps)
+                r = _saved(done, cfg) or run(cfg).record
                 print(f"{name} {strategy} seed {seed}: final {r['average_accuracy']:.3f} learning "
                       f"{r['learning_accuracy']:.3f} retention {r['average_retention']:.3f} ({r['seconds']:.0f} s)",
                       flush=True)

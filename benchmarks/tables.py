@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lifelong.report import CLASS_IL_KEYS, aggregate, format_compare
+from lifelong.reporting import CLASS_IL_KEYS, aggregate, format_compare
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
@@ -177,12 +177,16 @@ def speed() -> str | None:
             "| strategy | step ratio | state bytes / parameter |", "|---|---|---|"]
     for k, v in r.get("step_ratio", {}).items():
         out.append(f"| {k} | {v:.3f} | {r['state_bytes_per_parameter'].get(k, 0):.1f} |")
-    if "peak_rss_bytes" in r:
+    if "step_ratio_by_tasks" in r:
         by_tasks = ", ".join(f"{k}: {v:.3f}" for k, v in r["step_ratio_by_tasks"].items())
         state = ", ".join(f"{k}: {v:.1f}" for k, v in r["ewc_state_bytes_per_parameter_by_tasks"].items())
-        rss = ", ".join(f"{k} tasks: {v / 2**20:.0f} MiB" for k, v in r["peak_rss_bytes"].items())
         out += ["", f"c. EWC step time with the state of N earlier tasks, ratio to 1: {by_tasks}.",
-                f"d. EWC state bytes per parameter by N: {state}; peak resident memory {rss}."]
+                f"d. EWC state bytes per parameter by N: {state}."]
+    if "memory_by_tasks" in r:
+        grow = {int(k): v for k, v in r["memory_by_tasks"].items()}
+        rows = ", ".join(f"{k} tasks: {grow[k]['state'] / 2**20:.2f} MiB of state, resident memory "
+                         f"{grow[k]['rss_growth'] / 2**20:+.1f} MiB" for k in (1, 10, 20) if k in grow)
+        out[-1] += f" Measured in a fresh process, growth since the first task: {rows}."
     if "end_to_end_seconds" in r:
         out += ["", "e. End-to-end training seconds of Permuted Fashion-MNIST (1 epoch, importance included):", "",
                 "| tasks | " + " | ".join(k.replace(":samples=", ", Fisher from ") for k in

@@ -7,6 +7,9 @@ naive's (a strength that stops learning would otherwise win on retention alone).
 
     python benchmarks/tune.py --benchmark permuted-fmnist --strategy ewc --grid strength=100,300,1000
     python benchmarks/tune.py --setting language:frozen-task --strategy ewc --grid strength=100,1000
+    python benchmarks/tune.py --setting class_il:split-fmnist-fixed --strategy agem --grid learner.lr=0.01,0.03,0.1
+
+A grid key `learner.OPTION` varies the training regime for this strategy (A-GEM's SGD learning rate).
 
 `--setting MODULE:NAME` takes the exact regime of a benchmark script's setting (benchmarks/MODULE.py)
 and writes results/tuning/<the setting's tuning key>-<strategy>.json, which that script then reads.
@@ -20,10 +23,11 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from lifelong.data.streams import StreamConfig, check
 from lifelong.learner import LearnerConfig
-from lifelong.report import environment, write_json
+from lifelong.reporting import environment, write_json
 from lifelong.run import ModelConfig, RunConfig, run
 from lifelong.strategies import split_name
 
@@ -42,14 +46,14 @@ def _naive(base: RunConfig, args: argparse.Namespace, key: str) -> dict:
         saved = json.loads(path.read_text())
         if saved.get("regime") == json.loads(json.dumps(regime)):
             return saved["result"]
-    result = run(base)
+    result = run(base).record
     keep = {k: result[k] for k in ("average_accuracy", "learning_accuracy", "average_retention", "seconds",
                                    "accuracy_matrix", "scenario")}
     write_json(path, {"regime": regime, "result": keep, "environment": environment()})
     return keep
 
 
-def _from_setting(args: argparse.Namespace) -> tuple[RunConfig, str, dict]:
+def _from_setting(args: argparse.Namespace) -> tuple[RunConfig, str, dict[str, Any]]:
     """The naive run config of a benchmark setting, scored on validation data, its tuning key, and
     the setting's fixed options for the strategy (e.g. its memory budget)."""
     import importlib
@@ -66,6 +70,9 @@ def _from_setting(args: argparse.Namespace) -> tuple[RunConfig, str, dict]:
                      mode=setting.mode, rl_steps=setting.rl_steps)
     fixed = {k: v for k, v in tuned_options(setting, args.strategy)[0].items() if k == "memory"}
     fixed.update(setting.options.get(args.strategy, {}))
+    # the strategy's own training regime (A-GEM: SGD), as a fixed learner option of its runs
+    own = setting.learner_for(args.strategy)
+    fixed.update({f"learner.{k}": v for k, v in own.to_dict().items() if getattr(setting.learner, k) != v})
     return base, setting.tuning, fixed
 
 
@@ -110,7 +117,10 @@ def main() -> int:
           f"retention {naive['average_retention']:.3f}", flush=True)
     for values in itertools.product(*grid.values()):
         options = {**fixed, **dict(zip(grid, values, strict=True))}
-        r = run(replace(base, strategy=args.strategy, strategy_options=options))
+        learner = {k.removeprefix("learner."): options.pop(k) for k in list(options) if k.startswith("learner.")}
+        r = run(replace(base, strategy=args.strategy, strategy_options=options,
+                        learner=replace(base.learner, **learner))).record
+        options.update({f"learner.{k}": v for k, v in learner.items()})
         rows.append({"options": options, "strategy": args.strategy, **{k: r[k] for k in
                      ("average_accuracy", "learning_accuracy", "average_retention", "seconds")}})
         print(f"{args.strategy} {options}: final {r['average_accuracy']:.3f} learning {r['learning_accuracy']:.3f} "

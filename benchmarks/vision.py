@@ -9,19 +9,19 @@ fresh per task, batch 128, 2 epochs per task, dropout 0.3. Replay stores 600 sam
 """
 
 import sys
+from dataclasses import replace
 
 from suite import Setting, run_settings
 
 from lifelong.data.streams import StreamConfig
-from lifelong.learner import LearnerConfig
-from lifelong.run import ModelConfig
+from lifelong.presets import PRESETS
 
-LEARNER = LearnerConfig(epochs=2, batch_size=128, lr=1e-3)
-MODEL = ModelConfig("mlp", (400, 400), 0.3)
+PERMUTED = Setting.from_preset(PRESETS["permuted-fmnist"])
 SETTINGS = {
-    "permuted": Setting(StreamConfig("permuted-fmnist", "domain", 10), LEARNER, MODEL, tuning="permuted-fmnist-domain"),
-    "split-task": Setting(StreamConfig("split-fmnist", "task", 5), LEARNER, MODEL, tuning="split-fmnist-task"),
-    "split-class": Setting(StreamConfig("split-fmnist", "class", 5), LEARNER, MODEL, tuning="split-fmnist-class"),
+    "permuted": PERMUTED,
+    "split-task": Setting.from_preset(PRESETS["split-fmnist/task"]),
+    # the vision regime on class-IL (the class-incremental table, benchmarks/class_il.py, has its own)
+    "split-class": replace(PERMUTED, stream=StreamConfig("split-fmnist", "class", 5), tuning="split-fmnist-class"),
 }
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def small_comparison(seeds: int) -> list[dict[str, Any]]:
             print(f"running {strategy}, seed {seed}", file=sys.stderr)
             cfg = RunConfig(StreamConfig("permuted-digits", tasks=5), strategy, options,
                             LearnerConfig(epochs=20, batch_size=64), ModelConfig("mlp", (256, 256)), seed=seed)
-            results.append(run(cfg))
+            results.append(run(cfg).record)
     return results
 
 
@@ -94,7 +94,7 @@ def main() -> int:
     if not Path(args.chromium).is_file():
         print(f"no Chromium at {args.chromium}: apt-get install chromium", file=sys.stderr)
         return 1
-    from lifelong.html_report import load_results, write_report
+    from lifelong.reporting.report import load_results, write_report
 
     results = load_results(args.results) if args.results else small_comparison(args.seeds)
     with contextlib.ExitStack() as stack:

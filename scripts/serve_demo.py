@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 
 from lifelong.data.text import load_clinc150
-from lifelong.report import write_json
+from lifelong.reporting import write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 OLD_DOMAINS, NEW_DOMAINS = 5, 2

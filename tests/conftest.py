@@ -1,5 +1,6 @@
 import pytest
 import torch
+from preflight import pytest_runtest_makereport, pytest_sessionstart  # noqa: F401  (CI: no silent skips)
 
 from lifelong.data import load_digits, permuted, split
 

@@ -29,12 +29,13 @@ from lifelong.data import load_digits
 from lifelong.data.task import ArrayDataset
 from lifelong.data.vision import split
 from lifelong.learner import Learner, LearnerConfig
-from lifelong.models import MLP, ContinualClassifier
+from lifelong.models import ModelConfig, model_for
 from lifelong.service.auth import hash_key, new_key
 from lifelong.service.store import Store, default_url
 
 REPO = Path(__file__).resolve().parents[1]
-OPTIONS = {"memory": 1000, "replay_batch": 64, "strength": 100.0}
+# a reservoir memory, as when the screens and the gate's tolerance were set on this world
+OPTIONS = {"memory": 1000, "replay_batch": 64, "strength": 100.0, "selection": "reservoir"}
 
 
 def classes_of(data: ArrayDataset, keep: list[int]) -> ArrayDataset:
@@ -59,13 +60,13 @@ def model_template() -> Path:
     parts = digits_parts()
     stream = split(parts["base"], parts["test"], 2, "class", name="digits 0-7")
     torch.manual_seed(0)
-    model = ContinualClassifier(MLP(64, (128,), 8), 2, 8)
+    model, network = model_for(stream, ModelConfig(hidden=(128,)))
     learner = Learner(model, build_strategy("ewc+replay", OPTIONS), LearnerConfig(epochs=20, batch_size=32))
     for task in stream:
         learner.fit(stream, task.id)
     path = Path(tempfile.mkdtemp(prefix="lifelong-test-model-")) / "digits"
-    save_run(path, stream, model, learner.strategy, {"strategy": "ewc+replay", "strategy_options": OPTIONS,
-                                                      "learner": {"batch_size": 32, "lr": 1e-3}})
+    save_run(path, stream, model, learner.strategy, network, {"strategy": "ewc+replay", "strategy_options": OPTIONS,
+                                                               "learner": {"batch_size": 32, "lr": 1e-3}})
     return path
 
 

@@ -11,15 +11,16 @@ from lifelong.checkpoint import (
     FORMAT_VERSION,
     MANIFEST,
     CheckpointError,
+    ModelSpec,
     input_spec,
     load_model,
     save_run,
     verify,
 )
 from lifelong.data import split
-from lifelong.data.task import ArrayDataset, Task, TaskStream
+from lifelong.data.task import ArrayDataset, InputSpec, Task, TaskStream
 from lifelong.learner import Learner, LearnerConfig
-from lifelong.models import CNN, MLP, ContinualClassifier
+from lifelong.models import CNN, NetworkSpec, build_model
 from lifelong.strategies import build_strategy
 
 
@@ -33,9 +34,12 @@ def _flat(state):
     return [state]
 
 
-def _trained(stream, name, options=None, net=None):
+MLP_SPEC = NetworkSpec("mlp", (1, 8, 8), (32,))
+
+
+def _trained(stream, name, options=None, network=MLP_SPEC):
     torch.manual_seed(0)
-    model = ContinualClassifier(net or MLP(64, (32,), stream.num_classes), len(stream), stream.num_classes)
+    model = build_model(network, stream.num_classes, len(stream))
     learner = Learner(model, build_strategy(name, options), LearnerConfig(epochs=1, batch_size=64))
     for task in stream[:2]:
         learner.fit(stream, task.id)
@@ -48,8 +52,8 @@ def _trained(stream, name, options=None, net=None):
 def test_round_trip_keeps_weights_strategy_state_and_predictions(tmp_path, digits, name, options):
     stream = split(*digits, num_tasks=5, scenario="class")[:2]
     model, learner = _trained(stream, name, options)
-    path = save_run(tmp_path / "m", stream, model, learner.strategy, {"strategy": name, "strategy_options": options,
-                                                                       "learner": {"lr": 0.002}})
+    path = save_run(tmp_path / "m", stream, model, learner.strategy, MLP_SPEC,
+                    {"strategy": name, "strategy_options": options, "learner": {"lr": 0.002}})
     saved = load_model(path)
     assert saved.spec.strategy == name and saved.spec.learner == {"lr": 0.002}
     assert saved.spec.labels == [str(c) for c in range(10)] and saved.spec.scenario == "class"
@@ -73,9 +77,11 @@ def test_round_trip_keeps_weights_strategy_state_and_predictions(tmp_path, digit
 
 def test_a_cnn_and_its_image_shape_round_trip(tmp_path, digits):
     stream = split(*digits, num_tasks=5, scenario="task")[:2]
-    model, learner = _trained(stream, "ewc", net=CNN(1, 8, 10, 16))
-    saved = load_model(save_run(tmp_path / "cnn", stream, model, learner.strategy))
-    assert saved.spec.input == {"kind": "array", "shape": [1, 8, 8]} and saved.spec.network["kind"] == "cnn"
+    cnn = NetworkSpec("cnn", (1, 8, 8), (16,))
+    model, learner = _trained(stream, "ewc", network=cnn)
+    assert isinstance(model.net, CNN)
+    saved = load_model(save_run(tmp_path / "cnn", stream, model, learner.strategy, cnn))
+    assert saved.spec.input == {"kind": "array", "shape": [1, 8, 8]} and saved.spec.network == cnn
     x, t = stream[0].test.x[:5], torch.zeros(5, dtype=torch.long)
     assert torch.equal(model.eval()(x, t), saved.model(x, t))
 
@@ -83,7 +89,7 @@ def test_a_cnn_and_its_image_shape_round_trip(tmp_path, digits):
 def test_loading_names_what_is_missing_or_corrupt(tmp_path, digits):
     stream = split(*digits, num_tasks=5, scenario="class")[:1]
     model, learner = _trained(stream, "ewc")
-    path = save_run(tmp_path / "m", stream, model, learner.strategy)
+    path = save_run(tmp_path / "m", stream, model, learner.strategy, MLP_SPEC)
     verify(path)
 
     (path / "strategy.pt").rename(tmp_path / "aside.pt")
@@ -114,13 +120,13 @@ def test_loading_names_what_is_missing_or_corrupt(tmp_path, digits):
 def test_saving_is_atomic_and_never_replaces_something_else(tmp_path, digits):
     stream = split(*digits, num_tasks=5, scenario="class")[:1]
     model, learner = _trained(stream, "naive")
-    path = save_run(tmp_path / "m", stream, model, learner.strategy)
+    path = save_run(tmp_path / "m", stream, model, learner.strategy, MLP_SPEC)
     with pytest.raises(CheckpointError, match="already exists"):
-        save_run(path, stream, model, learner.strategy)
-    save_run(path, stream, model, learner.strategy, overwrite=True)  # a saved model may be replaced
+        save_run(path, stream, model, learner.strategy, MLP_SPEC)
+    save_run(path, stream, model, learner.strategy, MLP_SPEC, overwrite=True)  # a saved model may be replaced
     (tmp_path / "notes").mkdir()
     with pytest.raises(CheckpointError, match="not a saved model"):
-        save_run(tmp_path / "notes", stream, model, learner.strategy, overwrite=True)
+        save_run(tmp_path / "notes", stream, model, learner.strategy, MLP_SPEC, overwrite=True)
 
     class Unsaveable:  # fails half-way through: nothing may be left behind
         name = "naive"
@@ -129,20 +135,31 @@ def test_saving_is_atomic_and_never_replaces_something_else(tmp_path, digits):
             raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError, match="disk full"):
-        save_run(tmp_path / "half", stream, model, Unsaveable())  # type: ignore[arg-type]
+        save_run(tmp_path / "half", stream, model, Unsaveable(), MLP_SPEC)  # type: ignore[arg-type]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "notes"]
 
 
-def test_input_spec_text_through_the_frozen_encoder_and_unsupported_inputs():
+def test_input_spec_of_arrays_text_and_tokens_and_control_refused():
     data = ArrayDataset(torch.zeros(4, 384), torch.zeros(4, dtype=torch.long))
-    stream = TaskStream([Task(0, data, data, (0,))], 1, "class", info={"encoder": "frozen"})
+    stream = TaskStream([Task(0, data, data, (0,))], 1, "class")
+    assert stream.input == InputSpec("array", (384,)) and input_spec(stream) == {"kind": "array", "shape": [384]}
+    stream.input = InputSpec("text", (384,), "frozen")
     assert input_spec(stream)["kind"] == "text" and input_spec(stream)["features"] == 384
-    stream.info["encoder"] = "lora"
-    with pytest.raises(CheckpointError, match="encoder 'lora'"):
-        input_spec(stream)
-    stream.info = {"kind": "control"}
+    stream.input = InputSpec("text", (32,), "lora")
+    assert input_spec(stream) == {"kind": "tokens", "encoder": input_spec(stream)["encoder"], "max_tokens": 32}
+    stream.input = InputSpec("control", (8,))
     with pytest.raises(CheckpointError, match="control"):
         input_spec(stream)
+
+
+def test_a_format_1_model_spec_still_loads():
+    old = {"format": "lifelong-model", "format_version": 1, "input": {"kind": "array", "shape": [64]},
+           "network": {"kind": "mlp", "in_features": 64, "hidden": [16], "dropout": 0.0}, "scenario": "class",
+           "labels": ["a", "b"], "tasks": [{"id": 0, "name": "t", "classes": [0, 1]}], "strategy": "naive"}
+    spec = ModelSpec.from_dict(old)
+    assert spec.network == NetworkSpec("mlp", (64,), (16,)) and spec.build().net.head.out_features == 2
+    with pytest.raises(CheckpointError, match="not a model spec"):
+        ModelSpec.from_dict({**old, "format_version": 2, "network": {"kind": "mlp", "widths": [3]}})
 
 
 def test_lifelong_run_save_writes_a_servable_model(tmp_path, capsys):
@@ -156,7 +173,7 @@ def test_lifelong_run_save_writes_a_servable_model(tmp_path, capsys):
     saved = load_model(out)
     assert saved.spec.strategy == "ewc+replay" and saved.spec.strategy_options["memory"] == 50
     assert len(saved.spec.tasks) == len(result["accuracy_matrix"]) == 5
-    assert saved.spec.network == {"kind": "mlp", "in_features": 64, "hidden": [16], "dropout": 0.0}
+    assert saved.spec.network == NetworkSpec("mlp", (1, 8, 8), (16,))
     with pytest.raises(SystemExit) as stopped:  # refused before any training
         main(["run", "--benchmark", "control", "--save", str(tmp_path / "c"), "--quiet"])
     assert stopped.value.code == 2 and "--save supports" in capsys.readouterr().err

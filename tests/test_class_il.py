@@ -11,9 +11,10 @@ from lifelong.models import MLP, ContinualClassifier
 from lifelong.run import ModelConfig, RunConfig, run
 from lifelong.strategies import build_strategy
 from lifelong.strategies.agem import project
-from lifelong.strategies.bias import correct, fit_correction
+from lifelong.strategies.bias import BiC, BiCConfig, correct, fit_correction
 from lifelong.strategies.der import DER, DERPPConfig
-from lifelong.strategies.lwf import LwF, LwFConfig
+from lifelong.strategies.icarl import ICaRL, ICaRLConfig
+from lifelong.strategies.lwf import LwF, LwFConfig, distillation
 from lifelong.strategies.memory import ReplayMemory, herding_order
 
 
@@ -135,7 +136,7 @@ def class_il_runs():
     def go(name, options):
         cfg = RunConfig(StreamConfig("split-digits", "class"), name, options,
                         LearnerConfig(epochs=10, batch_size=32), ModelConfig("mlp", (100, 100)), seed=0)
-        return run(cfg)
+        return run(cfg).record
 
     return {name: go(name, opts) for name, opts in [("naive", {}), ("er-ace", {"memory": 100}),
                                                     ("der++", {"memory": 100})]}
@@ -147,3 +148,75 @@ def test_memory_methods_beat_naive_by_a_wide_margin_in_class_il(class_il_runs):
     best = max(r["average_accuracy"] for r in class_il_runs.values())
     assert best > naive + 0.5
     assert class_il_runs["er-ace"]["recency_bias"] < class_il_runs["naive"]["recency_bias"]
+
+
+def test_lwf_in_task_il_distils_one_softmax_per_old_head():
+    torch.manual_seed(0)
+    model = ContinualClassifier(MLP(4, (8,), 6), 3, 6)
+    mask = torch.zeros(3, 6, dtype=torch.bool)
+    mask[0, :2], mask[1, 2:4], mask[2, 4:] = True, True, True
+    model.set_class_mask(mask)
+    lwf = LwF(LwFConfig(distill=1.0, temperature=2.0))
+    lwf.after_task(model, 1, [])
+    assert lwf.old_heads.tolist() == sorted(mask[:2].tolist())  # two heads, not one softmax over 4 classes
+    old = model(torch.zeros(1, 4)).detach()
+    with torch.no_grad():
+        model.head.weight.add_(torch.randn_like(model.head.weight))
+    x = torch.randn(5, 4)
+    batch = Batch(x, torch.full((5,), 4), torch.full((5,), 2))
+    with torch.no_grad():
+        new, before = model(x), lwf.old_model(model)(x)
+    expected = sum(distillation(new[:, h], before[:, h], 2.0) for h in (slice(0, 2), slice(2, 4)))
+    got = lwf.extra_loss(model, batch, model(x, batch.task)).detach()
+    assert float(got) == pytest.approx(float(expected), rel=1e-6) and old.shape == (1, 6)
+
+
+def test_icarl_loss_is_sigmoid_bce_with_the_old_models_outputs_as_old_class_targets():
+    torch.manual_seed(0)
+    model = ContinualClassifier(MLP(4, (8,), 4), 2, 4)
+    mask = torch.zeros(2, 4, dtype=torch.bool)
+    mask[:, :2] = True
+    model.set_class_mask(mask)
+    icarl = ICaRL(ICaRLConfig(memory=10))
+    icarl.after_task(model, 0, [(torch.randn(6, 4), torch.tensor([0, 1] * 3))])
+    mask[:, 2:] = True  # task 1's classes become live
+    model.set_class_mask(mask)
+    with torch.no_grad():
+        model.head.weight.add_(0.5)
+    x, y = torch.randn(5, 4), torch.tensor([2, 3, 2, 0, 3])
+    batch = Batch(x, y, torch.ones(5, dtype=torch.long))
+    logits = model(x, batch.task)
+    with torch.no_grad():
+        old = torch.sigmoid(icarl.distill.old_model(model)(x))
+    target = F.one_hot(y, 4).float()
+    target[:, :2] = old[:, :2]
+    expected = F.binary_cross_entropy_with_logits(logits, target)
+    assert float(icarl.loss(model, batch, logits)) == pytest.approx(float(expected), rel=1e-6)
+    assert icarl.extra_loss(model, batch, logits) is None  # the distillation is inside the BCE
+    ce = ICaRL(ICaRLConfig(loss="ce")).loss(model, batch, logits)
+    assert float(ce) == pytest.approx(float(F.cross_entropy(logits, y)))
+
+
+def test_bic_keeps_every_tasks_correction_of_its_own_classes():
+    bic = BiC(BiCConfig())
+    first, second = torch.tensor([False, False, True, True, False, False]), torch.tensor([False] * 4 + [True] * 2)
+    bic.corrections = [(first, 2.0, 1.0), (second, 0.5, -1.0)]
+    logits = torch.ones(1, 6)
+    assert bic.predict(None, None, torch.zeros(1), logits).tolist() == [[1.0, 1.0, 3.0, 3.0, -0.5, -0.5]]
+    restored = BiC(BiCConfig())
+    restored.load_state_dict(bic.state_dict())
+    assert restored.predict(None, None, torch.zeros(1), logits).tolist() == [[1.0, 1.0, 3.0, 3.0, -0.5, -0.5]]
+
+
+def test_agem_takes_its_reference_gradient_in_eval_mode_and_leaves_the_model_training():
+    torch.manual_seed(0)
+    model = ContinualClassifier(MLP(4, (8,), 4, dropout=0.5), 2, 4)
+    agem = build_strategy("agem", {"memory": 20})
+    agem.extend_batch(Batch(torch.randn(8, 4), torch.tensor([0, 1] * 4), torch.zeros(8, dtype=torch.long)))
+    agem.before_task(model, 1)
+    seen = []
+    model.net.layers[0].register_forward_hook(lambda m, a, o: seen.append(model.training))
+    model.train()
+    F.cross_entropy(model(torch.randn(4, 4), torch.ones(4, dtype=torch.long)), torch.tensor([2, 3, 2, 3])).backward()
+    agem.after_backward(model)
+    assert seen == [True, False] and model.training  # the training pass, then the reference pass

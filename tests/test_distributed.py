@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -51,26 +52,40 @@ def test_all_reduced_fisher_equals_the_single_process_fisher(tmp_path):
         torch.testing.assert_close(distributed[k], single[k], rtol=1e-6, atol=1e-9)
 
 
-def _torchrun(strategy, *extra):
+def _torchrun(strategy, *extra, ok=True):
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     cmd = [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m", "lifelong", "run",
            "--benchmark", "permuted-digits", "--tasks", "2", "--epochs", "10", "--hidden", "128", "--threads", "1",
-           "--strategy", strategy, *extra, "--distributed", "--json"]
+           "--strategy", strategy, *extra, "--distributed", "--json", "--quiet"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if not ok:
+        return proc
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout)
 
 
-def test_a_two_rank_run_completes_and_ewc_keeps_more_than_naive():
-    naive = _torchrun("naive")
-    ewc = _torchrun("ewc", "--lambda", "1000")
-    assert len(ewc["accuracy_matrix"]) == 2
-    assert ewc["accuracy_matrix"][1][0] > naive["accuracy_matrix"][1][0] + 0.1
-
-
-def test_fsdp_shards_the_consolidation_state_like_the_parameters():
-    naive = _torchrun("naive", "--fsdp")
-    ewc = _torchrun("ewc", "--lambda", "1000", "--fsdp")
+def test_two_ranks_ddp_and_fsdp_give_the_same_matrix_and_ewc_keeps_more_than_naive():
+    runs = {(name, mode): _torchrun(name, *flags, *mode_flags)
+            for name, flags in (("naive", ()), ("ewc", ("--lambda", "1000")))
+            for mode, mode_flags in (("ddp", ()), ("fsdp", ("--fsdp",)))}
+    for name in ("naive", "ewc"):  # sharding changes where parameters live, not what is learned
+        ddp, fsdp = runs[name, "ddp"]["accuracy_matrix"], runs[name, "fsdp"]["accuracy_matrix"]
+        assert max(abs(a - b) for ra, rb in zip(ddp, fsdp, strict=True) for a, b in zip(ra, rb, strict=True)) <= 0.01
+    ewc = runs["ewc", "fsdp"]
     assert ewc["local_parameters"] * 2 == ewc["parameters"]  # each of the 2 ranks holds half
     assert ewc["consolidation_bytes"] == 2 * 4 * ewc["local_parameters"]  # two floats per local parameter
-    assert ewc["accuracy_matrix"][1][0] > naive["accuracy_matrix"][1][0] + 0.1
+    for mode in ("ddp", "fsdp"):
+        assert runs["ewc", mode]["accuracy_matrix"][1][0] > runs["naive", mode]["accuracy_matrix"][1][0] + 0.1
+
+
+def test_strategies_with_forward_passes_of_their_own_are_refused_under_distributed():
+    from lifelong.learner import _check_distributable
+    from lifelong.strategies import build_strategy
+
+    for name in ("der", "der++", "agem", "lwf", "icarl", "ewc+der++"):
+        with pytest.raises(ValueError, match="only forward pass is the learner's"):
+            _check_distributable(build_strategy(name))
+    for name in ("naive", "ewc", "replay", "ewc+replay", "si", "mas", "online-ewc"):
+        _check_distributable(build_strategy(name))
+    proc = _torchrun("der", "--memory", "50", ok=False)
+    assert proc.returncode == 1 and "der run their own" in proc.stderr

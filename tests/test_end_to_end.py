@@ -10,7 +10,7 @@ from lifelong.run import ModelConfig, RunConfig, run
 def _digits_run(strategy, options=None, seed=0):
     cfg = RunConfig(StreamConfig("permuted-digits", tasks=3), strategy, options or {},
                     LearnerConfig(epochs=20, batch_size=64), ModelConfig("mlp", (256, 256)), seed=seed)
-    return run(cfg)
+    return run(cfg).record
 
 
 @pytest.fixture(scope="module")

@@ -55,3 +55,24 @@ def test_accuracy_matrix_update_compute_reset():
     assert m.compute()["average_accuracy"] == pytest.approx(0.9)  # only the tasks learned so far
     with pytest.raises(ValueError):
         m.update(0, [0.1])
+
+
+def test_forward_transfer_is_none_where_a_task_cannot_be_scored_before_it_is_learned():
+    from lifelong.evaluation import AccuracyMatrix
+
+    m = AccuracyMatrix(2, baseline=[0.1, 0.2])
+    m.update(0, [0.9, 0.0])
+    m.update(1, [0.8, 0.9])
+    assert m.compute(forward_transfer=False)["fwt"] is None  # class-IL: task 1's classes were not live yet
+    assert m.compute()["fwt"] == pytest.approx(0.0 - 0.2)
+
+
+def test_class_il_runs_report_no_forward_transfer_and_task_il_runs_do(tmp_path):
+    from lifelong.data import StreamConfig
+    from lifelong.learner import LearnerConfig
+    from lifelong.run import ModelConfig, RunConfig, run
+
+    for scenario, has_fwt in (("class", False), ("task", True)):
+        r = run(RunConfig(StreamConfig("split-digits", scenario, tasks=2), "naive", {}, LearnerConfig(epochs=1),
+                          ModelConfig(hidden=(8,)))).record
+        assert (r["fwt"] is not None) == has_fwt, scenario

@@ -18,3 +18,23 @@ def test_readme_tables_match_the_result_files(tmp_path):
     assert copy.read_text() == (ROOT / "README.md").read_text(), \
         "README tables differ from results/: run `python benchmarks/tables.py --readme`"
     assert "<!-- table summary -->" in copy.read_text()
+
+
+def test_every_python_block_runs_as_written_or_says_it_is_an_excerpt(tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    assert blocks
+    ran = 0
+    for block in blocks:
+        if block.lstrip().startswith("# excerpt of "):
+            source = block.lstrip().splitlines()[0].removeprefix("# excerpt of ").split(":")[0].strip()
+            assert (ROOT / source).exists(), source
+            continue
+        proc = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, f"README block fails as written:\n{block}\n{proc.stderr[-2000:]}"
+        ran += 1
+    assert ran >= 1

@@ -11,12 +11,12 @@ from matplotlib.text import Text
 from page_util import check_local
 from PIL import Image
 
-from lifelong import plots
 from lifelong.cli import main
-from lifelong.html_report import load_results, render_report, write_report
 from lifelong.logs import check_kinds, open_log
-from lifelong.run import HISTOGRAM_EDGES
-from lifelong.service_page import gate_heatmap
+from lifelong.reporting import plots
+from lifelong.reporting.importance import HISTOGRAM_EDGES
+from lifelong.reporting.report import load_results, render_report, write_report
+from lifelong.reporting.service_page import gate_heatmap
 
 SMALL = ["--benchmark", "split-digits", "--epochs", "1", "--hidden", "32", "--quiet"]
 

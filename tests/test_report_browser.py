@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 from lifelong.data.streams import StreamConfig
-from lifelong.html_report import write_report
 from lifelong.learner import LearnerConfig
+from lifelong.reporting.report import write_report
+from lifelong.reporting.service_page import render_service_page
 from lifelong.run import ModelConfig, RunConfig, run
-from lifelong.service_page import render_service_page
 
 CHROMIUM = os.environ.get("LIFELONG_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -90,7 +90,7 @@ def visit(context, url, screenshot, key=None):
 
 def test_the_report_renders_in_chromium(browser, tmp_path):
     result = run(RunConfig(StreamConfig("split-digits", tasks=5), "ewc", learner=LearnerConfig(epochs=1),
-                           model=ModelConfig(hidden=(32,))))
+                           model=ModelConfig(hidden=(32,)))).record
     folder = tmp_path / "report"
     write_report([result], folder)
     shot = tmp_path / "report.png"

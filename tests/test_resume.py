@@ -33,7 +33,11 @@ def test_killed_and_resumed_run_gives_the_same_matrix(tmp_path):
     assert progress.exists(), victim.communicate()[1]
     os.kill(victim.pid, signal.SIGKILL)  # dies during the second task
     victim.communicate()
+    # it really died mid-run (a victim that finished first would make the comparison below vacuous)
+    assert victim.returncode == -signal.SIGKILL, victim.returncode
+    import torch
 
+    assert torch.load(progress, weights_only=False)["task"] < 2  # tasks completed < T
     resumed = _lifelong(*ARGS, "--resume", str(ckpt))
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err

@@ -8,10 +8,11 @@ import torch
 from service_util import Server, add_key, wait_update
 
 from lifelong.checkpoint import save_run
+from lifelong.data.task import InputSpec
 from lifelong.data.vision import DataError
+from lifelong.encoders import encoder_available
 from lifelong.learner import Learner, LearnerConfig
-from lifelong.models import MLP, ContinualClassifier
-from lifelong.models.text import encoder_available
+from lifelong.models import ModelConfig, model_for
 from lifelong.service.store import default_url
 from lifelong.strategies import build_strategy
 
@@ -38,18 +39,18 @@ def _texts(data, split, intents, per_intent):
 
 def test_text_model_learns_a_new_domain_from_feedback_and_rolls_back(tmp_path):
     from lifelong.data.text import clinc150_stream
-    from lifelong.models.text import EmbeddingCache
+    from lifelong.encoders import EmbeddingCache
 
     data = _clinc()
     stream = clinc150_stream(data, EmbeddingCache().embed, "class", num_tasks=2, per_intent=20)
-    stream.info["encoder"] = "frozen"
+    stream.input = InputSpec("text", (384,), "frozen")
     torch.manual_seed(0)
     options = {"memory": 600, "replay_batch": 64, "strength": 100.0}
-    model = ContinualClassifier(MLP(384, (128,), stream.num_classes), 2, stream.num_classes)
+    model, network = model_for(stream, ModelConfig(hidden=(128,)))
     learner = Learner(model, build_strategy("ewc+replay", options), LearnerConfig(epochs=10, batch_size=32))
     for task in stream:
         learner.fit(stream, task.id)
-    path = save_run(tmp_path / "intents", stream, model, learner.strategy,
+    path = save_run(tmp_path / "intents", stream, model, learner.strategy, network,
                     {"strategy": "ewc+replay", "strategy_options": options, "learner": {"batch_size": 32}})
     new_domain = list(data.domains)[2]
     new_intents = set(data.domains[new_domain])

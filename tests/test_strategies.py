@@ -72,7 +72,7 @@ def test_resuming_from_state_dict_gives_the_same_penalty_and_the_same_step(name,
 def test_same_seed_same_result(name):
     cfg = RunConfig(StreamConfig("permuted-digits", tasks=2), name, OPTIONS.get(name, {}),
                     LearnerConfig(epochs=1, batch_size=64), ModelConfig("mlp", (16,)), seed=3)
-    assert run(cfg)["accuracy_matrix"] == run(cfg)["accuracy_matrix"]
+    assert run(cfg).record["accuracy_matrix"] == run(cfg).record["accuracy_matrix"]
 
 
 def test_registry_and_composition():

@@ -7,28 +7,29 @@ A saved model directory holds
   ``torch.load(weights_only=True)`` so loading never runs pickled code;
 - ``guards.safetensors``: per learned task, a small held-out evaluation set (the "guard set" every
   later update is checked on);
-- ``config.json``: the kind of input (``array`` with its shape, or ``text`` through the frozen
-  MiniLM encoder), the network's shape, label names, tasks learned, the strategy and its options,
-  the training settings, provenance, the format version and the library version;
+- ``config.json``: the kind of input (``array`` with its shape, ``text`` through the frozen MiniLM
+  encoder, ``tokens`` for a fine-tuned encoder, ``control`` observations), the network's spec (what
+  `lifelong.models.build_model` builds it from), label names, tasks learned, the strategy and its
+  options, the training settings, provenance, the format version and the library version;
 - any extra JSON files the caller adds (a service keeps its update report there);
 - ``manifest.json``, written last: the format version and the sha256 of every other file.
 
-`save_model` writes into a temporary directory beside the target and renames it into place, so a
-reader sees either no model or a whole one. `load_model` checks the format version and every file's
-hash and says exactly what is missing or corrupt.
+`save_model` writes into a temporary directory beside the target and renames it into place
+(`lifelong.atomic.replace_directory`), so a reader sees either no model or a whole one. `load_model`
+checks the format version and every file's hash and says exactly what is missing or corrupt.
 
 >>> import tempfile, torch
 >>> from lifelong.data import load_digits, split
 >>> from lifelong.learner import Learner, LearnerConfig
->>> from lifelong.models import MLP, ContinualClassifier
+>>> from lifelong.models import ModelConfig, model_for
 >>> from lifelong.strategies import build_strategy
 >>> stream = split(*load_digits(), num_tasks=5, scenario="class")
 >>> torch.manual_seed(0) and None
->>> model = ContinualClassifier(MLP(64, (32,), 10), len(stream), 10)
+>>> model, network = model_for(stream, ModelConfig(hidden=(32,)))
 >>> learner = Learner(model, build_strategy("ewc+replay", {"memory": 100}), LearnerConfig(epochs=2))
 >>> learner.fit(stream, 0)["task"]
 0
->>> path = save_run(tempfile.mkdtemp() + "/digits", stream[:1], model, learner.strategy)
+>>> path = save_run(tempfile.mkdtemp() + "/digits", stream[:1], model, learner.strategy, network)
 >>> saved = load_model(path)
 >>> saved.spec.input, saved.spec.labels[:3], [t["classes"] for t in saved.spec.tasks]
 ({'kind': 'array', 'shape': [1, 8, 8]}, ['0', '1', '2'], [[0, 1]])
@@ -39,27 +40,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
-import shutil
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from lifelong import atomic
+from lifelong.config import Config
 from lifelong.data.task import ArrayDataset, Task, TaskStream, fetch
-from lifelong.models import CNN, MLP, ContinualClassifier
+from lifelong.models import ContinualClassifier, NetworkSpec, build_model
 from lifelong.strategies import build_strategy
 from lifelong.strategies.base import Strategy
 
 FORMAT = "lifelong-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the network is its NetworkSpec (1: a shape read back from the module)
 WEIGHTS, STRATEGY, GUARDS, CONFIG, MANIFEST = ("weights.safetensors", "strategy.pt", "guards.safetensors",
                                                "config.json", "manifest.json")
 REQUIRED = (CONFIG, WEIGHTS, STRATEGY, GUARDS)
-TEXT_FEATURES = 384  # all-MiniLM-L6-v2 sentence embeddings
 
 
 class CheckpointError(ValueError):
@@ -67,17 +67,17 @@ class CheckpointError(ValueError):
 
 
 @dataclass
-class ModelSpec:
+class ModelSpec(Config):
     """What a saved model is: enough to rebuild the network, read its inputs and name its outputs.
 
-    `input`: ``{"kind": "array", "shape": [...]}`` (one sample's shape) or ``{"kind": "text",
-    "encoder": ..., "features": 384}``. `network`: ``{"kind": "mlp", "in_features", "hidden",
-    "dropout"}`` or ``{"kind": "cnn", "in_channels", "image_size", "hidden", "dropout"}``. `tasks`: one
-    ``{"id", "name", "classes"}`` per learned task, in order. `history`: free-form provenance (the
-    parent version, the feedback an update learned from)."""
+    `input`: ``{"kind": "array", "shape": [...]}`` (one sample's shape), ``{"kind": "text", "encoder": ...,
+    "features": 384}`` (sentences through the frozen encoder), ``{"kind": "tokens", "encoder": ...,
+    "max_tokens": ...}`` or ``{"kind": "control", "shape": [...]}``. `network`: the `NetworkSpec` the
+    model was built from. `tasks`: one ``{"id", "name", "classes"}`` per learned task, in order.
+    `history`: free-form provenance (the parent version, the feedback an update learned from)."""
 
     input: dict[str, Any]
-    network: dict[str, Any]
+    network: NetworkSpec
     scenario: str
     labels: list[str]
     tasks: list[dict[str, Any]]
@@ -94,25 +94,24 @@ class ModelSpec:
         import lifelong
 
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "library_version": lifelong.__version__,
-                **asdict(self)}
+                **super().to_dict()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
-        missing = [k for k in ("input", "network", "scenario", "labels", "tasks", "strategy") if k not in d]
+    def from_dict(cls, values: dict[str, Any]) -> ModelSpec:
+        missing = [k for k in ("input", "network", "scenario", "labels", "tasks", "strategy") if k not in values]
         if missing:
             raise CheckpointError(f"{CONFIG} lacks the field(s) {missing}")
-        return cls(d["input"], d["network"], d["scenario"], list(d["labels"]), list(d["tasks"]), d["strategy"],
-                   dict(d.get("strategy_options", {})), dict(d.get("learner", {})), dict(d.get("history", {})))
+        d = {k: v for k, v in values.items() if k not in ("format", "format_version", "library_version")}
+        if values.get("format_version", FORMAT_VERSION) == 1:
+            d["network"] = _network_v1(d["network"])
+        try:
+            return super().from_dict(d)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{CONFIG} is not a model spec this version reads ({exc})") from exc
 
-    def build_network(self, num_classes: int | None = None) -> nn.Module:
-        """A fresh network of this shape (weights to be loaded into it)."""
-        net, out = self.network, num_classes or self.num_classes
-        if net["kind"] == "mlp":
-            return MLP(int(net["in_features"]), tuple(net["hidden"]), out, float(net.get("dropout", 0.0)))
-        if net["kind"] == "cnn":
-            return CNN(int(net["in_channels"]), int(net["image_size"]), out, int(net["hidden"]),
-                       float(net.get("dropout", 0.0)))
-        raise CheckpointError(f"unknown network kind {net['kind']!r} in {CONFIG}")
+    def build(self) -> ContinualClassifier:
+        """A fresh model of this spec, sized for its labels and tasks (weights to be loaded into it)."""
+        return build_model(self.network, self.num_classes, max(1, len(self.tasks)))
 
     def stream(self, guards: Sequence[tuple[Tensor, Tensor]]) -> TaskStream:
         """The learned tasks as a stream whose test sets are the guard sets (and nothing to train on)."""
@@ -141,22 +140,16 @@ class SavedModel:
         return self.spec.stream(self.guards)
 
 
-def network_spec(net: nn.Module, input_spec: dict[str, Any]) -> dict[str, Any]:
-    """Read the shape of an MLP or CNN back from the module itself."""
-    if isinstance(net, MLP):
-        linears = [m for m in net.layers if isinstance(m, nn.Linear)]
-        drop = [m.p for m in net.layers if isinstance(m, nn.Dropout)]
-        return {"kind": "mlp", "in_features": linears[0].in_features,
-                "hidden": [m.out_features for m in linears[:-1]], "dropout": drop[0] if drop else 0.0}
-    if isinstance(net, CNN):
-        fc = next(m for m in net.layers if isinstance(m, nn.Linear))
-        dropout = next(m.p for m in net.layers if isinstance(m, nn.Dropout))
-        conv = net.layers[0]
-        assert isinstance(conv, nn.Conv2d)
-        return {"kind": "cnn", "in_channels": conv.in_channels, "image_size": int(input_spec["shape"][-1]),
-                "hidden": fc.out_features, "dropout": dropout}
-    raise CheckpointError(f"saving supports MLP and CNN networks, not {type(net).__name__} "
-                          "(fine-tuned or LoRA text encoders and control policies cannot be saved yet)")
+def _network_v1(network: dict[str, Any]) -> dict[str, Any]:
+    """A format-1 network description (MLP or CNN shapes) as a NetworkSpec dict."""
+    if network.get("kind") == "mlp":
+        return {"kind": "mlp", "in_shape": [int(network["in_features"])], "hidden": network["hidden"],
+                "dropout": network.get("dropout", 0.0)}
+    if network.get("kind") == "cnn":
+        side = int(network["image_size"])
+        return {"kind": "cnn", "in_shape": [int(network["in_channels"]), side, side], "hidden": [network["hidden"]],
+                "dropout": network.get("dropout", 0.0)}
+    raise CheckpointError(f"unknown network kind {network.get('kind')!r} in {CONFIG}")
 
 
 def _sha256(path: Path) -> str:
@@ -165,14 +158,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -198,10 +183,8 @@ def save_model(path: str | os.PathLike, model: ContinualClassifier, strategy: St
     for name in extra or {}:
         if name in (*REQUIRED, MANIFEST) or Path(name).name != name or not name.endswith(".json"):
             raise CheckpointError(f"extra file name {name!r} must be a plain new *.json name")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
-    try:
+
+    def fill(tmp: Path) -> None:
         weights = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
         save_file(weights, str(tmp / WEIGHTS))
         torch.save(strategy.state_dict(), tmp / STRATEGY)
@@ -214,22 +197,11 @@ def save_model(path: str | os.PathLike, model: ContinualClassifier, strategy: St
             _write_json(tmp / name, obj)
         files = sorted(p.name for p in tmp.iterdir())
         for name in files:
-            _fsync(tmp / name)
+            atomic.fsync_path(tmp / name)  # hashed as they will be read back
         _write_json(tmp / MANIFEST, {"format": FORMAT, "format_version": FORMAT_VERSION,
                                      "files": {name: _sha256(tmp / name) for name in files}})
-        _fsync(tmp / MANIFEST)
-        _fsync(tmp)
-        if final.exists():  # overwrite: move the old model aside first, so a crash leaves one whole copy
-            old = final.parent / f".{final.name}.old-{secrets.token_hex(4)}"
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
-        _fsync(final.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    atomic.replace_directory(final, fill, overwrite=overwrite)
     return final
 
 
@@ -271,8 +243,7 @@ def load_model(path: str | os.PathLike) -> SavedModel:
     manifest = verify(root)
     try:
         spec = ModelSpec.from_dict(json.loads((root / CONFIG).read_text(encoding="utf-8")))
-        net = spec.build_network()
-        model = ContinualClassifier(net, max(1, len(spec.tasks)), spec.num_classes)
+        model = spec.build()
         model.load_state_dict(load_file(str(root / WEIGHTS)))
         strategy = build_strategy(spec.strategy, spec.strategy_options)
         strategy.load_state_dict(torch.load(root / STRATEGY, weights_only=True))
@@ -291,17 +262,19 @@ def load_model(path: str | os.PathLike) -> SavedModel:
 
 
 def input_spec(stream: TaskStream) -> dict[str, Any]:
-    """The input a model trained on this stream takes: text through the frozen encoder, or arrays."""
-    encoder = stream.info.get("encoder")
-    if encoder == "frozen":
-        from lifelong.models.text import ENCODER_ID
+    """The input a model trained on this stream takes, as a service reads it: arrays of a shape,
+    sentences through the frozen encoder, or token ids for an encoder that was trained."""
+    spec = stream.input_spec
+    if spec.kind == "text":
+        from lifelong.encoders import ENCODER_ID, FEATURES
 
-        return {"kind": "text", "encoder": ENCODER_ID, "features": TEXT_FEATURES}
-    if encoder is not None or stream.info.get("kind") == "control":
-        raise CheckpointError("saving supports array inputs and text through the frozen encoder, not "
-                              f"{'encoder ' + repr(encoder) if encoder else 'control tasks'}")
-    x, _ = fetch(stream[0].train, torch.tensor([0]))
-    return {"kind": "array", "shape": list(x.shape[1:])}
+        if spec.encoder == "frozen":
+            return {"kind": "text", "encoder": ENCODER_ID, "features": FEATURES}
+        return {"kind": "tokens", "encoder": ENCODER_ID, "max_tokens": int(spec.shape[0])}
+    if spec.kind == "control":
+        raise CheckpointError("saving supports classifiers of arrays and text; control policies are scored by "
+                              "their environments and have no guard sets to save")
+    return {"kind": "array", "shape": list(spec.shape)}
 
 
 def guard_sets(stream: TaskStream, size: int = 200, seed: int = 0) -> list[tuple[Tensor, Tensor]]:
@@ -312,13 +285,15 @@ def guard_sets(stream: TaskStream, size: int = 200, seed: int = 0) -> list[tuple
         data = task.valid if task.valid is not None else task.test
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed + task.id))[:size]
         x, y = fetch(data, order.sort().values)
-        out.append((x.float(), y.long()))
+        out.append((x.float() if x.is_floating_point() else x, y.long()))
     return out
 
 
 def save_run(path: str | os.PathLike, stream: TaskStream, model: ContinualClassifier, strategy: Strategy,
-             config: dict[str, Any] | None = None, guard_size: int = 200, overwrite: bool = False) -> Path:
-    """Save a model trained on `stream` (every task of it learned), with guard sets drawn from it.
+             network: NetworkSpec, config: dict[str, Any] | None = None, guard_size: int = 200,
+             overwrite: bool = False) -> Path:
+    """Save a model trained on `stream` (every task of it learned) and built from `network`, with
+    guard sets drawn from the stream. (`save_result` saves what `lifelong.run.run` returned.)
 
     `config` is a run's configuration (`RunConfig.to_dict()`): its strategy options and learner
     settings are kept so later updates train the same way."""
@@ -326,8 +301,14 @@ def save_run(path: str | os.PathLike, stream: TaskStream, model: ContinualClassi
     inputs = input_spec(stream)
     names = stream.class_names or [str(c) for c in range(stream.num_classes)]
     options = dict(config.get("strategy_options") or getattr(getattr(strategy, "config", None), "to_dict", dict)())
-    spec = ModelSpec(inputs, network_spec(model.net, inputs), stream.scenario, [str(n) for n in names],
+    spec = ModelSpec(inputs, network, stream.scenario, [str(n) for n in names],
                      [{"id": t.id, "name": t.name or f"task {t.id}", "classes": [int(c) for c in t.classes]}
                       for t in stream], config.get("strategy", strategy.name), options,
                      dict(config.get("learner", {})), {"benchmark": stream.name})
     return save_model(path, model, strategy, spec, guard_sets(stream, guard_size), overwrite=overwrite)
+
+
+def save_result(path: str | os.PathLike, result: Any, guard_size: int = 200, overwrite: bool = False) -> Path:
+    """Save the model of a `RunResult` (`lifelong.run.run`'s return value) with its run's settings."""
+    return save_run(path, result.stream, result.model, result.strategy, result.network, result.record["config"],
+                    guard_size, overwrite)

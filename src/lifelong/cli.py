@@ -58,17 +58,20 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="hold out this share of each task's training data (e.g. 0.1)")
     d.add_argument("--eval-split", choices=("test", "valid"), default="test",
                    help="evaluate on the test set, or on the held-out validation part to tune")
-    t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=1)
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
-    t.add_argument("--momentum", type=float, default=0.0)
+    t = p.add_argument_group("training (default: the benchmark's preset, the regime of its README table)")
+    t.add_argument("--no-preset", action="store_true",
+                   help="start from the library's plain defaults instead of the benchmark's preset")
+    t.add_argument("--epochs", type=int, help="epochs per task (no preset: 1)")
+    t.add_argument("--batch-size", type=int, help="(no preset: 128)")
+    t.add_argument("--lr", type=float, help="learning rate (no preset: 1e-3 for Adam, 0.03 for SGD)")
+    t.add_argument("--optimizer", choices=("auto", "adam", "sgd"),
+                   help="auto: the optimizer the strategy is defined with (SGD for A-GEM), else Adam")
+    t.add_argument("--momentum", type=float, help="sgd only (default: 0)")
     t.add_argument("--keep-optimizer", action="store_true", help="keep optimizer state across tasks")
-    t.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
-    t.add_argument("--hidden", type=_ints, default=(400, 400),
-                   help="mlp: hidden widths, e.g. 400,400; cnn: width of its hidden fc layer")
-    t.add_argument("--dropout", type=float, default=0.0)
+    t.add_argument("--model", choices=("mlp", "cnn"), help="(no preset: mlp)")
+    t.add_argument("--hidden", type=_ints, help="mlp: hidden widths, e.g. 400,400; cnn: width of its hidden fc "
+                   "layer (no preset: 400,400)")
+    t.add_argument("--dropout", type=float, help="(no preset: 0)")
     t.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--specialist", action="store_true",
                    help="also train one model per task alone and report retention against it")
@@ -76,6 +79,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="train with DistributedDataParallel (start under torchrun; gloo on CPU, nccl on GPU)")
     p.add_argument("--fsdp", action="store_true", help="with --distributed: shard parameters and state (FSDP2)")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved configuration (preset, flags and --set applied) as JSON and stop")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     o = p.add_argument_group("reports and training logs")
     o.add_argument("--report", metavar="DIR", help="also write an HTML report with its figures: DIR/index.html")
@@ -166,21 +171,58 @@ def _strategy_options(name: str, args: argparse.Namespace, sets: dict[str, dict[
     return opts
 
 
-def _run_config(args: argparse.Namespace, strategy: str, seed: int, options: dict[str, Any]):
-    from lifelong.run import ModelConfig, RunConfig
+def _preset(args: argparse.Namespace) -> Any:
+    """The benchmark's preset (the regime of its README table), or None (--no-preset, or none exists)."""
+    if args.no_preset:
+        return None
+    from lifelong.presets import preset_for
 
-    stream = StreamConfig(args.benchmark, args.scenario, args.tasks, seed, args.validation, args.class_order,
-                          args.data_dir, args.encoder, args.per_intent, args.environments, args.demos,
-                          args.eval_episodes)
+    return preset_for(args.benchmark, args.scenario, encoder=args.encoder, environments=args.environments)
+
+
+def _given(args: argparse.Namespace, names: dict[str, str]) -> dict[str, Any]:
+    """{config field: flag value} for the flags given on the command line."""
+    return {field: getattr(args, flag) for flag, field in names.items() if getattr(args, flag) is not None}
+
+
+def _run_config(args: argparse.Namespace, strategy: str, seed: int, options: dict[str, Any]):
+    """Library defaults, then the benchmark's preset, then the flags given, then --set."""
+    from lifelong.models import ModelConfig
+    from lifelong.run import RunConfig
+
+    preset = _preset(args)
+    tasks = args.tasks if args.tasks is not None else preset.stream.tasks if preset else None
+    per_intent = args.per_intent if args.per_intent is not None else preset.stream.per_intent if preset else None
+    scenario = args.scenario or (preset.stream.scenario if preset else None)
+    stream = StreamConfig(args.benchmark, scenario, tasks, seed, args.validation, args.class_order,
+                          args.data_dir, args.encoder, per_intent, args.environments, args.demos, args.eval_episodes)
     if args.eval_split == "valid" and args.validation <= 0:
         stream = replace(stream, validation=0.1)
-    learner = LearnerConfig(args.epochs, args.batch_size, args.lr, args.optimizer, args.momentum,
-                            not args.keep_optimizer, seed=seed, sharding="fsdp" if args.fsdp else "ddp")
-    model = ModelConfig(args.model, tuple(args.hidden), args.dropout)
+    learner = preset.learner_for(strategy) if preset else LearnerConfig()
+    learner = learner.replace(**_given(args, {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
+                                             "optimizer": "optimizer", "momentum": "momentum"}),
+                              reset_optimizer=not args.keep_optimizer, seed=seed,
+                              sharding="fsdp" if args.fsdp else "ddp")
+    model = (preset.model if preset else ModelConfig()).replace(
+        **_given(args, {"model": "kind", "hidden": "hidden", "dropout": "dropout"}))
     if args.mode == "rl":
         stream = replace(stream, demos=0)
+    options = {**(preset.strategy_options(strategy) if preset else {}), **options}
     return RunConfig(stream, strategy, options, learner, model, seed, args.eval_split, args.specialist,
                      "rl" if args.mode == "rl" else "supervised", args.rl_steps)
+
+
+def _announce(args: argparse.Namespace, strategies: list[str]) -> None:
+    """Say on stderr which preset the run starts from (or that it uses the library defaults)."""
+    if args.quiet:
+        return
+    preset = _preset(args)
+    for name in strategies:
+        if preset is None:
+            why = "--no-preset" if args.no_preset else "no README table sets a regime for this benchmark"
+            print(f"lifelong: {name}: library defaults ({why}) and the flags given", file=sys.stderr)
+        else:
+            print(f"lifelong: {name}: {preset.describe(name)}", file=sys.stderr)
 
 
 def _parse_sets(items: list[str], strategies: list[str]) -> dict[str, dict[str, Any]]:
@@ -222,7 +264,7 @@ def _training_log(args: argparse.Namespace, strategy: str, seed: int) -> Abstrac
 
 
 def _write_report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
-    from lifelong.html_report import write_report
+    from lifelong.reporting.report import write_report
 
     if _reporting_rank():
         index = write_report(results, args.report)
@@ -230,7 +272,7 @@ def _write_report(results: list[dict[str, Any]], args: argparse.Namespace) -> No
 
 
 def _command_report(args: argparse.Namespace) -> int:
-    from lifelong.html_report import load_results, write_report
+    from lifelong.reporting.report import load_results, write_report
 
     try:
         results = load_results(args.results)
@@ -243,7 +285,7 @@ def _command_report(args: argparse.Namespace) -> int:
 
 
 def _command_run(args: argparse.Namespace, progress: bool) -> int:
-    from lifelong.report import format_run, write_json
+    from lifelong.reporting import format_run, write_json
     from lifelong.run import run
 
     name = _with_bias_correction(args.strategy, args)
@@ -252,14 +294,20 @@ def _command_run(args: argparse.Namespace, progress: bool) -> int:
     config = _run_config(args, name, args.seed, _strategy_options(name, args, sets))
     if args.save and (args.benchmark == "control" or args.encoder != "frozen"):
         raise UsageError("--save supports array benchmarks and clinc150 with the frozen encoder")
-    trained: dict[str, Any] = {}
-    with _training_log(args, name, args.seed) as log:
-        result = run(config, progress, checkpoint_dir=args.resume or args.checkpoint_dir, resume=bool(args.resume),
-                     log=log, trained=trained)
-    if args.save and _reporting_rank():  # under --distributed the ranks hold the same model: one saves it
-        from lifelong.checkpoint import save_run
+    if args.dry_run:
+        from lifelong.run import seeded
 
-        save_run(args.save, trained["stream"], trained["model"], trained["strategy"], result["config"], overwrite=True)
+        print(json.dumps(seeded(config).to_dict(), indent=None if args.json else 1))
+        return 0
+    _announce(args, [name])
+    with _training_log(args, name, args.seed) as log:
+        done = run(config, progress, checkpoint_dir=args.resume or args.checkpoint_dir, resume=bool(args.resume),
+                   log=log)
+    result = done.record
+    if args.save and _reporting_rank():  # under --distributed the ranks hold the same model: one saves it
+        from lifelong.checkpoint import save_result
+
+        save_result(args.save, done, overwrite=True)
         print(f"model saved to {args.save}", file=sys.stderr)
     if args.out:
         write_json(args.out, result)
@@ -275,18 +323,24 @@ def _command_run(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _command_compare(args: argparse.Namespace, progress: bool) -> int:
-    from lifelong.report import aggregate, environment, format_compare, write_json
+    from lifelong.reporting import aggregate, environment, format_compare, write_json
     from lifelong.run import run
 
     strategies = [_with_bias_correction(s.strip(), args) for s in args.strategies.split(",") if s.strip()]
     sets = _parse_sets(args.set, strategies)
     configs = [_run_config(args, s, seed, _strategy_options(s, args, sets)) for s in strategies for seed in args.seeds]
+    if args.dry_run:
+        from lifelong.run import seeded
+
+        print(json.dumps([seeded(c).to_dict() for c in configs], indent=None if args.json else 1))
+        return 0
+    _announce(args, strategies)
     results = []
     for cfg in configs:
         if progress:
             print(f"running {cfg.strategy}, seed {cfg.seed}", file=sys.stderr)
         with _training_log(args, cfg.strategy, cfg.seed) as log:
-            results.append(run(cfg, progress, log=log))
+            results.append(run(cfg, progress, log=log).record)
     rows = aggregate(results)
     table = format_compare(rows)
     summary = {"summary": rows, "table": table, "runs": results, "environment": environment()}

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from lifelong import distributed
+from lifelong.config import Config
 from lifelong.data.task import Batch, BatchLoader, Task, TaskData, TaskStream
 from lifelong.models.heads import ContinualClassifier
 from lifelong.strategies.base import Strategy
@@ -25,19 +25,22 @@ class TrainingDiverged(RuntimeError):
 def _check_distributable(strategy: Strategy) -> None:
     """Strategies that run extra forward passes of their own (DER, A-GEM, LwF, iCaRL) would bypass
     DistributedDataParallel's gradient synchronisation: refuse them rather than train ranks apart."""
-    parts = getattr(strategy, "parts", [strategy])
-    own_forward = [p.name for p in parts if type(p).extra_loss is not Strategy.extra_loss or p.name == "agem"]
+    own_forward = [p.name for p in getattr(strategy, "parts", [strategy]) if p.extra_forward]
     if own_forward:
         raise ValueError(f"--distributed supports strategies whose only forward pass is the learner's; "
                          f"{', '.join(own_forward)} run their own")
 
 
+OPTIMIZERS = ("auto", "adam", "sgd")
+DEFAULT_LR = {"adam": 1e-3, "sgd": 0.03}
+
+
 @dataclass
-class LearnerConfig:
+class LearnerConfig(Config):
     epochs: int = 1
     batch_size: int = 128
-    lr: float = 1e-3
-    optimizer: str = "adam"  # "adam" or "sgd"
+    lr: float | None = None  # None: 1e-3 for Adam, 0.03 for SGD
+    optimizer: str = "auto"  # "adam", "sgd", or "auto": the one the strategy is defined with, else Adam
     momentum: float = 0.0  # sgd only
     reset_optimizer: bool = True  # a fresh optimizer for every task
     importance_batch: int = 1024  # batch size of the importance pass after a task (bigger: faster)
@@ -46,10 +49,19 @@ class LearnerConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be 'adam' or 'sgd', not {self.optimizer!r}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
+        if self.epochs < 1 or self.batch_size < 1 or (self.lr is not None and self.lr <= 0):
             raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
+
+    def resolve(self, strategy: Strategy) -> LearnerConfig:
+        """The config with `optimizer` and `lr` made concrete for this strategy: "auto" takes the
+        optimizer a strategy part declares (A-GEM's projection assumes plain SGD), else Adam."""
+        optimizer = self.optimizer
+        if optimizer == "auto":
+            declared = {p.optimizer for p in getattr(strategy, "parts", [strategy]) if p.optimizer}
+            optimizer = declared.pop() if len(declared) == 1 else "adam"
+        return self.replace(optimizer=optimizer, lr=self.lr if self.lr is not None else DEFAULT_LR[optimizer])
 
 
 class Learner:
@@ -71,7 +83,7 @@ class Learner:
     def __init__(self, model: nn.Module, strategy: Strategy, config: LearnerConfig | None = None,
                  progress: bool = False, log: Callable[[dict[str, Any]], None] | None = None):
         self.model, self.strategy = model, strategy
-        self.config = config or LearnerConfig()
+        self.config = (config or LearnerConfig()).resolve(strategy)
         self.generator = torch.Generator().manual_seed(self.config.seed)
         self.optimizer: torch.optim.Optimizer | None = None
         self.progress, self.log = progress, log
@@ -88,9 +100,29 @@ class Learner:
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
         params = [p for p in self.model.parameters() if p.requires_grad]
+        lr = float(self.config.lr)  # type: ignore[arg-type]  # resolve() made it concrete
         if self.config.optimizer == "adam":
-            return torch.optim.Adam(params, lr=self.config.lr)
-        return torch.optim.SGD(params, lr=self.config.lr, momentum=self.config.momentum)
+            return torch.optim.Adam(params, lr=lr)
+        return torch.optim.SGD(params, lr=lr, momentum=self.config.momentum)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything that decides how training goes on from here: the model's weights, the strategy's
+        state, the shuffling generator, the step count, and the optimizer's state when it is kept
+        across tasks (a fresh one is made for every task otherwise)."""
+        keep = self.optimizer is not None and not self.config.reset_optimizer
+        return {"model": self.model.state_dict(), "strategy": self.strategy.state_dict(),
+                "optimizer": self.optimizer.state_dict() if keep else None,  # type: ignore[union-attr]
+                "generator": self.generator.get_state(), "step": self.step, "position": self._position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.strategy.load_state_dict(state["strategy"])
+        self.generator.set_state(state["generator"])
+        self.step, self._position = int(state["step"]), int(state["position"])
+        self.optimizer = None
+        if state["optimizer"] is not None:
+            self.optimizer = self._new_optimizer()
+            self.optimizer.load_state_dict(state["optimizer"])
 
     def _set_position(self, stream: TaskStream, task_id: int) -> None:
         self._position = task_id
@@ -139,7 +171,7 @@ class Learner:
         logits = (self.ddp or self.model)(batch.x, batch.task)
         if batch.mask is not None:
             logits = logits.masked_fill(~batch.mask, float("-inf"))
-        loss = F.cross_entropy(logits, batch.y)
+        loss = self.strategy.loss(self.model, batch, logits)
         extra = self.strategy.extra_loss(self.model, batch, logits)
         if extra is not None:
             loss = loss + extra

@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from lifelong import atomic
+
 FILE = "progress.pt"
-FORMAT = 1
+FORMAT = 2  # 2: the learner's own state_dict (1: its parts saved one by one)
 
 
 class ResumeError(RuntimeError):
@@ -30,17 +32,9 @@ class ResumeError(RuntimeError):
 
 def save_progress(directory: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Write `state` plus the global random states to DIR/progress.pt, atomically."""
-    path = Path(directory) / FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
     full = {**state, "format": FORMAT, "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
                                                "python": random.getstate()}}
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(full, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    return atomic.torch_save(Path(directory) / FILE, full)
 
 
 def load_progress(directory: str | os.PathLike, config: dict[str, Any]) -> dict[str, Any]:

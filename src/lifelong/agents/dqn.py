@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from lifelong.config import Config
 from lifelong.data.control import pad
 from lifelong.data.task import ArrayDataset, Batch, BatchLoader, TaskData, TaskStream
 from lifelong.learner import Learner, LearnerConfig
@@ -37,7 +38,7 @@ from lifelong.strategies.base import Strategy
 
 
 @dataclass
-class DQNConfig:
+class DQNConfig(Config):
     steps: int = 50_000  # environment steps per task
     buffer: int = 50_000
     batch_size: int = 64

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lifelong.data.task import ArrayDataset, Task, TaskStream
+from lifelong.data.task import ArrayDataset, InputSpec, ReturnScale, Task, TaskStream
 
 Expert = Callable[[Any, np.ndarray], int]
 
@@ -196,9 +196,8 @@ def control_stream(specs: Sequence[EnvSpec], scenario: str = "task", demo_episod
         random_returns.append(float(np.mean(rand)))
         expert_returns.append(float(np.mean(expert_ret)))
     num_classes = sum(sizes) if scenario == "task" else sizes[0]
-    info = {"kind": "control", "obs_size": obs_size, "random_return": random_returns,
-            "expert_return": expert_returns, "environments": [s.label for s in specs]}
-    return TaskStream(tasks, num_classes, scenario, name, None, info)
+    return TaskStream(tasks, num_classes, scenario, name, None, InputSpec("control", (obs_size,)),
+                      ReturnScale(random_returns, expert_returns))
 
 
 def normalise(returns: Sequence[Sequence[float]], random: Sequence[float],

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lifelong.data.task import TaskStream
+from lifelong.config import Config
+from lifelong.data.task import InputSpec, TaskStream
 from lifelong.data.vision import (
     FASHION_MNIST_CLASSES,
     load_digits,
@@ -16,7 +17,7 @@ from lifelong.data.vision import (
 
 
 @dataclass
-class StreamConfig:
+class StreamConfig(Config):
     """What to build. `validation` holds out the last share of each task's training data."""
 
     benchmark: str = "split-digits"
@@ -81,15 +82,16 @@ def build_stream(cfg: StreamConfig) -> TaskStream:
 
 
 def _clinc150(cfg: StreamConfig, scenario: str, tasks: int) -> TaskStream:
+    from lifelong import encoders
     from lifelong.data.text import clinc150_stream, load_clinc150
-    from lifelong.models import text
 
-    if cfg.encoder not in text.ENCODERS:
-        raise ValueError(f"unknown encoder {cfg.encoder!r}; choose one of {', '.join(text.ENCODERS)}")
-    featurize = text.EmbeddingCache().embed if cfg.encoder == "frozen" else text.tokenize
+    if cfg.encoder not in encoders.ENCODERS:
+        raise ValueError(f"unknown encoder {cfg.encoder!r}; choose one of {', '.join(encoders.ENCODERS)}")
+    featurize = encoders.EmbeddingCache().embed if cfg.encoder == "frozen" else encoders.tokenize
     stream = clinc150_stream(load_clinc150(cfg.data_dir), featurize, scenario, tasks, cfg.class_order, cfg.seed,
                              cfg.per_intent)
-    stream.info["encoder"] = cfg.encoder
+    shape = (encoders.FEATURES,) if cfg.encoder == "frozen" else (encoders.MAX_TOKENS,)
+    stream.input = InputSpec("text", shape, cfg.encoder)
     return stream
 
 

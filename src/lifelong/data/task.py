@@ -14,11 +14,13 @@ live, so a multi-head model is simply a masked shared output layer (row-for-row 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
+
+from lifelong.config import Config
 
 SCENARIOS = ("task", "domain", "class")
 
@@ -171,16 +173,50 @@ class Task:
         raise ValueError(f"unknown split {split!r}; use 'test' or 'valid'")
 
 
+INPUT_KINDS = ("array", "text", "control")
+
+
+@dataclass
+class InputSpec(Config):
+    """What one sample's input is, so that a network can be built for it and a service can read it.
+
+    ``array``: a tensor of `shape` per sample (images, features); ``text``: sentences, given to the model
+    as the frozen MiniLM encoder's embeddings (`encoder="frozen"`, shape (384,)) or as token ids for an
+    encoder trained fully or through LoRA (`"finetune"`, `"lora"`, shape (max tokens,)); ``control``: an
+    observation vector of `shape`, padded to one size across a stream's environments."""
+
+    kind: str = "array"
+    shape: tuple[int, ...] = ()
+    encoder: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in INPUT_KINDS:
+            raise ValueError(f"input kind must be one of {INPUT_KINDS}, not {self.kind!r}")
+
+
+@dataclass
+class ReturnScale(Config):
+    """Control streams: each task's mean return of a random policy and of the expert on the evaluation
+    episodes; scores are normalised as (return - random) / (expert - random)."""
+
+    random: list[float]
+    expert: list[float]
+
+
 @dataclass
 class TaskStream(Sequence[Task]):
-    """A plain sequence of tasks and the scenario under which they are learned."""
+    """A plain sequence of tasks and the scenario under which they are learned.
+
+    `input` describes one sample's input (inferred from the first task's data when not given);
+    `returns`, for control streams, the return scale that normalises scores."""
 
     tasks: list[Task]
     num_classes: int
     scenario: str
     name: str = ""
     class_names: list[str] | None = None
-    info: dict[str, Any] = field(default_factory=dict)
+    input: InputSpec | None = None
+    returns: ReturnScale | None = None
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -188,6 +224,14 @@ class TaskStream(Sequence[Task]):
         for i, task in enumerate(self.tasks):
             if task.id != i:
                 raise ValueError(f"task ids must be 0..T-1 in order; task {i} has id {task.id}")
+        if self.input is None and self.tasks:
+            self.input = _infer_input(self.tasks[0])
+
+    @property
+    def input_spec(self) -> InputSpec:
+        if self.input is None:
+            raise ValueError("an empty stream has no input spec")
+        return self.input
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -195,7 +239,7 @@ class TaskStream(Sequence[Task]):
     def __getitem__(self, i):
         if isinstance(i, slice):
             return TaskStream(self.tasks[i], self.num_classes, self.scenario, self.name,
-                              self.class_names, dict(self.info))
+                              self.class_names, self.input, self.returns)
         return self.tasks[i]
 
     def class_mask(self, current: int) -> Tensor:
@@ -211,3 +255,14 @@ class TaskStream(Sequence[Task]):
             seen = sorted({c for t in self.tasks[: current + 1] for c in t.classes})
             mask[:, seen] = True
         return mask
+
+
+def _infer_input(task: Task) -> InputSpec:
+    """An array input of the shape of the task's first sample (dict inputs: token ids)."""
+    data = task.train if task.train is not None and len(task.train) else task.test
+    if data is None or not len(data):
+        return InputSpec("array")
+    x, _ = fetch(data, torch.tensor([0]))
+    if isinstance(x, dict):
+        return InputSpec("text", tuple(x["input_ids"].shape[1:]), "finetune")
+    return InputSpec("array", tuple(x.shape[1:]))

@@ -83,8 +83,8 @@ def clinc150_stream(data: Clinc150, featurize: Featurize, scenario: str = "task"
                     name: str = "clinc150") -> TaskStream:
     """Task k holds the k-th domain's 15 intents (task-IL: one 15-way head each; class-IL: one 150-way
     head). `order="random"` shuffles the domains by the seed; `per_intent` keeps only the first N
-    training queries of each intent (small slices for tests). The out-of-scope test queries are in
-    `stream.info["oos_test_texts"]` (they belong to no intent)."""
+    training queries of each intent (small slices for tests). (The out-of-scope test queries, which
+    belong to no intent, are in `data.splits["oos_test"]`.)"""
     if scenario not in ("task", "class"):
         raise ValueError(f"CLINC150 streams are task- or class-incremental, not {scenario!r}")
     if not 1 <= num_tasks <= len(data.domains):
@@ -109,5 +109,4 @@ def clinc150_stream(data: Clinc150, featurize: Featurize, scenario: str = "task"
         valid_limit = None if per_intent is None else max(1, per_intent // 5)
         tasks.append(Task(k, part("train", intents, per_intent), part("test", intents, None),
                           tuple(label[i] for i in data.domains[domain]), domain, part("val", intents, valid_limit)))
-    oos = [t for t, _ in data.splits["oos_test"]]
-    return TaskStream(tasks, len(label), scenario, name, data.intents, {"oos_test_texts": oos})
+    return TaskStream(tasks, len(label), scenario, name, data.intents)

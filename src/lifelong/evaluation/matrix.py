@@ -36,13 +36,21 @@ class AccuracyMatrix:
         self.values[trained_through] = np.asarray(accuracies, dtype=np.float64)
         self.rows_done = max(self.rows_done, trained_through + 1)
 
-    def compute(self, specialist: Sequence[float] | None = None) -> dict[str, float]:
-        """Metrics of the tasks learned so far (the top-left square of the matrix)."""
+    def compute(self, specialist: Sequence[float] | None = None,
+                forward_transfer: bool = True) -> dict[str, float | None]:
+        """Metrics of the tasks learned so far (the top-left square of the matrix).
+
+        `forward_transfer=False` where task j's classes cannot be scored before task j is learned
+        (class-incremental streams: R[j-1][j] is 0 by construction), so FWT is None, not a number."""
         if self.rows_done == 0:
             raise ValueError("no row recorded yet")
         k = self.rows_done
-        base = None if self.baseline is None else self.baseline[:k]
-        return fn.summary(self.values[:k, :k], base, None if specialist is None else list(specialist)[:k])
+        base = None if self.baseline is None or not forward_transfer else self.baseline[:k]
+        out: dict[str, float | None] = {**fn.summary(self.values[:k, :k], base,
+                                                     None if specialist is None else list(specialist)[:k])}
+        if base is None:
+            out["fwt"] = None
+        return out
 
     def tolist(self) -> list[list[float | None]]:
         return [[None if np.isnan(v) else float(v) for v in row] for row in self.values]

@@ -7,15 +7,18 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from lifelong.config import Config
+
 # "influence" runs at the gate, after a candidate has trained (lifelong.service.influence)
 SCREENS = ("source-share", "label-noise", "source-outlier", "backdoor", "label-collision", "guard-agreement",
            "influence")
 
 
 @dataclass
-class ScreenConfig:
+class ScreenConfig(Config):
     """Which screens run and their thresholds (defaults chosen on validation scenarios, see
-    benchmarks/poisoning.py --tune). Round-trips through `to_dict`/`from_dict` (JSON)."""
+    benchmarks/poisoning.py --tune). Round-trips through `to_dict`/`from_dict` (JSON); an unknown
+    option is an error."""
 
     source_limits: bool = True
     label_noise: bool = True
@@ -86,27 +89,9 @@ class ScreenConfig:
                 raise ValueError(f"{name} must be at least 1, not {count}")
         if self.influence_tolerance < 0 or self.collision_min_share < 0 or self.guard_radius <= 0:
             raise ValueError("influence_tolerance and collision_min_share must be >= 0, guard_radius > 0")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["exempt_sources"] = list(self.exempt_sources)
-        d["collision_spaces"] = list(self.collision_spaces)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ScreenConfig:
-        known = set(cls.__dataclass_fields__)
-        unknown = set(d) - known
+        unknown = set(self.collision_spaces) - {"input", "model"}
         if unknown:
-            raise ValueError(f"unknown screening option(s) {sorted(unknown)}")
-        d = dict(d)
-        for name in ("exempt_sources", "collision_spaces"):
-            if name in d:
-                d[name] = tuple(d[name])
-        unknown_spaces = set(d.get("collision_spaces", ())) - {"input", "model"}
-        if unknown_spaces:
-            raise ValueError(f"unknown collision space(s) {sorted(unknown_spaces)}; use 'input' and/or 'model'")
-        return cls(**d)
+            raise ValueError(f"unknown collision space(s) {sorted(unknown)}; use 'input' and/or 'model'")
 
 
 @dataclass(frozen=True)

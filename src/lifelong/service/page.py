@@ -19,10 +19,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from lifelong.reporting.service_page import MAX_HELD, render_key_page, render_service_page
 from lifelong.service.auth import allows, hash_key
 from lifelong.service.runtime import Service
 from lifelong.service.tables import Feedback, Update
-from lifelong.service_page import MAX_HELD, render_key_page, render_service_page
 
 COOKIE = "lifelong_page"
 COOKIE_SECONDS = 12 * 3600

@@ -30,6 +30,7 @@ from typing import Any
 from torch import Tensor
 
 from lifelong.checkpoint import CheckpointError, load_model, verify
+from lifelong.config import Config
 from lifelong.service.auth import Authenticator
 from lifelong.service.serving import InputError, ServedModel
 from lifelong.service.store import Store, default_url, default_versions_dir, normalise_url
@@ -41,7 +42,7 @@ FIRST = "v1"  # the served model's copy: version 1
 
 
 @dataclass
-class ServiceConfig:
+class ServiceConfig(Config):
     """Everything `lifelong serve` decides."""
 
     model_dir: Path

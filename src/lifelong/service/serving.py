@@ -80,7 +80,7 @@ class TextFeatures:
     cache (serving must not rewrite the on-disk embedding cache on every request)."""
 
     def __init__(self, capacity: int = 20_000):
-        from lifelong.models.text import load_encoder, tokenize
+        from lifelong.encoders import load_encoder, tokenize
 
         self.encoder, self.tokenize = load_encoder().eval(), tokenize
         self.capacity = capacity

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from lifelong.checkpoint import ModelSpec, SavedModel, load_model, save_model
+from lifelong.config import Config
 from lifelong.data.task import ArrayDataset, Task, TaskStream
 from lifelong.learner import Learner, LearnerConfig, TrainingDiverged
 from lifelong.models import ContinualClassifier
@@ -48,7 +49,7 @@ DB_ENV = "LIFELONG_SERVICE_DB"  # the database URL reaches the worker here, not 
 
 
 @dataclass
-class UpdateSettings:
+class UpdateSettings(Config):
     """How an update trains and is gated; resolved when it is queued and stored with it."""
 
     strategy: str = "ewc+replay"
@@ -60,13 +61,6 @@ class UpdateSettings:
     tolerance: float = 0.01
     guard_size: int = 200
     screening: dict[str, Any] | None = None  # a `ScreenConfig` as a dict; None: feedback is not screened
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> UpdateSettings:
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
 @dataclass
@@ -83,7 +77,7 @@ class Candidate:
 def featurize(spec: ModelSpec, inputs: Sequence[Any]) -> Tensor:
     """Stored feedback inputs -> model inputs (text through the on-disk embedding cache)."""
     if spec.input["kind"] == "text":
-        from lifelong.models.text import EmbeddingCache
+        from lifelong.encoders import EmbeddingCache
 
         return EmbeddingCache().embed([str(t) for t in inputs])
     return parse_arrays(inputs, spec.input["shape"])

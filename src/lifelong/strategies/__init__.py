@@ -75,6 +75,12 @@ def strategy_options(name: str) -> dict[str, dict[str, Any]]:
     return {p: REGISTRY[p][0]().to_dict() for p in parts}
 
 
+def strategy_config(strategy: Strategy) -> dict[str, dict[str, Any]]:
+    """Every option of every part of a built strategy, defaults included (what a result records)."""
+    parts = getattr(strategy, "parts", [strategy])
+    return {p.name: p.config.to_dict() for p in parts if getattr(p, "config", None) is not None}
+
+
 def build_strategy(name: str, options: dict[str, Any] | None = None) -> Strategy:
     """Build a strategy from its name and a flat dict of options.
 
@@ -126,5 +132,6 @@ __all__ = [
     "Strategy",
     "build_strategy",
     "split_name",
+    "strategy_config",
     "strategy_options",
 ]

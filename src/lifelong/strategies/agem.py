@@ -3,6 +3,12 @@
 After backward, the gradient g is compared with a reference gradient g_ref of the loss on stored
 samples of earlier tasks; if they conflict (g . g_ref < 0), g is projected to
 g - (g . g_ref / g_ref . g_ref) g_ref, so the step does not increase the memory's loss (to first order).
+
+That guarantee holds for a plain gradient step: Adam rescales each coordinate of the projected
+gradient, which can turn it against g_ref again. So A-GEM declares SGD (`optimizer = "sgd"`), which
+the learner uses unless told otherwise, as the paper and Mammoth do. Measured on Split
+Fashion-MNIST class-IL (seed 0, fixed order, 1 epoch): Adam 1e-3 0.453 final accuracy, SGD 0.1 0.324,
+SGD 0.03 0.423 (the learning rate is chosen on validation: lifelong.presets).
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ def project(grads: list[torch.Tensor], reference: list[torch.Tensor]) -> bool:
 
 class AGEM(Strategy):
     name = "agem"
+    extra_forward = True
+    optimizer = "sgd"  # the projection keeps the memory loss from rising only for a plain gradient step
 
     def __init__(self, config: AGEMConfig | None = None):
         self.config = config or AGEMConfig()
@@ -63,7 +71,12 @@ class AGEM(Strategy):
         pick = earlier[torch.randperm(len(earlier), generator=self.memory.generator)[: self.config.reference_batch]]
         x, y, t = self.memory.x[pick], self.memory.y[pick], self.memory.task[pick]  # type: ignore[index]
         params = [p for p in trainable(model).values() if p.grad is not None]
-        raw = torch.autograd.grad(F.cross_entropy(model(x, t), y), params, allow_unused=True)
+        was_training = model.training
+        model.eval()  # the reference loss is the memory's loss itself, not one under dropout noise
+        try:
+            raw = torch.autograd.grad(F.cross_entropy(model(x, t), y), params, allow_unused=True)
+        finally:
+            model.train(was_training)
         reference = [r if r is not None else torch.zeros_like(p) for r, p in zip(raw, params, strict=True)]
         project([p.grad for p in params if p.grad is not None], reference)
 

@@ -6,7 +6,8 @@ The learner (and any user's own loop) calls them in this order for each task::
     for batch in strategy.train_data(stream, task_id) ...:
         batch = strategy.extend_batch(batch)          # replay adds stored samples
         logits = model(batch.x, batch.task)
-        loss = cross_entropy(logits, batch.y) + strategy.extra_loss(model, batch, logits)  # DER, LwF
+        loss = strategy.loss(model, batch, logits)    # cross-entropy (iCaRL: sigmoid BCE)
+        loss = loss + strategy.extra_loss(model, batch, logits)  # DER, LwF
         loss.backward()
         strategy.after_backward(model)                # consolidation adds its gradient; A-GEM projects
         optimizer.step()
@@ -22,37 +23,33 @@ Everything a strategy knows lives in `state_dict()`, so a run can stop and resum
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lifelong.config import Config
 from lifelong.data.task import Batch, TaskData, TaskStream
 
 
 @dataclass
-class StrategyConfig:
+class StrategyConfig(Config):
     """Base of the typed per-strategy configs; they round-trip through JSON."""
 
     seed: int = 0  # for whatever the strategy draws at random (replay sampling, sampled Fisher labels)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> StrategyConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"{cls.__name__} has no option(s) {sorted(unknown)}; it takes {sorted(known)}")
-        return cls(**values)
 
 
 class Strategy:
     """Naive fine-tuning: every hook does nothing. Other strategies override a few hooks."""
 
     name: ClassVar[str] = "naive"
+    # runs forward passes of its own besides the learner's (distillation, logit matching, A-GEM's
+    # reference gradient): such passes bypass DistributedDataParallel, so --distributed refuses it
+    extra_forward: ClassVar[bool] = False
+    # the optimizer the method is defined with, where it matters ("sgd" for A-GEM); None: any
+    optimizer: ClassVar[str | None] = None
 
     def before_task(self, model: nn.Module, task_id: int) -> None:
         """Called before training on a task."""
@@ -64,6 +61,10 @@ class Strategy:
     def extend_batch(self, batch: Batch) -> Batch:
         """Change a training batch before the forward pass (replay appends stored samples)."""
         return batch
+
+    def loss(self, model: nn.Module, batch: Batch, logits: Tensor) -> Tensor:
+        """The batch's own loss: cross-entropy over the live classes (iCaRL replaces it)."""
+        return F.cross_entropy(logits, batch.y)
 
     def extra_loss(self, model: nn.Module, batch: Batch, logits: Tensor) -> Tensor | None:
         """A loss term added to the batch's cross-entropy (autograd path): distillation, logit matching."""

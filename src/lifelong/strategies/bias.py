@@ -4,7 +4,11 @@
   classes are scaled so that their mean norm equals the old classes' mean norm.
 - BiC, bias correction (Wu et al. 2019): after each task, two parameters (alpha, beta) rescale the
   new classes' logits, alpha * z + beta, fitted by cross-entropy on a small class-balanced held-out
-  memory whose samples are never trained on; predictions use the corrected logits.
+  memory whose samples are never trained on; predictions use the corrected logits. As in the paper,
+  each task keeps its own correction of its own classes (`keep_earlier`; False keeps only the
+  newest); unlike the paper, training uses the uncorrected logits (the paper runs the frozen earlier
+  corrections inside the training forward pass too), so the correction can be composed with any
+  replay method.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ class BiCConfig(StrategyConfig):
     holdout: int = 60  # held-out samples (class-balanced), taken from the stream and never trained on
     steps: int = 200
     lr: float = 0.01
+    keep_earlier: bool = True  # apply every task's correction to its classes (False: the newest only)
 
 
 class BiC(Strategy):
@@ -69,8 +74,7 @@ class BiC(Strategy):
     def __init__(self, config: BiCConfig | None = None):
         self.config = config or BiCConfig()
         self.memory = ReplayMemory(self.config.holdout, "balanced", torch.Generator().manual_seed(self.config.seed))
-        self.alpha, self.beta = 1.0, 0.0
-        self.new = torch.zeros(0, dtype=torch.bool)  # the classes the correction applies to
+        self.corrections: list[tuple[Tensor, float, float]] = []  # (classes, alpha, beta), oldest first
         self.seen = torch.zeros(0, dtype=torch.bool)
 
     def extend_batch(self, batch: Batch) -> Batch:
@@ -91,30 +95,39 @@ class BiC(Strategy):
         held = self.memory.all() if len(self.memory) else None
         num_classes = int(getattr(model, "num_classes"))  # noqa: B009
         if len(self.seen) != num_classes:
-            self.seen = torch.zeros(num_classes, dtype=torch.bool)
-        self.new = torch.zeros(num_classes, dtype=torch.bool)
+            self.seen = torch.cat([self.seen, torch.zeros(num_classes - len(self.seen), dtype=torch.bool)])
+        new = torch.zeros(num_classes, dtype=torch.bool)
         for b in batches:
-            self.new[as_batch(b).y] = True
-        self.new &= ~self.seen
-        self.alpha, self.beta = 1.0, 0.0
-        if held is not None and self.seen.any() and self.new.any():
+            new[as_batch(b).y] = True
+        new &= ~self.seen
+        if not self.config.keep_earlier:
+            self.corrections = []
+        if held is not None and self.seen.any() and new.any():
             with torch.no_grad():
                 was_training = model.training
-                logits = model.eval()(held.x, held.task)
+                logits = self._corrected(model.eval()(held.x, held.task))  # the earlier corrections applied
                 model.train(was_training)
-            self.alpha, self.beta = fit_correction(logits, held.y, self.new, self.config.steps, self.config.lr)
-        self.seen |= self.new
+            alpha, beta = fit_correction(logits, held.y, new, self.config.steps, self.config.lr)
+            self.corrections.append((new, alpha, beta))
+        self.seen |= new
+
+    def _corrected(self, logits: Tensor) -> Tensor:
+        for classes, alpha, beta in self.corrections:
+            logits = correct(logits, classes[: logits.shape[1]], alpha, beta)
+        return logits
 
     def predict(self, model: nn.Module, x: Any, task: Tensor, logits: Tensor) -> Tensor:
-        return correct(logits, self.new, self.alpha, self.beta) if len(self.new) else logits
+        return self._corrected(logits)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"memory": self.memory.state_dict(), "alpha": self.alpha, "beta": self.beta, "new": self.new,
-                "seen": self.seen}
+        return {"memory": self.memory.state_dict(), "seen": self.seen,
+                "classes": [c for c, _, _ in self.corrections], "alpha": [a for _, a, _ in self.corrections],
+                "beta": [b for _, _, b in self.corrections]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.memory.load_state_dict(state["memory"])
-        self.alpha, self.beta, self.new, self.seen = state["alpha"], state["beta"], state["new"], state["seen"]
+        self.seen = state["seen"]
+        self.corrections = list(zip(state["classes"], state["alpha"], state["beta"], strict=True))
 
 
 def correct(logits: Tensor, new: Tensor, alpha: float | Tensor, beta: float | Tensor) -> Tensor:

@@ -38,6 +38,13 @@ class Compose(Strategy):
             batch = p.extend_batch(batch)
         return batch
 
+    def loss(self, model: nn.Module, batch: Batch, logits: Tensor) -> Tensor:
+        # Only iCaRL replaces the loss; at most one part may.
+        own = [p for p in self.parts if type(p).loss is not Strategy.loss]
+        if len(own) > 1:
+            raise ValueError(f"{self.name}: more than one part replaces the batch's loss")
+        return own[0].loss(model, batch, logits) if own else super().loss(model, batch, logits)
+
     def extra_loss(self, model: nn.Module, batch: Batch, logits: Tensor) -> Tensor | None:
         terms = [t for t in (p.extra_loss(model, batch, logits) for p in self.parts) if t is not None]
         return sum(terms[1:], terms[0]) if terms else None

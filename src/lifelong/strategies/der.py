@@ -30,6 +30,11 @@ class DERConfig(StrategyConfig):
     beta: float = 0.0  # weight of the label loss on a second memory batch (DER++ when > 0)
     replay_batch: int | None = None  # memory samples per term; None: as many as the new batch
     ace: bool = False  # asymmetric loss: the new batch's cross-entropy over the current task's classes only
+    logits_from: str = "eval"  # stored logits from a pass in eval mode (no dropout noise), or "train" mode
+
+    def __post_init__(self) -> None:
+        if self.logits_from not in ("eval", "train"):
+            raise ValueError(f"logits_from must be 'eval' or 'train', not {self.logits_from!r}")
 
 
 @dataclass
@@ -53,6 +58,7 @@ def logit_match(current: Tensor, stored: Tensor) -> Tensor:
 
 class DER(Strategy):
     name = "der"
+    extra_forward = True
 
     def __init__(self, config: DERConfig | None = None):
         self.config = config or DERConfig()
@@ -82,10 +88,20 @@ class DER(Strategy):
             if cfg.beta > 0:
                 old2 = self.memory.sample(k)
                 loss = loss + cfg.beta * F.cross_entropy(model(old2.x, old2.task), old2.y)
-        with torch.no_grad():  # every class's logit, also of classes not yet live: matching those keeps
-            raw = model(batch.x)  # the untrained new classes low on old samples (Buzzega et al. store all)
-        self.memory.add(batch, {"logits": raw})
+        self.memory.add(batch, {"logits": self._targets(model, batch)})
         return loss
+
+    @torch.no_grad()
+    def _targets(self, model: nn.Module, batch: Batch) -> Tensor:
+        """Every class's logit, also of classes not yet live: matching those keeps the untrained new
+        classes low on old samples (Buzzega et al. store all). Mammoth stores the training pass's own
+        outputs; under dropout those are noisy targets, so by default they come from an eval-mode pass."""
+        was_training = model.training
+        model.train(self.config.logits_from == "train")
+        try:
+            return model(batch.x)
+        finally:
+            model.train(was_training)
 
     def state_dict(self) -> dict[str, Any]:
         return {"memory": self.memory.state_dict()}

@@ -19,7 +19,7 @@ from lifelong.strategies.replay import Replay, ReplayConfig
 
 @dataclass
 class ERACEConfig(ReplayConfig):
-    pass
+    selection: str = "reservoir"  # Caccia et al.'s reservoir: the current classes enter memory as they arrive
 
 
 class ERACE(Replay):

@@ -1,11 +1,14 @@
 """iCaRL (Rebuffi et al. 2017): herding exemplars, distillation, and a nearest-mean-of-exemplars
 classifier.
 
-While a task trains, each batch is joined by as many exemplars of earlier classes and the old
-model's outputs on the old classes are distilled (as LwF does). After the task, herding picks each
-new class's exemplars (memory / classes per class, older classes trimmed), and the mean feature of
-each class's exemplars becomes its prototype: prediction is the nearest prototype (cosine), which
-does not inherit the output layer's bias toward the newest classes.
+While a task trains, each batch is joined by as many exemplars of earlier classes. The loss is the
+paper's (`loss="bce"`): a sigmoid binary cross-entropy over every class seen so far, whose targets
+are the labels' one-hot for the current task's classes and the previous model's sigmoid outputs for
+the earlier classes (classification and distillation in one term). `loss="ce"` is the softmax
+variant many re-implementations use (cross-entropy plus LwF's KL distillation of the old classes).
+After the task, herding picks each new class's exemplars (memory / classes per class, older classes
+trimmed), and the mean feature of each class's exemplars becomes its prototype: prediction is the
+nearest prototype (cosine), which does not inherit the output layer's bias toward the newest classes.
 """
 
 from __future__ import annotations
@@ -24,13 +27,20 @@ from lifelong.strategies.base import Strategy, StrategyConfig
 from lifelong.strategies.lwf import LwF, LwFConfig
 from lifelong.strategies.memory import ReplayMemory
 
+LOSSES = ("bce", "ce")
+
 
 @dataclass
 class ICaRLConfig(StrategyConfig):
     memory: int = 600
-    distill: float = 1.0  # weight of the distillation term
-    temperature: float = 2.0
+    loss: str = "bce"  # "bce": the paper's sigmoid loss with distillation targets; "ce": softmax CE + KL
+    distill: float = 1.0  # "ce" only: weight of the distillation term
+    temperature: float = 2.0  # "ce" only
     nearest_mean: bool = True  # predict with the exemplar means (False: the output layer)
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"iCaRL loss must be one of {LOSSES}, not {self.loss!r}")
 
 
 def _features(model: nn.Module, x: Any, task: Tensor) -> Tensor:
@@ -39,6 +49,7 @@ def _features(model: nn.Module, x: Any, task: Tensor) -> Tensor:
 
 class ICaRL(Strategy):
     name = "icarl"
+    extra_forward = True
 
     def __init__(self, config: ICaRLConfig | None = None):
         self.config = config or ICaRLConfig()
@@ -52,8 +63,20 @@ class ICaRL(Strategy):
         old = self.memory.sample(len(batch.y))
         return Batch(concat_inputs([batch.x, old.x]), torch.cat([batch.y, old.y]), torch.cat([batch.task, old.task]))
 
+    def loss(self, model: nn.Module, batch: Batch, logits: Tensor) -> Tensor:
+        if self.config.loss == "ce":
+            return super().loss(model, batch, logits)
+        live = torch.isfinite(logits)  # the classes seen so far (the others are masked to -inf)
+        target = F.one_hot(batch.y, logits.shape[1]).float()
+        old = self.distill.old_classes
+        if self.distill.old_state is not None and old is not None:
+            with torch.no_grad():
+                earlier = torch.sigmoid(self.distill.old_model(model)(batch.x))
+            target[:, old] = earlier[:, old]
+        return F.binary_cross_entropy_with_logits(logits[live], target[live])
+
     def extra_loss(self, model: nn.Module, batch: Batch, logits: Tensor) -> Tensor | None:
-        return self.distill.extra_loss(model, batch, logits)
+        return self.distill.extra_loss(model, batch, logits) if self.config.loss == "ce" else None
 
     @torch.no_grad()
     def after_task(self, model: nn.Module, task_id: int, batches: Iterable[Any]) -> None:
@@ -72,7 +95,7 @@ class ICaRL(Strategy):
             means[c] = F.normalize(f[exemplars.y == c].mean(0), dim=0)
         self.means = means
         model.train(was_training)
-        self.distill.after_task(model, task_id, [])
+        self.distill.after_task(model, task_id, [])  # keeps the previous model (both losses use it)
 
     def predict(self, model: nn.Module, x: Any, task: Tensor, logits: Tensor) -> Tensor:
         if not self.config.nearest_mean or self.means is None:

@@ -1,8 +1,11 @@
 """Learning without forgetting (Li & Hoiem 2017): keep the previous model's answers on the new data.
 
 After each task the model is copied; while learning the next, a distillation term
-distill * T^2 * KL(softmax(old / T) || softmax(new / T)) over the classes learned before keeps the
-new model's outputs on those classes close to the old model's, with no stored data.
+distill * T^2 * KL(softmax(old / T) || softmax(new / T)) keeps the new model's outputs on the classes
+learned before close to the old model's, with no stored data. As in the paper, there is one such
+term per old output head, summed: in task-incremental streams each earlier task's classes form their
+own softmax; in class- and domain-incremental streams the old classes share one output layer, so
+there is one softmax over all of them.
 """
 
 from __future__ import annotations
@@ -34,20 +37,28 @@ def distillation(new: Tensor, old: Tensor, temperature: float) -> Tensor:
 
 class LwF(Strategy):
     name = "lwf"
+    extra_forward = True
 
     def __init__(self, config: LwFConfig | None = None):
         self.config = config or LwFConfig()
         self.old: nn.Module | None = None
         self.old_state: dict[str, Tensor] | None = None  # kept for state_dict / resume
-        self.old_classes: Tensor | None = None  # bool [C]: classes learned before the current task
+        self.old_heads: Tensor | None = None  # bool [H, C]: each old output head's classes (distinct rows)
+
+    @property
+    def old_classes(self) -> Tensor | None:
+        """bool [C]: every class learned before the current task."""
+        return None if self.old_heads is None else self.old_heads.any(0)
 
     def after_task(self, model: nn.Module, task_id: int, batches: Iterable[Any]) -> None:
         self.old = copy.deepcopy(model).eval().requires_grad_(False)
         self.old_state = {k: v.clone() for k, v in model.state_dict().items()}
         mask = getattr(model, "class_mask", None)
-        self.old_classes = mask[: task_id + 1].any(0).clone() if mask is not None else None
+        # the distinct rows of the mask of tasks learned so far: one per head in task-IL, one in class-IL
+        self.old_heads = torch.unique(mask[: task_id + 1], dim=0) if mask is not None else None
 
-    def _old_model(self, model: nn.Module) -> nn.Module:
+    def old_model(self, model: nn.Module) -> nn.Module:
+        """The model as it was after the previous task."""
         if self.old is None:  # resumed from a state: rebuild the copy from the saved weights
             self.old = copy.deepcopy(model).eval().requires_grad_(False)
             self.old.load_state_dict(self.old_state)  # type: ignore[arg-type]
@@ -56,16 +67,16 @@ class LwF(Strategy):
     def extra_loss(self, model: nn.Module, batch: Batch, logits: Tensor) -> Tensor | None:
         if self.old_state is None or self.config.distill == 0:
             return None
-        classes = self.old_classes if self.old_classes is not None else torch.isfinite(logits).all(0)
+        heads = self.old_heads if self.old_heads is not None else torch.isfinite(logits).all(0, keepdim=True)
         with torch.no_grad():
-            old = self._old_model(model)(batch.x)[:, classes]  # raw logits: every old class
-        new = logits[:, classes]
-        if not torch.isfinite(new).all():  # old classes masked in this scenario (task-IL): raw logits
-            new = model(batch.x)[:, classes]
-        return self.config.distill * distillation(new, old, self.config.temperature)
+            old = self.old_model(model)(batch.x)  # raw logits of every class
+        if not torch.isfinite(logits[:, heads.any(0)]).all():  # old classes masked now (task-IL): raw logits
+            logits = model(batch.x)
+        terms = [distillation(logits[:, head], old[:, head], self.config.temperature) for head in heads]
+        return self.config.distill * torch.stack(terms).sum()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"old_state": self.old_state, "old_classes": self.old_classes}
+        return {"old_state": self.old_state, "old_heads": self.old_heads}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.old, self.old_state, self.old_classes = None, state["old_state"], state["old_classes"]
+        self.old, self.old_state, self.old_heads = None, state["old_state"], state["old_heads"]

@@ -8,7 +8,7 @@ URI). The small HTML helpers here (`page`, `table`, `figure`) are shared with `s
 >>> from lifelong.data.streams import StreamConfig
 >>> from lifelong.learner import LearnerConfig
 >>> from lifelong.run import ModelConfig, RunConfig, run
->>> result = run(RunConfig(StreamConfig("split-digits", tasks=2), "ewc", model=ModelConfig(hidden=(16,))))
+>>> result = run(RunConfig(StreamConfig("split-digits", tasks=2), "ewc", model=ModelConfig(hidden=(16,)))).record
 >>> index = write_report([result], tempfile.mkdtemp())
 >>> sorted(p.name for p in index.parent.glob("*.png"))[:2]
 ['split-digits-task-2-ewc-curves.png', 'split-digits-task-2-ewc-importance.png']
@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from lifelong import plots
-from lifelong.report import aggregate
+from lifelong import atomic
+from lifelong.reporting import plots
+from lifelong.reporting.text import aggregate
 
 CSS = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; color: #1b1b1b;
@@ -315,8 +316,4 @@ def write_report(results: Sequence[dict[str, Any]], folder: str | os.PathLike, t
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     text = render_report(results, folder, title)
-    index = folder / "index.html"
-    tmp = folder / ".index.html.tmp"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, index)  # a reader never sees half a page
-    return index
+    return atomic.write_text(folder / "index.html", text)  # a reader never sees half a page

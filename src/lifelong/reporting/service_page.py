@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from lifelong import plots
-from lifelong.html_report import Markup, data_uri, esc, figure, page, pct, pixel_size, table
+from lifelong.reporting import plots
+from lifelong.reporting.report import Markup, data_uri, esc, figure, page, pct, pixel_size, table
 
 MAX_HELD = 200  # rows of held feedback shown; the count says how many more there are
 MAX_INPUT = 160  # characters of one feedback input shown

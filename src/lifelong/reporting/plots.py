@@ -1,7 +1,7 @@
 """Results -> figures: the accuracy matrix, each task across the stream, strategies side by side,
 learning accuracy beside retention, importance histograms, control returns.
 
-Every function takes plain result dicts (as `lifelong.run.run` returns them) and returns a matplotlib
+Every function takes plain result dicts (the `record` of what `lifelong.run.run` returns) and returns a matplotlib
 `Figure` drawn by the Agg canvas: no pyplot, no global state, no window, so it works on a server and
 in threads. `save` writes one as a PNG of exactly `figsize * DPI` pixels.
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from lifelong import atomic
 
 METRICS = ("average_accuracy", "learning_accuracy", "average_retention", "forgetting", "bwt", "fwt")
 SHORT = {"average_accuracy": "final acc", "learning_accuracy": "learning acc",
@@ -40,21 +40,8 @@ def environment() -> dict[str, Any]:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write JSON atomically: a temporary file in the same folder, then a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, default=_jsonable)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write a result as JSON, atomically (numpy scalars and tuples converted)."""
+    return atomic.write_json(path, obj, default=_jsonable)
 
 
 def _jsonable(value: Any) -> Any:
