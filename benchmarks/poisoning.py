@@ -289,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attacks", default=None, help="only these attacks (comma-separated; 'clean' always runs)")
     parser.add_argument("--jobs", type=int, default=2, help="processes (one thread each)")
     parser.add_argument("--resume", action="store_true", help="continue from the progress files of an interrupted run")
+    parser.add_argument("--seeds-existing", default=None,
+                        help="seeds for the attacks before issue 22 (default: --seeds); the others run the clean row "
+                             "and issue 22's attacks only, to save CPU")
     parser.add_argument("--peers", choices=("all", "new"), default="all",
                         help="run ART's defences on every attack, or only on the clean row and issue 22's attacks "
                              "(targeted-sybil, adaptive-*), to save CPU")
@@ -313,10 +316,15 @@ def main(argv: list[str] | None = None) -> int:
     if progress.exists() and not args.resume:
         shutil.rmtree(progress)
     progress.mkdir(parents=True, exist_ok=True)
+    existing = seeds if args.seeds_existing is None else [int(s) for s in args.seeds_existing.split(",")]
+
+    def attacks_for(seed: int) -> dict[str, tuple[float, ...]]:
+        return attacks if seed in existing else {a: r for a, r in attacks.items() if a in NEW_ATTACKS}
+
     jobs = [(w, s) for w in worlds for s in seeds]
     with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(run_world, w, s, attacks, DEFENCES, size, Path(tmp), tuning, progress, args.peers)
-                   for w, s in jobs]
+        futures = [pool.submit(run_world, w, s, attacks_for(s), DEFENCES, size, Path(tmp), tuning, progress,
+                               args.peers) for w, s in jobs]
         rows = [r for f in futures for r in f.result()]
     summary = summarise(rows)
     table = print_tables(summary)
@@ -332,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         print("  " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in line.items()))
     seconds = time.perf_counter() - started
     write_json(out, {"command": " ".join(["python", "benchmarks/poisoning.py", *(argv or sys.argv[1:])]),
-                     "seconds": seconds, "worlds": worlds, "seeds": seeds, "attacks": attacks, "peers": args.peers,
+                     "seconds": seconds, "worlds": worlds, "seeds": seeds, "seeds_existing": existing,
+                     "attacks": attacks, "peers": args.peers,
                      "defences": list(DEFENCES), "tuning": tuning, "update_settings": UpdateSettings().to_dict(),
                      "screen_config": replace(ScreenConfig(), **tuning.get("screens", {})).to_dict(),
                      "summary": summary, "targets": checks, "sybil_targets": sybil, "rows": rows, "table": table,
