@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -30,7 +31,8 @@ def screen(features: Tensor, labels: Sequence[str], sources: Sequence[str | None
     model's softmax over the labels it has learned, named by `known` (K names); `reference`: trusted
     labelled examples (features, label names), e.g. the guard sets; `ids`: the feedback ids (default
     positions); `inputs` [n, ...] and `input_reference`: the same examples and reference rows as model
-    inputs, for the label-collision screen's input space. Exempt sources' examples are never held."""
+    inputs, for the label-collision screen's input space. The label-collision screen runs last, on
+    the examples the other screens kept. Exempt sources' examples are never held."""
     cfg = config or ScreenConfig()
     n = len(labels)
     if len(features) != n:
@@ -56,18 +58,25 @@ def screen(features: Tensor, labels: Sequence[str], sources: Sequence[str | None
     if cfg.label_collisions:
         if inputs is not None and len(inputs) != n:
             raise ValueError(f"{len(inputs)} input rows for {n} labels")
-        spaces: dict[str, tuple[Tensor, tuple[Tensor, Sequence[str]] | None]] = {"model": (features, reference)}
+        # the key-blind screen judges what the others kept: a flip that per-key screens already hold
+        # leaves no copy behind, and honest look-alikes are not held a second time for it
+        taken = {h.index for h in holds}
+        rest = [i for i in range(n) if i not in taken]
+        keep = torch.tensor(rest, dtype=torch.long)
+        spaces: dict[str, tuple[Tensor, tuple[Tensor, Sequence[str]] | None]] = {"model": (features[keep], reference)}
         if inputs is not None:
             ref_inputs = None
             if reference is not None and input_reference is not None:
                 ref_inputs = (input_reference, reference[1])
-            spaces["input"] = (inputs, ref_inputs)
+            spaces["input"] = (inputs[keep], ref_inputs)
         # the model's representation of a class it never learned is no evidence against the ones it did
         learned = set(known or []) | set(reference[1] if reference is not None else [])
         for space in cfg.collision_spaces:
             if space in spaces:
                 rows, ref = spaces[space]
-                holds += label_collisions(rows, labels, ref, cfg, ids, space, learned if space == "model" else None)
+                found = label_collisions(rows, [labels[i] for i in rest], ref, cfg, [ids[i] for i in rest], space,
+                                         learned if space == "model" else None)
+                holds += [replace(h, index=rest[h.index]) for h in found]
     if cfg.guard_agreement:
         holds += guard_agreement(features, labels, reference, probs, known, cfg, ids)
     exempt = set(cfg.exempt_sources)
