@@ -6,12 +6,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 
-.PHONY: setup data browser postgres serve-demo bench-serve bench-poison report-screenshot test lint demo bench bench-vision bench-language bench-control bench-class-il bench-scale clean
+.PHONY: setup data browser postgres serve-demo bench-serve bench-poison report-screenshot test lint demo bench bench-vision bench-language bench-control bench-control-rl bench-class-il bench-scale bench-data clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,text,control,lightning,service,security,logs]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,text,control,lightning,service,security,logs,data]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 setup: $(STAMP) data browser postgres
@@ -66,6 +66,10 @@ bench-control: setup
 	$(PY) benchmarks/control.py $(BENCH_FLAGS) --settings lander-rewired,classic
 	$(PY) benchmarks/control.py $(BENCH_FLAGS) --settings rl-cartpole-rewired --seeds 0 --strategies naive,ewc
 
+bench-control-rl: setup
+	$(PY) benchmarks/control_rl_study.py --threads 1
+	$(PY) benchmarks/control_rl.py all --threads 1
+
 bench-class-il: setup
 	$(PY) benchmarks/class_il.py $(BENCH_FLAGS) --settings split-fmnist-random,split-fmnist-fixed,split-digits
 	$(PY) benchmarks/class_il.py $(BENCH_FLAGS) --settings split-fmnist-200,split-fmnist-2000,split-fmnist-5ep \
@@ -89,6 +93,13 @@ bench-poison: setup
 # The README's report screenshot, from a real comparison on Permuted digits.
 report-screenshot: setup
 	$(PY) scripts/report_screenshot.py --out docs/report.png
+
+# Peak resident memory of a stream from a generated 1 GiB CSV, both readers (results/data-memory.json,
+# docs/your-data.md); the CSV is written once into $TMPDIR/lifelong-bench/.
+bench-data: setup
+	$(PY) benchmarks/data_memory.py --resume
+	$(PY) benchmarks/data_memory.py --resume --reader csv-module
+	$(PY) benchmarks/data_memory.py --table
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

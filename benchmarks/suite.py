@@ -66,7 +66,9 @@ def tuned_options(setting: Setting, strategy: str) -> tuple[dict[str, Any], list
         path = TUNING / f"{setting.tuning}-{part}.json"
         saved = json.loads(path.read_text()) if setting.tuning and path.exists() else {}
         if "chosen" in saved:  # (naive's file holds its validation run, the floor of the rule, not a choice)
-            options.update(saved["chosen"])
+            # `learner.` keys (a strategy's own training regime) reach the run through the preset's learners,
+            # which tests/test_presets.py holds equal to these files
+            options.update({k: v for k, v in saved["chosen"].items() if not k.startswith("learner.")})
             sources.append(str(path.relative_to(ROOT)))
     if MEMORY_METHODS & set(parts):
         options["memory"] = setting.memory

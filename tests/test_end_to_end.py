@@ -21,13 +21,14 @@ def naive():
 def test_ewc_retains_clearly_more_than_naive_on_permuted_digits(naive):
     ewc = _digits_run("ewc", {"strength": 1000.0})
     assert naive["average_retention"] < 0.75  # naive does forget here
+    # measured over seeds 0-4: EWC - naive retention +0.28 to +0.47, accuracy +0.16 to +0.28
     assert ewc["average_retention"] > naive["average_retention"] + 0.15
     assert ewc["average_accuracy"] > naive["average_accuracy"]  # and not by learning nothing
 
 
 def test_replay_beats_naive_on_permuted_digits(naive):
     replay = _digits_run("replay", {"memory": 200})
-    assert replay["average_accuracy"] > naive["average_accuracy"] + 0.1
+    assert replay["average_accuracy"] > naive["average_accuracy"] + 0.1  # seeds 0-4: +0.28 to +0.44
 
 
 def test_result_holds_matrix_metrics_and_provenance(naive):

@@ -33,4 +33,26 @@ def test_in_ci_a_skip_fails_and_locally_it_is_listed(tmp_path):
     if preflight.missing():  # the preflight would stop first; what it says is tested above
         return
     ci = _pytest(str(probe), "-p", "preflight", "--rootdir", str(tmp_path), CI="true", **env)
-    assert ci.returncode == 1 and "skipped in CI, where every test must run: needs something" in ci.stdout
+    assert ci.returncode == 1 and "needs something" in ci.stdout
+    assert "skipped in CI, where every test must run" in ci.stdout
+
+
+def test_the_preflight_finds_clinc150_in_either_form(tmp_path):
+    """The shared copy is gzipped (data_full.json.gz): the check must look where the loader looks."""
+    import gzip
+    import json
+
+    import preflight
+
+    domains = {f"domain{d}": [f"intent{d}"] for d in range(10)}
+    (tmp_path / "domains.json").write_text(json.dumps(domains))
+    rows = {split: [[f"query {d}", f"intent{d}"] for d in range(10)] for split in ("train", "val", "test")}
+    rows["oos_test"] = [["what is the meaning of life", "oos"]]
+    with gzip.open(tmp_path / "data_full.json.gz", "wt") as fh:
+        json.dump(rows, fh)
+    old = os.environ.get("LIFELONG_CLINC150")
+    os.environ["LIFELONG_CLINC150"] = str(tmp_path)
+    try:
+        assert not any("CLINC150" in line for line in preflight.missing())
+    finally:
+        os.environ.pop("LIFELONG_CLINC150") if old is None else os.environ.__setitem__("LIFELONG_CLINC150", old)

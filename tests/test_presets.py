@@ -23,8 +23,11 @@ def test_every_preset_option_is_the_one_chosen_on_validation():
             chosen = json.loads(path.read_text()).get("chosen")
             if chosen is None:  # naive's file: the floor of the rule, not a choice
                 continue
-            chosen = {k: v for k, v in chosen.items() if k != "memory"}  # the preset's budget sets memory
-            assert preset.options.get(strategy) == pytest.approx(chosen), (preset.key, strategy)
+            learner = {k.removeprefix("learner."): v for k, v in chosen.items() if k.startswith("learner.")}
+            # the preset's budget sets memory; `learner.` keys are the strategy's training regime
+            options = {k: v for k, v in chosen.items() if k != "memory" and not k.startswith("learner.")}
+            assert preset.options.get(strategy, {}) == pytest.approx(options), (preset.key, strategy)
+            assert preset.learners.get(strategy, {}) == learner, (preset.key, strategy)
             checked += 1
     assert checked >= 20
 

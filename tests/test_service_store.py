@@ -31,7 +31,7 @@ def test_migrations_create_exactly_the_tables_and_run_twice(tmp_path, backend, r
     store.migrate()  # already at the newest revision: nothing to do
     with store.write_engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
     store.close()
 
 

@@ -10,7 +10,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from typing import Any
 
-from lifelong.data.streams import BENCHMARKS, StreamConfig, check
+from lifelong.data.streams import BENCHMARKS, StreamConfig, build_stream, check
 from lifelong.learner import LearnerConfig
 from lifelong.strategies import STRATEGIES, strategy_options
 
@@ -35,6 +35,9 @@ def _ints(text: str) -> tuple[int, ...]:
 def _add_common(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("data")
     d.add_argument("--benchmark", choices=BENCHMARKS, default="split-digits", help="default: %(default)s")
+    d.add_argument("--data", metavar="SPEC", help="your own data instead of a benchmark, e.g. csv:tickets.csv,"
+                   "text=body,label=intent,task=product (see docs/your-data.md)")
+    d.add_argument("--classes-per-task", type=int, help="streams cut by classes: classes per task (default: C // 5)")
     d.add_argument("--scenario", choices=("task", "domain", "class"),
                    help="default: the benchmark's own (split: task, permuted/rotated: domain)")
     d.add_argument("--tasks", type=int, help="number of tasks (default: 5 for split, 10 for permuted/rotated)")
@@ -50,7 +53,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     d.add_argument("--environments", help="control: comma-separated gymnasium ids (default: CartPole-v1,"
                    "Acrobot-v1,LunarLander-v3 for task; LunarLander-v3 with changing gravity and wind for domain)")
     d.add_argument("--mode", choices=("bc", "rl"), default="bc",
-                   help="control: behaviour cloning from experts, or reinforcement learning with DQN")
+                   help="control: behaviour cloning from experts, or reinforcement learning (see --agent)")
+    d.add_argument("--agent", choices=("dqn", "ppo"), default="dqn",
+                   help="control, rl: double DQN, or PPO (the continual-RL benchmark's agent; docs/control.md)")
     d.add_argument("--rl-steps", type=int, default=50_000, help="control, rl: environment steps per task")
     d.add_argument("--demos", type=int, default=20, help="control, bc: expert episodes per task (default: 20)")
     d.add_argument("--eval-episodes", type=int, default=20, help="control: episodes per evaluation (default: 20)")
@@ -95,7 +100,7 @@ def _add_strategy_flags(p: argparse.ArgumentParser) -> None:
     s.add_argument("--lambda", dest="lambda", type=float, help="penalty strength (EWC, online EWC, SI, MAS)")
     s.add_argument("--gamma", type=float, help="online EWC: decay of earlier Fisher")
     s.add_argument("--xi", type=float, help="SI: damping")
-    s.add_argument("--fisher", choices=("empirical", "true"), help="EWC: which Fisher")
+    s.add_argument("--fisher", choices=("empirical", "true", "exact", "batched"), help="EWC: which Fisher")
     s.add_argument("--importance-samples", type=int, help="EWC/MAS: sample budget for importance")
     s.add_argument("--importance-dtype", choices=("fp32", "bf16"), help="consolidation: precision storage")
     s.add_argument("--importance-keep", type=float,
@@ -143,7 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep_p.add_argument("--title", help="the page title (default: the strategies' names)")
     from lifelong.service.cli import add_commands as add_service_commands
 
-    add_service_commands(sub)  # serve, keys
+    add_service_commands(sub)  # serve, keys, worker
+    from lifelong.data.cli import add_commands as add_data_commands
+
+    add_data_commands(sub)  # data fetch, list, show
     return parser
 
 
@@ -173,7 +181,7 @@ def _strategy_options(name: str, args: argparse.Namespace, sets: dict[str, dict[
 
 def _preset(args: argparse.Namespace) -> Any:
     """The benchmark's preset (the regime of its README table), or None (--no-preset, or none exists)."""
-    if args.no_preset:
+    if args.no_preset or args.data:  # a user's own data has no README table
         return None
     from lifelong.presets import preset_for
 
@@ -195,7 +203,8 @@ def _run_config(args: argparse.Namespace, strategy: str, seed: int, options: dic
     per_intent = args.per_intent if args.per_intent is not None else preset.stream.per_intent if preset else None
     scenario = args.scenario or (preset.stream.scenario if preset else None)
     stream = StreamConfig(args.benchmark, scenario, tasks, seed, args.validation, args.class_order,
-                          args.data_dir, args.encoder, per_intent, args.environments, args.demos, args.eval_episodes)
+                          args.data_dir, args.encoder, per_intent, args.environments, args.demos, args.eval_episodes,
+                          args.data, args.classes_per_task)
     if args.eval_split == "valid" and args.validation <= 0:
         stream = replace(stream, validation=0.1)
     learner = preset.learner_for(strategy) if preset else LearnerConfig()
@@ -209,7 +218,7 @@ def _run_config(args: argparse.Namespace, strategy: str, seed: int, options: dic
         stream = replace(stream, demos=0)
     options = {**(preset.strategy_options(strategy) if preset else {}), **options}
     return RunConfig(stream, strategy, options, learner, model, seed, args.eval_split, args.specialist,
-                     "rl" if args.mode == "rl" else "supervised", args.rl_steps)
+                     "rl" if args.mode == "rl" else "supervised", args.rl_steps, args.agent)
 
 
 def _announce(args: argparse.Namespace, strategies: list[str]) -> None:
@@ -219,7 +228,8 @@ def _announce(args: argparse.Namespace, strategies: list[str]) -> None:
     preset = _preset(args)
     for name in strategies:
         if preset is None:
-            why = "--no-preset" if args.no_preset else "no README table sets a regime for this benchmark"
+            why = ("--no-preset" if args.no_preset else "your own data" if args.data
+                   else "no README table sets a regime for this benchmark")
             print(f"lifelong: {name}: library defaults ({why}) and the flags given", file=sys.stderr)
         else:
             print(f"lifelong: {name}: {preset.describe(name)}", file=sys.stderr)
@@ -365,14 +375,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "report":
         return _command_report(args)
-    if args.command in ("serve", "keys"):
+    if args.command == "data":
+        from lifelong.data.cli import dispatch as data_dispatch
+
+        return data_dispatch(args, parser)
+    from lifelong.service.cli import COMMANDS as SERVICE_COMMANDS
+
+    if args.command in SERVICE_COMMANDS:  # serve, keys, worker
         from lifelong.service.cli import dispatch
 
         return dispatch(args, parser)
     try:
         for name in [args.strategy] if args.command == "run" else args.strategies.split(","):
             strategy_options(name.strip())
-        check(StreamConfig(args.benchmark, args.scenario, args.tasks))
+        stream = StreamConfig(args.benchmark, args.scenario, args.tasks, validation=args.validation or (
+            0.1 if args.eval_split == "valid" else 0.0), class_order=args.class_order, encoder=args.encoder,
+            data=args.data, classes_per_task=args.classes_per_task)
+        check(stream)
+        if args.data:  # read and check the data now: a bad file is a usage error, and nothing is written yet
+            build_stream(stream)
         from lifelong.logs import check_kinds
 
         check_kinds(args.log)  # before a long run, not after it

@@ -98,7 +98,7 @@ PRESETS: dict[str, Preset] = {p.key: p for p in (
     # class-IL: the class-incremental table's regime (1 epoch, no dropout), where every peer ran
     Preset("split-fmnist/class", "Split Fashion-MNIST class-IL, memory 600", StreamConfig("split-fmnist", "class", 5),
            LearnerConfig(epochs=1, batch_size=128, lr=1e-3), ModelConfig("mlp", (400, 400), 0.0), 600,
-           "split-fmnist-class-il", CLASS_IL_OPTIONS, {"agem": {"optimizer": "sgd", "lr": 0.03}}),
+           "split-fmnist-class-il", CLASS_IL_OPTIONS, {"agem": {"optimizer": "sgd", "lr": 0.01}}),
     Preset("split-digits/class", "class-IL, split digits", StreamConfig("split-digits", "class", 5),
            LearnerConfig(epochs=10, batch_size=32), ModelConfig("mlp", (100, 100)), 100),
     Preset("clinc150/task/frozen", "CLINC150, 10 domains, task-IL (frozen MiniLM)",

@@ -20,7 +20,7 @@ from lifelong.models import ContinualClassifier, ModelConfig, NetworkSpec, model
 from lifelong.reporting import environment
 from lifelong.reporting.importance import consolidation_bytes, importance_histograms
 from lifelong.resume import load_progress, save_progress
-from lifelong.strategies import build_strategy, strategy_config
+from lifelong.strategies import build_strategy, protection, strategy_config
 from lifelong.strategies.base import Strategy, state_nbytes
 
 __all__ = ["ModelConfig", "RunConfig", "RunResult", "build_learner", "learn_task", "run", "seeded"]
@@ -40,8 +40,9 @@ class RunConfig(Config):
     seed: int = 0
     eval_split: str = "test"  # "valid" to tune hyperparameters without touching the test set
     specialist: bool = False  # also train one model per task alone, for retention against it
-    mode: str = "supervised"  # control: "supervised" (behaviour cloning) or "rl" (a DQN agent)
+    mode: str = "supervised"  # control: "supervised" (behaviour cloning) or "rl" (an agent: see `agent`)
     rl_steps: int = 50_000  # rl: environment steps per task
+    agent: str = "dqn"  # rl: "dqn" (double DQN) or "ppo"
 
 
 @dataclass
@@ -79,8 +80,14 @@ def build_learner(cfg: RunConfig, stream: TaskStream, progress: bool = False,
     model, network = model_for(stream, cfg.model)
     strategy = build_strategy(cfg.strategy, cfg.strategy_options)
     if cfg.mode == "rl":
-        from lifelong.agents import DQNAgent, DQNConfig
+        if cfg.agent not in ("dqn", "ppo"):
+            raise ValueError(f"agent must be 'dqn' or 'ppo', not {cfg.agent!r}")
+        from lifelong.agents import DQNAgent, DQNConfig, PPOAgent, PPOConfig
+        from lifelong.data.control import observation_size
 
+        if cfg.agent == "ppo":
+            return PPOAgent(model, strategy, len(stream), observation_size(stream), cfg.model.hidden,
+                            PPOConfig(steps=cfg.rl_steps, seed=cfg.seed), progress), network
         return DQNAgent(model, strategy, DQNConfig(steps=cfg.rl_steps, seed=cfg.seed), progress), network
     return Learner(model, strategy, cfg.learner, progress=progress, log=log), network
 
@@ -98,6 +105,7 @@ def learn_task(learner: Learner, stream: TaskStream, task_id: int, matrix: Accur
     with torch.no_grad():
         stats["penalty"] = float(learner.strategy.penalty(learner.model))
     stats["importance_histograms"] = importance_histograms(learner.strategy)
+    stats["protection"] = protection(learner.strategy)  # per layer, what kfac-ewc / gpm keep (empty for others)
     return stats
 
 

@@ -6,11 +6,21 @@ so `after_backward` (consolidation's gradient) and `after_step` (SI's path integ
 are; the buffer provides the states importance is estimated on; discrete actions map onto lifelong's
 masked heads. (Mnih et al. 2015, with double Q-learning, van Hasselt et al. 2016.)
 
-Importance for a policy: `after_task` gets states from the agent's own buffer labelled with its
-greedy actions, and the model's masked Q-values act as logits, so EWC's Fisher is that of the
-Boltzmann policy softmax(Q) (with `fisher="true"`, labels drawn from that policy: its exact Fisher).
-It measures how much each weight moves the action choice, which is what must not change; the TD
-loss's Fisher would weight weights by value-prediction error instead, and vanishes once TD errors do.
+Importance for a policy (one definition): the Fisher information of the Boltzmann policy
+softmax(Q / tau) at states from the agent's own buffer, with tau set after each task to the mean
+over those states of the standard deviation of Q across the task's actions. `after_task` sees the
+model's masked Q-values divided by that tau (a forward hook, `tempered`), so EWC's
+`fisher="exact"` is that Fisher in closed form (`"true"`: one action drawn from the policy per
+state; `"empirical"`: the greedy actions the states are labelled with, which replay stores).
+Why this one: it measures how much each weight moves the action choice, which is what must not
+change (the TD loss's Fisher weights weights by value-prediction error instead, and vanishes once
+TD errors do); and why this tau: Q-values scale with reward units, so softmax(Q) at a fixed
+temperature is near-deterministic (Fisher ~ 0) on one task and near-uniform on another, while
+softmax(Q / tau) is unchanged when rewards are rescaled, so one strength carries over between
+tasks. (A Gaussian around the Q-values has the same unit problem, squared.)
+
+The penalty's gradient is added before the TD gradient is clipped, so the clip (norm 10) bounds the
+total step, as PPO's does.
 
 Replay (`extend_batch`): stored (state, greedy action, task) samples of earlier tasks join each
 update with a cross-entropy term on softmax(Q), a behaviour-cloning form of rehearsal as in CLEAR
@@ -21,6 +31,8 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +64,24 @@ class DQNConfig(Config):
     epsilon_fraction: float = 0.3  # share of a task's steps over which epsilon decays
     importance_states: int = 2_000  # buffer states the importance is estimated on
     seed: int = 0
+
+
+@contextmanager
+def tempered(model: nn.Module, temperature: float) -> Iterator[None]:
+    """Within the block, the model's outputs are divided by `temperature` (a forward hook)."""
+    handle = model.register_forward_hook(lambda module, args, output: output / temperature)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@torch.no_grad()
+def boltzmann_temperature(q: Tensor) -> float:
+    """Mean over states of the standard deviation of Q across actions ([N, A] Q-values of one task):
+    in reward units, so softmax(Q / tau) does not change when rewards are rescaled."""
+    tau = float(q.std(dim=1, unbiased=False).mean()) if q.shape[1] > 1 else 1.0
+    return tau if tau > 1e-8 else 1.0
 
 
 class DQNAgent(Learner):
@@ -125,9 +155,15 @@ class DQNAgent(Learner):
         env.close()
         train_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        strategy.after_task(model, task_id, self._buffer_batches(buf_obs[:size], task_id, offset, n_actions))
+        states = self._buffer_batches(buf_obs[:size], task_id, offset, n_actions)
+        with torch.no_grad():
+            q = torch.cat([self._q(model, b.x, b.task, offset, n_actions) for b in states])
+        temperature = boltzmann_temperature(q)
+        with tempered(model, temperature):  # importance (and stored outputs) of the Boltzmann policy
+            strategy.after_task(model, task_id, states)
         return {"task": task_id, "steps": cfg.steps, "loss": float(np.mean(losses)) if losses else float("nan"),
                 "train_seconds": train_seconds, "after_task_seconds": time.perf_counter() - start,
+                "temperature": temperature,
                 "training_episodes": len(returns),
                 "last_training_returns": float(np.mean(returns[-10:])) if returns else float("nan")}
 
@@ -148,8 +184,8 @@ class DQNAgent(Learner):
             loss = loss + F.cross_entropy(q_all[cfg.batch_size:], batch.y[cfg.batch_size:])
         self.optimizer.zero_grad(set_to_none=True)  # type: ignore[union-attr]
         loss.backward()
+        self.strategy.after_backward(model)  # the penalty's gradient first: the clip bounds the total
         nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        self.strategy.after_backward(model)
         self.optimizer.step()  # type: ignore[union-attr]
         self.strategy.after_step(model)
         self.step += 1

@@ -226,3 +226,10 @@ def rewired_sequence(short: str, num_tasks: int = 3) -> tuple[EnvSpec, ...]:
     that fits the new wiring forgets the old one (naive BC keeps about 60 % on the lander)."""
     base = EnvSpec(REWIRABLE[short], name=f"{short}, wiring 0")
     return (base, *(rewired(base, 100 + k, f"{short}, wiring {k}") for k in range(1, num_tasks)))
+
+
+def observation_size(stream: TaskStream) -> int:
+    """The padded observation width a control stream's policies take."""
+    if stream.input is None or stream.input.kind != "control":
+        raise ValueError(f"{stream.name} is not a control stream")
+    return int(stream.input.shape[0])

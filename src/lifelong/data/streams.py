@@ -8,6 +8,7 @@ from lifelong.config import Config
 from lifelong.data.task import InputSpec, TaskStream
 from lifelong.data.vision import (
     FASHION_MNIST_CLASSES,
+    class_groups,
     load_digits,
     load_fashion_mnist,
     permuted,
@@ -32,6 +33,8 @@ class StreamConfig(Config):
     environments: str | None = None  # control: comma-separated gymnasium ids (default: the scenario's sequence)
     demos: int = 20  # control: expert episodes per task (behaviour cloning)
     eval_episodes: int = 20  # control: seeded episodes per evaluation
+    data: str | None = None  # a user's data (`--data SPEC`, lifelong.data.spec); then `benchmark` is not used
+    classes_per_task: int | None = None  # streams cut by classes: None: the benchmark's own (C // 5)
 
 
 DEFAULTS = {  # benchmark -> (default scenario, default number of tasks, allowed scenarios)
@@ -48,6 +51,19 @@ BENCHMARKS = tuple(DEFAULTS)
 
 def check(cfg: StreamConfig) -> tuple[str, int]:
     """The scenario and number of tasks a config asks for; ValueError if they cannot be built."""
+    if cfg.classes_per_task is not None and cfg.classes_per_task < 1:
+        raise ValueError(f"a task needs at least one class, not {cfg.classes_per_task}")
+    if cfg.data:  # a user's data: what can be told without reading it (lifelong.data.files reads and checks it)
+        from lifelong.data.files import check_spec
+
+        check_spec(cfg.data, cfg.scenario)
+        if cfg.tasks is not None and cfg.tasks < 1:
+            raise ValueError(f"a stream needs at least one task, not {cfg.tasks}")
+        return cfg.scenario or "", cfg.tasks or 0
+    if cfg.classes_per_task is not None and not cfg.benchmark.startswith("split"):
+        raise ValueError(f"--classes-per-task applies to streams cut by classes (split-*, --data), not {cfg.benchmark}")
+    if cfg.benchmark.startswith("split"):  # both have 10 classes: tell a bad --tasks now, not after loading
+        class_groups(10, cfg.tasks, cfg.classes_per_task or 10 // DEFAULTS[cfg.benchmark][1])
     if cfg.benchmark not in DEFAULTS:
         raise ValueError(f"unknown benchmark {cfg.benchmark!r}; choose one of {', '.join(BENCHMARKS)}")
     default_scenario, default_tasks, allowed = DEFAULTS[cfg.benchmark]
@@ -64,6 +80,11 @@ def check(cfg: StreamConfig) -> tuple[str, int]:
 
 def build_stream(cfg: StreamConfig) -> TaskStream:
     scenario, tasks = check(cfg)
+    if cfg.data:
+        from lifelong.data.files import Cut, file_stream
+
+        cut = Cut(cfg.scenario, cfg.tasks, cfg.classes_per_task, cfg.class_order, cfg.seed, cfg.validation)
+        return file_stream(cfg.data, cut, cfg.encoder)
     if cfg.benchmark == "clinc150":
         return _clinc150(cfg, scenario, tasks)
     if cfg.benchmark == "control":
@@ -72,9 +93,10 @@ def build_stream(cfg: StreamConfig) -> TaskStream:
     train, test = load_digits() if digits else load_fashion_mnist(cfg.data_dir)
     names = None if digits else FASHION_MNIST_CLASSES
     kind = cfg.benchmark.split("-")[0]
-    if kind == "split":
-        return split(train, test, tasks, scenario, cfg.seed, cfg.validation, cfg.class_order,
-                     cfg.benchmark, names)
+    if kind == "split":  # --tasks N: the first N of the benchmark's tasks, as clinc150 takes the first N domains
+        per_task = cfg.classes_per_task or int(train.y.max() + 1) // DEFAULTS[cfg.benchmark][1]
+        return split(train, test, cfg.tasks, scenario, cfg.seed, cfg.validation, cfg.class_order,
+                     cfg.benchmark, names, per_task)
     builder = permuted if kind == "permuted" else rotated
     stream = builder(train, test, tasks, cfg.seed, cfg.validation, name=cfg.benchmark)
     stream.class_names = names

@@ -1,8 +1,9 @@
 """CLINC150 intent classification as a task stream: one task per domain of 15 intents.
 
-The data is read from a folder holding `data_full.json.gz` and `domains.json` (the layout of
-../shared/datasets/clinc150): `--data-dir`, else $LIFELONG_CLINC150, else `shared/datasets/
-clinc150` beside the repository when that exists. It is never copied into the repository.
+The data is read from a folder holding `data_full.json` (or `data_full.json.gz`) and `domains.json`:
+`--data-dir`, else $LIFELONG_CLINC150, else the data folder's clinc150/ ($LIFELONG_DATA/clinc150,
+where `lifelong data fetch clinc150` puts it), else `shared/datasets/clinc150` beside the repository
+when that exists. It is never copied into the repository.
 
 Texts become tensors through a `featurize` function given by the caller: sentence embeddings of a
 frozen encoder (cached on disk), or token ids for an encoder that is fine-tuned.
@@ -24,15 +25,19 @@ from lifelong.data.task import ArrayDataset, Task, TaskStream
 from lifelong.data.vision import DataError, class_order
 
 Featurize = Callable[[Sequence[str]], Tensor]
-_HINT = ("CLINC150 (Larson et al. 2019, CC BY 3.0) is not bundled; point --data-dir or LIFELONG_CLINC150 at a "
-         "folder holding data_full.json.gz and domains.json (the 'full' split of "
-         "https://github.com/clinc/oos-eval plus a domain -> intents map)")
+_HINT = ("CLINC150 (Larson et al. 2019, CC BY 3.0) is not bundled; run `lifelong data fetch clinc150`, or point "
+         "--data-dir or LIFELONG_CLINC150 at a folder holding data_full.json (or .json.gz) and domains.json (the "
+         "'full' split of https://github.com/clinc/oos-eval and its domain -> intents map)")
 
 
 def clinc150_dir(path: str | os.PathLike | None = None) -> Path:
     """Where CLINC150 is read from (the first that is given or exists)."""
+    from lifelong.data.registry import data_root
+
     if path or os.environ.get("LIFELONG_CLINC150"):
         return Path(path or os.environ["LIFELONG_CLINC150"])
+    if (data_root() / "clinc150").is_dir():
+        return data_root() / "clinc150"
     repo = Path(__file__).resolve().parents[3]
     beside = [repo.parent, Path.cwd().parent, repo]  # the checkout's neighbour, the working folder's, its own
     for candidate in (root / "shared" / "datasets" / "clinc150" for root in beside):
@@ -56,12 +61,15 @@ class Clinc150:
 
 def load_clinc150(path: str | os.PathLike | None = None) -> Clinc150:
     root = clinc150_dir(path)
-    data_file, domains_file = root / "data_full.json.gz", root / "domains.json"
+    data_file, domains_file = root / "data_full.json", root / "domains.json"
+    if not data_file.exists() and data_file.with_suffix(".json.gz").exists():
+        data_file = data_file.with_suffix(".json.gz")
     for f in (data_file, domains_file):
         if not f.exists():
             raise DataError(f"{f} does not exist. {_HINT}")
     try:
-        with gzip.open(data_file, "rt", encoding="utf-8") as fh:
+        opener = gzip.open if data_file.suffix == ".gz" else open
+        with opener(data_file, "rt", encoding="utf-8") as fh:
             raw = json.load(fh)
         domains = json.loads(domains_file.read_text(encoding="utf-8"))
     except (OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -20,7 +20,8 @@ FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 _IDX_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", 60000),
               "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", 10000)}
-_INSTALL_HINT = ("install Debian's package with `sudo apt-get install dataset-fashion-mnist`, or point "
+_INSTALL_HINT = ("run `lifelong data fetch fashion-mnist` (it downloads into $LIFELONG_DATA/fashion-mnist), "
+                 "install Debian's package with `sudo apt-get install dataset-fashion-mnist`, or point "
                  "--data-dir / the LIFELONG_DATA environment variable at a folder holding the four "
                  "Fashion-MNIST *-ubyte.gz files")
 
@@ -30,8 +31,17 @@ class DataError(RuntimeError):
 
 
 def fashion_mnist_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """The folder to read Fashion-MNIST from: the argument, else $LIFELONG_DATA, else Debian's."""
-    return Path(data_dir or os.environ.get("LIFELONG_DATA") or FASHION_MNIST_DIR)
+    """The folder to read Fashion-MNIST from: the argument; else the data folder's fashion-mnist/
+    ($LIFELONG_DATA/fashion-mnist, or $LIFELONG_DATA itself when it holds the files, as it used to);
+    else Debian's /usr/share/datasets/fashion-mnist."""
+    from lifelong.data.registry import DATA_ENV, data_root
+
+    if data_dir:
+        return Path(data_dir)
+    own = data_root() / "fashion-mnist"
+    if own.is_dir() or os.environ.get(DATA_ENV):
+        return own if own.is_dir() else data_root()
+    return FASHION_MNIST_DIR
 
 
 def read_idx(path: Path, magic: int, count: int | None = None) -> np.ndarray:
@@ -159,19 +169,39 @@ def class_order(num_classes: int, order: str, seed: int) -> list[int]:
     raise ValueError(f"unknown class order {order!r}; use 'fixed' or 'random'")
 
 
-def split(train: ArrayDataset, test: ArrayDataset, num_tasks: int, scenario: str = "task",
+DEFAULT_SPLIT_TASKS = 5  # a split benchmark's natural grouping: C // 5 classes per task (Split MNIST: 5 x 2)
+
+
+def class_groups(num_classes: int, tasks: int | None = None, per_task: int | None = None) -> tuple[int, int]:
+    """(tasks, classes per task) of a stream cut into groups of classes, the two composing the same way
+    everywhere: `per_task` classes per task (default: the `tasks` requested split the classes equally,
+    else C // 5), and the first `tasks` groups (default: every full group). Classes beyond the groups
+    are in no task."""
+    if per_task is None:
+        per_task = num_classes // tasks if tasks else max(1, num_classes // DEFAULT_SPLIT_TASKS)
+    if per_task < 1:
+        raise ValueError(f"{num_classes} classes do not make {tasks} tasks of at least one class"
+                         if tasks else f"a task needs at least one class, not {per_task}")
+    count = tasks if tasks is not None else num_classes // per_task
+    if count < 1 or count * per_task > num_classes:
+        most = f" (at most {num_classes // per_task} tasks of {per_task})" if num_classes >= per_task else ""
+        raise ValueError(f"{count} task(s) of {per_task} classes need {count * per_task} classes; there are "
+                         f"{num_classes}{most}")
+    return count, per_task
+
+
+def split(train: ArrayDataset, test: ArrayDataset, num_tasks: int | None = None, scenario: str = "task",
           seed: int = 0, validation: float = 0.0, order: str = "fixed", name: str = "split",
-          class_names: list[str] | None = None) -> TaskStream:
-    """Split the classes into `num_tasks` groups learned in turn (task- or class-incremental)."""
+          class_names: list[str] | None = None, classes_per_task: int | None = None) -> TaskStream:
+    """Groups of classes learned in turn (task- or class-incremental): `classes_per_task` classes each
+    (default: `num_tasks` equal groups), the first `num_tasks` groups (default: all); see `class_groups`."""
     if scenario not in ("task", "class"):
         raise ValueError(f"a split stream is task- or class-incremental, not {scenario!r}")
     num_classes = int(train.y.max()) + 1
-    if num_classes % num_tasks:
-        raise ValueError(f"{num_classes} classes do not split into {num_tasks} equal tasks")
+    count, per_task = class_groups(num_classes, num_tasks, classes_per_task)
     classes = class_order(num_classes, order, seed)
-    per_task = num_classes // num_tasks
     tasks = []
-    for k in range(num_tasks):
+    for k in range(count):
         group = tuple(classes[k * per_task: (k + 1) * per_task])
         in_train = torch.isin(train.y, torch.tensor(group)).nonzero().squeeze(1)
         in_test = torch.isin(test.y, torch.tensor(group)).nonzero().squeeze(1)

@@ -13,6 +13,14 @@ mini-batch mean (squaring a mean is about 1/B of the mean of squares). Three exa
 
 All three agree within float error (tests/test_importance.py). The model must treat samples
 independently (no batch statistics: estimation runs in eval mode).
+
+Which Fisher (`fisher=`): ``empirical`` squares the gradient at the data's labels; ``true`` at one
+label drawn from the model per sample (a one-sample estimate of the expectation); ``exact`` takes
+the expectation over the classes, sum_c p_c (d log p_c / d theta)^2, as C backward passes of
+sum_n sqrt(p_nc) * CE(logits_n, c) with p detached, so every per-sample square is exact (van de Ven
+2025, "On the computation of the Fisher information in continual learning", finds it best);
+``batched`` is the common shortcut of squaring each mini-batch's mean gradient (Avalanche's EWC),
+about 1/B of the others and not a per-sample quantity (see `fisher_diagonal`).
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, jacrev, vmap
 from torch.utils._pytree import tree_map
 
 from lifelong.data.task import Batch
@@ -33,6 +41,7 @@ from lifelong.models.heads import ContinualClassifier
 
 Importance = dict[str, Tensor]
 METHODS = ("auto", "vmap", "loop")
+FISHERS = ("empirical", "true", "exact", "batched")
 
 
 def as_batch(batch: Any) -> Batch:
@@ -49,15 +58,44 @@ def _call(model: nn.Module, x: Any, task: Tensor) -> Tensor:
     return model(x, task) if isinstance(model, ContinualClassifier) else model(x)
 
 
-def _objective(kind: str) -> Callable[[Tensor, Tensor], Tensor]:
-    """Per-batch objective whose gradient, per sample, is what the estimator squares (or abs)."""
-    if kind == "fisher":
-        return lambda logits, y: F.cross_entropy(logits, y, reduction="sum")
+def _class_weights(logits: Tensor) -> Tensor:
+    """sqrt(p) of the model's own prediction, detached: weighting class c's loss by it makes the square of
+    the per-sample gradient p_c (d log p_c)^2, the class's share of the exact Fisher. Masked classes: 0."""
+    return torch.softmax(logits.detach(), dim=-1).sqrt()
 
-    def squared_output_norm(logits: Tensor, y: Tensor) -> Tensor:  # MAS needs no labels
-        return torch.where(torch.isfinite(logits), logits, 0.0).pow(2).sum()
+
+def _exact_terms(logits: Tensor) -> Tensor:
+    """[C] the per-class weighted losses sum_n sqrt(p_nc) * -log p_nc (vmappable: no data-dependent
+    choice of classes; classes with p = 0 give 0 and no NaN)."""
+    logp = torch.log_softmax(logits, dim=-1)
+    w = _class_weights(logits)
+    return -(w * torch.where(w > 0, logp, 0.0)).sum(0)
+
+
+def _objective(kind: str) -> Callable[[Tensor, Tensor], list[Tensor]]:
+    """Per-batch objective(s), each a sum of per-sample terms; the squares (or absolute values) of
+    each term's per-sample gradient, summed over the objectives, are what the estimator averages."""
+    if kind == "fisher":
+        return lambda logits, y: [F.cross_entropy(logits, y, reduction="sum")]
+    if kind == "exact":
+        def per_class(logits: Tensor, y: Tensor) -> list[Tensor]:
+            terms = _exact_terms(logits)
+            live = logits.detach().softmax(-1).amax(0) > 0
+            return [terms[c] for c in live.nonzero().flatten().tolist()]  # only classes the model can predict
+        return per_class
+
+    def squared_output_norm(logits: Tensor, y: Tensor) -> list[Tensor]:  # MAS needs no labels
+        return [torch.where(torch.isfinite(logits), logits, 0.0).pow(2).sum()]
 
     return squared_output_norm
+
+
+def _sample_objective(kind: str) -> Callable[[Tensor, Tensor], Tensor]:
+    """The same objectives for one sample, stacked into a 1-D tensor (what `jacrev` under vmap takes)."""
+    if kind == "exact":
+        return lambda logits, y: _exact_terms(logits)
+    whole = _objective(kind)
+    return lambda logits, y: whole(logits, y)[0].reshape(1)
 
 
 def _take(x: Any, index: Any) -> Any:
@@ -112,7 +150,7 @@ def _accumulate_by_module(model: nn.Module, owners, b: Batch, objective, transfo
 
     handles = [m.register_forward_hook(capture(n), with_kwargs=True) for n, m in owners]
     try:
-        loss = objective(_call(model, b.x, b.task), b.y)
+        losses = objective(_call(model, b.x, b.task), b.y)
     finally:
         for h in handles:
             h.remove()
@@ -124,21 +162,38 @@ def _accumulate_by_module(model: nn.Module, owners, b: Batch, objective, transfo
         return False  # a module run once for the whole batch and broadcast (e.g. position embeddings of shape
         # [1, L]): its output's gradient is summed over samples, so its per-sample squares are not separable
     names = [n for n, _ in owners if n in calls]
-    grads = torch.autograd.grad(loss, [calls[n][0][2] for n in names], allow_unused=True)
     modules = dict(owners)
-    for name, g in zip(names, grads, strict=True):
-        if g is None:
-            continue
+
+    def apply(name: str, g: Tensor) -> None:
         args, kwargs, _, _ = calls[name][0]
         prefix = f"{name}." if name else ""
         module = modules[name]
-        for local, value in rules.rule_for(module)(module, args, kwargs, g.detach(), transform).items():
+        for local, value in rules.rule_for(module)(module, args, kwargs, g, transform).items():
             sums[prefix + local] += value
+
+    # A Linear layer on [N, in] has per-sample squares g_n^2 a_n^2, so several objectives' squares (the exact
+    # Fisher's classes) add up before its one matrix product: pass sqrt(sum_k g_k^2), whose square is that sum.
+    pooled = {n for n in names if len(losses) > 1 and transform is torch.square
+              and rules.rule_for(modules[n]) is rules.linear and calls[n][0][0][0].dim() == 2}
+    squares: dict[str, Tensor] = {}
+    for k, loss in enumerate(losses):  # one backward per objective, from one forward pass
+        grads = torch.autograd.grad(loss, [calls[n][0][2] for n in names], allow_unused=True,
+                                    retain_graph=k < len(losses) - 1)
+        for name, g in zip(names, grads, strict=True):
+            if g is None:
+                continue
+            if name in pooled:
+                squares[name] = squares[name] + g.detach().square() if name in squares else g.detach().square()
+            else:
+                apply(name, g.detach())
+    for name, total in squares.items():
+        apply(name, total.sqrt())
     return True
 
 
 def _accumulate_vmap(model: nn.Module, b: Batch, objective, transform, sums: Importance,
                      chunk_size: int) -> None:
+    """`objective` is a `_sample_objective`: [K] terms per sample, each term's gradient transformed."""
     params = {n: p.detach() for n, p in _trainable(model).items()}
     frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
     buffers = dict(model.named_buffers())
@@ -150,23 +205,25 @@ def _accumulate_vmap(model: nn.Module, b: Batch, objective, transform, sums: Imp
         logits = functional_call(model, ({**p, **frozen}, buffers), args)
         return objective(logits, y.unsqueeze(0))
 
-    per_sample = vmap(grad(sample_objective), in_dims=(None, 0, 0, 0), randomness="different")
+    per_sample = vmap(jacrev(sample_objective), in_dims=(None, 0, 0, 0), randomness="different")
     for start in range(0, len(b.y), chunk_size):
         sl = slice(start, start + chunk_size)
-        g = per_sample(params, _take(b.x, sl), b.y[sl], b.task[sl])
+        g = per_sample(params, _take(b.x, sl), b.y[sl], b.task[sl])  # [n, K, *shape]
         for n, gn in g.items():
-            sums[n] += transform(gn).sum(0)
+            sums[n] += transform(gn).sum((0, 1))
 
 
 def _accumulate_loop(model: nn.Module, b: Batch, objective, transform, sums: Importance) -> None:
     params = _trainable(model)
     for i in range(len(b.y)):
         x = _take(b.x, slice(i, i + 1))
-        loss = objective(_call(model, x, b.task[i: i + 1]), b.y[i: i + 1])
-        grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-        for n, g in zip(params, grads, strict=True):
-            if g is not None:
-                sums[n] += transform(g)
+        losses = objective(_call(model, x, b.task[i: i + 1]), b.y[i: i + 1])
+        for k, loss in enumerate(losses):
+            grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True,
+                                        retain_graph=k < len(losses) - 1)
+            for n, g in zip(params, grads, strict=True):
+                if g is not None:
+                    sums[n] += transform(g)
 
 
 def _estimate(kind: str, model: nn.Module, batches: Iterable[Any], *, true_fisher: bool = False,
@@ -175,7 +232,7 @@ def _estimate(kind: str, model: nn.Module, batches: Iterable[Any], *, true_fishe
     if method not in METHODS:
         raise ValueError(f"unknown importance method {method!r}; choose one of {METHODS}")
     objective = _objective(kind)
-    transform = torch.square if kind == "fisher" else torch.abs
+    transform = torch.abs if kind == "mas" else torch.square
     # plain tensors of the parameters' full shapes, also when FSDP shards them (DTensor parameters)
     sums = {n: torch.zeros(tuple(p.shape), dtype=p.dtype, device=p.device) for n, p in _trainable(model).items()}
     owners = _owners(model) if method == "auto" else None
@@ -192,7 +249,8 @@ def _estimate(kind: str, model: nn.Module, batches: Iterable[Any], *, true_fishe
             elif not done:
                 part = {n: torch.zeros_like(v) for n, v in sums.items()}
                 try:
-                    _accumulate_vmap(model, b, objective, transform, part, chunk_size)
+                    per_chunk = max(1, chunk_size // (10 if kind == "exact" else 1))  # K classes' gradients each
+                    _accumulate_vmap(model, b, _sample_objective(kind), transform, part, per_chunk)
                 except RuntimeError:  # vmap cannot trace data-dependent code (transformers' mask checks)
                     if method == "vmap":
                         raise
@@ -203,22 +261,53 @@ def _estimate(kind: str, model: nn.Module, batches: Iterable[Any], *, true_fishe
             count += len(b.y)
     finally:
         model.train(was_training)
+    return _mean(sums, count, "importance needs at least one sample; the data was empty")
+
+
+def _mean(sums: Importance, count: int, empty: str) -> Importance:
     total = torch.tensor(float(count))
     all_reduce_sum_([*sums.values(), total])  # under DDP each rank saw its shard: sum the shards
     if total == 0:
-        raise ValueError("importance needs at least one sample; the data was empty")
+        raise ValueError(empty)
     return {n: s / total for n, s in sums.items()}
+
+
+def _batched(model: nn.Module, batches: Iterable[Any], max_samples: int | None, batch_size: int) -> Importance:
+    """Mean over mini-batches of `batch_size` of the squared gradient of each batch's mean loss."""
+    params = _trainable(model)
+    sums = {n: torch.zeros(tuple(p.shape), dtype=p.dtype, device=p.device) for n, p in params.items()}
+    was_training = model.training
+    model.eval()
+    count = 0
+    try:
+        for b in _limited(batches, max_samples):
+            for start in range(0, len(b.y), batch_size):  # the caller's batches cut to the mini-batch size
+                sl = slice(start, start + batch_size)
+                loss = F.cross_entropy(_call(model, _take(b.x, sl), b.task[sl]), b.y[sl])
+                grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+                for n, g in zip(params, grads, strict=True):
+                    if g is not None:
+                        sums[n] += g.square()
+                count += 1
+    finally:
+        model.train(was_training)
+    return _mean(sums, count, "importance needs at least one batch; the data was empty")
 
 
 def fisher_diagonal(model: nn.Module, batches: Iterable[Any], *, true_fisher: bool = False,
                     max_samples: int | None = None, method: str = "auto", chunk_size: int = 256,
-                    generator: torch.Generator | None = None) -> Importance:
+                    generator: torch.Generator | None = None, fisher: str | None = None,
+                    batch_size: int = 128) -> Importance:
     """Diagonal Fisher information, the mean over samples of the squared per-sample gradient of
     the log-likelihood (Kirkpatrick et al. 2017, "Overcoming catastrophic forgetting in neural
     networks").
 
-    `true_fisher=False` uses the data's labels (the empirical Fisher); True draws each label from
-    the model's own prediction. `batches` yields `Batch`es or (x, y[, task]) tuples.
+    `fisher` (see the module's docstring): "empirical" (the default: the data's labels), "true"
+    (one label per sample drawn from the model; `true_fisher=True` is the same), "exact" (the
+    expectation over the classes: C backward passes, exact per-sample squares) or "batched" (the
+    squared gradient of each `batch_size` mini-batch's mean loss, averaged over batches: about
+    1/batch_size of the others, so its strengths are not comparable with theirs; `method` does not
+    apply). `batches` yields `Batch`es or (x, y[, task]) tuples.
 
     >>> import torch
     >>> net = torch.nn.Linear(3, 2)
@@ -226,9 +315,22 @@ def fisher_diagonal(model: nn.Module, batches: Iterable[Any], *, true_fisher: bo
     >>> f = fisher_diagonal(net, data)
     >>> sorted(f), f["weight"].shape
     (['bias', 'weight'], torch.Size([2, 3]))
+    >>> p = torch.softmax(net(data[0][0]), -1).detach()
+    >>> e = fisher_diagonal(net, data, fisher="exact")  # the bias's: E[p_o (1 - p_o)] in closed form
+    >>> bool(torch.allclose(e["bias"], (p * (1 - p)).mean(0), atol=1e-6))
+    True
     """
-    return _estimate("fisher", model, batches, true_fisher=true_fisher, max_samples=max_samples,
-                     method=method, chunk_size=chunk_size, generator=generator)
+    if fisher is not None and true_fisher and fisher != "true":
+        raise ValueError(f"true_fisher=True asks for the sampled Fisher, which contradicts fisher={fisher!r}")
+    kind = fisher or ("true" if true_fisher else "empirical")
+    if kind not in FISHERS:
+        raise ValueError(f"unknown fisher {kind!r}; choose one of {FISHERS}")
+    if kind == "batched":
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+        return _batched(model, batches, max_samples, batch_size)
+    return _estimate("exact" if kind == "exact" else "fisher", model, batches, true_fisher=kind == "true",
+                     max_samples=max_samples, method=method, chunk_size=chunk_size, generator=generator)
 
 
 def output_sensitivity(model: nn.Module, batches: Iterable[Any], *, max_samples: int | None = None,

@@ -222,7 +222,7 @@ def create_app(service: Service) -> FastAPI:
         if version is None:
             raise HTTPException(404, f"there is no version {n}")
         try:
-            config = json.loads((service.versions_dir / version.path / CONFIG).read_text(encoding="utf-8"))
+            config = json.loads(service.versions.read_text(version.path, CONFIG))
             model = spec_summary(ModelSpec.from_dict(config))
         except (OSError, ValueError):
             model = None

@@ -1,4 +1,4 @@
-"""`lifelong serve` and `lifelong keys`: arguments -> ServiceConfig / Store calls.
+"""`lifelong serve`, `lifelong worker` and `lifelong keys`: arguments -> ServiceConfig / Store calls.
 
 Importing this module imports no web or database package, so `lifelong run` works without the
 `service` extra; `serve` and `keys` say what to install when it is missing.
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-COMMANDS = ("serve", "keys")
+COMMANDS = ("serve", "keys", "worker")
 ROLES = ("reader", "contributor", "maintainer")
 SCREENS = ("source-share", "label-noise", "source-outlier", "backdoor", "label-collision",
            "guard-agreement", "influence")  # lifelong.screening.SCREENS, without torch
@@ -32,7 +32,11 @@ def add_commands(sub: Any) -> None:
     serve.add_argument("--model", metavar="DIR", required=True, help="a model directory from `lifelong run --save`")
     serve.add_argument("--db", metavar="URL", help="database URL (default: SQLite file DIR.service.db beside the "
                        "model; postgresql://user@host/db to share one store between several processes)")
-    serve.add_argument("--versions-dir", metavar="DIR", help="where versions are kept (default: DIR.versions)")
+    serve.add_argument("--versions-dir", metavar="DIR|URL", help="where versions are kept: a folder (default: "
+                       "DIR.versions) or an fsspec URL (s3://bucket/path, ...) that replicas on several machines share")
+    serve.add_argument("--updates", choices=("here", "workers"), default="here",
+                       help="who runs updates: this process (in a child process, one at a time), or `lifelong worker` "
+                       "processes sharing --db (for several replicas; default: %(default)s)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--auto-update", type=int, metavar="K", help="start an update every K pending examples")
@@ -61,6 +65,19 @@ def add_commands(sub: Any) -> None:
                    "0: no limit). Counted in this process")
     serve.add_argument("--threads", type=int, default=1, help="torch threads for predictions (default: 1)")
     serve.add_argument("--access-log", action="store_true", help="log every request")
+
+    worker = sub.add_parser("worker", help="run the updates that `serve --updates workers` replicas queue",
+                            description="Claim queued updates from the service's PostgreSQL (or SQLite) store and run "
+                            "them: train, gate, write the version, promote. Start several, on any machine that reaches "
+                            "the database and the version store; an update whose worker dies is queued again.")
+    worker.add_argument("--db", metavar="URL", required=True, help="the replicas' database (postgresql://...)")
+    worker.add_argument("--versions-dir", metavar="DIR|URL", required=True, help="the replicas' version store")
+    worker.add_argument("--poll", type=float, default=1.0, metavar="S", help="seconds between looks at the queue")
+    worker.add_argument("--max-attempts", type=int, default=2, metavar="N",
+                        help="starts of an update whose worker keeps dying before it fails (default: %(default)s)")
+    worker.add_argument("--once", action="store_true", help="run at most one update, then exit")
+    worker.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    worker.add_argument("--nice", type=int, default=0, help="lower this process's CPU priority by N")
 
     keys = sub.add_parser("keys", help="API keys of a service: add, list, revoke",
                           description="Manage API keys. Only their hashes are stored; a new key is shown once.")
@@ -141,9 +158,13 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     settings = UpdateSettings(strategy=args.update_strategy, epochs=args.update_epochs, lr=args.update_lr,
                               batch_size=args.update_batch_size, holdout=args.holdout, tolerance=args.tolerance,
                               screening=screening.to_dict() if screening else None)
-    config = ServiceConfig(Path(args.model), args.db, Path(args.versions_dir) if args.versions_dir else None,
-                           args.host, args.port, args.auto_update, args.max_body_bytes, settings,
-                           feedback_rate=args.feedback_rate or None)
+    from lifelong.service.versions import is_url
+
+    versions = None if not args.versions_dir else args.versions_dir if is_url(args.versions_dir) else Path(
+        args.versions_dir)
+    config = ServiceConfig(Path(args.model), args.db, versions, args.host, args.port, args.auto_update,
+                           args.max_body_bytes, settings, feedback_rate=args.feedback_rate or None,
+                           updates=args.updates)
     service = Service(config)
     try:
         service.start()
@@ -161,6 +182,8 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if not service.store.api_keys():
             print(f"lifelong: no API keys yet: make one with `lifelong keys add --role maintainer --model "
                   f"{args.model}`", file=sys.stderr)
+        if args.updates == "workers":
+            print("lifelong: updates are run by `lifelong worker` processes (none is started here)", file=sys.stderr)
         if served.spec.strategy != settings.strategy:
             print(f"lifelong: note: the model was trained with {served.spec.strategy}; updates will start "
                   f"{settings.strategy} fresh (give --update-strategy {served.spec.strategy} to carry its state)",
@@ -186,4 +209,19 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         except Exception as exc:
             print(f"lifelong: error: {exc}", file=sys.stderr)
             return 1
+    if args.command == "worker":
+        return _worker(args, parser)
     return _serve(args, parser)
+
+
+def _worker(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from lifelong.service.updater import WorkerConfig, main
+
+    if args.poll <= 0 or args.max_attempts < 1 or args.threads < 1:
+        parser.error("--poll must be positive, --max-attempts and --threads at least 1")
+    config = WorkerConfig(args.db, args.versions_dir, args.poll, args.max_attempts, args.once, args.threads, args.nice)
+    try:
+        return main(config)
+    except Exception as exc:  # an unreachable database or version store: say so, no traceback
+        print(f"lifelong: error: the worker stopped: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1

@@ -8,6 +8,10 @@ processes (one at a time across every process sharing the store), starts them by
 pending examples with auto-update, and follows the current-version pointer in the database, so a
 promotion or rollback made anywhere is served here within a poll interval. Switching versions is
 one reference assignment: a request is answered wholly by the version it started with.
+
+With `updates="workers"` a replica starts no update itself: `lifelong worker` processes claim them
+(queue.py), and every replica re-queues the updates of workers that died. Versions live in a folder
+or under an fsspec URL shared by every replica and worker (versions.py).
 """
 
 from __future__ import annotations
@@ -16,11 +20,11 @@ import contextlib
 import logging
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -29,12 +33,14 @@ from typing import Any
 
 from torch import Tensor
 
-from lifelong.checkpoint import CheckpointError, load_model, verify
+from lifelong.checkpoint import CheckpointError, verify
 from lifelong.config import Config
+from lifelong.service import queue
 from lifelong.service.auth import Authenticator
 from lifelong.service.serving import InputError, ServedModel
 from lifelong.service.store import Store, default_url, default_versions_dir, normalise_url
 from lifelong.service.tables import RUNNING, Version
+from lifelong.service.versions import LocalVersions, open_versions
 from lifelong.service.worker import DB_ENV, UpdateSettings
 
 log = logging.getLogger("lifelong.service")
@@ -47,7 +53,7 @@ class ServiceConfig(Config):
 
     model_dir: Path
     db_url: str | None = None  # None: SQLite beside the model directory
-    versions_dir: Path | None = None  # None: DIR.versions beside the model directory
+    versions_dir: Path | str | None = None  # a folder or an fsspec URL; None: DIR.versions beside the model
     host: str = "127.0.0.1"
     port: int = 8000
     auto_update: int | None = None  # start an update every K pending feedback examples
@@ -57,6 +63,8 @@ class ServiceConfig(Config):
     min_update_examples: int = 2
     poll_seconds: float = 0.25
     worker_nice: int = 10
+    updates: str = "here"  # "here": this process starts queued updates; "workers": `lifelong worker` processes do
+    max_attempts: int = 2  # starts of an update whose worker keeps dying, before it fails
 
 
 def pid_alive(pid: int) -> bool:
@@ -76,8 +84,12 @@ def pid_alive(pid: int) -> bool:
 
 class Service:
     def __init__(self, config: ServiceConfig):
+        if config.updates not in ("here", "workers"):
+            raise ValueError(f"updates run 'here' or by 'workers', not {config.updates!r}")
         self.config = config
-        self.versions_dir = Path(config.versions_dir or default_versions_dir(config.model_dir))
+        self.versions = open_versions(config.versions_dir or default_versions_dir(config.model_dir))
+        # the local folder of versions (None when they live under a URL)
+        self.versions_dir = self.versions.root if isinstance(self.versions, LocalVersions) else None
         self.db_url = normalise_url(config.db_url or default_url(config.model_dir))
         self.store = Store(self.db_url)
         self.auth = Authenticator(self.store)
@@ -90,6 +102,7 @@ class Service:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._text_features: Callable[[Sequence[str]], Tensor] | None = None
+        self._reaped_at = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self, scheduler: bool = True) -> None:
@@ -115,40 +128,40 @@ class Service:
         self.store.close()
 
     def _bootstrap(self) -> None:
-        """Version 1 is a verified copy of the model directory, made once (atomically: copy, rename)."""
+        """Version 1 is a verified copy of the model directory, made once (atomically: copy, rename; or
+        uploaded with its manifest last)."""
         model_dir = Path(self.config.model_dir)
         source = verify(model_dir)
-        target = self.versions_dir / FIRST
-        if not target.exists():
-            self.versions_dir.mkdir(parents=True, exist_ok=True)
-            tmp = self.versions_dir / f".{FIRST}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-            shutil.copytree(model_dir, tmp)
-            verify(tmp)
-            try:
-                os.rename(tmp, target)
-            except OSError:  # another process made it first
-                shutil.rmtree(tmp, ignore_errors=True)
-        if verify(target)["files"] != source["files"]:
-            raise CheckpointError(f"the store {self.db_url} and {self.versions_dir} belong to another model than "
-                                  f"{model_dir} (its version 1 differs); give another --db and --versions-dir")
+        self.versions.publish(FIRST, model_dir)
+        if self.versions.files(FIRST) != source["files"]:
+            raise CheckpointError(f"the store {self.db_url} and {self.versions.location} belong to another model "
+                                  f"than {model_dir} (its version 1 differs); give another --db and --versions-dir")
         self.store.bootstrap(FIRST)
 
     def recover(self) -> None:
-        """Fail updates whose process on this host is gone; remove model directories left half-written."""
+        """Fail updates whose process on this host is gone; remove model directories left half-written.
+        (Updates of `lifelong worker` processes are `reap`ed instead: queued again or failed.)"""
+        self.reap()
         for update in self.store.updates(RUNNING):
+            if (update.owner or "").startswith(queue.WORKER):
+                continue
             host, _, pid = (update.owner or "").rpartition(":")
             if host == self.host and pid.isdigit() and (int(pid) == os.getpid() or not pid_alive(int(pid))):
                 self._fail(update.id, "the service process running it stopped", update.owner)
-        if self.versions_dir.exists():
-            for tmp in self.versions_dir.glob(".*.tmp-*"):
-                pid = tmp.name.rsplit(".tmp-", 1)[1].split("-")[0]
-                if pid.isdigit() and (int(pid) == os.getpid() or not pid_alive(int(pid))):
-                    shutil.rmtree(tmp, ignore_errors=True)
+        for name in self.versions.temporary():
+            pid = name.rsplit(".tmp-", 1)[1].split("-")[0]
+            if pid.isdigit() and (int(pid) == os.getpid() or not pid_alive(int(pid))):
+                self.versions.remove(name)
+
+    def reap(self) -> None:
+        """Queue again (or fail) the updates of `lifelong worker` processes that died, wherever they ran."""
+        for update_id, status in queue.reap(self.store, self.versions.remove, self.config.max_attempts):
+            log.warning("update %s lost its worker: %s", update_id, status)
 
     def _fail(self, update_id: int, error: str, owner: str | None = None) -> None:
         path = self.store.fail_update(update_id, error, owner or self.owner)
         if path:
-            shutil.rmtree(self.versions_dir / path, ignore_errors=True)
+            self.versions.remove(path)
 
     # -- versions --------------------------------------------------------------------------------------
     @property
@@ -173,7 +186,7 @@ class Service:
             row = self.store.version(number)
             if row is None:
                 raise LookupError(f"there is no version {number}")
-            saved = load_model(self.versions_dir / row.path)
+            saved = self.versions.load(row.path)
             served = ServedModel(number, saved, self.text_features() if saved.spec.input["kind"] == "text" else None)
             self._loaded[number] = served
             while len(self._loaded) > 4:
@@ -223,7 +236,7 @@ class Service:
         if update is None or update.status != "training":
             return
         command = [sys.executable, "-m", "lifelong.service.worker", "--update", str(update.id), "--versions-dir",
-                   str(self.versions_dir), "--owner", self.owner, "--parent-pid", str(os.getpid()),
+                   self.versions.location, "--owner", self.owner, "--parent-pid", str(os.getpid()),
                    "--nice", str(self.config.worker_nice)]
         try:
             proc = subprocess.Popen(command, env={**os.environ, DB_ENV: self.db_url}, stdin=subprocess.DEVNULL)
@@ -245,12 +258,15 @@ class Service:
     def tick(self) -> None:
         """One round of the scheduler: reap, auto-update, start, follow the current version."""
         self._reap()
+        if time.monotonic() - self._reaped_at > 1.0:  # a dead worker's update is queued again within a second or so
+            self._reaped_at = time.monotonic()
+            self.reap()
         k = self.config.auto_update
         if k and self.store.pending_count() >= k:
             with contextlib.suppress(ValueError):  # the feedback was taken by an update in the meantime
                 self.store.create_update(self.config.update.to_dict(), None,
                                          max(k, self.config.min_update_examples), "service (auto-update)")
-        if self._worker is None and self.store.updates(("queued",)):
+        if self.config.updates == "here" and self._worker is None and self.store.updates(("queued",)):
             self._start_update()
         self.follow()
 

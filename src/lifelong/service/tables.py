@@ -51,6 +51,7 @@ class Update(Base):
     candidate_path: Mapped[str | None] = mapped_column(String(300), default=None)  # chosen before files are written
     candidate_version: Mapped[int | None] = mapped_column(default=None)
     owner: Mapped[str | None] = mapped_column(String(200), default=None)  # host:pid of the process running it
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # times a worker started it
     report: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
 

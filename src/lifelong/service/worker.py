@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import sys
 import time
@@ -30,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from lifelong.checkpoint import ModelSpec, SavedModel, load_model, save_model
+from lifelong.checkpoint import ModelSpec, SavedModel
 from lifelong.config import Config
 from lifelong.data.task import ArrayDataset, Task, TaskStream
 from lifelong.learner import Learner, LearnerConfig, TrainingDiverged
@@ -39,6 +38,7 @@ from lifelong.screening import ScreenConfig
 from lifelong.service.gate import decide, split_holdout
 from lifelong.service.screening import Screened, screen_feedback
 from lifelong.service.serving import parse_arrays
+from lifelong.service.versions import LocalVersions, VersionStore, open_versions
 from lifelong.strategies import build_strategy
 from lifelong.strategies.base import Strategy
 
@@ -157,8 +157,11 @@ def train_candidate(parent: SavedModel, x: Tensor, labels: Sequence[str], ids: S
     return Candidate(model, strategy, new_spec, guards, report)
 
 
-def run_update(store: Store, versions_dir: Path, update_id: int, owner: str) -> str:
-    """Carry out a claimed update end to end; returns its final status."""
+def run_update(store: Store, versions: VersionStore | Path, update_id: int, owner: str) -> str:
+    """Carry out a claimed update end to end; returns its final status. `versions`: the version store
+    (a folder, or `lifelong.service.versions` for a URL)."""
+    if isinstance(versions, Path):
+        versions = LocalVersions(versions)
     update = store.update(update_id)
     if update is None or update.owner != owner or update.status != "training":
         return "failed"
@@ -167,7 +170,7 @@ def run_update(store: Store, versions_dir: Path, update_id: int, owner: str) -> 
         store.fail_update(update_id, f"version {update.parent_version} is not in the store", owner)
         return "failed"
     settings = UpdateSettings.from_dict(update.options)
-    parent = load_model(versions_dir / version.path)
+    parent = versions.load(version.path)
     rows = store.feedback(update_id=update_id)
     x = featurize(parent.spec, [r.input for r in rows])
     history = {"parent_version": version.number, "update_id": update_id}
@@ -207,13 +210,12 @@ def run_update(store: Store, versions_dir: Path, update_id: int, owner: str) -> 
     if influence is not None:
         report["influence"] = influence
     candidate.spec.history.update(history)
-    target = versions_dir / update.candidate_path
-    save_model(target, candidate.model, candidate.strategy, candidate.spec, candidate.guards,
-               extra={"report.json": report})
+    versions.save(update.candidate_path, candidate.model, candidate.strategy, candidate.spec, candidate.guards,
+                  extra={"report.json": report})
     status, _ = store.finish_update(update_id, owner, report, bool(report["passed"]),
                                     report["feedback"]["train_ids"], screened.held)
     if status == "failed":  # the update was taken from us (the service restarted): its files are not a version
-        shutil.rmtree(target, ignore_errors=True)
+        versions.remove(update.candidate_path)
     return status
 
 
@@ -244,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
 
     store = Store(os.environ[DB_ENV])
     try:
-        status = run_update(store, Path(args.versions_dir), args.update, args.owner)
+        status = run_update(store, open_versions(args.versions_dir), args.update, args.owner)
     except Exception as exc:
         store.fail_update(args.update, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}", args.owner)
         raise

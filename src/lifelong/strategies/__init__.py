@@ -14,10 +14,13 @@ from lifelong.strategies.base import Naive, NaiveConfig, Strategy, StrategyConfi
 from lifelong.strategies.bias import WA, BiC, BiCConfig, WAConfig
 from lifelong.strategies.compose import Compose
 from lifelong.strategies.der import DER, DERACEConfig, DERConfig, DERPPConfig
+from lifelong.strategies.distill import Distill, DistillConfig
 from lifelong.strategies.er_ace import ERACE, ERACEConfig
 from lifelong.strategies.ewc import EWC, EWCConfig, OnlineEWCConfig
+from lifelong.strategies.gpm import GPM, GPMConfig
 from lifelong.strategies.icarl import ICaRL, ICaRLConfig
 from lifelong.strategies.joint import Joint, JointConfig
+from lifelong.strategies.kfac_ewc import KFACEWC, KFACEWCConfig, OnlineKFACEWCConfig
 from lifelong.strategies.lwf import LwF, LwFConfig
 from lifelong.strategies.mas import MAS, MASConfig
 from lifelong.strategies.ncm import NCM, NCMConfig
@@ -32,6 +35,9 @@ REGISTRY: dict[str, tuple[type[StrategyConfig], type[Strategy]]] = {
     "replay": (ReplayConfig, Replay),
     "ewc": (EWCConfig, EWC),
     "online-ewc": (OnlineEWCConfig, EWC),
+    "kfac-ewc": (KFACEWCConfig, KFACEWC),  # Kronecker-factored Fisher blocks per layer
+    "online-kfac-ewc": (OnlineKFACEWCConfig, KFACEWC),
+    "gpm": (GPMConfig, GPM),  # gradients projected off each layer's earlier input subspace
     "si": (SIConfig, SI),
     "mas": (MASConfig, MAS),
     "lwf": (LwFConfig, LwF),
@@ -44,8 +50,9 @@ REGISTRY: dict[str, tuple[type[StrategyConfig], type[Strategy]]] = {
     "ncm": (NCMConfig, NCM),
     "wa": (WAConfig, WA),  # bias corrections: compose them with a replay method (replay+wa, der++ +bic)
     "bic": (BiCConfig, BiC),
+    "distill": (DistillConfig, Distill),  # distil the earlier outputs on stored inputs (control: ClonEx / P&C)
 }
-STRATEGIES = (*REGISTRY, "ewc+replay")
+STRATEGIES = (*REGISTRY, "ewc+replay", "kfac-ewc+replay")
 
 
 def split_name(name: str) -> list[str]:
@@ -81,6 +88,12 @@ def strategy_config(strategy: Strategy) -> dict[str, dict[str, Any]]:
     return {p.name: p.config.to_dict() for p in parts if getattr(p, "config", None) is not None}
 
 
+def protection(strategy: Strategy) -> dict[str, list[dict[str, Any]]]:
+    """What each part of a strategy that reports it (kfac-ewc, gpm) protects, per layer, by part name."""
+    return {p.name: p.protection() for p in getattr(strategy, "parts", [strategy])
+            if hasattr(p, "protection")}
+
+
 def build_strategy(name: str, options: dict[str, Any] | None = None) -> Strategy:
     """Build a strategy from its name and a flat dict of options.
 
@@ -111,6 +124,8 @@ __all__ = [
     "DER",
     "ERACE",
     "EWC",
+    "GPM",
+    "KFACEWC",
     "MAS",
     "NCM",
     "REGISTRY",
@@ -119,9 +134,12 @@ __all__ = [
     "WA",
     "BiC",
     "Compose",
+    "Distill",
     "EWCConfig",
+    "GPMConfig",
     "ICaRL",
     "Joint",
+    "KFACEWCConfig",
     "LwF",
     "MASConfig",
     "Naive",
@@ -131,6 +149,7 @@ __all__ = [
     "SIConfig",
     "Strategy",
     "build_strategy",
+    "protection",
     "split_name",
     "strategy_config",
     "strategy_options",

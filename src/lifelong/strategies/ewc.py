@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lifelong.importance import fisher_diagonal
+from lifelong.importance import FISHERS, fisher_diagonal
 from lifelong.strategies.base import Strategy, trainable
 from lifelong.strategies.quadratic import Consolidation, ConsolidationConfig
 
@@ -25,15 +25,20 @@ from lifelong.strategies.quadratic import Consolidation, ConsolidationConfig
 @dataclass
 class EWCConfig(ConsolidationConfig):
     strength: float = 300.0  # lambda, for a per-sample Fisher (a mini-batch Fisher is about 1/B of it)
-    fisher: str = "empirical"  # "empirical": the data's labels; "true": labels drawn from the model
+    # "empirical": the data's labels; "true": one label drawn from the model; "exact": the expectation
+    # over the classes; "batched": squared mini-batch-mean gradients (about 1/fisher_batch of the others)
+    fisher: str = "empirical"
     samples: int | None = None  # a budget of samples for the Fisher; None: the whole task
+    fisher_batch: int = 128  # fisher="batched" only: the mini-batch whose mean gradient is squared
     online: bool = False
     gamma: float = 1.0  # online only: decay of earlier tasks' Fisher
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.fisher not in ("empirical", "true"):
-            raise ValueError(f"fisher must be 'empirical' or 'true', not {self.fisher!r}")
+        if self.fisher not in FISHERS:
+            raise ValueError(f"fisher must be one of {FISHERS}, not {self.fisher!r}")
+        if self.fisher_batch < 1:
+            raise ValueError(f"fisher_batch must be >= 1, not {self.fisher_batch}")
         if not 0 <= self.gamma <= 1:
             raise ValueError(f"gamma must be in [0, 1], not {self.gamma}")
 
@@ -58,8 +63,8 @@ class EWC(Consolidation, Strategy):
 
     def after_task(self, model: nn.Module, task_id: int, batches: Iterable[Any]) -> None:
         cfg = self.config
-        fisher = fisher_diagonal(model, batches, true_fisher=cfg.fisher == "true",
-                                 max_samples=cfg.samples, generator=self.generator)
+        fisher = fisher_diagonal(model, batches, fisher=cfg.fisher, max_samples=cfg.samples,
+                                 generator=self.generator, batch_size=cfg.fisher_batch)
         anchor = {n: p.detach() for n, p in trainable(model).items()}
         if cfg.online:
             self.quadratic.accumulate(fisher, anchor, decay=cfg.gamma)

@@ -1,0 +1,213 @@
+"""What Kronecker-factored EWC and gradient projection memory cost, beside the diagonal (issue 18, item 4).
+
+    python benchmarks/consolidation_cost.py                  # every section, results/consolidation-cost.json
+    python benchmarks/consolidation_cost.py --sections ab    # some; the others' saved results are kept
+
+a. merge: on a small case (MLP 64-64-10, 10 tasks of permuted digits, factors at each task's solution),
+   the merged Kronecker penalty against the exact sum of per-task Kronecker penalties after 2, 5 and 10
+   tasks: relative Frobenius error of the precision, relative error of the penalty's gradient and value;
+b. importance time on the vision MLP (784-400-400-10, 10,000 Fashion-MNIST samples in batches of 1,024):
+   the diagonal Fisher of each kind, the Kronecker factors, GPM's bases (from its 300 samples);
+c. training-step time as a ratio to a naive step (batch 128), with 1, 10 and 50 earlier tasks;
+d. state bytes per layer after 1, 10 and 50 tasks, beside the diagonal's 8 bytes per parameter.
+Timings are CPU seconds of this process (one torch thread), medians of interleaved rounds: on a shared
+machine wall time measures the neighbours; CPU time still carries some of their cache pressure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lifelong.data import Batch, BatchLoader, StreamConfig, TaskData, build_stream
+from lifelong.importance import fisher_diagonal
+from lifelong.importance.kronecker import kronecker_factors, layer_matrix
+from lifelong.learner import Learner, LearnerConfig
+from lifelong.models import MLP, ContinualClassifier
+from lifelong.reporting import environment, write_json
+from lifelong.strategies import build_strategy
+from lifelong.strategies.base import state_nbytes
+from lifelong.strategies.kronecker import KroneckerPenalty
+
+ROOT = Path(__file__).resolve().parent.parent
+STEP_STRATEGIES = {"naive": ("naive", {}), "ewc": ("ewc", {}), "kfac-ewc": ("kfac-ewc", {}),
+                   "kfac-ewc energy 0.99": ("kfac-ewc", {"energy": 0.99}),
+                   "kfac-ewc energy 0.95": ("kfac-ewc", {"energy": 0.95}),
+                   "kfac-ewc energy 0.9": ("kfac-ewc", {"energy": 0.9}),
+                   "online-kfac-ewc": ("online-kfac-ewc", {}),
+                   "gpm": ("gpm", {}), "gpm update": ("gpm", {"project": "update"})}
+
+
+def _timed(fn, repeat: int = 3) -> float:
+    """Best CPU seconds of this process over `repeat` calls (one torch thread: CPU time is the work done,
+    whatever else the machine runs)."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.process_time()
+        fn()
+        best = min(best, time.process_time() - t0)
+    return best
+
+
+def merge_accuracy() -> list[dict[str, Any]]:
+    """Merged against exact per-task Kronecker penalties on a small stream (section a)."""
+    stream = build_stream(StreamConfig("permuted-digits", tasks=10))
+    torch.manual_seed(0)
+    model = ContinualClassifier(MLP(64, (64,), 10), len(stream), 10)
+    learner = Learner(model, build_strategy("naive"), LearnerConfig(epochs=3, batch_size=32))
+    per_task = []
+    for task in stream:
+        learner.fit(stream, task.id)
+        factors, _ = kronecker_factors(model, BatchLoader([TaskData(task.train, task.id)], 256), fisher="true",
+                                       generator=torch.Generator().manual_seed(task.id))
+        modules = dict(model.named_modules())
+        anchors = {n: layer_matrix(modules[n].weight, modules[n].bias).detach().clone() for n in factors}
+        per_task.append((factors, anchors))
+    with torch.no_grad():  # a point away from every anchor, as while learning a next task
+        probe = {n: anchors[n] + 0.05 * torch.randn_like(anchors[n]) for n in anchors}
+    rows = []
+    for merge in ("nearest", "sum"):
+        penalty = KroneckerPenalty(1.0, merge)
+        for t, (factors, anchors) in enumerate(per_task, start=1):
+            _load(model, anchors)
+            penalty.add(factors, {}, model)
+            if t not in (2, 5, 10):
+                continue
+            _load(model, probe)
+            row: dict[str, Any] = {"merge": merge, "tasks": t, "layers": {}}
+            for name in factors:
+                exact = sum(torch.kron(f[name].A, f[name].G) for f, _ in per_task[:t])
+                layer = penalty.layers[name]
+                merged = torch.kron(layer["A"] * layer["scale"], layer["G"])
+                d = [(probe[name] - a[name]).T.flatten() for _, a in per_task[:t]]
+                grad_exact = sum(torch.kron(f[name].A, f[name].G) @ v for (f, _), v in zip(per_task[:t], d,
+                                                                                            strict=True))
+                value_exact = sum(v @ torch.kron(f[name].A, f[name].G) @ v for (f, _), v in zip(per_task[:t], d,
+                                                                                                 strict=True))
+                dm = probe[name] - layer["anchor"]
+                curved = layer["scale"] * layer["G"] @ dm @ layer["A"]
+                grad_merged = (curved + layer["force"]).T.flatten()
+                value_merged = (dm * curved).sum() + 2 * (layer["force"] * dm).sum() + layer["residual"]
+                row["layers"][name] = {
+                    "precision_relative_error": float((merged - exact).norm() / exact.norm()),
+                    "gradient_relative_error": float((grad_merged - grad_exact).norm() / grad_exact.norm()),
+                    "value_relative_error": float(abs(value_merged - value_exact) / value_exact)}
+            rows.append(row)
+            print(f"merge {merge}, {t} tasks: " + ", ".join(
+                f"{n}: precision {v['precision_relative_error']:.3f} gradient {v['gradient_relative_error']:.3f} "
+                f"value {v['value_relative_error']:.3f}" for n, v in row["layers"].items()), flush=True)
+    return rows
+
+
+@torch.no_grad()
+def _load(model: nn.Module, matrices: dict[str, torch.Tensor]) -> None:
+    modules = dict(model.named_modules())
+    for name, m in matrices.items():
+        cols = modules[name].weight[0].numel()
+        modules[name].weight.copy_(m[:, :cols].reshape(modules[name].weight.shape))
+        modules[name].bias.copy_(m[:, cols])
+
+
+def _vision(n: int):
+    stream = build_stream(StreamConfig("permuted-fmnist", tasks=2))
+    x, y = stream[1].train.get_batch(torch.arange(n))
+    torch.manual_seed(0)
+    return ContinualClassifier(MLP(784, (400, 400), 10), 1, 10), x, y
+
+
+def importance_times(n: int = 10_000) -> dict[str, float]:
+    """Seconds per 1,000 samples of each importance (section b)."""
+    model, x, y = _vision(n)
+    batches = [(x[i: i + 1024], y[i: i + 1024]) for i in range(0, n, 1024)]
+    jobs = {f"diagonal {k}": (lambda k=k: fisher_diagonal(model, batches, fisher=k)) for k in
+            ("empirical", "true", "exact", "batched")}
+    jobs.update({f"kronecker {k}": (lambda k=k: kronecker_factors(model, batches, fisher=k)) for k in
+                 ("true", "empirical", "exact")})
+    gpm = build_strategy("gpm")
+    jobs["gpm bases (300 samples)"] = lambda: gpm.after_task(model, 0, batches)
+    out = {}
+    for name, job in jobs.items():
+        per = 300 if name.startswith("gpm") else n
+        out[name] = _timed(job, 2) / per * 1000
+        print(f"{name}: {out[name]:.3f} s per 1,000 samples", flush=True)
+    return out
+
+
+def _learner(name: str, options: dict, x, y, tasks: int) -> Learner:
+    torch.manual_seed(0)
+    model = ContinualClassifier(MLP(784, (400, 400), 10), 1, 10)
+    learner = Learner(model, build_strategy(name, {**options, "samples": 256} if name != "naive" and "gpm" not in
+                                            name else options), LearnerConfig(batch_size=128))
+    learner.optimizer = learner._new_optimizer()
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(tasks):  # each earlier "task": a few steps, then the strategy's after_task
+        learner.strategy.before_task(model, 0)
+        for i in range(0, 512, 128):
+            learner.train_step(Batch(x[i: i + 128], y[i: i + 128], torch.zeros(128, dtype=torch.long)))
+        perm = torch.randperm(784, generator=gen)
+        xt = x[:256].flatten(1)[:, perm].reshape(x[:256].shape)  # another permutation: other inputs per task
+        learner.strategy.after_task(model, 0, [(xt, y[:256])])
+    learner.strategy.before_task(model, 0)
+    return learner
+
+
+def step_ratios(tasks: list[int], rounds: int, steps: int) -> dict[str, Any]:
+    """Median step seconds of each strategy after each number of earlier tasks, over naive's (section c),
+    and each strategy's state bytes per layer (section d)."""
+    _, x, y = _vision(128 * steps)
+    batches = [Batch(x[i: i + 128], y[i: i + 128], torch.zeros(128, dtype=torch.long))
+               for i in range(0, 128 * steps, 128)]
+    out: dict[str, Any] = {"steps": {}, "state": {}}
+    for t in tasks:
+        learners = {k: _learner(n, o, x, y, t) for k, (n, o) in STEP_STRATEGIES.items()}
+        times: dict[str, list[float]] = {k: [] for k in learners}
+        for r in range(rounds):
+            for k in (list(learners) if r % 2 == 0 else list(learners)[::-1]):
+                t0 = time.process_time()
+                for b in batches:
+                    learners[k].train_step(b)
+                times[k].append((time.process_time() - t0) / len(batches))
+        naive = statistics.median(times["naive"])
+        out["steps"][str(t)] = {k: {"seconds": statistics.median(v), "ratio_to_naive": statistics.median(v) / naive}
+                                for k, v in times.items()}
+        out["state"][str(t)] = {k: {"bytes": state_nbytes(lr.strategy.state_dict()),
+                                    "per_layer": getattr(lr.strategy, "protection", lambda: [])()}
+                                for k, lr in learners.items()}
+        print(f"{t} earlier tasks: " + ", ".join(f"{k} {v['ratio_to_naive']:.2f}x"
+                                                 for k, v in out["steps"][str(t)].items()), flush=True)
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sections", default="abc")
+    p.add_argument("--tasks", default="1,10,50")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=ROOT / "results" / "consolidation-cost.json")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    saved = json.loads(args.out.read_text()) if args.out.exists() else {}
+    if "a" in args.sections:
+        saved["merge"] = merge_accuracy()
+        write_json(args.out, {**saved, "environment": environment()})
+    if "b" in args.sections:
+        saved["importance_seconds_per_1000"] = importance_times()
+        write_json(args.out, {**saved, "environment": environment()})
+    if "c" in args.sections or "d" in args.sections:
+        saved.update(step_ratios([int(t) for t in args.tasks.split(",")], args.rounds, args.steps))
+        write_json(args.out, {**saved, "environment": environment()})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""Kronecker-factored Fisher blocks (K-FAC) per layer, and the exact diagonal for the rest, in one pass.
+
+For a Linear layer y = W a + b, the per-sample gradient of [W b] is g a~^T (a~ = [a, 1]), so its Fisher
+block E[vec(g a~^T) vec(g a~^T)^T] is approximated by A (x) G with A = E[a~ a~^T] and G = E[g g^T]
+(Martens & Grosse 2015, "Optimizing neural networks with Kronecker-factored approximate curvature").
+Here g is the per-sample gradient of the log-likelihood at the layer's output, taken from one batched
+backward pass of a summed loss (per sample exact, as in rules.py).
+
+- Linear on sequences [N, L, in] and Conv2d (through unfolded patches, positions = output pixels): the
+  "expand" form (Grosse & Martens 2016, "A Kronecker-factored approximate Fisher matrix for convolution
+  layers"; Eschenhagen et al. 2023): A averages a~ a~^T over a sample's positions, G sums g g^T over them.
+- Which Fisher: ``true`` (the default: one label per sample drawn from the model, an unbiased estimate
+  of the model's Fisher), ``empirical`` (the data's labels) or ``exact`` (the expectation over the
+  classes: G = E[sum_c p_c g_c g_c^T], one backward pass per class).
+- Any other module with trainable parameters (Embedding, LayerNorm, ...) gets the exact diagonal Fisher
+  through its rule in rules.py, from the same backward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lifelong.data.task import Batch
+from lifelong.distributed import all_reduce_sum_
+from lifelong.importance import rules
+from lifelong.importance.estimate import _call, _limited, _objective, _owners, _sampled_labels
+
+KRONECKER_FISHERS = ("true", "empirical", "exact")
+
+
+@dataclass
+class LayerFactors:
+    """One layer's Fisher block A (x) G. `A` is over the layer's inputs with a last column of ones when
+    `bias` (so it covers [W b]); `G` over its outputs. `kind`: "linear" or "conv2d"."""
+
+    kind: str
+    A: Tensor
+    G: Tensor
+    bias: bool
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(out, in~): the shape of the layer's parameters as one matrix [W b]."""
+        return self.G.shape[0], self.A.shape[0]
+
+
+def factorable(module: nn.Module) -> str | None:
+    """"linear" or "conv2d" when the module's trainable weight gets Kronecker factors, else None."""
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, nn.Parameter) or not weight.requires_grad:
+        return None
+    kind = rules.module_type(module)
+    if kind is nn.Linear:
+        return "linear"
+    if kind is nn.Conv2d and module.groups == 1 and module.padding_mode == "zeros" \
+            and not isinstance(module.padding, str):
+        return "conv2d"
+    return None
+
+
+def layer_matrix(weight: Tensor, bias: Tensor | None) -> Tensor:
+    """A layer's weight (and bias) as one matrix [out, in~], in the order of its unfolded inputs."""
+    w = weight.reshape(weight.shape[0], -1)
+    return torch.cat([w, bias.reshape(-1, 1)], 1) if bias is not None else w
+
+
+def weight_and_bias(module: nn.Module, bias: bool) -> tuple[Tensor, Tensor | None]:
+    """A factored layer's weight, and its bias when the factors cover one."""
+    return cast(Tensor, module.weight), cast(Tensor, module.bias) if bias else None
+
+
+def layer_inputs(module: nn.Module, kind: str, x: Tensor, bias: bool) -> Tensor:
+    """The layer's inputs as [N, L, in~] (positions L: sequence positions or output pixels), with a
+    last column of ones when the layer has a trainable bias."""
+    x = x.detach()
+    if kind == "conv2d":
+        conv: Any = module
+        cols = F.unfold(x, conv.kernel_size, conv.dilation, conv.padding, conv.stride)  # [N, C*k*k, L]
+        a = cols.transpose(1, 2)
+    else:
+        a = x.reshape(x.shape[0], -1, x.shape[-1])
+    if bias:
+        a = torch.cat([a, a.new_ones(*a.shape[:2], 1)], 2)
+    return a
+
+
+def layer_output_grads(kind: str, g: Tensor) -> Tensor:
+    """Output gradients as [N * L, out]."""
+    if kind == "conv2d":
+        return g.flatten(2).transpose(1, 2).reshape(-1, g.shape[1])
+    return g.reshape(-1, g.shape[-1])
+
+
+def kronecker_factors(model: nn.Module, batches: Iterable[Any], *, fisher: str = "true",
+                      max_samples: int | None = None, generator: torch.Generator | None = None
+                      ) -> tuple[dict[str, LayerFactors], dict[str, Tensor]]:
+    """Kronecker factors of every Linear and Conv2d module with a trainable weight (by module name),
+    and the exact diagonal Fisher of every other trainable parameter (by parameter name).
+
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    >>> factors, diagonal = kronecker_factors(net, [(torch.randn(16, 3), torch.randint(0, 2, (16,)))])
+    >>> {n: (f.A.shape[0], f.G.shape[0]) for n, f in factors.items()}, diagonal
+    ({'0': (4, 4), '2': (5, 2)}, {})
+    """
+    if fisher not in KRONECKER_FISHERS:
+        raise ValueError(f"unknown fisher {fisher!r} for Kronecker factors; choose one of {KRONECKER_FISHERS}")
+    if any(hasattr(p, "to_local") for p in model.parameters()):
+        raise ValueError("Kronecker factors need whole parameters; FSDP-sharded models are not supported")
+    owners = _owners(model)
+    kinds = {n: factorable(m) for n, m in owners}
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    covered = {(f"{m}." if m else "") + local for m, k in kinds.items() if k is not None
+               for local in ("weight", "bias")}
+    a_sums: dict[str, Tensor] = {}
+    g_sums: dict[str, Tensor] = {}
+    diagonal = {n: torch.zeros(tuple(p.shape), dtype=p.dtype) for n, p in params.items() if n not in covered}
+    objective = _objective("exact" if fisher == "exact" else "fisher")
+    was_training = model.training
+    model.eval()  # no dropout noise in the estimate
+    count = 0
+    try:
+        for b in _limited(batches, max_samples):
+            if fisher == "true":
+                b = Batch(b.x, _sampled_labels(model, b, generator), b.task)
+            _accumulate(model, owners, kinds, b, objective, a_sums, g_sums, diagonal)
+            count += len(b.y)
+    finally:
+        model.train(was_training)
+    names = sorted(a_sums)
+    total = torch.tensor(float(count))
+    all_reduce_sum_([*(a_sums[n] for n in names), *(g_sums[n] for n in names), *diagonal.values(), total])
+    if total == 0:
+        raise ValueError("Kronecker factors need at least one sample; the data was empty")
+    modules = dict(owners)
+    factors = {n: LayerFactors(kinds[n], a_sums[n] / total, g_sums[n] / total,  # type: ignore[arg-type]
+                               has_bias(modules[n])) for n in names}
+    return factors, {n: v / total for n, v in diagonal.items()}
+
+
+def has_bias(module: nn.Module) -> bool:
+    """Whether the layer's bias trains (then its factors and bases cover it as a last input column)."""
+    bias = getattr(module, "bias", None)
+    return isinstance(bias, nn.Parameter) and bias.requires_grad
+
+
+def _accumulate(model: nn.Module, owners: list[tuple[str, nn.Module]], kinds: dict[str, str | None], b: Batch,
+                objective, a_sums: dict[str, Tensor], g_sums: dict[str, Tensor], diagonal: dict[str, Tensor]) -> None:
+    calls: dict[str, list[tuple[tuple, dict, Any]]] = {}
+
+    def capture(name):
+        def hook(module, args, kwargs, output):
+            calls.setdefault(name, []).append((args, kwargs, output))
+        return hook
+
+    handles = [m.register_forward_hook(capture(n), with_kwargs=True) for n, m in owners]
+    try:
+        losses = objective(_call(model, b.x, b.task), b.y)
+    finally:
+        for h in handles:
+            h.remove()
+    for name, c in calls.items():
+        if len(c) != 1 or not isinstance(c[0][2], Tensor) or c[0][2].dim() == 0 or c[0][2].shape[0] != len(b.y):
+            raise ValueError(f"module {name or 'model'!r} runs more than once per forward pass, returns something "
+                             "other than one tensor per sample, or broadcasts over the batch: its per-sample "
+                             "gradients are not separable, so Kronecker factors are not defined for this model")
+    modules = dict(owners)
+    names = [n for n, _ in owners if n in calls]
+    for name in names:
+        kind = kinds[name]
+        if kind is not None:  # A depends on the inputs only: once per batch, whatever the labels
+            a = layer_inputs(modules[name], kind, calls[name][0][0][0], has_bias(modules[name]))
+            term = torch.einsum("nli,nlj->ij", a, a) / a.shape[1]
+            a_sums[name] = a_sums[name] + term if name in a_sums else term
+    for k, loss in enumerate(losses):  # one backward per objective (the exact Fisher: per class)
+        grads = torch.autograd.grad(loss, [calls[n][0][2] for n in names], allow_unused=True,
+                                    retain_graph=k < len(losses) - 1)
+        for name, g in zip(names, grads, strict=True):
+            kind = kinds[name]
+            if kind is not None:
+                out = weight_and_bias(modules[name], False)[0].shape[0]
+                if g is None:
+                    g_sums.setdefault(name, torch.zeros(out, out))
+                    continue
+                g2 = layer_output_grads(kind, g.detach())
+                term = g2.T @ g2
+                g_sums[name] = g_sums[name] + term if name in g_sums else term
+                continue
+            if g is None:
+                continue
+            args, kwargs, _ = calls[name][0]
+            prefix = f"{name}." if name else ""
+            module = modules[name]
+            for local, value in rules.rule_for(module)(module, args, kwargs, g.detach(), torch.square).items():
+                diagonal[prefix + local] += value
