@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 
-.PHONY: setup data browser postgres serve-demo bench-serve bench-poison report-screenshot test lint demo bench bench-vision bench-language bench-control bench-control-rl bench-class-il bench-scale bench-data clean
+.PHONY: setup data browser postgres serve-demo bench-serve bench-poison report-screenshot test lint demo bench bench-vision bench-language bench-control bench-control-rl bench-class-il bench-scale bench-data bench-lm text-data clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,7 +60,7 @@ bench-language: setup
 	$(PY) benchmarks/language.py $(BENCH_FLAGS) --settings frozen-class \
 		--strategies naive,joint,replay,ewc,online-ewc,si,mas,ewc+replay,der++,er-ace,ncm
 	$(PY) benchmarks/language.py $(BENCH_FLAGS) --settings finetune-task
-	$(PY) benchmarks/language.py $(BENCH_FLAGS) --settings finetune-class --seeds 0
+	$(PY) benchmarks/language.py $(BENCH_FLAGS) --settings finetune-class
 
 bench-control: setup
 	$(PY) benchmarks/control.py $(BENCH_FLAGS) --settings lander-rewired,classic
@@ -77,6 +77,29 @@ bench-class-il: setup
 
 bench-scale: setup
 	OMP_NUM_THREADS=1 $(PY) benchmarks/scale.py
+
+# Language models that keep learning (docs/language-models.md): the Debian text packages, validation
+# tuning, the probe, the scaling study, facts, and the cost table (about 3 core-hours in all).
+text-data:
+	@scripts/ensure-text-data.sh
+
+LM := $(PY) benchmarks/lm.py run --threads 1 --resume
+LM_SIZES := gpt-0.2m,gpt-1m
+bench-lm: setup text-data
+	$(LM) --setting domains --split valid --sizes $(LM_SIZES) --methods naive,replay
+	$(LM) --setting domains --split valid --sizes $(LM_SIZES) --methods ewc --set strength=0.1,1,10,100
+	$(LM) --setting domains --split valid --sizes $(LM_SIZES) --methods distill+replay --set weight=0.3,1,3
+	$(PY) benchmarks/lm.py choose --setting domains --method ewc --sizes $(LM_SIZES)
+	$(PY) benchmarks/lm.py choose --setting domains --method distill+replay --sizes $(LM_SIZES)
+	$(LM) --setting domains --sizes gpt-0.2m,gpt-1m --seeds 0,1,2 --methods naive,replay,ewc,ewc+replay,distill+replay
+	$(LM) --setting domains --sizes gpt-4m --seeds 0 --methods naive,replay,ewc,ewc+replay,distill+replay
+	$(LM) --setting domains --sizes gpt-4m --seeds 0 --methods ewc+replay,distill+replay --equal-bytes
+	$(LM) --setting probe --seeds 0 --methods naive,ewc,replay,ewc+replay
+	$(LM) --setting facts --seeds 0 --methods naive,replay,ewc,ewc+replay,distill+replay
+	for size in gpt-10m gpt-100m gpt-350m; do OMP_NUM_THREADS=1 $(PY) benchmarks/lm_cost.py measure --sizes $$size; done
+	OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --nproc_per_node 2 benchmarks/lm_cost.py fsdp --size gpt-10m
+	for s in probe domains facts; do $(PY) benchmarks/lm.py table --setting $$s; done
+	$(PY) benchmarks/lm_cost.py table
 
 # An intent classifier learns 2 new CLINC150 domains from users' feedback while serving, then rolls back.
 serve-demo: setup

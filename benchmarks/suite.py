@@ -122,10 +122,14 @@ def run_settings(settings: dict[str, Setting], prefix: str, description: str) ->
 
 
 def _finished_runs(path: Path) -> dict[str, dict[str, Any]]:
-    """Runs already saved in `path`, keyed by their full configuration."""
+    """Runs already saved in `path`, keyed by their full configuration as this version reads it: fields
+    added since a run was saved take their defaults (`RunConfig.from_dict`), which reproduce what ran
+    then. A strategy whose own defaults changed since (a run saved without `strategy_config` records
+    only the options it was given) must be named in --rerun."""
     if not path.exists():
         return {}
-    return {_key(r["config"]): r for r in json.loads(path.read_text()).get("runs", [])}
+    return {_key(seeded(RunConfig.from_dict(r["config"])).to_dict()): r
+            for r in json.loads(path.read_text()).get("runs", [])}
 
 
 def _saved(done: dict[str, dict[str, Any]], cfg: RunConfig) -> dict[str, Any] | None:

@@ -38,3 +38,26 @@ def test_every_python_block_runs_as_written_or_says_it_is_an_excerpt(tmp_path):
         assert proc.returncode == 0, f"README block fails as written:\n{block}\n{proc.stderr[-2000:]}"
         ran += 1
     assert ran >= 1
+
+
+def test_the_serving_commands_are_the_ones_the_serve_demo_measured():
+    """The README's serving section trains and serves exactly as `make serve-demo` does, so its table
+    is what a user who copies the commands gets (a dry run shows the resolved configuration)."""
+    import re
+    import subprocess
+    import sys
+
+    spec = importlib.util.spec_from_file_location("serve_demo", ROOT / "scripts" / "serve_demo.py")
+    assert spec and spec.loader
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    readme = (ROOT / "README.md").read_text()
+    train = re.search(r"^lifelong run (.*) --save model/$", readme, flags=re.M)
+    assert train and tuple(train.group(1).split()) == demo.TRAIN
+    serve = re.search(r"^lifelong serve --model model/ .*--tolerance (\S+)", readme, flags=re.M)
+    assert serve, "the README's serve command states the gate's tolerance the demo used"
+    assert float(serve.group(1)) == demo.TOLERANCE
+    proc = subprocess.run([sys.executable, "-m", "lifelong", "run", *demo.TRAIN, "--dry-run"], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert '"memory": 4000' in proc.stdout and '"epochs": 10' in proc.stdout

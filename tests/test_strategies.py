@@ -10,9 +10,9 @@ from lifelong.data import StreamConfig
 from lifelong.learner import Learner, LearnerConfig
 from lifelong.models import MLP, ContinualClassifier
 from lifelong.run import ModelConfig, RunConfig, run
-from lifelong.strategies import REGISTRY, STRATEGIES, Compose, build_strategy, strategy_options
+from lifelong.strategies import LANGUAGE_ONLY, REGISTRY, STRATEGIES, Compose, build_strategy, strategy_options
 
-ALL = list(STRATEGIES)
+ALL = [s for s in STRATEGIES if s not in LANGUAGE_ONLY]  # those have their own suite (tests/test_lm.py)
 OPTIONS = {"replay": {"memory": 64}, "ewc+replay": {"memory": 64, "strength": 50.0},
            "ewc": {"strength": 50.0}, "online-ewc": {"strength": 50.0}}
 

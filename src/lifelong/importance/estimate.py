@@ -58,6 +58,18 @@ def _call(model: nn.Module, x: Any, task: Tensor) -> Tensor:
     return model(x, task) if isinstance(model, ContinualClassifier) else model(x)
 
 
+IGNORE_INDEX = -100  # a target that counts in no loss (padding in a sequence)
+
+
+def _log_likelihood_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """Summed cross-entropy of logits [..., C] against labels [...]: one label per sample ([N, C]
+    against [N]) or one per position (next-token logits [N, L, V] against [N, L]). Summing over a
+    sample's positions makes its gradient the gradient of the sequence's log-likelihood, whose
+    square is that sample's Fisher term."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum",
+                           ignore_index=IGNORE_INDEX)
+
+
 def _class_weights(logits: Tensor) -> Tensor:
     """sqrt(p) of the model's own prediction, detached: weighting class c's loss by it makes the square of
     the per-sample gradient p_c (d log p_c)^2, the class's share of the exact Fisher. Masked classes: 0."""
@@ -76,9 +88,10 @@ def _objective(kind: str) -> Callable[[Tensor, Tensor], list[Tensor]]:
     """Per-batch objective(s), each a sum of per-sample terms; the squares (or absolute values) of
     each term's per-sample gradient, summed over the objectives, are what the estimator averages."""
     if kind == "fisher":
-        return lambda logits, y: [F.cross_entropy(logits, y, reduction="sum")]
+        return lambda logits, y: [_log_likelihood_loss(logits, y)]
     if kind == "exact":
         def per_class(logits: Tensor, y: Tensor) -> list[Tensor]:
+            _one_label_per_sample(logits)
             terms = _exact_terms(logits)
             live = logits.detach().softmax(-1).amax(0) > 0
             return [terms[c] for c in live.nonzero().flatten().tolist()]  # only classes the model can predict
@@ -90,10 +103,19 @@ def _objective(kind: str) -> Callable[[Tensor, Tensor], list[Tensor]]:
     return squared_output_norm
 
 
+def _one_label_per_sample(logits: Tensor) -> None:
+    if logits.dim() > 2:  # a sequence's exact Fisher needs one pass per class at every position
+        raise ValueError("fisher='exact' takes one label per sample ([N, C] logits); for sequences "
+                         f"(logits {tuple(logits.shape)}) use 'empirical' or 'true'")
+
+
 def _sample_objective(kind: str) -> Callable[[Tensor, Tensor], Tensor]:
     """The same objectives for one sample, stacked into a 1-D tensor (what `jacrev` under vmap takes)."""
     if kind == "exact":
-        return lambda logits, y: _exact_terms(logits)
+        def terms(logits: Tensor, y: Tensor) -> Tensor:
+            _one_label_per_sample(logits)
+            return _exact_terms(logits)
+        return terms
     whole = _objective(kind)
     return lambda logits, y: whole(logits, y)[0].reshape(1)
 
@@ -121,7 +143,8 @@ def _sampled_labels(model: nn.Module, b: Batch, generator: torch.Generator | Non
     """Labels drawn from the model's own prediction: the 'true' Fisher instead of the empirical."""
     with torch.no_grad():
         probs = torch.softmax(_call(model, b.x, b.task), dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    labels = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).reshape(probs.shape[:-1])
+    return torch.where(b.y == IGNORE_INDEX, b.y, labels)  # sequences: padding stays out of the Fisher
 
 
 def _trainable(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -283,7 +306,9 @@ def _batched(model: nn.Module, batches: Iterable[Any], max_samples: int | None, 
         for b in _limited(batches, max_samples):
             for start in range(0, len(b.y), batch_size):  # the caller's batches cut to the mini-batch size
                 sl = slice(start, start + batch_size)
-                loss = F.cross_entropy(_call(model, _take(b.x, sl), b.task[sl]), b.y[sl])
+                logits = _call(model, _take(b.x, sl), b.task[sl])  # sequences: the mean over the batch's tokens
+                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), b.y[sl].reshape(-1),
+                                       ignore_index=IGNORE_INDEX)
                 grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
                 for n, g in zip(params, grads, strict=True):
                     if g is not None:

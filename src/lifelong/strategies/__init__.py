@@ -21,12 +21,14 @@ from lifelong.strategies.gpm import GPM, GPMConfig
 from lifelong.strategies.icarl import ICaRL, ICaRLConfig
 from lifelong.strategies.joint import Joint, JointConfig
 from lifelong.strategies.kfac_ewc import KFACEWC, KFACEWCConfig, OnlineKFACEWCConfig
+from lifelong.strategies.lm_distill import LMDistill, LMDistillConfig
 from lifelong.strategies.lwf import LwF, LwFConfig
 from lifelong.strategies.mas import MAS, MASConfig
 from lifelong.strategies.ncm import NCM, NCMConfig
 from lifelong.strategies.quadratic import QuadraticPenalty
 from lifelong.strategies.replay import Replay, ReplayConfig
 from lifelong.strategies.si import SI, SIConfig
+from lifelong.strategies.token_replay import TokenReplay, TokenReplayConfig
 
 # name -> (config class, strategy class); explicit, no discovery.
 REGISTRY: dict[str, tuple[type[StrategyConfig], type[Strategy]]] = {
@@ -51,8 +53,12 @@ REGISTRY: dict[str, tuple[type[StrategyConfig], type[Strategy]]] = {
     "wa": (WAConfig, WA),  # bias corrections: compose them with a replay method (replay+wa, der++ +bic)
     "bic": (BiCConfig, BiC),
     "distill": (DistillConfig, Distill),  # distil the earlier outputs on stored inputs (control: ClonEx / P&C)
+    # language models (lifelong.lm): replay of a token budget, distillation from the previous model
+    "token-replay": (TokenReplayConfig, TokenReplay),
+    "lm-distill": (LMDistillConfig, LMDistill),
 }
 STRATEGIES = (*REGISTRY, "ewc+replay", "kfac-ewc+replay")
+LANGUAGE_ONLY = ("token-replay", "lm-distill")  # they need language-model windows and a GPT (lifelong.lm)
 
 
 def split_name(name: str) -> list[str]:
@@ -126,6 +132,7 @@ __all__ = [
     "EWC",
     "GPM",
     "KFACEWC",
+    "LANGUAGE_ONLY",
     "MAS",
     "NCM",
     "REGISTRY",
@@ -140,6 +147,8 @@ __all__ = [
     "ICaRL",
     "Joint",
     "KFACEWCConfig",
+    "LMDistill",
+    "LMDistillConfig",
     "LwF",
     "MASConfig",
     "Naive",
@@ -148,6 +157,8 @@ __all__ = [
     "ReplayConfig",
     "SIConfig",
     "Strategy",
+    "TokenReplay",
+    "TokenReplayConfig",
     "build_strategy",
     "protection",
     "split_name",

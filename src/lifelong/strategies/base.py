@@ -63,7 +63,11 @@ class Strategy:
         return batch
 
     def loss(self, model: nn.Module, batch: Batch, logits: Tensor) -> Tensor:
-        """The batch's own loss: cross-entropy over the live classes (iCaRL replaces it)."""
+        """The batch's own loss: cross-entropy over the live classes (iCaRL replaces it). Next-token
+        logits [N, L, V] against targets [N, L] (a language model, lifelong.lm): the mean over the
+        tokens whose target is not -100 (padding; F.cross_entropy's ignore_index)."""
+        if logits.dim() > 2:
+            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.y.reshape(-1))
         return F.cross_entropy(logits, batch.y)
 
     def extra_loss(self, model: nn.Module, batch: Batch, logits: Tensor) -> Tensor | None:

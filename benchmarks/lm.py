@@ -1,0 +1,340 @@
+"""Language models that keep learning: continual GPT runs, resumable, every run saved as it ends.
+
+    python benchmarks/lm.py run --setting domains --sizes gpt-0.2m,gpt-1m --methods naive,ewc --seeds 0,1,2
+    python benchmarks/lm.py run --setting domains --split valid --methods ewc --set ewc.strength=10,100
+    python benchmarks/lm.py choose --setting domains --method ewc --sizes gpt-0.2m,gpt-1m
+    python benchmarks/lm.py table --setting domains [--importance]
+
+Settings (SETTINGS below): `probe` is the issue's probe (no pre-training, 4 domains of 300 steps of
+32 x 128 bytes); `domains` pre-trains on the general mixture first, then learns the 4 domains;
+`facts` pre-trains the same way, then learns 10 batches of new facts. A method is a strategy name
+with options (METHODS); `replay=` in a method's options is the replay budget as a share of the text
+the run trains on, turned into tokens here. `--equal-bytes` adds, for each method that stores more
+than the plain replay, a token-replay run given exactly that method's stored bytes.
+
+Runs go to results/lm-<setting>[-valid].json (`--out`), one entry per (size, method, options, seed):
+a run already there with the same configuration is not run again. `--set` values are tried one run
+each (tuning on `--split valid`); `table` prints the Markdown tables from the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lifelong.data.facts import FactsConfig
+from lifelong.data.lm import LMDataConfig
+from lifelong.lm.run import LMRunConfig, run_lm
+from lifelong.reporting import environment, write_json
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("LIFELONG_CACHE", Path.home() / ".cache" / "lifelong")) / "lm"
+
+SETTINGS: dict[str, dict[str, Any]] = {
+    "probe": {"benchmark": "text-domains", "data": LMDataConfig(pretrain_steps=0, steps=300, batch_size=32),
+              "sizes": ["gpt-1m"]},
+    "domains": {"benchmark": "text-domains", "data": LMDataConfig(pretrain_steps=600, steps=150, batch_size=16),
+                "sizes": ["gpt-0.2m", "gpt-1m", "gpt-4m"]},
+    # half of the facts setting's pre-training is background facts, so that the question forms are known
+    "facts": {"benchmark": "facts",
+              "data": LMDataConfig(pretrain_steps=600, steps=120, batch_size=16, general_facts=0.5,
+                                   facts=FactsConfig(batches=10, entities_per_batch=4, background_entities=100)),
+              "sizes": ["gpt-1m"]},
+}
+# name -> (strategy, options). Values chosen on validation (results/tuning/lm-*.json) override these.
+METHODS: dict[str, tuple[str, dict[str, Any]]] = {
+    "naive": ("naive", {}),
+    "joint": ("joint", {}),
+    "ewc": ("ewc", {"strength": 1.0, "samples": 128}),
+    "online-ewc": ("online-ewc", {"strength": 1.0, "samples": 128, "gamma": 0.9}),
+    # issue 18's methods beyond the diagonal (they run on a GPT: tests/test_lm.py); not yet tuned or run here
+    "kfac-ewc": ("kfac-ewc", {"strength": 1.0, "samples": 128}),
+    "gpm": ("gpm", {"samples": 128}),
+    "replay": ("token-replay", {"replay": 0.01}),
+    "ewc+replay": ("ewc+token-replay", {"strength": 1.0, "samples": 128, "replay": 0.01}),
+    "distill+replay": ("token-replay+lm-distill", {"replay": 0.01, "weight": 1.0}),
+    "distill-generated": ("lm-distill", {"source": "generated", "replay": 0.01, "weight": 1.0}),
+    "ewc+distill+replay": ("ewc+token-replay+lm-distill", {"strength": 1.0, "samples": 128, "replay": 0.01,
+                                                         "weight": 1.0}),
+}
+
+
+# a composition takes the options chosen for its parts (as benchmarks/tune.py does for the other benchmarks)
+TUNED_FROM = {"ewc+replay": ["ewc"], "ewc+distill+replay": ["ewc", "distill+replay"]}
+PLASTICITY_FLOOR = 0.05  # a choice's learning accuracy within 5 points of naive's, as in benchmarks/tune.py
+
+
+def _budget(data: LMDataConfig, share: float, domains: int) -> int:
+    """`share` of every token the run trains on (general mixture and every later task)."""
+    windows = (data.pretrain_steps + domains * data.steps) * data.batch_size
+    return int(share * windows * (data.length + 1))
+
+
+def _tuning_file(setting: str, size: str, method: str) -> Path | None:
+    """results/tuning/lm-<setting>-<size>-<method>.json, else the one of the nearest smaller size tuned."""
+    sizes = SETTINGS[setting]["sizes"]
+    candidates = [size] + [s for s in reversed(sizes[: sizes.index(size)])] if size in sizes else [size]
+    for s in candidates:
+        path = ROOT / "results" / "tuning" / f"lm-{setting}-{s}-{method}.json"
+        if path.exists():
+            return path
+    return None
+
+
+def _options(setting: str, size: str, method: str, extra: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    strategy, options = METHODS[method]
+    options = dict(options)
+    for part in TUNED_FROM.get(method, [method]):
+        tuned = _tuning_file(setting, size, part)
+        if tuned is not None:
+            options.update(json.loads(tuned.read_text())["chosen"])
+    options.update(extra)
+    s = SETTINGS[setting]
+    domains = s["data"].facts.batches if s["benchmark"] == "facts" else 4
+    if "replay" in options:  # a share of the text -> tokens (generated text for distill's own source)
+        tokens = _budget(s["data"], float(options.pop("replay")), domains)
+        options["generated_tokens" if strategy == "lm-distill" else "tokens"] = tokens
+    return strategy, options
+
+
+def _strategy(name: str) -> str:
+    """Runs saved before the merge with main named the language-model distillation `distill` (main's
+    `distill` is the classifier and agent version): the same strategy as `lm-distill` now."""
+    return "+".join("lm-distill" if part == "distill" else part for part in name.split("+"))
+
+
+def _key(run: dict[str, Any]) -> str:
+    c = run["config"]
+    return json.dumps([c["model"], _strategy(c["strategy"]), c["options"], c["seed"], c["eval_split"], c["data"]],
+                      sort_keys=True)
+
+
+def _load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {"runs": []}
+
+
+def _parse_sets(items: list[str]) -> list[dict[str, Any]]:
+    """--set ewc.strength=1,10 --set ewc.samples=64 -> one options dict per combination."""
+    axes = []
+    for item in items:
+        key, _, values = item.partition("=")
+        if not values:
+            raise SystemExit(f"--set takes OPTION=VALUE[,VALUE...], not {item!r}")
+        axes.append([(key.split(".", 1)[-1], json.loads(v) if v[:1].isdigit() or v[:1] in "-[{" else v)
+                     for v in values.split(",")])
+    return [dict(combo) for combo in itertools.product(*axes)] or [{}]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    setting = SETTINGS[args.setting]
+    out = Path(args.out or ROOT / "results" / f"lm-{args.setting}{'-valid' if args.split == 'valid' else ''}.json")
+    saved = _load(out)
+    done = {_key(r) for r in saved["runs"]}
+    sizes = args.sizes.split(",") if args.sizes else setting["sizes"]
+    for size, seed, method, extra in itertools.product(sizes, [int(s) for s in args.seeds.split(",")],
+                                                       args.methods.split(","), _parse_sets(args.set)):
+        if method not in METHODS:
+            raise SystemExit(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+        strategy, options = _options(args.setting, size, method, extra)
+        plans: list[tuple[str, str, dict[str, Any] | None]] = [(method, strategy, options)]
+        if args.equal_bytes and method != "replay":
+            plans.append((f"replay@{method}", "token-replay", None))
+        for label, strat, opts in plans:
+            if opts is None:  # equal bytes: the stored bytes of `method`'s run with this seed
+                ref = next((r for r in saved["runs"] if r["method"] == method and r["config"]["seed"] == seed
+                            and r["config"]["model"] == size and r["config"]["eval_split"] == args.split), None)
+                if ref is None:
+                    continue
+                opts = {"tokens": int(ref["stored_bytes"])}
+            config = LMRunConfig(setting["benchmark"], size, strat, opts, replace(setting["data"]),
+                                 eval_split=args.split, seed=seed, cache_dir=str(CACHE))
+            probe = {"config": config.to_dict()}
+            if args.resume and _key(probe) in done:
+                continue
+            print(f"[{time.strftime('%H:%M:%S')}] {args.setting} {size} {label} {opts} seed {seed}", flush=True)
+            result = run_lm(config, log=lambda m: print("   ", m, flush=True))
+            result.update({"method": label, "setting": args.setting, "environment": environment()})
+            saved["runs"] = [r for r in saved["runs"] if _key(r) != _key(result)] + [result]
+            done.add(_key(result))
+            write_json(out, saved)
+            m = result["metrics"]
+            print(f"    final {m['average_accuracy']:.3f} learning {m['learning_accuracy']:.3f} retention "
+                  f"{m['average_retention']:.3f} general loss x{m['general_loss_ratio']:.3f} "
+                  f"bytes {result['stored_bytes']:,} {result['seconds']:.0f} s", flush=True)
+    return 0
+
+
+def cmd_choose(args: argparse.Namespace) -> int:
+    """Pick a method's options from the validation runs: the best final validation accuracy among the
+    options whose learning accuracy is within PLASTICITY_FLOOR of naive's (same size, seed 0)."""
+    runs = _load(ROOT / "results" / f"lm-{args.setting}-valid.json")["runs"]
+    for size in args.sizes.split(","):
+        naive = [r for r in runs if r["method"] == "naive" and r["config"]["model"] == size]
+        tried = [r for r in runs if r["method"] == args.method and r["config"]["model"] == size]
+        if not naive or not tried:
+            print(f"{size}: no validation runs of naive and {args.method}", file=sys.stderr)
+            continue
+        floor = naive[0]["metrics"]["learning_accuracy"] - PLASTICITY_FLOOR
+        ok = [r for r in tried if r["metrics"]["learning_accuracy"] >= floor] or tried
+        best = max(ok, key=lambda r: r["metrics"]["average_accuracy"])
+        varied = {k for r in tried for k, v in r["config"]["options"].items()
+                  if any(q["config"]["options"].get(k) != v for q in tried)}
+        chosen = {k: best["config"]["options"][k] for k in sorted(varied)}
+        path = ROOT / "results" / "tuning" / f"lm-{args.setting}-{size}-{args.method}.json"
+        write_json(path, {"setting": args.setting, "size": size, "method": args.method, "chosen": chosen,
+                          "rule": "best final validation accuracy with learning accuracy >= naive's - "
+                                  f"{PLASTICITY_FLOOR}",
+                          "naive": {k: naive[0]["metrics"][k] for k in ("average_accuracy", "learning_accuracy")},
+                          "tried": [{"options": r["config"]["options"], **{k: r["metrics"][k] for k in (
+                              "average_accuracy", "learning_accuracy", "average_retention", "general_loss_ratio")}}
+                              for r in tried]})
+        print(f"{size} {args.method}: {chosen} -> {path.relative_to(ROOT)}")
+    return 0
+
+
+def _mean_std(values: list[float]) -> str:
+    v = np.asarray(values, dtype=float)
+    return f"{v.mean():.3f}" if len(v) == 1 else f"{v.mean():.3f} ± {v.std(ddof=1):.3f}"
+
+
+def table(runs: list[dict[str, Any]], facts: bool = False) -> str:
+    """Mean ± std over seeds per (size, method, options)."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in runs:
+        c = r["config"]
+        groups.setdefault((r["parameters"], c["model"], r["method"], json.dumps(c["options"], sort_keys=True)),
+                          []).append(r)
+    score = "exact match" if facts else "next-byte acc"
+    head = (f"| model | method | options | seeds | final {score} | learning | retention | "
+            + ("" if facts else "old-domain loss rise | ") + "general loss after / before | stored bytes | CPU s |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for (_, model, method, options), rs in sorted(groups.items()):
+        m = [r["metrics"] for r in rs]
+        cells = [model, method, options.replace("|", "/"), str(len(rs)),
+                 _mean_std([x["average_accuracy"] for x in m]), _mean_std([x["learning_accuracy"] for x in m]),
+                 _mean_std([x["average_retention"] for x in m])]
+        if not facts:
+            cells.append(_mean_std([x["loss_rise"] for x in m]))
+        # CPU seconds of the process (the wall seconds carry the shared machine's load); runs saved
+        # before it was recorded have none: the mean is over the runs that have it, their count given
+        cpu = [r["cpu_seconds"] for r in rs if "cpu_seconds" in r]
+        cells += [_mean_std([x["general_loss_ratio"] for x in m]), f"{int(np.mean([r['stored_bytes'] for r in rs])):,}",
+                  (f"{np.mean(cpu):.0f}" + (f" ({len(cpu)} of {len(rs)})" if len(cpu) < len(rs) else "")) if cpu
+                  else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    path = Path(args.out or ROOT / "results" / f"lm-{args.setting}{'-valid' if args.split == 'valid' else ''}.json")
+    runs = _load(path)["runs"]
+    print(f"`{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}`: {len(runs)} runs\n")
+    print(table(runs, facts=SETTINGS[args.setting]["benchmark"] == "facts"))
+    if args.importance:
+        print("\n" + importance_table(runs))
+    return 0
+
+
+def importance_table(runs: list[dict[str, Any]]) -> str:
+    """Per (size, method, options): the seconds after each learned task (EWC's Fisher pass; nothing
+    for the other methods) against the seconds training on it, summed over the learned tasks (1..T-1),
+    both wall clock in the same run."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in runs:
+        c = r["config"]
+        groups.setdefault((r["parameters"], c["model"], r["method"], json.dumps(c["options"], sort_keys=True)),
+                          []).append(r)
+    lines = ["| model | method | options | seeds | training s per task | after-task s per task | "
+             "after-task / training |", "|---|---|---|---|---|---|---|"]
+    for (_, model, method, options), rs in sorted(groups.items()):
+        learned = [[t for t in r["task_stats"] if t["task"] > 0] for r in rs]
+        train = [sum(t["train_seconds"] for t in ts) / len(ts) for ts in learned]
+        after = [sum(t["after_task_seconds"] for t in ts) / len(ts) for ts in learned]
+        lines.append(f"| {model} | {method} | {options.replace('|', '/')} | {len(rs)} | {_mean_std(train)} | "
+                     f"{_mean_std(after)} | {_mean_std([a / t for a, t in zip(after, train, strict=True)])} |")
+    return "\n".join(lines)
+
+
+def cmd_figure(args: argparse.Namespace) -> int:
+    """docs/lm-scaling.png: naive forgetting, each method's gain over naive, and EWC's cost, against size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = _load(ROOT / "results" / "lm-domains.json")["runs"]
+    by: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in runs:
+        by.setdefault((r["method"], r["parameters"]), []).append(r["metrics"])
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    sizes = sorted({p for _, p in by})
+    naive = {p: np.mean([m["average_accuracy"] for m in by[("naive", p)]]) for p in sizes if ("naive", p) in by}
+    for key, label in (("average_retention", "retention"), ("general_loss_ratio", "general loss after / before")):
+        xs = [p for p in sizes if ("naive", p) in by]
+        ys = [[m[key] for m in by[("naive", p)]] for p in xs]
+        axes[0].errorbar(xs, [np.mean(y) for y in ys], [np.std(y) for y in ys], marker="o", label=f"naive {label}")
+    axes[0].set(xscale="log", xlabel="parameters", title="naive fine-tuning: forgetting vs size")
+    axes[0].legend()
+    for method in sorted({m for m, _ in by} - {"naive"}):
+        xs = [p for p in sizes if (method, p) in by and p in naive]
+        if xs and not method.startswith("replay@"):
+            gains = [[m["average_accuracy"] - naive[p] for m in by[(method, p)]] for p in xs]
+            axes[1].errorbar(xs, [np.mean(g) for g in gains], [np.std(g) for g in gains], marker="o", label=method)
+    axes[1].axhline(0, color="grey", lw=0.5)
+    axes[1].set(xscale="log", xlabel="parameters", ylabel="final next-byte accuracy - naive's",
+                title="benefit vs size (text-domains)")
+    axes[1].legend(fontsize=8)
+    cost_path = ROOT / "results" / "lm-cost.json"
+    if cost_path.exists():
+        cost = json.loads(cost_path.read_text()).get("single", [])
+        xs = [r["parameters"] for r in cost]
+        axes[2].plot(xs, [r["step_ratio_min"] for r in cost], marker="o", label="EWC step / naive step")
+        axes[2].plot(xs, [1 + r["penalty_share_of_step"] for r in cost], marker="s", label="1 + penalty alone / step")
+        axes[2].set(xscale="log", xlabel="parameters", title="cost vs size (one core, 1,024 tokens/step)")
+        axes[2].legend()
+    fig.tight_layout()
+    out = ROOT / "docs" / "lm-scaling.png"
+    fig.savefig(out, dpi=90)
+    print(f"written to {out.relative_to(ROOT)}")
+    return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in ("run", "table", "choose", "figure"):
+        q = sub.add_parser(name)
+        q.add_argument("--setting", choices=list(SETTINGS), default="domains")
+        q.add_argument("--split", choices=["test", "valid"], default="test")
+        q.add_argument("--out", default=None)
+        if name == "table":
+            q.add_argument("--importance", action="store_true",
+                           help="also the seconds after each task (EWC's Fisher) against its training seconds")
+        if name == "choose":
+            q.add_argument("--method", required=True)
+            q.add_argument("--sizes", required=True)
+        if name == "run":
+            q.add_argument("--sizes", default=None, help="GPT presets, comma-separated (default: the setting's)")
+            q.add_argument("--methods", default="naive,replay,ewc,ewc+replay,distill+replay")
+            q.add_argument("--seeds", default="0")
+            q.add_argument("--set", action="append", default=[], help="OPTION=V1,V2 (tuning grid)")
+            q.add_argument("--equal-bytes", action="store_true")
+            q.add_argument("--threads", type=int, default=1)
+            q.add_argument("--resume", action="store_true")
+    args = p.parse_args()
+    return {"run": cmd_run, "table": cmd_table, "choose": cmd_choose, "figure": cmd_figure}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""What EWC costs on GPTs from 10M to 350M parameters, measured a few steps at a time, and the
+projection to 1B, 70B and 400B from the measured per-parameter costs.
+
+    python benchmarks/lm_cost.py measure --sizes gpt-10m,gpt-100m,gpt-350m   # one process per size
+    torchrun --nproc_per_node 2 benchmarks/lm_cost.py fsdp --size gpt-10m    # 2 ranks, gloo
+    python benchmarks/lm_cost.py table
+
+For each size, on random bytes (cost does not depend on the text): Adam steps of `--batch` windows of
+128 bytes, alternately naive and with EWC's closed-form penalty gradient (after backward: two fused
+passes over the parameters), so that the machine's load hits both alike; the penalty's own time is
+also measured alone. Then the per-sample Fisher (lifelong.importance, auto path) over `--batch`
+sequences: seconds per 1,000 tokens, against training's seconds per 1,000 tokens. State bytes: the
+quadratic's tensors per parameter. Under `fsdp`, each of 2 ranks holds half of every parameter and of
+the penalty's state (FSDP2 `fully_shard`, gloo on CPU). Results: results/lm-cost.json, merged per size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from lifelong.importance import fisher_diagonal
+from lifelong.models.gpt import GPT, gpt_config
+from lifelong.reporting import environment, write_json
+from lifelong.strategies.quadratic import QuadraticPenalty
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "results" / "lm-cost.json"
+LENGTH = 128
+
+
+def _batch(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, 256, (n, LENGTH + 1), generator=g)
+    return tokens[:, :-1].to(torch.uint8), tokens[:, 1:]
+
+
+def _step(model: torch.nn.Module, opt: torch.optim.Optimizer, x, y, penalty: QuadraticPenalty | None) -> float:
+    start = time.perf_counter()
+    loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if penalty is not None:
+        penalty.add_gradient_(model)
+    opt.step()
+    return time.perf_counter() - start
+
+
+def _penalty_for(model: torch.nn.Module, fisher: dict[str, torch.Tensor]) -> QuadraticPenalty:
+    q = QuadraticPenalty(strength=1.0)
+    q.add(fisher, {n: p.detach() for n, p in model.named_parameters()})
+    return q
+
+
+def measure(size: str, batch: int, steps: int) -> dict[str, Any]:
+    torch.manual_seed(0)
+    model = GPT(gpt_config(size, block_size=LENGTH))
+    params = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    x, y = _batch(batch, 0)
+    _step(model, opt, x, y, None)  # warm-up: Adam's state allocated, kernels chosen
+    timings = []
+    for _ in range(2):  # the first pass also allocates: the faster of two
+        start = time.perf_counter()
+        fisher = fisher_diagonal(model, [(x, y)])
+        timings.append(time.perf_counter() - start)
+    fisher_seconds = min(timings)
+    penalty = _penalty_for(model, fisher)
+    del fisher
+    gc.collect()
+    naive, ewc = [], []
+    for _ in range(steps):  # alternate, so that a burst of load on the machine hits both
+        naive.append(_step(model, opt, x, y, None))
+        ewc.append(_step(model, opt, x, y, penalty))
+    alone = []
+    for _ in range(3):
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        t = time.perf_counter()
+        penalty.add_gradient_(model)
+        alone.append(time.perf_counter() - t)
+    tokens = batch * LENGTH
+    step = min(naive)
+    return {"size": size, "parameters": params, "batch": batch, "tokens_per_step": tokens, "steps": steps,
+            "naive_step_seconds": naive, "ewc_step_seconds": ewc, "penalty_seconds": alone,
+            "step_ratio_min": min(ewc) / step, "step_ratio_median": float(torch.tensor(ewc).median() /
+                                                                           torch.tensor(naive).median()),
+            "penalty_share_of_step": min(alone) / step,
+            "train_seconds_per_1k_tokens": step / tokens * 1000,
+            "importance_seconds_per_1k_tokens": fisher_seconds / tokens * 1000,
+            "importance_to_training_per_token": fisher_seconds / step,
+            "state_bytes": penalty.nbytes(), "state_bytes_per_parameter": penalty.nbytes() / params,
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "threads": torch.get_num_threads()}
+
+
+def fsdp(size: str, batch: int, steps: int) -> dict[str, Any] | None:
+    """Under torchrun: FSDP2-sharded model, penalty state per rank, steps naive and with EWC."""
+    from lifelong import distributed
+
+    distributed.init_from_env()
+    torch.manual_seed(0)
+    model = GPT(gpt_config(size, block_size=LENGTH))
+    params = sum(p.numel() for p in model.parameters())
+    distributed.shard_model(model)
+    local = distributed.local_numel(model)
+    x, y = _batch(batch, distributed.rank() + 1)  # each rank its own samples
+    start = time.perf_counter()
+    fisher = fisher_diagonal(model, [(x, y)])
+    fisher_seconds = time.perf_counter() - start
+    penalty = _penalty_for(model, fisher)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    _step(model, opt, x, y, None)
+    naive, ewc = [], []
+    for _ in range(steps):
+        naive.append(_step(model, opt, x, y, None))
+        ewc.append(_step(model, opt, x, y, penalty))
+    row = {"size": size, "parameters": params, "ranks": distributed.world_size(), "rank": distributed.rank(),
+           "local_parameters": local, "state_bytes_rank": penalty.nbytes(),
+           "state_bytes_per_local_parameter": penalty.nbytes() / local, "batch_per_rank": batch,
+           "naive_step_seconds": naive, "ewc_step_seconds": ewc, "step_ratio_min": min(ewc) / min(naive),
+           "importance_seconds": fisher_seconds}
+    rows: list[Any] = [None] * distributed.world_size()
+    torch.distributed.all_gather_object(rows, row)
+    return {"size": size, "ranks": rows} if distributed.is_main() else None
+
+
+def _save(section: str, row: dict[str, Any]) -> None:
+    saved = json.loads(OUT.read_text()) if OUT.exists() else {}
+    entries = [r for r in saved.get(section, []) if r["size"] != row["size"]] + [row]
+    saved[section] = sorted(entries, key=lambda r: r.get("parameters", 0))
+    saved["environment"] = environment()
+    write_json(OUT, saved)
+
+
+def projection(rows: list[dict[str, Any]]) -> str:
+    """1B, 70B, 400B from the largest measured model's per-parameter and per-token costs."""
+    big = max(rows, key=lambda r: r["parameters"])
+    per_param = min(big["penalty_seconds"]) / big["parameters"]
+    train_per_param_token = min(big["naive_step_seconds"]) / (big["parameters"] * big["tokens_per_step"])
+    # Under FSDP a rank runs the penalty on its 1/N of the parameters and forward/backward on its 1/N of the
+    # tokens with all parameters, so the ratio depends on the global tokens per step only, not on P or N.
+    ratio = {t: 1 + per_param / (train_per_param_token * t) for t in (big["tokens_per_step"], 65_536, 1_048_576)}
+    lines = [f"From {big['size']} ({big['parameters']:,} parameters), measured on one CPU core: penalty "
+             f"{per_param * 1e9:.2f} s per 1e9 parameters, training {train_per_param_token * 1e12:.2f} s per 1e12 "
+             "parameter-tokens. Step ratio EWC/naive at " + ", ".join(f"{t:,} tokens per step: {r:.4f}"
+                                                                     for t, r in ratio.items()) + ".", "",
+             "| model | EWC state (8 B/param) | state per rank, 64-way FSDP | state per rank, 512-way | "
+             "Fisher on 1 % of a domain's tokens |", "|---|---|---|---|---|"]
+    for name, p in (("1B", 1e9), ("70B", 70e9), ("400B", 400e9)):
+        state = big["state_bytes_per_parameter"] * p
+        lines.append(f"| {name} | {state / 1e9:,.0f} GB | {state / 64 / 1e9:,.1f} GB | {state / 512 / 1e9:,.2f} GB | "
+                     f"{0.01 * big['importance_to_training_per_token']:.1%} of the domain's training time |")
+    return "\n".join(lines)
+
+
+def cmd_table() -> int:
+    if not OUT.exists():
+        print(f"no measurements yet ({OUT.relative_to(ROOT)}): run `benchmarks/lm_cost.py measure` first",
+              file=sys.stderr)
+        return 1
+    saved = json.loads(OUT.read_text())
+    print("| model | parameters | tokens/step | step ratio EWC/naive (min, median) | penalty share of a step | "
+          "train s/1k tokens | importance s/1k tokens | importance/training per token | state B/param | peak RSS |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in saved.get("single", []):
+        print(f"| {r['size']} | {r['parameters']:,} | {r['tokens_per_step']} | {r['step_ratio_min']:.3f}, "
+              f"{r['step_ratio_median']:.3f} | {r['penalty_share_of_step']:.2%} | "
+              f"{r['train_seconds_per_1k_tokens']:.2f} | "
+              f"{r['importance_seconds_per_1k_tokens']:.2f} | {r['importance_to_training_per_token']:.2f} | "
+              f"{r['state_bytes_per_parameter']:.2f} | {r['peak_rss_gb']:.1f} GB |")
+    for r in saved.get("fsdp", []):
+        for rank in r["ranks"]:
+            print(f"\nFSDP {r['size']} rank {rank['rank']}/{rank['ranks']}: {rank['local_parameters']:,} local "
+                  f"parameters, state {rank['state_bytes_rank']:,} B ({rank['state_bytes_per_local_parameter']:.2f} "
+                  f"B per local parameter), step ratio {rank['step_ratio_min']:.3f}")
+    if saved.get("single"):
+        print("\n" + projection(saved["single"]))
+    return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["measure", "fsdp", "table"])
+    p.add_argument("--sizes", default="gpt-10m,gpt-100m,gpt-350m")
+    p.add_argument("--size", default="gpt-10m")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.command == "table":
+        return cmd_table()
+    if args.command == "fsdp":
+        row = fsdp(args.size, args.batch, args.steps)
+        if row is not None:
+            _save("fsdp", row)
+            print(json.dumps(row)[:400])
+        return 0
+    for size in args.sizes.split(","):
+        row = measure(size, args.batch, args.steps)
+        _save("single", row)
+        print(f"{size}: {row['parameters']:,} params, step ratio {row['step_ratio_min']:.3f} (median "
+              f"{row['step_ratio_median']:.3f}), penalty {row['penalty_share_of_step']:.2%} of a step, importance "
+              f"{row['importance_to_training_per_token']:.2f}x training per token, state "
+              f"{row['state_bytes_per_parameter']:.1f} B/param", flush=True)
+        del row
+        gc.collect()
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""One continual language-modelling run: pre-train on the general mixture (or load that model from
+the cache), then learn the stream's tasks one after another through a strategy, scoring every task
+after each.
+
+- ``text-domains``: Python source, Python documentation, WordNet glosses, CLINC150 queries in turn;
+  matrices of next-byte accuracy and loss; the general mixture's loss before and after.
+- ``facts``: batches of new generated facts; exact match on each batch's held-out questions.
+
+Row i of a matrix is measured after training task i (row 0: after pre-training); the metrics of the
+domains (or fact batches) use rows and columns 1..T-1, the general mixture (column 0) is reported
+apart. Pre-training does not depend on the strategy or the run's seed (`pretrain_seed`), so it runs
+once per model size and is cached (`cache_dir`); the strategy then sees the general mixture through
+`after_task(model, 0, ...)` (EWC's Fisher of it, replay's share of it, the distillation teacher).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lifelong.data.lm import DOMAINS, LMDataConfig, facts_stream, general_task, text_domains_stream
+from lifelong.data.task import BatchLoader, TaskData, TaskStream
+from lifelong.evaluation import summary
+from lifelong.learner import LearnerConfig
+from lifelong.lm.learner import LMLearner
+from lifelong.models.gpt import GPT, gpt_config
+from lifelong.strategies import Naive, build_strategy
+from lifelong.strategies.base import state_nbytes
+
+BENCHMARKS = ("text-domains", "facts")
+
+
+@dataclass
+class LMRunConfig:
+    benchmark: str = "text-domains"
+    model: str = "gpt-1m"  # a preset of lifelong.models.gpt.PRESETS
+    strategy: str = "naive"
+    options: dict[str, Any] = field(default_factory=dict)
+    data: LMDataConfig = field(default_factory=LMDataConfig)
+    domains: tuple[str, ...] = DOMAINS
+    lr: float = 1e-3  # Adam, a fresh optimizer per task, as the library's other benchmarks
+    importance_batch: int = 16  # sequences per batch of the importance pass
+    eval_split: str = "test"  # "valid" for tuning
+    seed: int = 0  # the continual phase: data order, replay draws, the model's init without pre-training
+    pretrain_seed: int = 0  # the pre-trained model (shared by every run of a size)
+    cache_dir: str | None = None  # pre-trained models are kept here
+
+    def __post_init__(self) -> None:
+        if self.benchmark not in BENCHMARKS:
+            raise ValueError(f"unknown benchmark {self.benchmark!r}; choose one of {BENCHMARKS}")
+        if self.eval_split not in ("test", "valid"):
+            raise ValueError(f"eval_split must be 'test' or 'valid', not {self.eval_split!r}")
+        if self.lr <= 0 or self.importance_batch < 1:
+            raise ValueError("lr must be > 0 and importance_batch >= 1")
+        gpt_config(self.model)  # a clear error for an unknown size
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_stream(config: LMRunConfig) -> TaskStream:
+    data = replace(config.data, seed=config.seed)
+    if config.benchmark == "facts":
+        return facts_stream(data, domains=config.domains)
+    return text_domains_stream(data, config.domains)
+
+
+def _pretrain_key(config: LMRunConfig) -> str:
+    # the stream's fact batches are drawn after the background facts, so they do not change pre-training
+    d = replace(config.data, facts=replace(config.data.facts, batches=10, entities_per_batch=8))
+    what = {"model": asdict(gpt_config(config.model, block_size=d.length)), "lr": config.lr,
+            "seed": config.pretrain_seed, "domains": list(config.domains),
+            "data": {k: v for k, v in asdict(d).items() if k not in ("steps", "seed", "eval_windows")}}
+    return hashlib.blake2b(json.dumps(what, sort_keys=True).encode(), digest_size=8).hexdigest()
+
+
+def pretrained_model(config: LMRunConfig, log: Callable[[str], None] = lambda _: None) -> tuple[GPT, dict[str, Any]]:
+    """The GPT after pre-training on the general mixture (from the cache when it is there)."""
+    d = config.data
+    model_config = gpt_config(config.model, block_size=d.length)
+    torch.manual_seed(config.pretrain_seed if d.pretrain_steps else config.seed)
+    model = GPT(model_config)
+    info: dict[str, Any] = {"steps": d.pretrain_steps, "seconds": 0.0, "cached": False}
+    if d.pretrain_steps == 0:
+        return model, info
+    path = Path(config.cache_dir) / f"pretrain-{config.model}-{_pretrain_key(config)}.pt" if config.cache_dir else None
+    if path is not None and path.exists():
+        saved = torch.load(path, weights_only=True)
+        model.load_state_dict(saved["model"])
+        return model, {**info, "seconds": float(saved["seconds"]), "cached": True, "path": str(path)}
+    general = general_task(replace(d, seed=config.pretrain_seed), torch.Generator().manual_seed(config.pretrain_seed),
+                           config.domains)
+    learner = LMLearner(model, Naive(), LearnerConfig(batch_size=d.batch_size, lr=config.lr, optimizer="adam",
+                                                       seed=config.pretrain_seed))
+    log(f"pre-training {config.model} ({model_config.num_parameters:,} parameters) for {d.pretrain_steps} steps")
+    stats = learner.fit(TaskStream([general], 256, "domain"), 0)
+    info["seconds"] = stats["train_seconds"]
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": model.state_dict(), "seconds": info["seconds"]}, path)
+        info["path"] = str(path)
+    return model, info
+
+
+def _metrics(stream: TaskStream, scores: list[list[dict[str, float]]], pretrained: bool) -> dict[str, float]:
+    """Domain metrics over rows/columns 1..T-1 and the general mixture's numbers from column 0."""
+    key = "exact_match" if stream[1].evaluator is not None else "accuracy"
+    t = len(stream)
+    acc = [[scores[i][j].get(key, math.nan) for j in range(1, t)] for i in range(1, t)]
+    out = summary(acc)
+    out.pop("fwt", None)
+    if key == "accuracy":
+        loss = [[scores[i][j]["loss"] for j in range(1, t)] for i in range(1, t)]
+        out["loss_rise"] = float(sum(loss[-1][j] - loss[j][j] for j in range(t - 2)) / max(t - 2, 1))
+        out["final_loss"] = float(sum(loss[-1]) / len(loss[-1]))
+    g0, g1 = scores[0][0], scores[-1][0]
+    out.update({"general_loss_before": g0["loss"], "general_loss_after": g1["loss"],
+                "general_loss_ratio": g1["loss"] / g0["loss"], "general_accuracy_before": g0["accuracy"],
+                "general_accuracy_after": g1["accuracy"], "pretrained": float(pretrained)})
+    return out
+
+
+def run_lm(config: LMRunConfig, log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Run one strategy through one stream; returns matrices, metrics, stored bytes and timings."""
+    start, cpu = time.perf_counter(), time.process_time()
+    stream = build_stream(config)
+    model, pretrain = pretrained_model(config, log)
+    pretrained = config.data.pretrain_steps > 0
+    strategy = build_strategy(config.strategy, {**config.options, "seed": config.seed})
+    d = config.data
+    learner = LMLearner(model, strategy, LearnerConfig(batch_size=d.batch_size, lr=config.lr, optimizer="adam",
+                                                       seed=config.seed, importance_batch=config.importance_batch))
+    facts = stream[1].evaluator is not None
+
+    def scores_after(i: int) -> list[dict[str, float]]:  # fact batches not yet learned are not asked
+        return [learner.score_task(task, config.eval_split) if not (facts and task.id > i) else {}
+                for task in stream]
+
+    scores = [scores_after(0)]
+    tasks: list[dict[str, Any]] = []
+    if pretrained:  # the strategy meets the general mixture as its task 0
+        t0 = time.perf_counter()
+        strategy.before_task(model, 0)
+        strategy.after_task(model, 0, BatchLoader([TaskData(stream[0].train, 0)], config.importance_batch,
+                                                  shuffle=True, generator=torch.Generator().manual_seed(config.seed)))
+        tasks.append({"task": 0, "after_task_seconds": time.perf_counter() - t0,
+                      "stored_bytes": state_nbytes(strategy.state_dict())})
+    for t in range(1, len(stream)):
+        stats = learner.fit(stream, t)
+        stats["stored_bytes"] = state_nbytes(strategy.state_dict())
+        tasks.append(stats)
+        scores.append(scores_after(t))
+        row = scores[-1][t]
+        log(f"{config.model} {config.strategy} seed {config.seed}: task {t} ({stream[t].name}) "
+            f"{', '.join(f'{k} {v:.3f}' for k, v in row.items())}; general loss {scores[-1][0]['loss']:.3f}")
+    metrics = _metrics(stream, scores, pretrained)
+    return {"config": config.to_dict(), "tasks": [task.name for task in stream],
+            "parameters": sum(p.numel() for p in model.parameters()), "scores": scores, "metrics": metrics,
+            "stored_bytes": max((s["stored_bytes"] for s in tasks), default=0), "task_stats": tasks,
+            "pretrain": pretrain, "seconds": time.perf_counter() - start,
+            "cpu_seconds": time.process_time() - cpu}  # on a shared machine, the wall seconds carry the load

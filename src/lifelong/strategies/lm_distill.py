@@ -1,0 +1,138 @@
+"""Function-space consolidation for language models (strategy `lm-distill`): keep the previous
+model's next-token distributions on old text while learning new text (knowledge distillation, Hinton
+et al. 2015; as a continual-learning method: LwF, Li & Hoiem 2017, and DER, Buzzega et al. 2020,
+with the old model as the teacher instead of stored logits). `distill` (strategies/distill.py) is
+the classifier and agent version: it stores inputs with their old output distributions instead.
+
+After each task the model is copied as the teacher. While the next task trains, the loss gains
+
+    weight * T^2 * mean over tokens of KL(softmax(teacher / T) || softmax(student / T))
+
+on one of three kinds of text (`source`):
+
+- ``replay``: the stored windows that `token-replay` adds to each batch (compose them:
+  `token-replay+lm-distill`); the student's logits for them come from the batch's own forward pass, so
+  the cost is one teacher forward pass on the replayed rows;
+- ``generated``: windows sampled from the teacher itself after each task (`generated_tokens` of them,
+  kept), so no old text is stored; costs one more student forward and backward per step;
+- ``new``: the current task's own batch (LwF): no stored text at all.
+
+The teacher is state (its weights count in the stored bytes); `teacher_dtype="bf16"` halves it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lifelong.data.task import Batch
+from lifelong.strategies.base import Strategy, StrategyConfig
+
+SOURCES = ("replay", "generated", "new")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@dataclass
+class LMDistillConfig(StrategyConfig):
+    weight: float = 1.0  # of the distillation term, against the next-token loss's 1
+    temperature: float = 1.0
+    source: str = "replay"  # "replay" (compose with token-replay), "generated" or "new"
+    generated_tokens: int = 32_768  # source "generated": tokens sampled from the teacher after each task
+    generated_batch: int = 16  # source "generated": windows distilled on per step
+    teacher_dtype: str = "fp32"  # or "bf16"
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, not {self.source!r}")
+        if self.teacher_dtype not in DTYPES:
+            raise ValueError(f"teacher_dtype must be one of {tuple(DTYPES)}, not {self.teacher_dtype!r}")
+        if self.weight < 0 or self.temperature <= 0 or self.generated_tokens < 0 or self.generated_batch < 1:
+            raise ValueError("weight and generated_tokens must be >= 0, temperature > 0, generated_batch >= 1")
+
+
+def token_kl(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
+    """T^2 * KL(softmax(teacher / T) || softmax(student / T)), averaged over tokens."""
+    v = student.shape[-1]
+    return F.kl_div(F.log_softmax(student.reshape(-1, v) / temperature, -1),
+                    F.log_softmax(teacher.reshape(-1, v).float() / temperature, -1),
+                    reduction="batchmean", log_target=True) * temperature ** 2
+
+
+class LMDistill(Strategy):
+    name = "lm-distill"
+
+    @property
+    def extra_forward(self) -> bool:  # type: ignore[override]
+        """Generated text runs the student's own forward pass (outside DDP's); the other sources use
+        the batch's logits and only the teacher (a separate module) runs again."""
+        return self.config.source == "generated"
+
+    def __init__(self, config: LMDistillConfig | None = None):
+        self.config = config or LMDistillConfig()
+        self.teacher: nn.Module | None = None
+        self.teacher_state: dict[str, Tensor] | None = None
+        self.generated: Tensor | None = None  # [n, L + 1] windows sampled from the teacher
+        self.current = 0
+        self.generator = torch.Generator().manual_seed(self.config.seed)
+
+    def before_task(self, model: nn.Module, task_id: int) -> None:
+        self.current = task_id
+
+    def after_task(self, model: nn.Module, task_id: int, batches: Iterable[Any]) -> None:
+        dtype = DTYPES[self.config.teacher_dtype]
+        self.teacher = copy.deepcopy(model).to(dtype).eval().requires_grad_(False)
+        self.teacher_state = {k: v.detach().clone() for k, v in self.teacher.state_dict().items()}
+        if self.config.source == "generated":
+            self.generated = self._generate(model, batches)
+
+    def _generate(self, model: nn.Module, batches: Iterable[Any]) -> Tensor:
+        """Windows of text sampled from the model (temperature 1), each started from the first
+        token of one of the task's windows."""
+        first = next(iter(batches))
+        x = first[0] if not isinstance(first, Batch) else first.x
+        length = x.shape[1] + 1
+        count = max(1, self.config.generated_tokens // length)
+        starts = x[torch.randint(len(x), (count,), generator=self.generator), :1]
+        out = model.generate(starts.long(), length - 1, temperature=1.0, generator=self.generator)  # type: ignore[operator]
+        return out.to(x.dtype)
+
+    def _teacher(self, model: nn.Module) -> nn.Module:
+        if self.teacher is None:  # resumed from a state: rebuild the teacher from its saved weights
+            dtype = DTYPES[self.config.teacher_dtype]
+            self.teacher = copy.deepcopy(model).to(dtype).eval().requires_grad_(False)
+            self.teacher.load_state_dict(self.teacher_state)  # type: ignore[arg-type]
+        return self.teacher
+
+    def extra_loss(self, model: nn.Module, batch: Batch, logits: Tensor) -> Tensor | None:
+        cfg = self.config
+        if self.teacher_state is None or cfg.weight == 0:
+            return None
+        if cfg.source == "generated":
+            if self.generated is None or len(self.generated) == 0:
+                return None
+            idx = torch.randperm(len(self.generated), generator=self.generator)[: cfg.generated_batch]
+            x = self.generated[idx, :-1]
+            student = model(x)
+        else:
+            rows = batch.task != self.current if cfg.source == "replay" else batch.task == self.current
+            if not bool(rows.any()):
+                return None
+            x, student = batch.x[rows], logits[rows]
+        with torch.no_grad():
+            teacher = self._teacher(model)(x)
+        return cfg.weight * token_kl(student, teacher, cfg.temperature)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"teacher": self.teacher_state, "generated": self.generated, "current": self.current,
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.teacher, self.teacher_state = None, state["teacher"]
+        self.generated, self.current = state["generated"], int(state["current"])
+        self.generator.set_state(state["generator"])

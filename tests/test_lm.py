@@ -1,0 +1,181 @@
+"""Language models that keep learning: text streams, the LM learner, token replay, distillation, facts."""
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from lifelong.data.facts import FactsConfig, FactWorld
+from lifelong.data.lm import FactEvaluator, LMDataConfig, sample_windows, window_dataset
+from lifelong.data.task import Batch
+from lifelong.importance.estimate import IGNORE_INDEX
+from lifelong.lm.learner import next_token_loss
+from lifelong.lm.run import LMRunConfig, run_lm
+from lifelong.models.gpt import GPT, GPTConfig
+from lifelong.strategies import build_strategy
+from lifelong.strategies.lm_distill import LMDistill, LMDistillConfig, token_kl
+from lifelong.strategies.token_replay import TokenReplay, TokenReplayConfig
+
+needs_wordnet = pytest.mark.skipif(not Path(os.environ.get("LIFELONG_WORDNET", "/usr/share/wordnet"), "data.noun")
+                                   .exists(), reason="WordNet not installed: run scripts/ensure-text-data.sh")
+
+
+def windows(n=12, length=8, seed=0):
+    text = torch.randint(0, 256, (4000,), generator=torch.Generator().manual_seed(seed), dtype=torch.long)
+    w = sample_windows(text.to(torch.uint8), n, length, torch.Generator().manual_seed(seed))
+    ds = window_dataset(w)
+    return Batch(ds.x, ds.y, torch.zeros(n, dtype=torch.long))
+
+
+def tiny_run(strategy, options, **data):
+    data = {"pretrain_steps": 6, "steps": 4, "batch_size": 4, "length": 32, "eval_windows": 4, **data}
+    cfg = LMRunConfig("text-domains", "gpt-0.2m", strategy, options, LMDataConfig(**data),
+                      domains=("python-code", "wordnet"), importance_batch=4)
+    return run_lm(cfg)
+
+
+@needs_wordnet
+def test_a_two_domain_run_scores_every_task_after_every_task_and_repeats_exactly():
+    options = {"strength": 10.0, "samples": 8, "tokens": 2 * 33 * 3}
+    result = tiny_run("ewc+token-replay", options)
+    scores = result["scores"]
+    assert result["tasks"] == ["general", "python-code", "wordnet"] and len(scores) == 3
+    assert all(set(s) == {"loss", "accuracy"} for row in scores for s in row)
+    m = result["metrics"]
+    assert m["general_loss_before"] == scores[0][0]["loss"] and m["general_loss_after"] == scores[2][0]["loss"]
+    assert m["average_accuracy"] == pytest.approx(scores[2][2]["accuracy"] / 2 + scores[2][1]["accuracy"] / 2)
+    assert m["loss_rise"] == pytest.approx(scores[2][1]["loss"] - scores[1][1]["loss"])
+    # EWC's two floats per parameter and the replayed windows (budget shared by general and domain 1)
+    assert result["stored_bytes"] >= 8 * result["parameters"] + 2 * 33 * 3 - 33
+    assert tiny_run("ewc+token-replay", options)["scores"] == scores
+
+
+@needs_wordnet
+@pytest.mark.parametrize("strategy", ["kfac-ewc", "gpm"])
+def test_the_methods_beyond_the_diagonal_run_on_a_gpt(strategy):
+    result = tiny_run(strategy, {"samples": 8})
+    assert len(result["scores"]) == 3 and all(len(row) == 3 for row in result["scores"])
+    assert result["stored_bytes"] > 0 and all(v == v for v in result["metrics"].values())  # no NaN
+
+
+def test_the_next_token_loss_skips_padding():
+    logits = torch.randn(2, 5, 7)
+    y = torch.randint(0, 7, (2, 5))
+    padded = y.clone()
+    padded[1, 3:] = IGNORE_INDEX
+    keep = padded != IGNORE_INDEX
+    expected = torch.nn.functional.cross_entropy(logits[keep], y[keep])
+    assert torch.allclose(next_token_loss(logits, padded), expected)
+    # the learner's loss is the strategy's `loss` hook, whose default takes sequences the same way
+    batch = Batch(torch.zeros(2, 5, dtype=torch.long), padded, torch.zeros(2, dtype=torch.long))
+    assert torch.allclose(build_strategy("naive").loss(None, batch, logits), expected)
+
+
+def test_language_and_classifier_distillation_are_two_strategies():
+    from lifelong.strategies.distill import Distill
+
+    assert isinstance(build_strategy("distill"), Distill)  # stored inputs and old outputs (classifiers, agents)
+    both = build_strategy("ewc+token-replay+lm-distill", {"weight": 0.3, "tokens": 64, "strength": 2.0})
+    assert [p.name for p in both.parts] == ["ewc", "token-replay", "lm-distill"]
+    assert both.parts[2].config.weight == 0.3 and both.parts[1].config.tokens == 64
+    assert not both.parts[2].extra_forward and build_strategy("lm-distill", {"source": "generated"}).extra_forward
+
+
+def test_token_replay_keeps_its_budget_in_equal_shares_and_round_trips():
+    replay = TokenReplay(TokenReplayConfig(tokens=9 * 6, seed=1))
+    replay.after_task(None, 0, [windows(seed=0)])
+    assert replay.nbytes == 9 * 6 and len(replay.windows[0]) == 6
+    replay.after_task(None, 1, [windows(seed=1)])
+    assert replay.nbytes == 9 * 6 and [len(w) for w in replay.windows.values()] == [3, 3]
+    stored = replay.stored()
+    assert torch.equal(stored.x[:, 1:].long(), stored.y[:, :-1])  # a stored window is one piece of text
+    new = windows(n=4, seed=2)
+    out = replay.extend_batch(new)
+    assert len(out.y) == 8 and set(out.task[4:].tolist()) <= {0, 1}
+    buffer = io.BytesIO()
+    torch.save(replay.state_dict(), buffer)
+    buffer.seek(0)
+    again = TokenReplay(TokenReplayConfig(tokens=9 * 6, seed=7))
+    again.load_state_dict(torch.load(buffer, weights_only=False))
+    replay.load_state_dict(replay.state_dict())
+    assert torch.equal(again.extend_batch(new).x, replay.extend_batch(new).x)
+
+
+def test_token_replay_refuses_data_that_is_not_text_windows():
+    replay = build_strategy("token-replay")
+    with pytest.raises(ValueError, match="language-model windows"):
+        replay.after_task(None, 0, [(torch.randn(8, 4), torch.randint(0, 3, (8,)))])
+    with pytest.raises(ValueError, match="tokens must be >= 0"):
+        TokenReplayConfig(tokens=-1)
+
+
+def test_distillation_is_zero_against_itself_and_resumes_to_the_same_loss():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8))
+    old = windows()
+    for source in ("replay", "new", "generated"):
+        strategy = LMDistill(LMDistillConfig(source=source, generated_tokens=4 * 9, generated_batch=3))
+        strategy.after_task(model, 0, [old])
+        strategy.before_task(model, 1)
+        batch = Batch(old.x, old.y, torch.tensor([1] * 6 + [0] * 6))
+        loss = strategy.extra_loss(model, batch, model(batch.x))
+        assert loss is not None and float(loss.detach()) == pytest.approx(0.0, abs=1e-6), source  # teacher = model
+        nudge = 0.05 * torch.randn(model.lm_head.weight.shape, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            model.lm_head.weight.add_(nudge)
+        resumed = LMDistill(LMDistillConfig(source=source, generated_tokens=4 * 9, generated_batch=3, seed=3))
+        resumed.load_state_dict(strategy.state_dict())
+        a = strategy.extra_loss(model, batch, model(batch.x))
+        b = resumed.extra_loss(model, batch, model(batch.x))
+        assert a is not None and b is not None and float(a.detach()) > 0 and torch.allclose(a, b), source
+        with torch.no_grad():
+            model.lm_head.weight.sub_(nudge)
+    assert strategy.generated is not None and strategy.generated.shape == (4, 9)
+    with pytest.raises(ValueError, match="source must be one of"):
+        LMDistillConfig(source="memory")
+
+
+def test_token_kl_is_the_mean_kl_per_token():
+    s, t = torch.randn(2, 3, 5), torch.randn(2, 3, 5)
+    p = torch.softmax(t, -1)
+    expected = (p * (torch.log_softmax(t, -1) - torch.log_softmax(s, -1))).sum(-1).mean()
+    assert torch.allclose(token_kl(s, t, 1.0), expected, atol=1e-6)
+
+
+class Oracle:
+    """Answers every question with the right value (or a wrong one for one relation)."""
+
+    def __init__(self, world, wrong=None):
+        from lifelong.data.corpora import encode
+
+        self.encode = encode
+        self.answers = {q: f.value for batch in world.batches for f in batch for q in world.question(f, "test")}
+        self.wrong = wrong
+
+    def generate(self, idx, max_new_tokens, temperature=0, stop=None):
+        from lifelong.data.corpora import decode
+
+        rows = []
+        for row in idx:
+            prompt = decode(row)[1:]
+            value = self.answers[prompt]
+            if self.wrong and self.wrong in prompt:
+                value += "x"
+            rows.append(torch.cat([row, self.encode(f" {value}\n").to(row.dtype)]))
+        width = max(len(r) for r in rows)
+        return torch.stack([torch.nn.functional.pad(r, (0, width - len(r)), value=10) for r in rows])
+
+
+def test_fact_questions_are_held_out_and_scored_by_exact_match():
+    world = FactWorld(FactsConfig(batches=2, entities_per_batch=3, background_entities=5))
+    fact = world.batches[0][0]
+    taught = "\n".join(world.taught(fact))
+    for q in world.question(fact, "test") + world.question(fact, "valid"):
+        assert q not in taught and q.endswith("A:")
+    background = world.background_text()
+    assert all(f.entity not in background for batch in world.batches for f in batch)
+    evaluator = FactEvaluator(world.batches[0])
+    assert evaluator(Oracle(world), 1, "test") == 1.0
+    assert evaluator(Oracle(world, wrong="capital"), 1, "test") == pytest.approx(4 / 5)
