@@ -4,7 +4,9 @@ A clean model of earlier tasks (class-incremental, EWC + replay, saved with `sav
 serve` serves it) receives a feedback stream that teaches a new task; part of the stream is poison.
 Each update is the service's own: `lifelong.service.worker.train_candidate` (the same Learner, the
 strategy carried from the saved model, the service's default update settings) on the feedback that
-survives the defence, gated by `lifelong.service.gate.decide` (inside `train_candidate`).
+survives the defence, gated by `lifelong.service.gate.decide` (inside `train_candidate`); with the
+screens, through `lifelong.service.influence.train_with_influence` (the influence check at the gate,
+which may hold a cluster found in the trained candidate's representation and train a second one).
 
 Worlds:
 - fmnist: Fashion-MNIST, MLP 784-400-400; learned: {T-shirt, Trouser}, {Dress, Bag}; new task:
@@ -23,33 +25,42 @@ Attacks (poison replaces that share of the stream, sent by 3 attacker keys unles
   with the target;
 - forgetting: inputs of the learned tasks with random wrong labels;
 - flood: one key sends the whole poison share, with the targeted attack's content;
-- targeted-sybil (30 %): the targeted attack from 20 attacker keys, as many as the honest ones;
+- targeted-sybil (10, 30, 45 %): the targeted attack from 20 attacker keys, as many as the honest ones;
 - backdoor-camouflage (10 %): the backdoor attack, each attacker key also sending as many clean
-  examples as poisoned ones.
+  examples as poisoned ones;
+- attackers who know the screens (benchmarks/poisoning_adaptive.py): adaptive-split (30 %, the
+  targeted flip over 60 keys that also send clean examples), adaptive-boundary (30 %, only the A
+  inputs most like B, 20 keys), adaptive-collision (10 %, clean-label feature collisions on 5 target
+  A test inputs, 20 keys; success: the share of the targets answered B).
 
 Defences: none; screens (`lifelong.screening`, the defaults); the Adversarial Robustness Toolbox's
 SpectralSignatureDefense and ActivationDefence (the peers) on the same penultimate features of the
 current model, their options chosen on the validation scenarios like ours.
 
-Measured per attack x rate x defence (mean over seeds): retention of the learned tasks (test accuracy
-after / before the update, averaged over tasks), accuracy on the new task's test set, attack success,
+Measured per attack x rate x defence (mean over seeds; 3 by default): retention of the learned tasks
+(test accuracy after / before the update, averaged over tasks), accuracy on the new task's test set,
+attack success,
 detection precision and recall, the share of clean feedback held, and the gate's verdict at 1 point
 (the service's default) and at 3 points (the serve demo's tolerance: in class-incremental learning 30
 more classes cost old classes more than a point even for joint training).
 
-Tuning (`--tune`): detection only, on validation scenarios whose data the reported runs never use
-(fmnist: the last 10,000 training images; clinc150: two other new domains, the 8th and 9th) and seeds
-100+; it writes results/poisoning-tuning.json, which the reported run reads.
+Tuning (`--tune`, benchmarks/poisoning_tune.py): detection only, on validation scenarios whose data
+the reported runs never use (fmnist: the last 10,000 training images; clinc150: two other new
+domains, the 8th and 9th) and seeds 100+; it writes results/poisoning-tuning.json, which the reported
+run reads. Every finished row is appended to results/poisoning-progress/ as it is measured; `--resume`
+continues an interrupted run from there (the folder is removed once the results file is written).
 
     python benchmarks/poisoning.py            # the full benchmark (results/poisoning.json)
     python benchmarks/poisoning.py --quick    # a smoke run (results/poisoning-quick.json)
     python benchmarks/poisoning.py --tune     # choose the thresholds on validation scenarios
+    python benchmarks/poisoning.py --resume   # continue an interrupted run
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -62,6 +73,8 @@ from typing import Any
 import numpy as np
 import torch
 from poisoning_defences import defend_art, defend_screens, detection
+from poisoning_tables import print_tables, summarise, sybil_targets, targets
+from poisoning_tune import tune
 from poisoning_worlds import Scenario, World, clinc_world, fmnist_world, make_scenario, train_base
 from torch import Tensor
 
@@ -70,6 +83,7 @@ from lifelong.models import ContinualClassifier
 from lifelong.reporting import environment, write_json
 from lifelong.screening import ScreenConfig, training_data
 from lifelong.service.gate import decide
+from lifelong.service.influence import train_with_influence
 from lifelong.service.worker import UpdateSettings, train_candidate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,10 +91,13 @@ RESULTS = ROOT / "results"
 TUNING = RESULTS / "poisoning-tuning.json"
 ATTACKS: dict[str, tuple[float, ...]] = {
     "random": (0.1, 0.3, 0.5), "targeted": (0.1, 0.3, 0.5), "backdoor": (0.01, 0.05, 0.1, 0.3, 0.5),
-    "forgetting": (0.1, 0.3, 0.5), "flood": (0.1, 0.3, 0.5), "targeted-sybil": (0.3,), "backdoor-camouflage": (0.1,)}
+    "forgetting": (0.1, 0.3, 0.5), "flood": (0.1, 0.3, 0.5), "targeted-sybil": (0.1, 0.3, 0.45),
+    "backdoor-camouflage": (0.1,), "adaptive-split": (0.3,), "adaptive-boundary": (0.3,), "adaptive-collision": (0.1,)}
 QUICK_ATTACKS: dict[str, tuple[float, ...]] = {
     "random": (0.3,), "targeted": (0.3,), "backdoor": (0.05,), "forgetting": (0.3,), "flood": (0.3,)}
 DEFENCES = ("none", "screens", "art-spectral", "art-activation")
+# issue 22's attacks (and the clean row): with --peers new, ART's defences run on these only
+NEW_ATTACKS = ("clean", "targeted-sybil", "adaptive-split", "adaptive-boundary", "adaptive-collision")
 # --------------------------------------------------------------------------------------------------
 # an update and its evaluation
 
@@ -95,8 +112,10 @@ def _predict(model: ContinualClassifier, x: Tensor, position: int) -> Tensor:
     return torch.cat(out)
 
 
-def evaluate(world: World, model: ContinualClassifier, names: Sequence[str], position: int) -> dict[str, Any]:
-    """Test accuracy per learned task and on the new task, and both attacks' success."""
+def evaluate(world: World, model: ContinualClassifier, names: Sequence[str], position: int,
+             targets: Tensor | None = None) -> dict[str, Any]:
+    """Test accuracy per learned task and on the new task, and the attacks' success (a feature
+    collision's: the share of its `targets` answered B)."""
     assert world.test is not None and world.triggered_test is not None
     x, y = world.test
     truth = [world.labels[int(c)] for c in y]
@@ -109,11 +128,16 @@ def evaluate(world: World, model: ContinualClassifier, names: Sequence[str], pos
     flip = sum(pred[i] == world.labels[b] for i in a_rows) / len(a_rows)
     trig = [names[int(p)] for p in _predict(model, world.triggered_test, position)]
     backdoor = sum(p == world.labels[world.target] for p in trig) / len(trig)
-    return {"old": old, "new": new, "flip_success": flip, "backdoor_success": backdoor}
+    collision = None
+    if targets is not None:
+        collision = sum(names[int(p)] == world.labels[b] for p in _predict(model, targets, position)) / len(targets)
+    return {"old": old, "new": new, "flip_success": flip, "backdoor_success": backdoor, "collision_success": collision}
 
 
-def run_update(world: World, sc: Scenario, held: Sequence[int], seed: int) -> dict[str, Any]:
-    """Train the service's candidate on the feedback the defence kept; evaluate it and the gate."""
+def run_update(world: World, sc: Scenario, held: Sequence[int], seed: int,
+               config: ScreenConfig | None = None) -> dict[str, Any]:
+    """Train the service's candidate on the feedback the defence kept (with `config.influence`, through
+    the influence check at the gate, as the service does); evaluate it and the gate."""
     assert world.base_dir is not None
     parent = load_model(world.base_dir)
     ids = list(range(len(sc.labels)))
@@ -122,101 +146,29 @@ def run_update(world: World, sc: Scenario, held: Sequence[int], seed: int) -> di
     x, labels, kept_ids = sc.x[torch.tensor(keep, dtype=torch.long)], [sc.labels[i] for i in keep], keep
     settings = UpdateSettings()
     started = time.perf_counter()
-    cand = train_candidate(parent, x, labels, kept_ids, settings, "feedback", seed=seed)
+    influence: dict[str, Any] | None = None
+    influence_held: list[int] = []
+    if config is not None and config.influence:
+        checked = train_with_influence(parent, x, labels, kept_ids, settings, config, "feedback", seed)
+        cand, influence = checked.candidate, checked.report
+        influence_held = sorted(kept_ids[p] for p in checked.held)
+    else:
+        cand = train_candidate(parent, x, labels, kept_ids, settings, "feedback", seed=seed)
     seconds = time.perf_counter() - started
     position = len(cand.spec.tasks) - 1
-    after = evaluate(world, cand.model, cand.spec.labels, position)
+    after = evaluate(world, cand.model, cand.spec.labels, position, sc.targets)
     matrix = cand.report["accuracy_matrix"]
     checks = cand.report["checks"]
     loose = decide(matrix["values"][0], matrix["values"][1], matrix["columns"], [c["size"] for c in checks], 0.03)
     return {**after, "gate_1pt": bool(cand.report["passed"]), "gate_3pt": bool(loose["passed"]),
-            "gate_failed": cand.report["failed"], "train_seconds": round(seconds, 2), "trained_on": len(keep)}
+            "gate_failed": cand.report["failed"], "train_seconds": round(seconds, 2),
+            "trained_on": len(keep) - len(influence_held), "influence": influence, "influence_held": influence_held}
 
 
 def before(world: World) -> dict[str, Any]:
     assert world.base_dir is not None
     parent = load_model(world.base_dir)
     return evaluate(world, parent.model, parent.spec.labels, len(parent.spec.tasks) - 1)
-
-
-# --------------------------------------------------------------------------------------------------
-# tuning (validation scenarios, detection only)
-
-SCREEN_GRID: list[dict[str, Any]] = [
-    {"knn_share": k, "support": s} for k in (0.3, 0.6) for s in (0.1, 0.2, 0.35)]
-SPECTRAL_GRID = (0.05, 0.1, 0.2, 0.33)
-ACTIVATION_GRID = ("smaller", "relative-size", "distance", "silhouette-scores")
-TUNE_ATTACKS: dict[str, tuple[float, ...]] = {
-    "clean": (0.0,), "random": (0.1, 0.3), "targeted": (0.1, 0.3), "backdoor": (0.01, 0.05, 0.1, 0.3),
-    "forgetting": (0.1, 0.3), "flood": (0.1, 0.3)}
-
-
-def _objective(rows: list[dict[str, Any]]) -> float:
-    """Mean recall over poisoned scenarios minus twice the mean share of clean feedback held, and
-    any scenario holding more than 5 % of clean feedback disqualifies."""
-    if any("error" in r for r in rows):
-        return -10.0  # the option does not run
-    recall = [r["recall"] for r in rows if r["recall"] is not None]
-    clean = [r["clean_held"] for r in rows]
-    if max(clean) > 0.05:
-        return -1.0 + float(np.mean(recall)) - 2 * float(np.mean(clean)) - 10 * (max(clean) - 0.05)
-    return float(np.mean(recall)) - 2 * float(np.mean(clean))
-
-
-def tune_world(name: str, seeds: Sequence[int], work: Path) -> dict[str, Any]:
-    torch.set_num_threads(1)
-    results: dict[str, list[dict[str, Any]]] = {}
-    for seed in seeds:
-        world = (fmnist_world if name == "fmnist" else clinc_world)("tune", seed)
-        report_world = (fmnist_world if name == "fmnist" else clinc_world)("report", seed)
-        # the current model is the reported runs' clean model; only its feedback differs
-        base = train_base(report_world, seed, work / f"{name}-tune-{seed}")
-        world.base_dir = base
-        saved = load_model(base)
-        for attack, rates in TUNE_ATTACKS.items():
-            for rate in rates:
-                sc = make_scenario(world, "targeted" if attack == "clean" else attack, rate, 100 + seed)
-                for i, params in enumerate(SCREEN_GRID):
-                    held, _ = defend_screens(saved, sc, replace(ScreenConfig(), **params))
-                    results.setdefault(f"screens:{i}", []).append({"attack": attack, "rate": rate,
-                                                                   **detection(held, sc.poison)})
-                for kind, options in (("spectral", SPECTRAL_GRID), ("activation", ACTIVATION_GRID)):
-                    for option in options:
-                        try:
-                            held, _ = defend_art(saved, sc, kind, option)
-                            row: dict[str, Any] = detection(held, sc.poison)
-                        except Exception as exc:  # ART 1.20.1's relative-size analysis fails under numpy 2
-                            row = {"recall": None, "clean_held": 1.0, "error": f"{type(exc).__name__}: {exc}"}
-                        results.setdefault(f"art-{kind}:{option}", []).append(row)
-    return results
-
-
-def tune(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
-    worlds = ["fmnist", "clinc150"]
-    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(args.jobs) as pool:
-        parts = dict(zip(worlds, pool.map(tune_world, worlds, [(0,)] * 2, [Path(tmp)] * 2), strict=True))
-    chosen: dict[str, Any] = {}
-    scores: dict[str, dict[str, float]] = {}
-    for family in ("screens", "art-spectral", "art-activation"):
-        keys = [k for k in parts["fmnist"] if k.startswith(family + ":")]
-        scores[family] = {k: sum(_objective(parts[w][k]) for w in worlds) / len(worlds) for k in keys}
-        best = max(keys, key=lambda k: scores[family][k])
-        option = best.split(":", 1)[1]
-        chosen[family] = SCREEN_GRID[int(option)] if family == "screens" else (
-            float(option) if family == "art-spectral" else option)
-    for family, table in scores.items():
-        print(f"\n{family}: objective (mean recall - 2 x mean clean held; > 5 % clean held disqualifies)")
-        for k, v in sorted(table.items(), key=lambda kv: -kv[1]):
-            shown: Any = SCREEN_GRID[int(k.split(':')[1])] if family == "screens" else k.split(":", 1)[1]
-            summary = {w: (round(float(np.mean([r["recall"] for r in parts[w][k] if r["recall"] is not None]
-                                               or [0.0])), 3),
-                           round(max(r["clean_held"] for r in parts[w][k]), 3)) for w in worlds}
-            print(f"  {v:+.3f}  {shown}  (recall, max clean held) {summary}")
-    write_json(TUNING, {"chosen": chosen, "scores": scores, "grid": SCREEN_GRID, "details": parts,
-                        "seconds": time.perf_counter() - started, "environment": environment()})
-    print(f"\nchosen: {chosen}\nwrote {TUNING} in {time.perf_counter() - started:.0f} s")
-    return 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -229,9 +181,37 @@ def load_tuning() -> dict[str, Any]:
     return {"screens": {}, "art-spectral": 0.1, "art-activation": "smaller"}
 
 
+def _progress(work: Path, name: str, seed: int, header: dict[str, Any]) -> tuple[Path, dict[tuple[Any, ...], Any]]:
+    """The job's progress file (one JSON row per line, the first the configuration) and the rows it
+    already holds, by (attack, rate, defence). A file from another configuration is an error."""
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / f"{name}-{seed}.jsonl"
+    done: dict[tuple[Any, ...], Any] = {}
+    if path.exists():
+        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if lines and lines[0] != header:
+            raise SystemExit(f"{path} holds rows of another configuration: delete it, or run without --resume")
+        done = {(r["attack"], r["rate"], r["defence"]): r for r in lines[1:]}
+    else:
+        path.write_text(json.dumps(header) + "\n")
+    return path, done
+
+
 def run_world(name: str, seed: int, attacks: dict[str, tuple[float, ...]], defences: Sequence[str],
-              size: int | None, work: Path, tuning: dict[str, Any]) -> list[dict[str, Any]]:
+              size: int | None, work: Path, tuning: dict[str, Any], progress: Path,
+              peers: str = "all") -> list[dict[str, Any]]:
     torch.set_num_threads(1)
+    header = {"world": name, "seed": seed, "size": size, "tuning": tuning, "defences": list(defences)}
+    path, done = _progress(progress, name, seed, json.loads(json.dumps(header)))
+    grid = [("clean", 0.0)] + [(a, r) for a, rates in attacks.items() for r in rates]
+
+    def defences_for(attack: str) -> list[str]:
+        chosen = [d for d in defences if not d.startswith("art-") or peers == "all" or attack in NEW_ATTACKS]
+        # the sybil rows also train on exactly the clean part (an oracle defence): the best any defence can do
+        return [*chosen, "oracle"] if attack == "targeted-sybil" else chosen
+
+    if all((a, r, d) in done for a, r in grid for d in defences_for(a)):
+        return [done[(a, r, d)] for a, r in grid for d in defences_for(a)]
     world = (fmnist_world if name == "fmnist" else clinc_world)("report", seed)
     if size:
         world.feedback = size
@@ -242,14 +222,21 @@ def run_world(name: str, seed: int, attacks: dict[str, tuple[float, ...]], defen
     start_acc = before(world)
     config = replace(ScreenConfig(), **tuning.get("screens", {}))
     rows = []
-    grid = [("clean", 0.0)] + [(a, r) for a, rates in attacks.items() for r in rates]
     for attack, rate in grid:
-        sc = make_scenario(world, "targeted" if attack == "clean" else attack, rate, seed)
-        for defence in defences:
+        if all((attack, rate, d) in done for d in defences_for(attack)):
+            rows += [done[(attack, rate, d)] for d in defences_for(attack)]
+            continue
+        sc = make_scenario(world, "targeted" if attack == "clean" else attack, rate, seed, saved=saved)
+        for defence in defences_for(attack):
+            if (attack, rate, defence) in done:
+                rows.append(done[(attack, rate, defence)])
+                continue
             t0 = time.perf_counter()
             info: dict[str, Any] = {}
             if defence == "none":
                 held: list[int] = []
+            elif defence == "oracle":
+                held = sc.poison.nonzero().squeeze(1).tolist()
             elif defence == "screens":
                 held, info = defend_screens(saved, sc, config)
             elif defence == "art-spectral":
@@ -260,20 +247,28 @@ def run_world(name: str, seed: int, attacks: dict[str, tuple[float, ...]], defen
             kept_x, _, _ = training_data(sc.x, sc.labels, list(range(len(sc.labels))),
                                          _held_result(len(sc.labels), held))
             assert len(kept_x) == len(sc.labels) - len(set(held))
-            result = run_update(world, sc, held, seed)
+            result = run_update(world, sc, held, seed, config if defence == "screens" else None)
+            everything = sorted(set(held) | set(result["influence_held"]))
             retention = float(np.mean([a / max(b, 1e-9) for a, b in zip(result["old"], start_acc["old"],
                                                                          strict=True)]))
-            rows.append({"world": name, "seed": seed, "attack": attack, "rate": rate, "defence": defence,
-                         "retention": retention, "new_accuracy": result["new"],
-                         "flip_success": result["flip_success"], "backdoor_success": result["backdoor_success"],
-                         **detection(held, sc.poison), "gate_1pt": result["gate_1pt"],
-                         "gate_3pt": result["gate_3pt"], "gate_failed": result["gate_failed"],
-                         "old_accuracy": result["old"], "screen_seconds": round(screen_seconds, 2),
-                         "train_seconds": result["train_seconds"], "screen_info": info,
-                         "before": start_acc, "base_seconds": round(base_seconds, 1)})
+            row = {"world": name, "seed": seed, "attack": attack, "rate": rate, "defence": defence,
+                   "retention": retention, "new_accuracy": result["new"],
+                   "flip_success": result["flip_success"], "backdoor_success": result["backdoor_success"],
+                   "collision_success": result["collision_success"],
+                   **detection(everything, sc.poison), "screens_only": detection(held, sc.poison),
+                   "influence": result["influence"], "gate_1pt": result["gate_1pt"],
+                   "gate_3pt": result["gate_3pt"], "gate_failed": result["gate_failed"],
+                   "old_accuracy": result["old"], "screen_seconds": round(screen_seconds, 2),
+                   "train_seconds": result["train_seconds"], "screen_info": info,
+                   "before": start_acc, "base_seconds": round(base_seconds, 1)}
+            rows.append(row)
+            with path.open("a") as f:  # saved as it goes: --resume continues from here
+                f.write(json.dumps(row) + "\n")
+            collided = "" if result["collision_success"] is None else f" coll {result['collision_success']:.3f}"
             print(f"  {name} seed {seed} {attack:19s} {rate:4.2f} {defence:14s} ret {retention:.3f} "
-                  f"new {result['new']:.3f} flip {result['flip_success']:.3f} bd {result['backdoor_success']:.3f} "
-                  f"held {len(set(held)):4d} gate {int(result['gate_1pt'])}{int(result['gate_3pt'])}", flush=True)
+                  f"new {result['new']:.3f} flip {result['flip_success']:.3f} bd {result['backdoor_success']:.3f}"
+                  f"{collided} held {len(everything):4d} gate {int(result['gate_1pt'])}{int(result['gate_3pt'])}",
+                  flush=True)
     return rows
 
 
@@ -283,115 +278,53 @@ def _held_result(n: int, held: Sequence[int]) -> Any:
     return ScreenResult(list(range(n)), [Hold(i, i, "benchmark", "held by the defence", 1.0) for i in held])
 
 
-SUCCESS = {"random": None, "targeted": "flip_success", "flood": "flip_success", "targeted-sybil": "flip_success",
-           "backdoor": "backdoor_success", "backdoor-camouflage": "backdoor_success", "forgetting": None,
-           "clean": None}
-
-
-def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean over seeds per world x attack x rate x defence."""
-    keys: dict[tuple[str, str, float, str], list[dict[str, Any]]] = {}
-    for r in rows:
-        keys.setdefault((r["world"], r["attack"], r["rate"], r["defence"]), []).append(r)
-    out = []
-    for (world, attack, rate, defence), group in keys.items():
-        def mean(field: str, rows: list[dict[str, Any]] = group) -> float | None:
-            values = [r[field] for r in rows if r[field] is not None]
-            return float(np.mean(values)) if values else None
-        metric = SUCCESS[attack]
-        out.append({"world": world, "attack": attack, "rate": rate, "defence": defence, "seeds": len(group),
-                    "retention": mean("retention"), "new_accuracy": mean("new_accuracy"),
-                    "success": mean(metric) if metric else None, "success_metric": metric,
-                    "flip_success": mean("flip_success"), "backdoor_success": mean("backdoor_success"),
-                    "precision": mean("precision"), "recall": mean("recall"), "clean_held": mean("clean_held"),
-                    "gate_1pt": mean("gate_1pt"), "gate_3pt": mean("gate_3pt")})
-    return out
-
-
-def targets(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The issue's targets at poison rates up to 30 %, for the screens and for each peer."""
-    index = {(s["world"], s["attack"], s["rate"], s["defence"]): s for s in summary}
-    out = []
-    for s in summary:
-        if s["defence"] == "none" or s["attack"] == "clean" or s["rate"] > 0.3:
-            continue
-        clean = index[(s["world"], "clean", 0.0, "none")]
-        line: dict[str, Any] = {"world": s["world"], "attack": s["attack"], "rate": s["rate"], "defence": s["defence"]}
-        line["retention_vs_clean"] = s["retention"] / clean["retention"]
-        line["retention_ok"] = line["retention_vs_clean"] >= 0.95
-        if s["success_metric"] == "backdoor_success":
-            line["success_ok"] = s["success"] <= 0.05
-        elif s["success_metric"] == "flip_success":
-            line["success_vs_clean"] = s["success"] - clean["flip_success"]
-            line["success_ok"] = line["success_vs_clean"] <= 0.02
-        line["recall_ok"] = s["recall"] is not None and s["recall"] >= 0.90
-        line["clean_held_ok"] = s["clean_held"] <= 0.05
-        if s["defence"] == "screens":
-            # at least as good as each peer on each line (0.5-point slack for ties in rounding)
-            for peer in ("art-spectral", "art-activation"):
-                p = index[(s["world"], s["attack"], s["rate"], peer)]
-                worse = []
-                if s["retention"] < p["retention"] - 0.005:
-                    worse.append("retention")
-                if s["success"] is not None and s["success"] > p["success"] + 0.005:
-                    worse.append("success")
-                if (s["recall"] or 0) < (p["recall"] or 0) - 0.005:
-                    worse.append("recall")
-                if s["clean_held"] > p["clean_held"] + 0.005:
-                    worse.append("clean_held")
-                line[f"worse_than_{peer}"] = worse
-        out.append(line)
-    return out
-
-
-def _fmt(v: float | None, pct: bool = True) -> str:
-    if v is None:
-        return "-"
-    return f"{100 * v:.1f}" if pct else f"{v:.3f}"
-
-
-def print_tables(summary: list[dict[str, Any]]) -> str:
-    lines = []
-    for world in dict.fromkeys(s["world"] for s in summary):
-        lines.append(f"\n### {world}\n")
-        lines.append("| attack | poison | defence | retention | new acc | attack success | precision | recall "
-                     "| clean held | gate 1pt / 3pt |")
-        lines.append("|---|---|---|---|---|---|---|---|---|---|")
-        for s in summary:
-            if s["world"] != world:
-                continue
-            success = _fmt(s["success"]) + (" (flip)" if s["success_metric"] == "flip_success" else
-                                            " (trigger)" if s["success_metric"] == "backdoor_success" else "")
-            gate = f"{_fmt(s['gate_1pt'])} / {_fmt(s['gate_3pt'])}"
-            lines.append(f"| {s['attack']} | {100 * s['rate']:g} % | {s['defence']} | {_fmt(s['retention'], False)} "
-                         f"| {_fmt(s['new_accuracy'])} | {success if s['success_metric'] else '-'} "
-                         f"| {_fmt(s['precision'])} | {_fmt(s['recall'])} | {_fmt(s['clean_held'])} | {gate} |")
-    text = "\n".join(lines)
-    print(text)
-    return text
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a smoke run: one seed, 600 examples, 5 attacks")
     parser.add_argument("--tune", action="store_true", help="choose thresholds on validation scenarios")
+    parser.add_argument("--tune-families", default="screens,art-spectral,art-activation",
+                        help="with --tune: the defences to tune (the others' choices are carried over)")
     parser.add_argument("--worlds", default="fmnist,clinc150")
-    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--attacks", default=None, help="only these attacks (comma-separated; 'clean' always runs)")
     parser.add_argument("--jobs", type=int, default=2, help="processes (one thread each)")
+    parser.add_argument("--resume", action="store_true", help="continue from the progress files of an interrupted run")
+    parser.add_argument("--seeds-existing", default=None,
+                        help="seeds for the attacks before issue 22 (default: --seeds); the others run the clean row "
+                             "and issue 22's attacks only, to save CPU")
+    parser.add_argument("--peers", choices=("all", "new"), default="all",
+                        help="run ART's defences on every attack, or only on the clean row and issue 22's attacks "
+                             "(targeted-sybil, adaptive-*), to save CPU")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     if args.tune:
-        return tune(args)
+        return tune(args, TUNING)
     started = time.perf_counter()
     worlds = args.worlds.split(",")
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
-    attacks = QUICK_ATTACKS if args.quick else ATTACKS
+    attacks = dict(QUICK_ATTACKS if args.quick else ATTACKS)
+    if args.attacks:
+        wanted = args.attacks.split(",")
+        unknown = set(wanted) - set(ATTACKS) - {"clean"}
+        if unknown:
+            parser.error(f"unknown attack(s) {sorted(unknown)}; choose from {', '.join(ATTACKS)}")
+        attacks = {a: r for a, r in ATTACKS.items() if a in wanted}
     size = 600 if args.quick else None
     tuning = load_tuning()
     out = Path(args.out or RESULTS / ("poisoning-quick.json" if args.quick else "poisoning.json"))
+    progress = out.with_name(out.stem + "-progress")
+    if progress.exists() and not args.resume:
+        shutil.rmtree(progress)
+    progress.mkdir(parents=True, exist_ok=True)
+    existing = seeds if args.seeds_existing is None else [int(s) for s in args.seeds_existing.split(",")]
+
+    def attacks_for(seed: int) -> dict[str, tuple[float, ...]]:
+        return attacks if seed in existing else {a: r for a, r in attacks.items() if a in NEW_ATTACKS}
+
     jobs = [(w, s) for w in worlds for s in seeds]
     with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(run_world, w, s, attacks, DEFENCES, size, Path(tmp), tuning) for w, s in jobs]
+        futures = [pool.submit(run_world, w, s, attacks_for(s), DEFENCES, size, Path(tmp), tuning, progress,
+                               args.peers) for w, s in jobs]
         rows = [r for f in futures for r in f.result()]
     summary = summarise(rows)
     table = print_tables(summary)
@@ -402,13 +335,18 @@ def main(argv: list[str] | None = None) -> int:
           "(<= 30 %) miss a target or do worse than a peer on a line:")
     for c in missed:
         print("  " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in c.items()))
+    sybil = sybil_targets(summary)
+    for line in sybil:
+        print("  " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in line.items()))
     seconds = time.perf_counter() - started
     write_json(out, {"command": " ".join(["python", "benchmarks/poisoning.py", *(argv or sys.argv[1:])]),
-                     "seconds": seconds, "worlds": worlds, "seeds": seeds, "attacks": attacks,
+                     "seconds": seconds, "worlds": worlds, "seeds": seeds, "seeds_existing": existing,
+                     "attacks": attacks, "peers": args.peers,
                      "defences": list(DEFENCES), "tuning": tuning, "update_settings": UpdateSettings().to_dict(),
                      "screen_config": replace(ScreenConfig(), **tuning.get("screens", {})).to_dict(),
-                     "summary": summary, "targets": checks, "rows": rows, "table": table,
+                     "summary": summary, "targets": checks, "sybil_targets": sybil, "rows": rows, "table": table,
                      "environment": environment()})
+    shutil.rmtree(progress)
     print(f"\nwrote {out} in {seconds / 60:.1f} min")
     return 0
 

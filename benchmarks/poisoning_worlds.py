@@ -179,11 +179,15 @@ class Scenario:
     labels: list[str]
     sources: list[str]
     poison: Tensor  # bool per example
+    targets: Tensor | None = None  # a feature-collision attack's target inputs (class A, to be answered B)
 
 
-def make_scenario(world: World, attack: str, rate: float, seed: int, size: int | None = None) -> Scenario:
+def make_scenario(world: World, attack: str, rate: float, seed: int, size: int | None = None,
+                  saved: Any = None) -> Scenario:
     """The feedback stream: `rate` of it poison (by `attack`), the rest clean examples of the new task
-    from honest keys, in a random order."""
+    from honest keys, in a random order. `saved`: the current model (a feature-collision attacker has it)."""
+    from poisoning_adaptive import boundary_flips, feature_collisions
+
     g = torch.Generator().manual_seed(seed)
     n = size or world.feedback
     n_poison = round(rate * n)
@@ -193,14 +197,22 @@ def make_scenario(world: World, attack: str, rate: float, seed: int, size: int |
     labels = [world.labels[int(c)] for c in clean_y]
     a, b = world.pair
     learned = [c for t in world.old_tasks for c in t]
+    targets: Tensor | None = None
     if attack == "random":
         px, py = world.draw(g, world.new, n_poison, False)
         wrong = []
         for c in py.tolist():
             others = [k for k in world.new if k != c]
             wrong.append(others[int(torch.randint(len(others), (1,), generator=g))])
-    elif attack in ("targeted", "flood", "targeted-sybil"):
+    elif attack in ("targeted", "flood", "targeted-sybil", "adaptive-split"):
         px, _ = world.draw(g, [a], n_poison, False)
+        wrong = [b] * n_poison
+    elif attack == "adaptive-boundary":
+        px, wrong = boundary_flips(world, g, n_poison), [b] * n_poison
+    elif attack == "adaptive-collision":
+        if saved is None:
+            raise ValueError("a feature-collision attack needs the current model (saved=)")
+        px, targets = feature_collisions(world, saved, g, n_poison)
         wrong = [b] * n_poison
     elif attack in ("backdoor", "backdoor-camouflage"):
         px, _ = world.draw(g, [c for c in learned + list(world.new) if c != world.target], n_poison, True)
@@ -214,9 +226,10 @@ def make_scenario(world: World, attack: str, rate: float, seed: int, size: int |
             wrong.append(others[int(torch.randint(len(others), (1,), generator=g))])
     else:
         raise ValueError(f"unknown attack {attack!r}")
-    keys = 1 if attack == "flood" else HONEST if attack == "targeted-sybil" else ATTACKERS
+    keys = {"flood": 1, "targeted-sybil": HONEST, "adaptive-split": 3 * HONEST, "adaptive-boundary": HONEST,
+            "adaptive-collision": HONEST}.get(attack, ATTACKERS)
     attacker = [f"attacker-{int(i):02d}" for i in torch.randint(keys, (n_poison,), generator=g)]
-    if attack == "backdoor-camouflage" and n_poison:
+    if attack in ("backdoor-camouflage", "adaptive-split") and n_poison:
         # the attacker keys also send clean examples, as many as their poison, to look ordinary
         for i in torch.randperm(n_clean, generator=g)[: min(n_poison, n_clean)].tolist():
             sources[i] = f"attacker-{int(torch.randint(keys, (1,), generator=g)):02d}"
@@ -226,4 +239,4 @@ def make_scenario(world: World, attack: str, rate: float, seed: int, size: int |
     poison = torch.tensor([False] * n_clean + [True] * n_poison)
     order = torch.randperm(n, generator=g)
     return Scenario(x[order], [all_labels[i] for i in order.tolist()], [all_sources[i] for i in order.tolist()],
-                    poison[order])
+                    poison[order], targets)

@@ -112,7 +112,10 @@ def poisoning(rate: float = 0.3) -> str | None:
         if (world, attack, r, "none") not in rows or _ != "none":
             continue
         none, scr = rows[(world, attack, r, "none")], rows[(world, attack, r, "screens")]
-        spec, act = rows[(world, attack, r, "art-spectral")], rows[(world, attack, r, "art-activation")]
+        # a run with --peers new has ART's rows only on issue 22's attacks: the others show a dash
+        empty = {"success": None, "recall": None, "clean_held": None}
+        spec = rows.get((world, attack, r, "art-spectral"), empty)
+        act = rows.get((world, attack, r, "art-activation"), empty)
         lines.append(f"| {world} | {attack} {100 * r:g} % | {none['retention']:.3f} / {pct(none['success'])} | "
                      f"{scr['retention']:.3f} / {pct(scr['success'])} / {pct(scr['recall'])} / "
                      f"{pct(scr['clean_held'])} | "

@@ -78,7 +78,8 @@ def test_label_noise_holds_flipped_labels_and_passes_clean(world):
     flipped = torch.randperm(len(labels), generator=g)[: len(labels) // 10].tolist()
     for i in flipped:
         labels[i] = NAMES[(int(y[i]) + 1 + int(torch.randint(4, (1,), generator=g))) % 5]
-    only = ScreenConfig(source_limits=False, source_outliers=False, backdoor=False)
+    only = ScreenConfig(source_limits=False, source_outliers=False, backdoor=False, label_collisions=False,
+                        guard_agreement=False)
     result = _screen(world, x, labels, _honest(len(labels)), only)
     held = set(result.held)
     assert len(held & set(flipped)) >= 0.8 * len(flipped)
@@ -132,7 +133,8 @@ def test_source_outliers_hold_a_key_that_sends_mislabelled_examples(world):
     labels = [NAMES[int(c)] for c in cy] + ["6"] * len(px)
     sources = _honest(len(cy)) + ["attacker"] * len(px)
     result = _screen(world, x, labels, sources, replace(ScreenConfig(), label_noise=False, backdoor=False,
-                                                        source_limits=False))
+                                                        source_limits=False, label_collisions=False,
+                                                        guard_agreement=False))
     held = set(result.held)
     assert held >= set(range(len(cy), len(labels)))
     assert len(held) == len(px)

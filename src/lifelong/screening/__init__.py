@@ -17,6 +17,11 @@ the sender chooses) and, optionally, a trusted reference set (the guard sets of 
   volume (a targeted flip at 30 % of the stream) still loses to the number of honest contributors.
   Trusted reference examples and the model vote too. A label the model has never learned (a new
   intent) is judged by its neighbours only: it is never held for being new.
+- `label_collisions` (collisions.py): per label, whoever sent it, examples that carry a copy of
+  another label's examples (a flipped class leaves a second mode inside the label it claims, and the
+  relation is one-way), in the inputs and in the model's representation; near-duplicates count once.
+- `guard_agreement` (guards.py): examples that the trusted guard sets (deep k-nearest neighbours) and
+  the current model both place inside one other class.
 - `backdoor_outliers` (spectral signatures, Tran et al. 2018; activation clustering, Chen et al.
   2018): per label, examples far out along the top principal direction of the label's centred
   features, or a tight cluster of the label sent by few sources, are held.
@@ -27,7 +32,7 @@ features and probabilities from a `ContinualClassifier`, `screen_model` does bot
 
 Modules: base.py (`ScreenConfig`, `Hold`, `ScreenResult`), sources.py (rate limit, share cap, source
 outliers), labels.py (label noise), backdoor.py (spectral signatures, activation clustering),
-screen.py (the layers together).
+collisions.py (label collisions), guards.py (guard agreement), screen.py (the layers together).
 
 >>> import torch
 >>> g = torch.Generator().manual_seed(0)
@@ -42,12 +47,15 @@ screen.py (the layers together).
 
 from lifelong.screening.backdoor import backdoor_outliers
 from lifelong.screening.base import SCREENS, Hold, ScreenConfig, ScreenResult
+from lifelong.screening.collisions import Collision, find_collisions, label_collisions, unit_rows
+from lifelong.screening.guards import guard_agreement
 from lifelong.screening.labels import LabelEstimate, estimate_labels, label_noise
 from lifelong.screening.screen import represent, screen, screen_model, training_data
 from lifelong.screening.sources import SourceRateLimiter, cap_source_share, source_names, source_outliers
 
 __all__ = [
     "SCREENS",
+    "Collision",
     "Hold",
     "LabelEstimate",
     "ScreenConfig",
@@ -56,6 +64,9 @@ __all__ = [
     "backdoor_outliers",
     "cap_source_share",
     "estimate_labels",
+    "find_collisions",
+    "guard_agreement",
+    "label_collisions",
     "label_noise",
     "represent",
     "screen",
@@ -63,4 +74,5 @@ __all__ = [
     "source_names",
     "source_outliers",
     "training_data",
+    "unit_rows",
 ]

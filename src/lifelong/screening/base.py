@@ -9,7 +9,9 @@ from typing import Any
 
 from lifelong.config import Config
 
-SCREENS = ("source-share", "label-noise", "source-outlier", "backdoor")
+# "influence" runs at the gate, after a candidate has trained (lifelong.service.influence)
+SCREENS = ("source-share", "label-noise", "source-outlier", "backdoor", "label-collision", "guard-agreement",
+           "influence")
 
 
 @dataclass
@@ -22,6 +24,8 @@ class ScreenConfig(Config):
     label_noise: bool = True
     source_outliers: bool = True
     backdoor: bool = True
+    label_collisions: bool = True
+    guard_agreement: bool = True
     # per-source share of one update
     max_source_share: float = 0.1  # no source above this share of the examples trained on
     min_sources: int = 5  # fewer distinct sources in a round: the share cap does not apply (it would hold most)
@@ -31,7 +35,7 @@ class ScreenConfig(Config):
     votes_per_source: int = 2  # at most this many of one source's neighbours vote per label
     reference_weight: float = 1.0  # a trusted reference neighbour's vote
     reference_units: float = 5.0  # a reference label weighs as much as this many sources in the probe
-    knn_share: float = 0.6  # the neighbours' share of the estimate (the rest: the cross-validated probe)
+    knn_share: float = 0.3  # the neighbours' share of the estimate (the rest: the cross-validated probe)
     model_share: float = 0.3  # the current model's share, for examples of labels it has learned
     folds: int = 5
     probe_l2: float = 1e-3
@@ -47,7 +51,47 @@ class ScreenConfig(Config):
     cluster_min_separation: float = 0.2  # silhouette of a 2-means split above which clusters are analysed
     cluster_max_sources: int = 3  # a cluster this few sources sent (while the label has more) is held ...
     cluster_source_share: float = 0.8  # ... when they sent at least this share of it
+    # label collisions (collisions.py): per label, independent of keys
+    collision_spaces: tuple[str, ...] = ("input", "model")  # representations searched: the inputs, the model's features
+    collision_neighbours: int = 20  # k of the neighbour share g(x)
+    collision_quantile: float = 0.1  # quantile of the density ratio estimating a copy's share (and the reverse)
+    collision_min_share: float = 0.1  # a copy smaller than this share of its label is not a collision
+    collision_reverse: float = 0.5  # ... nor one whose reverse share is above this times its share
+    collision_posterior: float = 0.7  # an example is held when its posterior of being in the copy reaches this
+    collision_vote: float = 1.0  # a k-means cluster of the label with this share held is held whole (1: off)
+    collision_rounds: int = 3
+    collision_cover: float = 0.5  # pairs are examined when this share of one label has the other among its 10 nearest
+    collision_min_examples: int = 10  # labels with fewer distinct examples are not judged
+    collision_duplicate: float = 0.02  # inputs of one label closer than this (cosine distance) count once
+    # guard agreement (guards.py): the trusted guard sets and the current model against the label
+    guard_neighbours: int = 10
+    guard_share: float = 0.8  # the nearest guard examples name one other class at least this often ...
+    guard_model: float = 0.5  # ... the model gives that class at least this probability ...
+    guard_radius: float = 1.0  # ... and the example lies within this times that class's own guard radius
+    # influence check at the gate (lifelong.service.influence): clusters found in the trained
+    # candidate's representation are held when training without them does not cost the new task
+    influence: bool = True
+    influence_tolerance: float = 0.0  # removing a cluster may cost the new task at most this accuracy
+    influence_min_share: float = 0.1  # a suspicious cluster copies at least this share of its label
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        unit = {"collision_quantile": self.collision_quantile, "collision_posterior": self.collision_posterior,
+                "collision_vote": self.collision_vote, "collision_cover": self.collision_cover,
+                "guard_share": self.guard_share, "guard_model": self.guard_model}
+        for name, value in unit.items():
+            if not 0 < value <= 1:
+                raise ValueError(f"{name} must be in (0, 1], not {value}")
+        counts = {"collision_neighbours": self.collision_neighbours, "collision_rounds": self.collision_rounds,
+                  "collision_min_examples": self.collision_min_examples, "guard_neighbours": self.guard_neighbours}
+        for name, count in counts.items():
+            if count < 1:
+                raise ValueError(f"{name} must be at least 1, not {count}")
+        if self.influence_tolerance < 0 or self.collision_min_share < 0 or self.guard_radius <= 0:
+            raise ValueError("influence_tolerance and collision_min_share must be >= 0, guard_radius > 0")
+        unknown = set(self.collision_spaces) - {"input", "model"}
+        if unknown:
+            raise ValueError(f"unknown collision space(s) {sorted(unknown)}; use 'input' and/or 'model'")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -12,6 +13,8 @@ from torch import Tensor, nn
 
 from lifelong.screening.backdoor import backdoor_outliers
 from lifelong.screening.base import Hold, ScreenConfig, ScreenResult
+from lifelong.screening.collisions import label_collisions
+from lifelong.screening.guards import guard_agreement
 from lifelong.screening.labels import estimate_labels, label_noise
 from lifelong.screening.sources import cap_source_share, source_outliers
 
@@ -19,14 +22,17 @@ from lifelong.screening.sources import cap_source_share, source_outliers
 def screen(features: Tensor, labels: Sequence[str], sources: Sequence[str | None] | None = None,
            probs: Tensor | None = None, known: Sequence[str] | None = None,
            reference: tuple[Tensor, Sequence[str]] | None = None, config: ScreenConfig | None = None,
-           ids: Sequence[Any] | None = None) -> ScreenResult:
+           ids: Sequence[Any] | None = None, inputs: Tensor | None = None,
+           input_reference: Tensor | None = None) -> ScreenResult:
     """Run the enabled screens on one feedback batch and return what to hold and why.
 
     `features` [n, d]: the current model's penultimate features of the examples; `labels`: their
     labels (names); `sources`: who sent each (the API key id; None: unknown); `probs` [n, K]: the
     model's softmax over the labels it has learned, named by `known` (K names); `reference`: trusted
     labelled examples (features, label names), e.g. the guard sets; `ids`: the feedback ids (default
-    positions). Exempt sources' examples are never held."""
+    positions); `inputs` [n, ...] and `input_reference`: the same examples and reference rows as model
+    inputs, for the label-collision screen's input space. The label-collision screen runs last, on
+    the examples the other screens kept. Exempt sources' examples are never held."""
     cfg = config or ScreenConfig()
     n = len(labels)
     if len(features) != n:
@@ -49,6 +55,30 @@ def screen(features: Tensor, labels: Sequence[str], sources: Sequence[str | None
             holds += source_outliers(labels, sources, 1 - estimate.support, cfg, ids)
     if cfg.backdoor:
         holds += backdoor_outliers(features, labels, sources, cfg, ids)
+    if cfg.label_collisions:
+        if inputs is not None and len(inputs) != n:
+            raise ValueError(f"{len(inputs)} input rows for {n} labels")
+        # the key-blind screen judges what the others kept: a flip that per-key screens already hold
+        # leaves no copy behind, and honest look-alikes are not held a second time for it
+        taken = {h.index for h in holds}
+        rest = [i for i in range(n) if i not in taken]
+        keep = torch.tensor(rest, dtype=torch.long)
+        spaces: dict[str, tuple[Tensor, tuple[Tensor, Sequence[str]] | None]] = {"model": (features[keep], reference)}
+        if inputs is not None:
+            ref_inputs = None
+            if reference is not None and input_reference is not None:
+                ref_inputs = (input_reference, reference[1])
+            spaces["input"] = (inputs[keep], ref_inputs)
+        # the model's representation of a class it never learned is no evidence against the ones it did
+        learned = set(known or []) | set(reference[1] if reference is not None else [])
+        for space in cfg.collision_spaces:
+            if space in spaces:
+                rows, ref = spaces[space]
+                found = label_collisions(rows, [labels[i] for i in rest], ref, cfg, [ids[i] for i in rest], space,
+                                         learned if space == "model" else None)
+                holds += [replace(h, index=rest[h.index]) for h in found]
+    if cfg.guard_agreement:
+        holds += guard_agreement(features, labels, reference, probs, known, cfg, ids)
     exempt = set(cfg.exempt_sources)
     holds = [h for h in holds if sources[h.index] not in exempt]
     report = {"config": cfg.to_dict(), "seconds": round(time.perf_counter() - started, 4)}
@@ -87,7 +117,8 @@ def screen_model(model: nn.Module, x: Tensor, labels: Sequence[str], sources: Se
     ref = None
     if reference is not None and len(reference[1]):
         ref = (represent(model, reference[0], task)[0], list(reference[1]))
-    return screen(features, labels, sources, probs, known, ref, config, ids)
+    return screen(features, labels, sources, probs, known, ref, config, ids, inputs=x,
+                  input_reference=None if ref is None or reference is None else reference[0])
 
 
 def training_data(x: Tensor, labels: Sequence[str], ids: Sequence[Any], result: ScreenResult,

@@ -13,7 +13,8 @@ from typing import Any
 
 COMMANDS = ("serve", "keys", "worker")
 ROLES = ("reader", "contributor", "maintainer")
-SCREENS = ("source-share", "label-noise", "source-outlier", "backdoor")  # lifelong.screening.SCREENS, without torch
+SCREENS = ("source-share", "label-noise", "source-outlier", "backdoor", "label-collision",
+           "guard-agreement", "influence")  # lifelong.screening.SCREENS, without torch
 _MISSING = "the service needs the service extra: pip install 'lifelong[service]' ({})"
 
 

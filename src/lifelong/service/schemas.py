@@ -56,7 +56,8 @@ class FeedbackReply(BaseModel):
 
 
 class HoldReason(BaseModel):
-    screen: str = Field(description="source-share, label-noise, source-outlier or backdoor")
+    screen: str = Field(description="source-share, label-noise, source-outlier, backdoor, label-collision, "
+                                    "guard-agreement or influence")
     reason: str
     score: float = Field(description="how sure the screen is (larger: surer)")
 

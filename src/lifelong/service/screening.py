@@ -25,7 +25,8 @@ from lifelong.screening import SCREENS, ScreenConfig, screen_model
 
 # the command line names the screens as `lifelong.screening` reports them; the config has one flag each
 FLAGS = {"source-share": "source_limits", "label-noise": "label_noise", "source-outlier": "source_outliers",
-         "backdoor": "backdoor"}
+         "backdoor": "backdoor", "label-collision": "label_collisions", "guard-agreement": "guard_agreement",
+         "influence": "influence"}
 
 
 class FeedbackRow(Protocol):
@@ -43,6 +44,17 @@ class Screened:
 
     held: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, rows: Sequence[FeedbackRow], held: dict[int, str], screen: str = "influence") -> None:
+        """Hold more examples (positions into `rows`, with a reason each), found after the screens ran
+        (the influence check at the gate), and count them in the report."""
+        if not held:
+            return
+        for position, why in held.items():
+            self.held.setdefault(rows[position].id, []).append({"screen": screen, "reason": why, "score": 1.0})
+        by_screen = dict(self.report.get("held_by_screen", {}))
+        by_screen[screen] = by_screen.get(screen, 0) + len(held)
+        self.report.update(held=len(self.held), held_ids=sorted(self.held), held_by_screen=by_screen)
 
 
 def screen_config(screens: Sequence[str], max_source_share: float | None = None) -> ScreenConfig | None:

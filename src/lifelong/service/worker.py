@@ -90,18 +90,23 @@ def _stream(spec: ModelSpec, guards: Sequence[tuple[Tensor, Tensor]], new: Task,
 
 def train_candidate(parent: SavedModel, x: Tensor, labels: Sequence[str], ids: Sequence[int],
                     settings: UpdateSettings, name: str = "update", seed: int = 0,
-                    always_train: Sequence[int] = ()) -> Candidate:
+                    always_train: Sequence[int] = (), heldout: Sequence[int] | None = None) -> Candidate:
     """Train a candidate from `parent` (modified in place) on feedback inputs `x` with `labels`; evaluate
     it and the parent on every guard set and the held-out feedback, and gate it. Positions in
     `always_train` (examples a maintainer approved) are trained on, never held out, unless nothing
-    else could be. Raises `TrainingDiverged` if the loss stops being finite."""
+    else could be; `heldout` names the held-out positions instead of `split_holdout`'s draw (two
+    candidates compared on the same examples). Raises `TrainingDiverged` if the loss stops being finite."""
     spec = parent.spec
     known = list(spec.labels)
     new_labels = list(dict.fromkeys(label for label in labels if label not in known))
     all_labels = known + new_labels
     index = {label: i for i, label in enumerate(all_labels)}
     y = torch.tensor([index[label] for label in labels], dtype=torch.long)
-    train, held = split_holdout(list(labels), settings.holdout, seed)
+    if heldout is None:
+        train, held = split_holdout(list(labels), settings.holdout, seed)
+    else:
+        held = sorted(set(heldout))
+        train = [i for i in range(len(labels)) if i not in set(held)]
     forced = set(always_train)
     if any(i not in forced for i in held):
         train, held = sorted(train + [i for i in held if i in forced]), [i for i in held if i not in forced]
@@ -180,10 +185,20 @@ def run_update(store: Store, versions: VersionStore | Path, update_id: int, owne
             "update_id": update_id, "parent_version": version.number, "passed": False, "failed": failed,
             "reason": failed[0], "screening": screened.report}, screened.held)
     kept = [rows[i] for i in keep]
+    config = ScreenConfig.from_dict(settings.screening) if settings.screening is not None else None
+    influence: dict[str, Any] | None = None
     try:
-        candidate = train_candidate(parent, x[torch.tensor(keep, dtype=torch.long)], [r.label for r in kept],
-                                    [r.id for r in kept], settings, f"update {update_id}", seed=update_id,
-                                    always_train=[k for k, r in enumerate(kept) if r.status == "approved"])
+        args = (parent, x[torch.tensor(keep, dtype=torch.long)], [r.label for r in kept], [r.id for r in kept],
+                settings)
+        approved = [k for k, r in enumerate(kept) if r.status == "approved"]
+        if config is not None and config.influence:
+            from lifelong.service.influence import train_with_influence  # it imports this module
+
+            checked = train_with_influence(*args, config, f"update {update_id}", update_id, approved)
+            candidate, influence = checked.candidate, checked.report
+            screened.add(kept, checked.held)
+        else:
+            candidate = train_candidate(*args, f"update {update_id}", seed=update_id, always_train=approved)
     except TrainingDiverged as exc:
         store.fail_update(update_id, f"training diverged: {exc}", owner)
         return "failed"
@@ -192,6 +207,8 @@ def run_update(store: Store, versions: VersionStore | Path, update_id: int, owne
     report: dict[str, Any] = {"update_id": update_id, "parent_version": version.number, **candidate.report}
     if settings.screening is not None:
         report["screening"] = screened.report
+    if influence is not None:
+        report["influence"] = influence
     candidate.spec.history.update(history)
     versions.save(update.candidate_path, candidate.model, candidate.strategy, candidate.spec, candidate.guards,
                   extra={"report.json": report})
