@@ -65,6 +65,7 @@ bench-language: setup
 bench-control: setup
 	$(PY) benchmarks/control.py $(BENCH_FLAGS) --settings lander-rewired,classic
 	$(PY) benchmarks/control.py $(BENCH_FLAGS) --settings rl-cartpole-rewired --seeds 0 --strategies naive,ewc
+	$(MAKE) bench-control-rl
 
 bench-control-rl: setup
 	$(PY) benchmarks/control_rl_study.py --threads 1
