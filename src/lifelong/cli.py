@@ -20,6 +20,15 @@ STRATEGY_FLAGS = {"lambda": "strength", "gamma": "gamma", "xi": "xi", "fisher": 
                   "replay_batch": "replay_batch", "importance_dtype": "storage", "importance_keep": "keep",
                   "alpha": "alpha", "beta": "beta", "distill": "distill", "temperature": "temperature"}
 
+# CLI flag -> (part of RunConfig, or "" for the RunConfig itself; its field): what a flag typed on the
+# command line changes in a --config file's run
+FILE_FLAGS = {**{f: ("stream", f) for f in ("benchmark", "data", "classes_per_task", "scenario", "tasks",
+                                           "class_order", "data_dir", "encoder", "per_intent", "environments",
+                                           "demos", "eval_episodes", "validation")},
+              **{f: ("learner", f) for f in ("epochs", "batch_size", "lr", "optimizer", "momentum")},
+              "model": ("model", "kind"), "hidden": ("model", "hidden"), "dropout": ("model", "dropout"),
+              **{f: ("", f) for f in ("strategy", "seed", "eval_split", "specialist", "rl_steps", "agent")}}
+
 
 class UsageError(Exception):
     """Arguments that parse but do not make sense together; exit code 2."""
@@ -33,6 +42,12 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
+    c = p.add_argument_group("run config files (docs: README, Command line)")
+    c.add_argument("--config", metavar="FILE",
+                   help="start from the run configuration in FILE (.toml or .json: the keys `--dry-run` prints; "
+                   "or a result file to re-run) instead of the preset; flags typed on the command line override it")
+    c.add_argument("--run-index", type=int, metavar="N",
+                   help="with --config: the run to take from a file of several runs (compare, benchmarks), from 0")
     d = p.add_argument_group("data")
     d.add_argument("--benchmark", choices=BENCHMARKS, default="split-digits", help="default: %(default)s")
     d.add_argument("--data", metavar="SPEC", help="your own data instead of a benchmark, e.g. csv:tickets.csv,"
@@ -221,9 +236,83 @@ def _run_config(args: argparse.Namespace, strategy: str, seed: int, options: dic
                      "rl" if args.mode == "rl" else "supervised", args.rl_steps, args.agent)
 
 
+def _typed(argv: list[str]) -> set[str]:
+    """The options typed on the command line (argparse fills in the others with their defaults)."""
+    parser = build_parser()
+    parsers = [parser]
+    while parsers:
+        for action in parsers.pop()._actions:
+            action.default = argparse.SUPPRESS
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+    return set(vars(parser.parse_args(argv)))
+
+
+def _file_config(args: argparse.Namespace, typed: set[str], base: Any, sets: dict[str, dict[str, Any]] | None = None,
+                 strategy: str | None = None, seed: int | None = None) -> Any:
+    """A --config file's run with the flags typed on the command line applied, then --set (`sets`:
+    compare's, parsed for all its strategies; None: run's, parsed here for the run's strategy)."""
+    from lifelong.run import RunConfig
+
+    values = base.to_dict()
+    for flag in typed & set(FILE_FLAGS):
+        part, key = FILE_FLAGS[flag]
+        (values[part] if part else values)[key] = getattr(args, flag)
+    if "keep_optimizer" in typed:
+        values["learner"]["reset_optimizer"] = False
+    if "fsdp" in typed:
+        values["learner"]["sharding"] = "fsdp"
+    if "mode" in typed:
+        values["mode"] = "rl" if args.mode == "rl" else "supervised"
+        values["stream"]["demos"] = 0 if args.mode == "rl" else values["stream"]["demos"]
+    if "eval_split" in typed and args.eval_split == "valid" and values["stream"]["validation"] <= 0:
+        values["stream"]["validation"] = 0.1
+    values["strategy"] = strategy or values["strategy"]
+    values["seed"] = values["seed"] if seed is None else seed
+    if "bias_correction" in typed and args.bias_correction != "none" \
+            and not values["strategy"].endswith(f"+{args.bias_correction}"):
+        values["strategy"] += f"+{args.bias_correction}"
+    name = values["strategy"]
+    if name != base.strategy:  # another strategy keeps only the file's options it has a use for
+        accepted = {k for fields in strategy_options(name).values() for k in fields}
+        values["strategy_options"] = {k: v for k, v in values["strategy_options"].items() if k in accepted}
+    sets = _parse_sets([f"{name}.{item}" if "=" in item and "." not in item.partition("=")[0] else item
+                        for item in args.set], [name]) if sets is None else sets
+    values["strategy_options"].update(_strategy_options(name, args, sets))
+    return RunConfig.from_dict(values)
+
+
+def _configs_from_file(args: argparse.Namespace, typed: set[str]) -> list[Any]:
+    """The runs of `--config FILE`, flags applied: `run` takes one; `compare` every run of the file, or
+    one run (the file's only one, or --run-index) times the --strategies and --seeds typed."""
+    from lifelong.runfile import load_run_config, load_run_configs
+
+    if args.command == "run" or typed & {"strategies", "seeds", "run_index"}:
+        if args.run_index is None and args.command == "compare" and len(load_run_configs(args.config)) > 1:
+            raise UsageError(f"--strategies and --seeds with --config take a file of one run; "
+                             f"{args.config} holds several: choose one with --run-index N")
+        bases = [load_run_config(args.config, args.run_index)]
+    else:
+        bases = load_run_configs(args.config)
+    if args.command == "run":
+        return [_file_config(args, typed, bases[0])]
+    base = bases[0]
+    strategies = ([_with_bias_correction(s.strip(), args) for s in args.strategies.split(",") if s.strip()]
+                  if "strategies" in typed else [base.strategy])
+    seeds = args.seeds if "seeds" in typed else [base.seed]
+    sets = _parse_sets(args.set, strategies if len(bases) == 1 else sorted({b.strategy for b in bases}))
+    if len(bases) > 1:
+        return [_file_config(args, typed, b, sets) for b in bases]
+    return [_file_config(args, typed, base, sets, s, seed) for s in strategies for seed in seeds]
+
+
 def _announce(args: argparse.Namespace, strategies: list[str]) -> None:
     """Say on stderr which preset the run starts from (or that it uses the library defaults)."""
     if args.quiet:
+        return
+    if args.config:
+        for name in strategies:
+            print(f"lifelong: {name}: the configuration in {args.config} and the flags given", file=sys.stderr)
         return
     preset = _preset(args)
     for name in strategies:
@@ -298,11 +387,15 @@ def _command_run(args: argparse.Namespace, progress: bool) -> int:
     from lifelong.reporting import format_run, write_json
     from lifelong.run import run
 
-    name = _with_bias_correction(args.strategy, args)
-    sets = _parse_sets([f"{name}.{item}" if "=" in item and "." not in item.partition("=")[0] else item
-                        for item in args.set], [name])
-    config = _run_config(args, name, args.seed, _strategy_options(name, args, sets))
-    if args.save and (args.benchmark == "control" or args.encoder != "frozen"):
+    if args.config:
+        config = args.configs[0]
+    else:
+        name = _with_bias_correction(args.strategy, args)
+        sets = _parse_sets([f"{name}.{item}" if "=" in item and "." not in item.partition("=")[0] else item
+                            for item in args.set], [name])
+        config = _run_config(args, name, args.seed, _strategy_options(name, args, sets))
+    name = config.strategy
+    if args.save and (config.stream.benchmark == "control" or config.stream.encoder != "frozen"):
         raise UsageError("--save supports array benchmarks and clinc150 with the frozen encoder")
     if args.dry_run:
         from lifelong.run import seeded
@@ -310,7 +403,7 @@ def _command_run(args: argparse.Namespace, progress: bool) -> int:
         print(json.dumps(seeded(config).to_dict(), indent=None if args.json else 1))
         return 0
     _announce(args, [name])
-    with _training_log(args, name, args.seed) as log:
+    with _training_log(args, name, config.seed) as log:
         done = run(config, progress, checkpoint_dir=args.resume or args.checkpoint_dir, resume=bool(args.resume),
                    log=log)
     result = done.record
@@ -336,9 +429,14 @@ def _command_compare(args: argparse.Namespace, progress: bool) -> int:
     from lifelong.reporting import aggregate, environment, format_compare, write_json
     from lifelong.run import run
 
-    strategies = [_with_bias_correction(s.strip(), args) for s in args.strategies.split(",") if s.strip()]
-    sets = _parse_sets(args.set, strategies)
-    configs = [_run_config(args, s, seed, _strategy_options(s, args, sets)) for s in strategies for seed in args.seeds]
+    if args.config:
+        configs = args.configs
+    else:
+        strategies = [_with_bias_correction(s.strip(), args) for s in args.strategies.split(",") if s.strip()]
+        sets = _parse_sets(args.set, strategies)
+        configs = [_run_config(args, s, seed, _strategy_options(s, args, sets))
+                   for s in strategies for seed in args.seeds]
+    strategies = list(dict.fromkeys(c.strategy for c in configs))
     if args.dry_run:
         from lifelong.run import seeded
 
@@ -361,7 +459,7 @@ def _command_compare(args: argparse.Namespace, progress: bool) -> int:
     else:
         first = results[0]
         print(f"{first['benchmark']}, {first['scenario']}-incremental, {len(first['tasks'])} tasks, "
-              f"{first['eval_split']} split, seeds {','.join(map(str, args.seeds))}\n")
+              f"{first['eval_split']} split, seeds {','.join(map(str, sorted({c.seed for c in configs})))}\n")
         print(table)
         if args.out:
             print(f"\nresults written to {args.out}")
@@ -386,18 +484,32 @@ def main(argv: list[str] | None = None) -> int:
 
         return dispatch(args, parser)
     try:
-        for name in [args.strategy] if args.command == "run" else args.strategies.split(","):
-            strategy_options(name.strip())
-        stream = StreamConfig(args.benchmark, args.scenario, args.tasks, validation=args.validation or (
-            0.1 if args.eval_split == "valid" else 0.0), class_order=args.class_order, encoder=args.encoder,
-            data=args.data, classes_per_task=args.classes_per_task)
-        check(stream)
-        if args.data:  # read and check the data now: a bad file is a usage error, and nothing is written yet
-            build_stream(stream)
+        if args.config:  # the file's runs, flags applied, each checked before anything runs
+            from lifelong.strategies import build_strategy
+
+            args.configs = _configs_from_file(args, _typed(sys.argv[1:] if argv is None else argv))
+            for config in args.configs:
+                try:
+                    build_strategy(config.strategy, config.strategy_options)
+                except ValueError as exc:
+                    raise UsageError(f"{args.config}: {exc}") from None
+            streams = list({json.dumps(c.stream.to_dict()): c.stream for c in args.configs}.values())
+        else:
+            if args.run_index is not None:
+                raise UsageError("--run-index picks a run of a --config file")
+            for name in [args.strategy] if args.command == "run" else args.strategies.split(","):
+                strategy_options(name.strip())
+            streams = [StreamConfig(args.benchmark, args.scenario, args.tasks, validation=args.validation or (
+                0.1 if args.eval_split == "valid" else 0.0), class_order=args.class_order, encoder=args.encoder,
+                data=args.data, classes_per_task=args.classes_per_task)]
+        for stream in streams:
+            check(stream)
+            if stream.data:  # read and check the data now: a bad file is a usage error, nothing is written yet
+                build_stream(stream)
         from lifelong.logs import check_kinds
 
         check_kinds(args.log)  # before a long run, not after it
-    except ValueError as exc:
+    except (ValueError, UsageError) as exc:
         parser.error(str(exc))
     if args.distributed:
         from lifelong import distributed

@@ -75,3 +75,65 @@ class Config:
     def replace(self: C, **changes: Any) -> C:
         """A copy with some fields changed (dataclasses.replace)."""
         return dataclasses.replace(self, **changes)
+
+
+def _describe(hint: Any) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    words = [names.get(o) or ("a list" if typing.get_origin(o) in (tuple, list) else "a table")
+             for o in _options(hint)]
+    if type(None) in typing.get_args(hint):
+        words.append("left out")
+    return " or ".join(words)
+
+
+def _fits(option: Any, value: Any) -> bool | None:
+    """Whether `value` fits one alternative of a hint; None when the hint is not one checked here."""
+    if isinstance(option, type) and issubclass(option, Config):
+        return isinstance(value, dict)
+    if option is bool:
+        return isinstance(value, bool)
+    if option is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if option is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if option is str:
+        return isinstance(value, str)
+    origin = typing.get_origin(option)
+    if origin in (tuple, list):
+        args = [a for a in typing.get_args(option) if a is not Ellipsis]
+        return isinstance(value, (list, tuple)) and all(_fits(args[0], v) is not False for v in value) \
+            if len(args) == 1 else isinstance(value, (list, tuple))
+    if origin is dict:
+        return isinstance(value, dict)
+    return None
+
+
+def check_options(cls: type[Config], values: Any, where: str = "") -> None:
+    """Raise ValueError naming the first key of `values` that `cls` does not take, or whose value has
+    the wrong type, by its path (`where`: the path so far, e.g. "model" for "model.hidden").
+
+    >>> from lifelong.run import RunConfig
+    >>> check_options(RunConfig, {"model": {"hidden": "400"}})
+    Traceback (most recent call last):
+    ...
+    ValueError: 'model.hidden' should be a list, not '400'
+    """
+    if not isinstance(values, dict):
+        raise ValueError(f"{repr(where) if where else cls.__name__} should be a table of options, "
+                         f"not {values!r}")
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
+    for key, value in values.items():
+        path = f"{where}.{key}" if where else key
+        if key not in fields:
+            raise ValueError(f"unknown option {path!r}; {where or cls.__name__} takes {', '.join(sorted(fields))}")
+        hint = hints.get(key, Any)
+        nested = [o for o in _options(hint) if isinstance(o, type) and issubclass(o, Config)]
+        if nested and isinstance(value, dict):
+            check_options(nested[0], value, path)
+            continue
+        if value is None and (hint is Any or type(None) in typing.get_args(hint)):
+            continue
+        fits = [_fits(o, value) for o in _options(hint)] if hint is not Any else [None]
+        if value is None or not any(f is not False for f in fits):
+            raise ValueError(f"{path!r} should be {_describe(hint)}, not {value!r}")
