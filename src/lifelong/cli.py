@@ -78,6 +78,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    "layer (no preset: 400,400)")
     t.add_argument("--dropout", type=float, help="(no preset: 0)")
     t.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    t.add_argument("--device", default="cpu", help="where to train: auto (CUDA if present, else CPU), cpu, cuda, "
+                   "cuda:N or mps (default: %(default)s)")
+    t.add_argument("--autocast", choices=("none", "bf16"), default="none",
+                   help="bf16: train in bfloat16 autocast (importance and the penalty stay fp32)")
     p.add_argument("--specialist", action="store_true",
                    help="also train one model per task alone and report retention against it")
     p.add_argument("--distributed", action="store_true",
@@ -210,7 +214,8 @@ def _run_config(args: argparse.Namespace, strategy: str, seed: int, options: dic
     learner = preset.learner_for(strategy) if preset else LearnerConfig()
     learner = learner.replace(**_given(args, {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
                                              "optimizer": "optimizer", "momentum": "momentum"}),
-                              reset_optimizer=not args.keep_optimizer, seed=seed,
+                              reset_optimizer=not args.keep_optimizer, seed=seed, device=args.device,
+                              autocast=args.autocast,
                               sharding="fsdp" if args.fsdp else "ddp")
     model = (preset.model if preset else ModelConfig()).replace(
         **_given(args, {"model": "kind", "hidden": "hidden", "dropout": "dropout"}))
@@ -397,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
         from lifelong.logs import check_kinds
 
         check_kinds(args.log)  # before a long run, not after it
+        from lifelong.devices import resolve_device
+
+        resolve_device(args.device)  # a device this machine lacks is a usage error, before anything runs
     except ValueError as exc:
         parser.error(str(exc))
     if args.distributed:
@@ -404,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if "RANK" not in os.environ:
             parser.error("--distributed runs under torchrun: torchrun --nproc_per_node N -m lifelong run ...")
-        distributed.init_from_env()
+        distributed.init_from_env(args.device)
         if not distributed.is_main():  # one rank reports; the others train silently
             args.json, args.quiet, args.out = False, True, None
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
