@@ -51,6 +51,7 @@ from torch import Tensor
 from lifelong import atomic
 from lifelong.config import Config
 from lifelong.data.task import ArrayDataset, Task, TaskStream, fetch
+from lifelong.devices import to_device
 from lifelong.models import ContinualClassifier, NetworkSpec, build_model
 from lifelong.strategies import build_strategy
 from lifelong.strategies.base import Strategy
@@ -185,9 +186,9 @@ def save_model(path: str | os.PathLike, model: ContinualClassifier, strategy: St
             raise CheckpointError(f"extra file name {name!r} must be a plain new *.json name")
 
     def fill(tmp: Path) -> None:
-        weights = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+        weights = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
         save_file(weights, str(tmp / WEIGHTS))
-        torch.save(strategy.state_dict(), tmp / STRATEGY)
+        torch.save(to_device(strategy.state_dict(), "cpu"), tmp / STRATEGY)  # CPU tensors, loadable anywhere
         tensors: dict[str, Tensor] = {}
         for i, (x, y) in enumerate(guards):
             tensors[f"task.{i}.x"], tensors[f"task.{i}.y"] = x.contiguous().clone(), y.long().contiguous().clone()
@@ -235,8 +236,9 @@ def verify(path: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
-def load_model(path: str | os.PathLike) -> SavedModel:
-    """Read a model directory written by `save_model`, checking every file first."""
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> SavedModel:
+    """Read a model directory written by `save_model`, checking every file first; the model and its
+    strategy's state go to `device` (the guard sets stay on the CPU, like any data)."""
     from safetensors.torch import load_file
 
     root = Path(path)
@@ -245,8 +247,10 @@ def load_model(path: str | os.PathLike) -> SavedModel:
         spec = ModelSpec.from_dict(json.loads((root / CONFIG).read_text(encoding="utf-8")))
         model = spec.build()
         model.load_state_dict(load_file(str(root / WEIGHTS)))
+        model.to(device)
         strategy = build_strategy(spec.strategy, spec.strategy_options)
-        strategy.load_state_dict(torch.load(root / STRATEGY, weights_only=True))
+        state = torch.load(root / STRATEGY, weights_only=True, map_location="cpu")
+        strategy.load_state_dict(to_device(state, device))
         tensors = load_file(str(root / GUARDS))
         guards = [(tensors[f"task.{i}.x"], tensors[f"task.{i}.y"]) for i in range(len(spec.tasks))]
         extra = {name: json.loads((root / name).read_text(encoding="utf-8")) for name in manifest["files"]

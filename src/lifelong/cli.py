@@ -25,7 +25,8 @@ STRATEGY_FLAGS = {"lambda": "strength", "gamma": "gamma", "xi": "xi", "fisher": 
 FILE_FLAGS = {**{f: ("stream", f) for f in ("benchmark", "data", "classes_per_task", "scenario", "tasks",
                                            "class_order", "data_dir", "encoder", "per_intent", "environments",
                                            "demos", "eval_episodes", "validation")},
-              **{f: ("learner", f) for f in ("epochs", "batch_size", "lr", "optimizer", "momentum")},
+              **{f: ("learner", f) for f in ("epochs", "batch_size", "lr", "optimizer", "momentum", "device",
+                                            "autocast")},
               "model": ("model", "kind"), "hidden": ("model", "hidden"), "dropout": ("model", "dropout"),
               **{f: ("", f) for f in ("strategy", "seed", "eval_split", "specialist", "rl_steps", "agent")}}
 
@@ -93,6 +94,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    "layer (no preset: 400,400)")
     t.add_argument("--dropout", type=float, help="(no preset: 0)")
     t.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    t.add_argument("--device", default="cpu", help="where to train: auto (CUDA if present, else CPU), cpu, cuda, "
+                   "cuda:N or mps (default: %(default)s)")
+    t.add_argument("--autocast", choices=("none", "bf16"), default="none",
+                   help="bf16: train in bfloat16 autocast (importance and the penalty stay fp32)")
     p.add_argument("--specialist", action="store_true",
                    help="also train one model per task alone and report retention against it")
     p.add_argument("--distributed", action="store_true",
@@ -225,7 +230,8 @@ def _run_config(args: argparse.Namespace, strategy: str, seed: int, options: dic
     learner = preset.learner_for(strategy) if preset else LearnerConfig()
     learner = learner.replace(**_given(args, {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
                                              "optimizer": "optimizer", "momentum": "momentum"}),
-                              reset_optimizer=not args.keep_optimizer, seed=seed,
+                              reset_optimizer=not args.keep_optimizer, seed=seed, device=args.device,
+                              autocast=args.autocast,
                               sharding="fsdp" if args.fsdp else "ddp")
     model = (preset.model if preset else ModelConfig()).replace(
         **_given(args, {"model": "kind", "hidden": "hidden", "dropout": "dropout"}))
@@ -509,6 +515,9 @@ def main(argv: list[str] | None = None) -> int:
         from lifelong.logs import check_kinds
 
         check_kinds(args.log)  # before a long run, not after it
+        from lifelong.devices import resolve_device
+
+        resolve_device(args.device)  # a device this machine lacks is a usage error, before anything runs
     except (ValueError, UsageError) as exc:
         parser.error(str(exc))
     if args.distributed:
@@ -516,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if "RANK" not in os.environ:
             parser.error("--distributed runs under torchrun: torchrun --nproc_per_node N -m lifelong run ...")
-        distributed.init_from_env()
+        distributed.init_from_env(args.device)
         if not distributed.is_main():  # one rank reports; the others train silently
             args.json, args.quiet, args.out = False, True, None
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process

@@ -10,7 +10,8 @@
   the single-process importance over the same samples;
 - consolidation state is kept once per rank (it is small: two floats per parameter); results are
   written and printed by rank 0 only.
-Backends: gloo on CPU, nccl when CUDA is available.
+Backends: gloo on CPU, nccl with `--device cuda` (or auto on a CUDA machine): one GPU per rank, the
+rank's LOCAL_RANK.
 
 With `--fsdp` the parameters are sharded instead (FSDP2's `fully_shard`, one unit per layer that
 owns parameters): each rank holds 1/N of every parameter, and the consolidation state (precision
@@ -27,14 +28,17 @@ import torch
 import torch.distributed as dist
 
 
-def init_from_env() -> None:
-    """Join the process group torchrun describes in the environment (no-op without torchrun)."""
+def init_from_env(device: str = "cpu") -> None:
+    """Join the process group torchrun describes in the environment (no-op without torchrun): nccl
+    when training on CUDA (`device` "cuda", "cuda:N" or "auto" on a CUDA machine), else gloo."""
     if dist.is_initialized() or "RANK" not in os.environ:
         return
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend)
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    from lifelong.devices import resolve_device
+
+    where = resolve_device(device)
+    if where.type == "cuda":
+        torch.cuda.set_device(where)
+    dist.init_process_group("nccl" if where.type == "cuda" else "gloo")
 
 
 def active() -> bool:

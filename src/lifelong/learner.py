@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from lifelong import distributed
 from lifelong.config import Config
 from lifelong.data.task import Batch, BatchLoader, Task, TaskData, TaskStream
+from lifelong.devices import AUTOCASTS, check_name, follow, resolve_device, to_device
 from lifelong.models.heads import ContinualClassifier
 from lifelong.strategies.base import Strategy
 
@@ -47,8 +48,13 @@ class LearnerConfig(Config):
     sharding: str = "ddp"  # under torchrun: "ddp" (replicated model) or "fsdp" (parameters sharded)
     eval_batch: int = 1000
     seed: int = 0
+    device: str = "cpu"  # "auto" (CUDA if present, else CPU), "cpu", "cuda", "cuda:N" or "mps"
+    autocast: str = "none"  # "bf16": forward passes and losses in bfloat16 while training (importance stays fp32)
 
     def __post_init__(self) -> None:
+        check_name(self.device)
+        if self.autocast not in AUTOCASTS:
+            raise ValueError(f"autocast must be one of {AUTOCASTS}, not {self.autocast!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
         if self.epochs < 1 or self.batch_size < 1 or (self.lr is not None and self.lr <= 0):
@@ -89,13 +95,17 @@ class Learner:
         self.progress, self.log = progress, log
         self.step = 0
         self.shard = (distributed.rank(), distributed.world_size())
+        self.device = resolve_device(self.config.device)
+        model.to(self.device)
+        follow(strategy, self.device)  # a strategy with state (loaded from a checkpoint) moves with the model
         self.ddp: nn.Module | None = None
         if distributed.active():
             _check_distributable(strategy)
             if self.config.sharding == "fsdp":
                 distributed.shard_model(model)  # gradients are reduce-scattered by FSDP itself
             else:
-                self.ddp = nn.parallel.DistributedDataParallel(model)
+                ids = [self.device.index] if self.device.type == "cuda" else None
+                self.ddp = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         self._position = 0  # the task whose classes are live
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
@@ -116,7 +126,7 @@ class Learner:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
-        self.strategy.load_state_dict(state["strategy"])
+        self.strategy.load_state_dict(to_device(state["strategy"], self.device))
         self.generator.set_state(state["generator"])
         self.step, self._position = int(state["step"]), int(state["position"])
         self.optimizer = None
@@ -135,7 +145,7 @@ class Learner:
         self._set_position(stream, task_id)
         strategy.before_task(model, task_id)
         loader = BatchLoader(strategy.train_data(stream, task_id), cfg.batch_size, shuffle=True,
-                             generator=self.generator, shard=self.shard)
+                             generator=self.generator, shard=self.shard, device=self.device)
         if self.optimizer is None or cfg.reset_optimizer:
             self.optimizer = self._new_optimizer()
         model.train()
@@ -158,7 +168,7 @@ class Learner:
         start = time.perf_counter()
         own = BatchLoader([TaskData(stream[task_id].train, task_id)], cfg.importance_batch * self.shard[1],
                           shuffle=True, generator=torch.Generator().manual_seed(cfg.seed * 1000 + task_id),
-                          shard=self.shard)
+                          shard=self.shard, device=self.device)
         strategy.after_task(model, task_id, own)
         return {"task": task_id, "steps": len(losses), "loss": float(torch.stack(losses).mean()),
                 "train_seconds": train_seconds, "after_task_seconds": time.perf_counter() - start}
@@ -167,14 +177,16 @@ class Learner:
         """One optimizer step on one batch, with every strategy hook; returns the detached loss.
         Raises `TrainingDiverged` (changing nothing) when the loss is not finite."""
         assert self.optimizer is not None, "fit() creates the optimizer"
-        batch = self.strategy.extend_batch(batch)
-        logits = (self.ddp or self.model)(batch.x, batch.task)
-        if batch.mask is not None:
-            logits = logits.masked_fill(~batch.mask, float("-inf"))
-        loss = self.strategy.loss(self.model, batch, logits)
-        extra = self.strategy.extra_loss(self.model, batch, logits)
-        if extra is not None:
-            loss = loss + extra
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.config.autocast == "bf16"):
+            batch = self.strategy.extend_batch(batch)
+            logits = (self.ddp or self.model)(batch.x, batch.task)
+            if batch.mask is not None:
+                logits = logits.masked_fill(~batch.mask, float("-inf"))
+            loss = self.strategy.loss(self.model, batch, logits)
+            extra = self.strategy.extra_loss(self.model, batch, logits)
+            if extra is not None:
+                loss = loss + extra
+        loss = loss.float()
         if not torch.isfinite(loss):  # checked before the step, so the model is left as it was
             raise TrainingDiverged(f"loss is {loss.item()} at step {self.step}: "
                                    "lower the learning rate or the penalty strength")
@@ -200,7 +212,7 @@ class Learner:
         if position is not None:
             self._set_position(stream, position)
         newest = stream[position if position is not None else self._position]
-        newest_classes = torch.tensor(newest.classes)
+        newest_classes = torch.tensor(newest.classes, device=self.device)
         accuracies, into_newest, earlier = [], 0, 0
         for task in stream:
             accuracy, into, counted = self._score(task, split, newest_classes if task.id < newest.id else None)
@@ -224,7 +236,8 @@ class Learner:
             if task.evaluator is not None:
                 return task.evaluator(self.model, task.id, split), 0, 0
             correct = total = into = 0
-            for b in BatchLoader([TaskData(task.eval_data(split), task.id)], self.config.eval_batch):
+            data = [TaskData(task.eval_data(split), task.id)]
+            for b in BatchLoader(data, self.config.eval_batch, device=self.device):
                 predicted = self.strategy.predict(self.model, b.x, b.task, self.model(b.x, b.task)).argmax(-1)
                 correct += int((predicted == b.y).sum())
                 total += len(b.y)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from lifelong import atomic
+from lifelong.devices import to_device
 
 FILE = "progress.pt"
 FORMAT = 2  # 2: the learner's own state_dict (1: its parts saved one by one)
@@ -32,6 +33,7 @@ class ResumeError(RuntimeError):
 
 def save_progress(directory: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Write `state` plus the global random states to DIR/progress.pt, atomically."""
+    state = to_device(state, "cpu")  # CPU tensors: a run trained on a GPU resumes on any device
     full = {**state, "format": FORMAT, "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
                                                "python": random.getstate()}}
     return atomic.torch_save(Path(directory) / FILE, full)
@@ -44,7 +46,7 @@ def load_progress(directory: str | os.PathLike, config: dict[str, Any]) -> dict[
     if not path.exists():
         raise ResumeError(f"nothing to resume: {path} does not exist (run with --checkpoint-dir {directory} first)")
     try:
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, weights_only=False, map_location="cpu")
     except Exception as exc:  # a truncated or foreign file: say so, whatever the unpickler raised
         raise ResumeError(f"{path} is not a readable lifelong progress file ({exc}); delete it to start over") from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:

@@ -79,6 +79,9 @@ def build_learner(cfg: RunConfig, stream: TaskStream, progress: bool = False,
     np.random.seed(cfg.seed)
     model, network = model_for(stream, cfg.model)
     strategy = build_strategy(cfg.strategy, cfg.strategy_options)
+    if cfg.learner.device != "cpu" and (cfg.mode == "rl" or any(t.evaluator is not None for t in stream)):
+        raise ValueError("--device: control tasks (agents and tasks scored by their own evaluator) run on the CPU "
+                         "only; leave --device at cpu")
     if cfg.mode == "rl":
         if cfg.agent not in ("dqn", "ppo"):
             raise ValueError(f"agent must be 'dqn' or 'ppo', not {cfg.agent!r}")
@@ -197,5 +200,6 @@ def result_record(cfg: RunConfig, stream: TaskStream, learner: Learner, matrix: 
         "local_parameters": local_numel(model),
         "consolidation_bytes": consolidation_bytes(strategy),
         "recency_bias": per_task[-1]["recency_bias"] if per_task else None,
+        "device": str(getattr(learner, "device", "cpu")),
         "environment": environment(),
     }

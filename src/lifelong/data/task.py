@@ -96,10 +96,10 @@ class BatchLoader:
 
     def __init__(self, parts: Sequence[TaskData], batch_size: int, shuffle: bool = False,
                  generator: torch.Generator | None = None, max_samples: int | None = None,
-                 shard: tuple[int, int] = (0, 1)):
+                 shard: tuple[int, int] = (0, 1), device: torch.device | str | None = None):
         """`shard=(rank, ranks)`: this rank's share under DDP, every ranks-th sample of the (same)
-        order, in batches of batch_size // ranks."""
-        self.parts, self.shuffle = list(parts), shuffle
+        order, in batches of batch_size // ranks. `device`: where the batches go (None: where the data is)."""
+        self.parts, self.shuffle, self.device = list(parts), shuffle, device
         self.generator, self.max_samples, self.shard = generator, max_samples, shard
         self.batch_size = max(1, batch_size // shard[1])
         self.sizes = torch.tensor([len(p) for p in self.parts])
@@ -121,7 +121,8 @@ class BatchLoader:
         if self.shard[1] > 1:  # every rank the same number of samples, so DDP's ranks step together
             order = order[: len(order) - len(order) % self.shard[1]][self.shard[0]:: self.shard[1]]
         for start in range(0, len(order), self.batch_size):
-            yield self._gather(order[start: start + self.batch_size])
+            batch = self._gather(order[start: start + self.batch_size])
+            yield batch if self.device is None else _to(batch, self.device)
 
     def _gather(self, idx: Tensor) -> Batch:
         if len(self.parts) == 1:
@@ -136,6 +137,14 @@ class BatchLoader:
             ys.append(y)
             ts.append(torch.full((len(y),), self.parts[p].task_id, dtype=torch.long))
         return Batch(concat_inputs(xs), torch.cat(ys), torch.cat(ts))
+
+
+def _to(batch: Batch, device: torch.device | str) -> Batch:
+    """The batch on `device` (dict inputs, tokenised text, too); copies overlap compute where they can."""
+    x = ({k: v.to(device, non_blocking=True) for k, v in batch.x.items()} if isinstance(batch.x, dict)
+         else batch.x.to(device, non_blocking=True))
+    mask = None if batch.mask is None else batch.mask.to(device, non_blocking=True)
+    return Batch(x, batch.y.to(device, non_blocking=True), batch.task.to(device, non_blocking=True), mask)
 
 
 def concat_inputs(xs: Sequence[Any]) -> Any:

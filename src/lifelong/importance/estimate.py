@@ -49,7 +49,7 @@ def as_batch(batch: Any) -> Batch:
     if isinstance(batch, Batch):
         return batch
     x, y, *rest = batch
-    task = rest[0] if rest else torch.zeros(len(y), dtype=torch.long)
+    task = rest[0] if rest else torch.zeros(len(y), dtype=torch.long, device=y.device)
     return Batch(x, y, task)
 
 
@@ -143,7 +143,10 @@ def _sampled_labels(model: nn.Module, b: Batch, generator: torch.Generator | Non
     """Labels drawn from the model's own prediction: the 'true' Fisher instead of the empirical."""
     with torch.no_grad():
         probs = torch.softmax(_call(model, b.x, b.task), dim=-1)
-    labels = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).reshape(probs.shape[:-1])
+    flat = probs.reshape(-1, probs.shape[-1])
+    if generator is not None and generator.device != flat.device:  # a CPU generator: the same draws on any device
+        flat = flat.cpu()
+    labels = torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1]).to(b.y.device)
     return torch.where(b.y == IGNORE_INDEX, b.y, labels)  # sequences: padding stays out of the Fisher
 
 
@@ -288,7 +291,8 @@ def _estimate(kind: str, model: nn.Module, batches: Iterable[Any], *, true_fishe
 
 
 def _mean(sums: Importance, count: int, empty: str) -> Importance:
-    total = torch.tensor(float(count))
+    device = next(iter(sums.values())).device if sums else None
+    total = torch.tensor(float(count), device=device)  # beside the sums: nccl reduces CUDA tensors only
     all_reduce_sum_([*sums.values(), total])  # under DDP each rank saw its shard: sum the shards
     if total == 0:
         raise ValueError(empty)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lifelong.data.task import Batch
+from lifelong.devices import model_device
 from lifelong.distributed import all_reduce_sum_
 from lifelong.importance import rules
 from lifelong.importance.estimate import _call, _limited, _objective, _owners, _sampled_labels
@@ -120,7 +121,8 @@ def kronecker_factors(model: nn.Module, batches: Iterable[Any], *, fisher: str =
                for local in ("weight", "bias")}
     a_sums: dict[str, Tensor] = {}
     g_sums: dict[str, Tensor] = {}
-    diagonal = {n: torch.zeros(tuple(p.shape), dtype=p.dtype) for n, p in params.items() if n not in covered}
+    diagonal = {n: torch.zeros(tuple(p.shape), dtype=p.dtype, device=p.device) for n, p in params.items()
+                if n not in covered}
     objective = _objective("exact" if fisher == "exact" else "fisher")
     was_training = model.training
     model.eval()  # no dropout noise in the estimate
@@ -134,7 +136,7 @@ def kronecker_factors(model: nn.Module, batches: Iterable[Any], *, fisher: str =
     finally:
         model.train(was_training)
     names = sorted(a_sums)
-    total = torch.tensor(float(count))
+    total = torch.tensor(float(count), device=model_device(model))  # nccl reduces CUDA tensors only
     all_reduce_sum_([*(a_sums[n] for n in names), *(g_sums[n] for n in names), *diagonal.values(), total])
     if total == 0:
         raise ValueError("Kronecker factors need at least one sample; the data was empty")
@@ -186,7 +188,7 @@ def _accumulate(model: nn.Module, owners: list[tuple[str, nn.Module]], kinds: di
             if kind is not None:
                 out = weight_and_bias(modules[name], False)[0].shape[0]
                 if g is None:
-                    g_sums.setdefault(name, torch.zeros(out, out))
+                    g_sums.setdefault(name, a_sums[name].new_zeros(out, out))
                     continue
                 g2 = layer_output_grads(kind, g.detach())
                 term = g2.T @ g2

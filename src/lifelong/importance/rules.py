@@ -51,7 +51,7 @@ def linear(module: nn.Linear, args: tuple, kwargs: dict, g: Tensor, transform: T
     n = a.shape[0]
     a3, g3 = a.reshape(n, -1, a.shape[-1]), g.reshape(n, -1, g.shape[-1])
     if "weight" in own:
-        total = torch.zeros(tuple(module.weight.shape), dtype=g.dtype)
+        total = torch.zeros(tuple(module.weight.shape), dtype=g.dtype, device=g.device)
         for sl in _chunks(n, module.weight.numel()):
             total += transform(torch.einsum("nlo,nli->noi", g3[sl], a3[sl])).sum(0)
         out["weight"] = total
@@ -67,7 +67,7 @@ def conv2d(module: nn.Conv2d, args: tuple, kwargs: dict, g: Tensor, transform: T
         padding = module.padding if isinstance(module.padding, tuple) else (0, 0)  # str padding never gets here
         cols = F.unfold(a, module.kernel_size, module.dilation, padding, module.stride)  # [N, C*k*k, L]
         g3 = g.reshape(n, g.shape[1], -1)
-        total = torch.zeros(module.weight.shape[0], cols.shape[1], dtype=g.dtype)
+        total = torch.zeros(module.weight.shape[0], cols.shape[1], dtype=g.dtype, device=g.device)
         for sl in _chunks(n, module.weight.numel()):
             total += transform(torch.einsum("nol,nkl->nok", g3[sl], cols[sl])).sum(0)
         out["weight"] = total.reshape(module.weight.shape)
@@ -85,8 +85,8 @@ def embedding(module: nn.Embedding, args: tuple, kwargs: dict, g: Tensor, transf
     keys = torch.arange(n, device=idx.device).unsqueeze(1) * vocab + idx
     keep = torch.ones_like(idx, dtype=torch.bool) if module.padding_idx is None else idx != module.padding_idx
     unique, inverse = torch.unique(keys[keep], return_inverse=True)
-    per_sample_rows = torch.zeros(len(unique), g.shape[-1], dtype=g.dtype).index_add_(0, inverse, g[keep])
-    out = torch.zeros(tuple(module.weight.shape), dtype=g.dtype).index_add_(0, unique % vocab,
+    per_sample_rows = g.new_zeros(len(unique), g.shape[-1]).index_add_(0, inverse, g[keep])
+    out = g.new_zeros(tuple(module.weight.shape)).index_add_(0, unique % vocab,
                                                                             transform(per_sample_rows))
     return {"weight": out}
 

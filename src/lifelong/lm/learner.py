@@ -42,7 +42,8 @@ class LMLearner(Learner):
             if task.evaluator is not None:
                 return {"exact_match": float(task.evaluator(self.model, task.id, split))}
             total_loss, correct, count = 0.0, 0, 0
-            for b in BatchLoader([TaskData(task.eval_data(split), task.id)], self.config.eval_batch):
+            for b in BatchLoader([TaskData(task.eval_data(split), task.id)], self.config.eval_batch,
+                                 device=self.device):
                 logits = self.model(b.x, b.task)
                 keep = b.y != IGNORE_INDEX
                 total_loss += float(F.cross_entropy(logits[keep], b.y[keep], reduction="sum"))

@@ -66,7 +66,7 @@ class ContinualClassifier(nn.Module):
                 head.bias = nn.Parameter(torch.cat([head.bias, fresh.bias.to(head.bias)]))
             head.out_features = num_classes
         tasks = max(num_tasks or 0, self.class_mask.shape[0])
-        mask = torch.zeros(tasks, num_classes, dtype=torch.bool)
+        mask = torch.zeros(tasks, num_classes, dtype=torch.bool, device=self.class_mask.device)
         mask[: self.class_mask.shape[0], : self.class_mask.shape[1]] = self.class_mask
         self.class_mask = mask
         self.num_classes = num_classes

@@ -28,7 +28,7 @@ def importance_histograms(strategy: Strategy) -> dict[str, dict[str, Any]]:
         for tensor, precision in zip(quadratic.names, quadratic.precision, strict=True):
             values = precision.flatten()
             positive = values[values > 0]
-            counts, _ = np.histogram(np.log10(positive.numpy()), bins=HISTOGRAM_EDGES)
+            counts, _ = np.histogram(np.log10(positive.cpu().numpy()), bins=HISTOGRAM_EDGES)
             out[f"{name}:{tensor}"] = {"edges": HISTOGRAM_EDGES, "counts": counts.tolist(),
                                        "zeros": int((values == 0).sum()), "size": int(values.numel())}
     return out

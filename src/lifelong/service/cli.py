@@ -64,6 +64,8 @@ def add_commands(sub: Any) -> None:
                    help="feedback examples per minute one API key may send (default: %(default)s; more get 429; "
                    "0: no limit). Counted in this process")
     serve.add_argument("--threads", type=int, default=1, help="torch threads for predictions (default: 1)")
+    serve.add_argument("--device", default="cpu", help="where the served model predicts: cpu, auto, cuda, cuda:N or "
+                       "mps (default: %(default)s; updates train on the CPU)")
     serve.add_argument("--access-log", action="store_true", help="log every request")
 
     worker = sub.add_parser("worker", help="run the updates that `serve --updates workers` replicas queue",
@@ -154,6 +156,12 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         strategy_options(args.update_strategy)
     except ValueError as exc:
         parser.error(f"--update-strategy: {exc}")
+    from lifelong.devices import resolve_device
+
+    try:
+        resolve_device(args.device)
+    except ValueError as exc:
+        parser.error(str(exc))
     torch.set_num_threads(args.threads)
     settings = UpdateSettings(strategy=args.update_strategy, epochs=args.update_epochs, lr=args.update_lr,
                               batch_size=args.update_batch_size, holdout=args.holdout, tolerance=args.tolerance,
@@ -164,7 +172,7 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         args.versions_dir)
     config = ServiceConfig(Path(args.model), args.db, versions, args.host, args.port, args.auto_update,
                            args.max_body_bytes, settings, feedback_rate=args.feedback_rate or None,
-                           updates=args.updates)
+                           updates=args.updates, device=args.device)
     service = Service(config)
     try:
         service.start()

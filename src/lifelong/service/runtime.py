@@ -65,6 +65,7 @@ class ServiceConfig(Config):
     worker_nice: int = 10
     updates: str = "here"  # "here": this process starts queued updates; "workers": `lifelong worker` processes do
     max_attempts: int = 2  # starts of an update whose worker keeps dying, before it fails
+    device: str = "cpu"  # where served models predict (updates train on the CPU: their screens are CPU code)
 
 
 def pid_alive(pid: int) -> bool:
@@ -187,7 +188,8 @@ class Service:
             if row is None:
                 raise LookupError(f"there is no version {number}")
             saved = self.versions.load(row.path)
-            served = ServedModel(number, saved, self.text_features() if saved.spec.input["kind"] == "text" else None)
+            served = ServedModel(number, saved, self.text_features() if saved.spec.input["kind"] == "text" else None,
+                                 self.config.device)
             self._loaded[number] = served
             while len(self._loaded) > 4:
                 self._loaded.popitem(last=False)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from lifelong.checkpoint import ModelSpec, SavedModel
+from lifelong.devices import follow, resolve_device
 
 MAX_TEXT_CHARS = 2000
 
@@ -107,9 +108,12 @@ class ServedModel:
     """One version, ready to answer: inputs are checked, featurised, and predicted over the classes
     live for the asked task (by default every class learned)."""
 
-    def __init__(self, version: int, saved: SavedModel, text_features: Callable[[Sequence[str]], Tensor] | None):
+    def __init__(self, version: int, saved: SavedModel, text_features: Callable[[Sequence[str]], Tensor] | None,
+                 device: str = "cpu"):
         self.version, self.saved, self.spec = version, saved, saved.spec
-        self.model, self.strategy = saved.model.eval(), saved.strategy
+        self.device = resolve_device(device)
+        self.model, self.strategy = saved.model.eval().to(self.device), saved.strategy
+        follow(self.strategy, self.device)
         self.kind = self.spec.input["kind"]
         if self.kind == "text" and text_features is None:
             raise ValueError("a text model needs the text features (the frozen encoder)")
@@ -139,9 +143,9 @@ class ServedModel:
     @torch.no_grad()
     def predict(self, values: Sequence[Any], task: int | None = None) -> list[dict[str, Any]]:
         row = self.check_task(task)
-        x = self.features(values)
-        t = torch.full((len(x),), row, dtype=torch.long)
-        scores = self.strategy.predict(self.model, x, t, self.model(x, t)).float()
+        x = self.features(values).to(self.device)
+        t = torch.full((len(x),), row, dtype=torch.long, device=self.device)
+        scores = self.strategy.predict(self.model, x, t, self.model(x, t)).float().cpu()
         # a strategy may score classes it holds no exemplar of as NaN (iCaRL): they cannot be predicted
         probability = torch.softmax(scores.nan_to_num(nan=float("-inf")), dim=-1).nan_to_num(0.0)
         best = probability.argmax(-1)

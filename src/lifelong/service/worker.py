@@ -115,7 +115,8 @@ def train_candidate(parent: SavedModel, x: Tensor, labels: Sequence[str], ids: S
     position = len(spec.tasks)
     train_data, held_data = ArrayDataset(x[train_t], y[train_t]), ArrayDataset(x[held_t], y[held_t])
     cfg = LearnerConfig(**{k: v for k, v in spec.learner.items() if k in {f.name for f in fields(LearnerConfig)}})
-    cfg = replace(cfg, epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr or cfg.lr, seed=seed)
+    cfg = replace(cfg, epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr or cfg.lr, seed=seed,
+                  device="cpu", autocast="none")  # updates train on the CPU, whatever the run that made the model
 
     # the current version on the same sets: labels it has never seen cannot be predicted, so count as wrong
     known_round = tuple(c for c in round_classes if c < len(known))

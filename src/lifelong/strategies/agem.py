@@ -30,6 +30,7 @@ class AGEMConfig(StrategyConfig):
     memory: int = 600
     selection: str = "balanced"
     reference_batch: int = 256
+    memory_device: str = "model"  # where the memory is kept: "model" (the model's device) or "cpu"
 
 
 def project(grads: list[torch.Tensor], reference: list[torch.Tensor]) -> bool:
@@ -52,7 +53,7 @@ class AGEM(Strategy):
     def __init__(self, config: AGEMConfig | None = None):
         self.config = config or AGEMConfig()
         self.memory = ReplayMemory(self.config.memory, self.config.selection,
-                                   torch.Generator().manual_seed(self.config.seed))
+                                   torch.Generator().manual_seed(self.config.seed), self.config.memory_device)
         self.task_id = 0
 
     def before_task(self, model: nn.Module, task_id: int) -> None:
@@ -68,8 +69,8 @@ class AGEM(Strategy):
         earlier = (self.memory.task[: len(self.memory)] < self.task_id).nonzero().squeeze(1)
         if len(earlier) == 0:
             return
-        pick = earlier[torch.randperm(len(earlier), generator=self.memory.generator)[: self.config.reference_batch]]
-        x, y, t = self.memory.x[pick], self.memory.y[pick], self.memory.task[pick]  # type: ignore[index]
+        draw = torch.randperm(len(earlier), generator=self.memory.generator)[: self.config.reference_batch]
+        x, y, t, _ = self.memory.take(earlier[draw.to(earlier.device)])
         params = [p for p in trainable(model).values() if p.grad is not None]
         was_training = model.training
         model.eval()  # the reference loss is the memory's loss itself, not one under dropout noise

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lifelong.data.task import Batch
+from lifelong.devices import model_device
 from lifelong.importance import as_batch
 from lifelong.strategies.base import Strategy, StrategyConfig
 from lifelong.strategies.memory import ReplayMemory
@@ -43,7 +44,7 @@ class WA(Strategy):
     def after_task(self, model: nn.Module, task_id: int, batches: Iterable[Any]) -> None:
         weight: Tensor = model.head.weight  # type: ignore[union-attr, assignment]
         if len(self.seen) != len(weight):
-            self.seen = torch.zeros(len(weight), dtype=torch.bool)
+            self.seen = torch.zeros(len(weight), dtype=torch.bool, device=weight.device)
         new = torch.zeros_like(self.seen)
         for b in batches:
             new[as_batch(b).y] = True
@@ -93,10 +94,11 @@ class BiC(Strategy):
 
     def after_task(self, model: nn.Module, task_id: int, batches: Iterable[Any]) -> None:
         held = self.memory.all() if len(self.memory) else None
-        num_classes = int(getattr(model, "num_classes"))  # noqa: B009
+        num_classes, device = int(getattr(model, "num_classes")), model_device(model)  # noqa: B009
         if len(self.seen) != num_classes:
-            self.seen = torch.cat([self.seen, torch.zeros(num_classes - len(self.seen), dtype=torch.bool)])
-        new = torch.zeros(num_classes, dtype=torch.bool)
+            self.seen = torch.cat([self.seen.to(device), torch.zeros(num_classes - len(self.seen), dtype=torch.bool,
+                                                                      device=device)])
+        new = torch.zeros(num_classes, dtype=torch.bool, device=device)
         for b in batches:
             new[as_batch(b).y] = True
         new &= ~self.seen

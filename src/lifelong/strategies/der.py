@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lifelong.data.task import Batch
+from lifelong.devices import model_device
 from lifelong.strategies.base import Strategy, StrategyConfig
 from lifelong.strategies.memory import ReplayMemory
 
@@ -31,6 +32,7 @@ class DERConfig(StrategyConfig):
     replay_batch: int | None = None  # memory samples per term; None: as many as the new batch
     ace: bool = False  # asymmetric loss: the new batch's cross-entropy over the current task's classes only
     logits_from: str = "eval"  # stored logits from a pass in eval mode (no dropout noise), or "train" mode
+    memory_device: str = "model"  # where the memory is kept: "model" (the model's device) or "cpu"
 
     def __post_init__(self) -> None:
         if self.logits_from not in ("eval", "train"):
@@ -65,11 +67,12 @@ class DER(Strategy):
         if self.config.beta > 0:
             self.name = "der-ace" if self.config.ace else "der++"  # type: ignore[misc]
         self.memory = ReplayMemory(self.config.memory, self.config.selection,
-                                   torch.Generator().manual_seed(self.config.seed))
+                                   torch.Generator().manual_seed(self.config.seed), self.config.memory_device)
         self.current = torch.zeros(0, dtype=torch.bool)
 
     def before_task(self, model: nn.Module, task_id: int) -> None:
-        self.current = torch.zeros(int(getattr(model, "num_classes", 0)), dtype=torch.bool)
+        self.current = torch.zeros(int(getattr(model, "num_classes", 0)), dtype=torch.bool,
+                                   device=model_device(model))
 
     def extend_batch(self, batch: Batch) -> Batch:
         if not self.config.ace or not len(self.current):

@@ -112,4 +112,4 @@ class Distill(Strategy):
 def _widen(logp: Tensor, width: int) -> Tensor:
     if logp.shape[1] == width:
         return logp
-    return torch.cat([logp, torch.full((len(logp), width - logp.shape[1]), float("-inf"))], 1)
+    return torch.cat([logp, logp.new_full((len(logp), width - logp.shape[1]), float("-inf"))], 1)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from lifelong.data.task import Batch, concat_inputs
+from lifelong.devices import model_device
 from lifelong.strategies.replay import Replay, ReplayConfig
 
 
@@ -30,7 +31,8 @@ class ERACE(Replay):
         self.current = torch.zeros(0, dtype=torch.bool)
 
     def before_task(self, model: nn.Module, task_id: int) -> None:
-        self.current = torch.zeros(int(getattr(model, "num_classes")), dtype=torch.bool)  # noqa: B009
+        self.current = torch.zeros(int(getattr(model, "num_classes")), dtype=torch.bool,  # noqa: B009
+                                   device=model_device(model))
 
     def extend_batch(self, batch: Batch) -> Batch:
         self.current[batch.y] = True
@@ -39,7 +41,8 @@ class ERACE(Replay):
             self.memory.add(batch)
             return Batch(batch.x, batch.y, batch.task, new_mask)
         old = self.memory.sample(self.config.replay_batch or len(batch.y))
-        old_mask = torch.ones(len(old.y), len(self.current), dtype=torch.bool)  # the model's own mask applies
+        # the model's own mask applies to the stored samples
+        old_mask = torch.ones(len(old.y), len(self.current), dtype=torch.bool, device=self.current.device)
         self.memory.add(batch)
         return Batch(concat_inputs([batch.x, old.x]), torch.cat([batch.y, old.y]), torch.cat([batch.task, old.task]),
                      torch.cat([new_mask, old_mask]))

@@ -110,7 +110,7 @@ class GPM(Strategy):
             if 2 * m.shape[1] <= m.shape[0]:
                 self._projectors[name] = (False, m)
             else:
-                outside = torch.eye(m.shape[0], dtype=torch.float64) - m.double() @ m.double().T
+                outside = torch.eye(m.shape[0], dtype=torch.float64, device=m.device) - m.double() @ m.double().T
                 values, vectors = torch.linalg.eigh(outside)
                 self._projectors[name] = (True, vectors[:, values > 0.5].float().contiguous())
         complement, b = self._projectors[name]

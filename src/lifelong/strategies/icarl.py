@@ -37,6 +37,7 @@ class ICaRLConfig(StrategyConfig):
     distill: float = 1.0  # "ce" only: weight of the distillation term
     temperature: float = 2.0  # "ce" only
     nearest_mean: bool = True  # predict with the exemplar means (False: the output layer)
+    memory_device: str = "model"  # where the memory is kept: "model" (the model's device) or "cpu"
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -53,7 +54,8 @@ class ICaRL(Strategy):
 
     def __init__(self, config: ICaRLConfig | None = None):
         self.config = config or ICaRLConfig()
-        self.memory = ReplayMemory(self.config.memory, "herding", torch.Generator().manual_seed(self.config.seed))
+        self.memory = ReplayMemory(self.config.memory, "herding", torch.Generator().manual_seed(self.config.seed),
+                                   self.config.memory_device)
         self.distill = LwF(LwFConfig(self.config.seed, self.config.distill, self.config.temperature))
         self.means: Tensor | None = None  # [C, d] exemplar means; rows of classes without exemplars are NaN
 
@@ -90,7 +92,7 @@ class ICaRL(Strategy):
         exemplars = self.memory.all()
         f = _features(model, exemplars.x, exemplars.task)
         num_classes = int(getattr(model, "num_classes"))  # noqa: B009
-        means = torch.full((num_classes, f.shape[1]), float("nan"))
+        means = torch.full((num_classes, f.shape[1]), float("nan"), device=f.device)
         for c in exemplars.y.unique().tolist():
             means[c] = F.normalize(f[exemplars.y == c].mean(0), dim=0)
         self.means = means

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lifelong.devices import model_device
 from lifelong.importance.kronecker import LayerFactors, layer_matrix, weight_and_bias
 from lifelong.strategies.quadratic import QuadraticPenalty
 
@@ -63,8 +64,10 @@ class _Step:
         """(G, A) as the step applies them."""
         if self.la is None or self.lg is None:
             return self.g, self.a
-        return (self.g @ torch.diag(self.lg) @ self.g.T + self.tau * torch.eye(self.g.shape[0]),
-                self.a @ torch.diag(self.la) @ self.a.T + self.sigma * torch.eye(self.a.shape[0]))
+        g_eye = torch.eye(self.g.shape[0], device=self.g.device)
+        a_eye = torch.eye(self.a.shape[0], device=self.a.device)
+        return (self.g @ torch.diag(self.lg) @ self.g.T + self.tau * g_eye,
+                self.a @ torch.diag(self.la) @ self.a.T + self.sigma * a_eye)
 
 
 def nearest_kronecker(a: list[Tensor], g: list[Tensor], weights: list[float]) -> tuple[Tensor, Tensor]:
@@ -275,7 +278,7 @@ class KroneckerPenalty:
     def value(self, model: nn.Module) -> Tensor:
         """The penalty, differentiable in the model's parameters (with the factors as the step applies them,
         so that its gradient is the step)."""
-        total = torch.zeros(())
+        total = torch.zeros((), device=model_device(model))
         for name, (weight, bias) in self._params(model).items():
             layer = self.layers[name]
             g, a = self._step(name).dense()

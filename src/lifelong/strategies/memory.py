@@ -11,6 +11,10 @@ Selection:
   closest to the class mean, and every class keeps its first capacity / classes exemplars.
 
 Besides inputs, labels and task ids, a memory can keep `extras` per sample (DER's logits).
+
+Devices: the memory returns batches on the device the batches it is given come from (the model's).
+It stores them there too (`storage="model"`), or in CPU memory (`storage="cpu"`: a large memory of
+images beside a small GPU). Its random draws come from a CPU generator, whatever the device.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from torch import Tensor
 from lifelong.data.task import Batch
 
 SELECTIONS = ("reservoir", "balanced", "herding")
+STORAGES = ("model", "cpu")
 
 
 def herding_order(features: Tensor, m: int) -> Tensor:
@@ -32,7 +37,7 @@ def herding_order(features: Tensor, m: int) -> Tensor:
     target = f.mean(0)
     chosen: list[int] = []
     running = torch.zeros_like(target)
-    available = torch.ones(len(f), dtype=torch.bool)
+    available = torch.ones(len(f), dtype=torch.bool, device=f.device)
     for k in range(1, min(m, len(f)) + 1):
         distance = ((target - (running + f) / k) ** 2).sum(1)
         distance[~available] = float("inf")
@@ -44,21 +49,47 @@ def herding_order(features: Tensor, m: int) -> Tensor:
 
 
 class ReplayMemory:
-    def __init__(self, capacity: int, selection: str = "reservoir", generator: torch.Generator | None = None):
+    def __init__(self, capacity: int, selection: str = "reservoir", generator: torch.Generator | None = None,
+                 storage: str = "model", device: torch.device | str = "cpu"):
+        """`device`: where batches come from and are returned (it follows the batches added)."""
+        if storage not in STORAGES:
+            raise ValueError(f"memory storage must be one of {STORAGES}, not {storage!r}")
         if capacity < 0:
             raise ValueError(f"memory capacity must be >= 0, got {capacity}")
         if selection not in SELECTIONS:
             raise ValueError(f"unknown selection {selection!r}; choose one of {SELECTIONS}")
-        self.capacity, self.selection = capacity, selection
+        self.capacity, self.selection, self.storage = capacity, selection, storage
         self.generator = generator or torch.Generator().manual_seed(0)
+        self.device = torch.device(device)
+        where = self.where
         self.x: Tensor | None = None
-        self.y = torch.zeros(capacity, dtype=torch.long)
-        self.task = torch.zeros(capacity, dtype=torch.long)
+        self.y = torch.zeros(capacity, dtype=torch.long, device=where)
+        self.task = torch.zeros(capacity, dtype=torch.long, device=where)
         self.size = 0
         self.seen = 0
         self.seen_per_class: dict[int, int] = {}
         self.extras: dict[str, Tensor] = {}
-        self.rank = torch.zeros(capacity, dtype=torch.long)  # herding: priority within the class
+        self.rank = torch.zeros(capacity, dtype=torch.long, device=where)  # herding: priority within the class
+
+    @property
+    def where(self) -> torch.device:
+        """Where the stored tensors are: the model's device, or the CPU."""
+        return self.device if self.storage == "model" else torch.device("cpu")
+
+    def _follow(self, batch: Batch) -> None:
+        """Take the device of the batches given (the model's): returned batches go there, and, stored on
+        the model's device, the stored tensors move there (once, when the model moved)."""
+        device = batch.y.device
+        if device == self.device:
+            return
+        self.device = device
+        where = self.where
+        self.y, self.task, self.rank = self.y.to(where), self.task.to(where), self.rank.to(where)
+        self.x = None if self.x is None else self.x.to(where)
+        self.extras = {k: v.to(where) for k, v in self.extras.items()}
+
+    def _out(self, batch: Batch) -> Batch:
+        return batch if self.where == self.device else Batch(*(t.to(self.device) for t in batch[:3]))
 
     def __len__(self) -> int:
         return self.size
@@ -72,23 +103,26 @@ class ReplayMemory:
 
     def _put(self, slots: Tensor, batch: Batch, rows: Tensor, extras: dict[str, Tensor] | None = None) -> None:
         assert self.x is not None
-        self.x[slots] = batch.x[rows].to(self.x.dtype)
-        self.y[slots] = batch.y[rows]
-        self.task[slots] = batch.task[rows]
+        where, rows = self.where, rows.to(batch.y.device)
+        slots = slots.to(where)
+        self.x[slots] = batch.x[rows].to(where, self.x.dtype)
+        self.y[slots] = batch.y[rows].to(where)
+        self.task[slots] = batch.task[rows].to(where)
         for key, value in (extras or {}).items():
-            self.extras[key][slots] = value[rows].to(self.extras[key].dtype)
+            self.extras[key][slots] = value[rows].to(where, self.extras[key].dtype)
 
     def _allocate(self, batch: Batch, extras: dict[str, Tensor] | None) -> None:
+        self._follow(batch)
         if self.x is None:
-            self.x = torch.zeros((self.capacity, *batch.x.shape[1:]), dtype=batch.x.dtype)
+            self.x = torch.zeros((self.capacity, *batch.x.shape[1:]), dtype=batch.x.dtype, device=self.where)
         for key, value in (extras or {}).items():
             if key not in self.extras:
-                self.extras[key] = torch.zeros((self.capacity, *value.shape[1:]), dtype=value.dtype)
+                self.extras[key] = torch.zeros((self.capacity, *value.shape[1:]), dtype=value.dtype, device=self.where)
 
     def add(self, batch: Batch, extras: dict[str, Tensor] | None = None) -> Tensor:
         """Offer every sample of a batch (and its extras, e.g. logits) to the memory; returns which
         of the batch's rows it stored."""
-        stored = torch.zeros(len(batch.y), dtype=torch.bool)
+        stored = torch.zeros(len(batch.y), dtype=torch.bool)  # on the CPU, like the draws that decide it
         if self.capacity == 0 or len(batch.y) == 0 or self.selection == "herding":
             return stored
         self._allocate(batch, extras)
@@ -125,10 +159,10 @@ class ReplayMemory:
         self.size = len(keep)
         for c in sorted(set(batch.y.tolist())):
             rows = (batch.y == c).nonzero().squeeze(1)
-            order = rows[herding_order(features[rows], min(per_class, self.capacity - self.size))]
-            slots = torch.arange(self.size, self.size + len(order))
+            order = rows[herding_order(features[rows], min(per_class, self.capacity - self.size)).to(rows.device)]
+            slots = torch.arange(self.size, self.size + len(order), device=self.where)
             self._put(slots, batch, order)
-            self.rank[slots] = torch.arange(len(order))
+            self.rank[slots] = torch.arange(len(order), device=self.where)
             self.size += len(order)
             self.seen_per_class[c] = self.seen_per_class.get(c, 0) + len(rows)
         self.seen += len(batch.y)
@@ -158,11 +192,11 @@ class ReplayMemory:
         largest = int(counts.max())
         if int(counts[label]) < largest:
             victims = (stored == int(torch.argmax(counts))).nonzero().squeeze(1)
-        elif torch.rand((), generator=self.generator) < counts[label] / self.seen_per_class[label]:
+        elif torch.rand((), generator=self.generator) < counts[label].cpu() / self.seen_per_class[label]:
             victims = (stored == label).nonzero().squeeze(1)
         else:
             return False
-        slot = victims[torch.randint(len(victims), (1,), generator=self.generator)]
+        slot = victims[torch.randint(len(victims), (1,), generator=self.generator).to(victims.device)]
         self._put(slot, batch, torch.tensor([row]), extras)
         return True
 
@@ -173,20 +207,27 @@ class ReplayMemory:
     def sample_with_extras(self, n: int) -> tuple[Batch, dict[str, Tensor]]:
         if self.size == 0 or self.x is None:
             raise ValueError("cannot sample from an empty memory")
-        idx = torch.randperm(self.size, generator=self.generator)[:n]
-        return Batch(self.x[idx], self.y[idx], self.task[idx]), {k: v[idx] for k, v in self.extras.items()}
+        idx = torch.randperm(self.size, generator=self.generator)[:n].to(self.where)
+        return self.take(idx), {k: v[idx].to(self.device) for k, v in self.extras.items()}
+
+    def take(self, idx: Tensor) -> Batch:
+        """The stored samples at `idx`, on the model's device."""
+        assert self.x is not None
+        idx = idx.to(self.where)
+        return self._out(Batch(self.x[idx], self.y[idx], self.task[idx]))
 
     def all(self) -> Batch:
         """Everything stored, in storage order."""
         if self.x is None:
             raise ValueError("the memory is empty")
-        return Batch(self.x[: self.size], self.y[: self.size], self.task[: self.size])
+        return self._out(Batch(self.x[: self.size], self.y[: self.size], self.task[: self.size]))
 
     def class_counts(self) -> dict[int, int]:
         return {int(c): int(k) for c, k in zip(*self.y[: self.size].unique(return_counts=True), strict=True)}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"capacity": self.capacity, "selection": self.selection, "size": self.size, "seen": self.seen,
+        return {"capacity": self.capacity, "selection": self.selection, "storage": self.storage,
+                "size": self.size, "seen": self.seen,
                 "seen_per_class": dict(self.seen_per_class), "generator": self.generator.get_state(),
                 "x": None if self.x is None else self.x[: self.size].clone(),
                 "y": self.y[: self.size].clone(), "task": self.task[: self.size].clone(),
@@ -194,16 +235,19 @@ class ReplayMemory:
                 "extras": {k: v[: self.size].clone() for k, v in self.extras.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.__init__(state["capacity"], state["selection"], self.generator)  # type: ignore[misc]
+        # stored where the state is (the learner moves it to the model's device)
+        device = state["y"].device
+        self.__init__(state["capacity"], state["selection"], self.generator,  # type: ignore[misc]
+                      state.get("storage", self.storage), device)
         self.generator.set_state(state["generator"])
         self.size, self.seen = state["size"], state["seen"]
         self.seen_per_class = {int(k): int(v) for k, v in state["seen_per_class"].items()}
         if state["x"] is not None:
-            self.x = torch.zeros((self.capacity, *state["x"].shape[1:]), dtype=state["x"].dtype)
+            self.x = torch.zeros((self.capacity, *state["x"].shape[1:]), dtype=state["x"].dtype, device=self.where)
             self.x[: self.size] = state["x"]
         self.y[: self.size] = state["y"]
         self.task[: self.size] = state["task"]
         self.rank[: self.size] = state["rank"]
         for key, value in state["extras"].items():
-            self.extras[key] = torch.zeros((self.capacity, *value.shape[1:]), dtype=value.dtype)
+            self.extras[key] = torch.zeros((self.capacity, *value.shape[1:]), dtype=value.dtype, device=self.where)
             self.extras[key][: self.size] = value

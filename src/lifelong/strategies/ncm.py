@@ -51,13 +51,13 @@ class NCM(Strategy):
             b = as_batch(raw)
             z = self._represent(model, b.x, b.task)
             if self.sums is None or self.counts is None or self.sums.shape[0] < num_classes:
-                sums = torch.zeros(num_classes, z.shape[1])
-                counts = torch.zeros(num_classes)
+                sums = torch.zeros(num_classes, z.shape[1], device=z.device)
+                counts = torch.zeros(num_classes, device=z.device)
                 if self.sums is not None and self.counts is not None:
                     sums[: len(self.sums)], counts[: len(self.counts)] = self.sums, self.counts
                 self.sums, self.counts = sums, counts
             self.sums.index_add_(0, b.y, z)
-            self.counts.index_add_(0, b.y, torch.ones(len(b.y)))
+            self.counts.index_add_(0, b.y, torch.ones(len(b.y), device=z.device))
 
     @torch.no_grad()
     def predict(self, model: nn.Module, x: Any, task: Tensor, logits: Tensor) -> Tensor:

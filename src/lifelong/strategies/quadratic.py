@@ -98,8 +98,9 @@ class QuadraticPenalty:
         """(precision, centre) of parameter i as dense float32 tensors (the centre is 0 where P is 0)."""
         slot, shape = self.slots[i], self.shapes[i]
         if "index" in slot:
-            p = torch.zeros(shape.numel(), dtype=torch.float32)
-            m = torch.zeros(shape.numel(), dtype=torch.float32)
+            device = slot["index"].device
+            p = torch.zeros(shape.numel(), dtype=torch.float32, device=device)
+            m = torch.zeros(shape.numel(), dtype=torch.float32, device=device)
             p[slot["index"]] = slot["precision"].float()
             m[slot["index"]] = slot["centre"]
             return p.reshape(shape), m.reshape(shape)
@@ -203,14 +204,14 @@ class QuadraticPenalty:
         p, m = self.dense(i)
         extra = (param.shape[0] - old[0], *old[1:])
         self.shapes[i] = param.shape
-        self.slots[i] = self._store(torch.cat([p, torch.zeros(extra)]), torch.cat([m, torch.zeros(extra)]))
+        self.slots[i] = self._store(torch.cat([p, p.new_zeros(extra)]), torch.cat([m, m.new_zeros(extra)]))
 
     def value(self, model: nn.Module) -> Tensor:
         """The penalty, differentiable in the model's parameters."""
         if self.empty:
             return torch.zeros(())
-        total = torch.zeros(())
         params = self._params(model)
+        total = torch.zeros((), device=params[0].device if params else None)
         for i, param in enumerate(params):
             p, m = self.dense(i)
             total = total + ((_local(param) - m) ** 2 * p).sum()

@@ -24,6 +24,7 @@ class ReplayConfig(StrategyConfig):
     memory: int = 500  # samples stored
     selection: str = "balanced"  # class-balanced reservoir; "reservoir": uniform over the stream
     replay_batch: int | None = None  # stored samples per step; None: as many as the new batch
+    memory_device: str = "model"  # where the memory is kept: "model" (the model's device) or "cpu"
 
     def __post_init__(self) -> None:
         if self.selection not in SELECTIONS:
@@ -36,7 +37,7 @@ class Replay(Strategy):
     def __init__(self, config: ReplayConfig | None = None):
         self.config = config or ReplayConfig()
         self.memory = ReplayMemory(self.config.memory, self.config.selection,
-                                   torch.Generator().manual_seed(self.config.seed))
+                                   torch.Generator().manual_seed(self.config.seed), self.config.memory_device)
 
     def extend_batch(self, batch: Batch) -> Batch:
         out = batch
