@@ -110,9 +110,13 @@ class ModelSpec(Config):
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{CONFIG} is not a model spec this version reads ({exc})") from exc
 
-    def build(self) -> ContinualClassifier:
-        """A fresh model of this spec, sized for its labels and tasks (weights to be loaded into it)."""
-        return build_model(self.network, self.num_classes, max(1, len(self.tasks)))
+    def build(self, trust_code: bool = False) -> ContinualClassifier:
+        """A fresh model of this spec, sized for its labels and tasks (weights to be loaded into it).
+        A network built by a ``module:function`` factory runs that code: only with `trust_code`."""
+        if self.network.kind == "factory" and not trust_code:
+            raise CheckpointError(f"this model's network is built by running the code {self.network.source!r}; "
+                                  "load it only if you trust that code: trust_code=True (lifelong serve --trust-code)")
+        return build_model(self.network, self.num_classes, max(1, len(self.tasks)), pretrained=False)
 
     def stream(self, guards: Sequence[tuple[Tensor, Tensor]]) -> TaskStream:
         """The learned tasks as a stream whose test sets are the guard sets (and nothing to train on)."""
@@ -236,16 +240,17 @@ def verify(path: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> SavedModel:
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", trust_code: bool = False) -> SavedModel:
     """Read a model directory written by `save_model`, checking every file first; the model and its
-    strategy's state go to `device` (the guard sets stay on the CPU, like any data)."""
+    strategy's state go to `device` (the guard sets stay on the CPU, like any data). A network made by
+    a ``module:function`` factory is built by importing and calling it: refused unless `trust_code`."""
     from safetensors.torch import load_file
 
     root = Path(path)
     manifest = verify(root)
     try:
         spec = ModelSpec.from_dict(json.loads((root / CONFIG).read_text(encoding="utf-8")))
-        model = spec.build()
+        model = spec.build(trust_code)
         model.load_state_dict(load_file(str(root / WEIGHTS)))
         model.to(device)
         strategy = build_strategy(spec.strategy, spec.strategy_options)
@@ -274,7 +279,8 @@ def input_spec(stream: TaskStream) -> dict[str, Any]:
 
         if spec.encoder == "frozen":
             return {"kind": "text", "encoder": ENCODER_ID, "features": FEATURES}
-        return {"kind": "tokens", "encoder": ENCODER_ID, "max_tokens": int(spec.shape[0])}
+        encoder = spec.encoder if spec.encoder.startswith("hf:") else ENCODER_ID  # hf:FOLDER: that folder's tokenizer
+        return {"kind": "tokens", "encoder": encoder, "max_tokens": int(spec.shape[0])}
     if spec.kind == "control":
         raise CheckpointError("saving supports classifiers of arrays and text; control policies are scored by "
                               "their environments and have no guard sets to save")

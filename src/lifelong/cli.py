@@ -28,6 +28,7 @@ FILE_FLAGS = {**{f: ("stream", f) for f in ("benchmark", "data", "classes_per_ta
               **{f: ("learner", f) for f in ("epochs", "batch_size", "lr", "optimizer", "momentum", "device",
                                             "autocast")},
               "model": ("model", "kind"), "hidden": ("model", "hidden"), "dropout": ("model", "dropout"),
+              "network": ("model", "network"), "network_weights": ("model", "network_weights"),
               **{f: ("", f) for f in ("strategy", "seed", "eval_split", "specialist", "rl_steps", "agent")}}
 
 
@@ -93,6 +94,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     t.add_argument("--hidden", type=_ints, help="mlp: hidden widths, e.g. 400,400; cnn: width of its hidden fc "
                    "layer (no preset: 400,400)")
     t.add_argument("--dropout", type=float, help="(no preset: 0)")
+    t.add_argument("--network", metavar="REF", help="your own network instead of --model: module:function (a "
+                   "factory returning an nn.Module that maps inputs to feature vectors), torchvision:NAME, or "
+                   "hf:FOLDER (a local Hugging Face model; text is tokenised by its own tokenizer)")
+    t.add_argument("--network-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="module:function: a keyword argument for the factory (VALUE read as JSON; repeatable)")
+    t.add_argument("--network-weights", metavar="FILE", help="torchvision: a local state dict to start from")
     t.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     t.add_argument("--device", default="cpu", help="where to train: auto (CUDA if present, else CPU), cpu, cuda, "
                    "cuda:N or mps (default: %(default)s)")
@@ -223,7 +230,7 @@ def _run_config(args: argparse.Namespace, strategy: str, seed: int, options: dic
     per_intent = args.per_intent if args.per_intent is not None else preset.stream.per_intent if preset else None
     scenario = args.scenario or (preset.stream.scenario if preset else None)
     stream = StreamConfig(args.benchmark, scenario, tasks, seed, args.validation, args.class_order,
-                          args.data_dir, args.encoder, per_intent, args.environments, args.demos, args.eval_episodes,
+                          args.data_dir, _encoder(args), per_intent, args.environments, args.demos, args.eval_episodes,
                           args.data, args.classes_per_task)
     if args.eval_split == "valid" and args.validation <= 0:
         stream = replace(stream, validation=0.1)
@@ -235,11 +242,44 @@ def _run_config(args: argparse.Namespace, strategy: str, seed: int, options: dic
                               sharding="fsdp" if args.fsdp else "ddp")
     model = (preset.model if preset else ModelConfig()).replace(
         **_given(args, {"model": "kind", "hidden": "hidden", "dropout": "dropout"}))
+    if args.network:
+        model = model.replace(network=args.network, network_options=_network_options(args),
+                              network_weights=args.network_weights or "")
     if args.mode == "rl":
         stream = replace(stream, demos=0)
     options = {**(preset.strategy_options(strategy) if preset else {}), **options}
     return RunConfig(stream, strategy, options, learner, model, seed, args.eval_split, args.specialist,
                      "rl" if args.mode == "rl" else "supervised", args.rl_steps, args.agent)
+
+
+def _encoder(args: argparse.Namespace) -> str:
+    """The text encoder: --encoder, or for --network hf:FOLDER that folder's own tokenizer."""
+    return args.network if args.network and args.network.startswith("hf:") else args.encoder
+
+
+def _network_options(args: argparse.Namespace) -> dict[str, Any]:
+    options = {}
+    for item in args.network_option:
+        key, sep, value = item.partition("=")
+        if not (sep and key.isidentifier()):
+            raise UsageError(f"--network-option takes KEY=VALUE, got {item!r}")
+        options[key] = _parse_value(value)
+    return options
+
+
+def _check_network(args: argparse.Namespace) -> None:
+    """A bad --network is a usage error, told before anything runs or is written."""
+    if not args.network:
+        if args.network_option or args.network_weights:
+            raise UsageError("--network-option and --network-weights need --network")
+        return
+    from lifelong.models.backbone import check_network
+
+    if args.network.startswith("hf:") and args.encoder != "frozen":
+        raise UsageError("--network hf:FOLDER tokenises text with that folder's tokenizer: leave out --encoder")
+    if args.model or args.hidden:
+        raise UsageError("--network replaces --model and --hidden: give one or the other")
+    check_network(args.network, _network_options(args), args.network_weights or "")
 
 
 def _typed(argv: list[str]) -> set[str]:
@@ -264,6 +304,10 @@ def _file_config(args: argparse.Namespace, typed: set[str], base: Any, sets: dic
     for flag in typed & set(FILE_FLAGS):
         part, key = FILE_FLAGS[flag]
         (values[part] if part else values)[key] = getattr(args, flag)
+    if "network_option" in typed:
+        values["model"]["network_options"] = _network_options(args)
+    if "network" in typed and args.network.startswith("hf:"):
+        values["stream"]["encoder"] = args.network  # that folder's own tokenizer
     if "keep_optimizer" in typed:
         values["learner"]["reset_optimizer"] = False
     if "fsdp" in typed:
@@ -401,7 +445,8 @@ def _command_run(args: argparse.Namespace, progress: bool) -> int:
                             for item in args.set], [name])
         config = _run_config(args, name, args.seed, _strategy_options(name, args, sets))
     name = config.strategy
-    if args.save and (config.stream.benchmark == "control" or config.stream.encoder != "frozen"):
+    if args.save and (config.stream.benchmark == "control"
+                      or (config.stream.encoder != "frozen" and not config.stream.encoder.startswith("hf:"))):
         raise UsageError("--save supports array benchmarks and clinc150 with the frozen encoder")
     if args.dry_run:
         from lifelong.run import seeded
@@ -413,6 +458,7 @@ def _command_run(args: argparse.Namespace, progress: bool) -> int:
         done = run(config, progress, checkpoint_dir=args.resume or args.checkpoint_dir, resume=bool(args.resume),
                    log=log)
     result = done.record
+    _say_fallbacks(args, result)
     if args.save and _reporting_rank():  # under --distributed the ranks hold the same model: one saves it
         from lifelong.checkpoint import save_result
 
@@ -429,6 +475,22 @@ def _command_run(args: argparse.Namespace, progress: bool) -> int:
     if args.report:
         _write_report([result], args)
     return 0
+
+
+def _say_fallbacks(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """Name, on stderr, the layers the fast importance estimate had no closed form for."""
+    found = result.get("importance_fallbacks") or {}
+    whole = found.get("whole_model_batches") or {}
+    if args.quiet or not (whole or (args.network and found.get("generic_layers"))):
+        return
+    layers = found.get("generic_layers") or []
+    if layers:
+        print(f"lifelong: importance: {len(layers)} layer(s) without a closed-form rule take the module-local vmap "
+              f"(slower, still exact): {', '.join(layers[:8])}{' ...' if len(layers) > 8 else ''}", file=sys.stderr)
+    if whole:
+        print("lifelong: importance: the per-module rules could not take this network (a module run twice, "
+              "returning a tuple, or broadcast over the batch): whole-model fallback on "
+              + ", ".join(f"{n} batch(es) by {way}" for way, n in whole.items()), file=sys.stderr)
 
 
 def _command_compare(args: argparse.Namespace, progress: bool) -> int:
@@ -506,8 +568,9 @@ def main(argv: list[str] | None = None) -> int:
             for name in [args.strategy] if args.command == "run" else args.strategies.split(","):
                 strategy_options(name.strip())
             streams = [StreamConfig(args.benchmark, args.scenario, args.tasks, validation=args.validation or (
-                0.1 if args.eval_split == "valid" else 0.0), class_order=args.class_order, encoder=args.encoder,
+                0.1 if args.eval_split == "valid" else 0.0), class_order=args.class_order, encoder=_encoder(args),
                 data=args.data, classes_per_task=args.classes_per_task)]
+        _check_network(args)
         for stream in streams:
             check(stream)
             if stream.data:  # read and check the data now: a bad file is a usage error, nothing is written yet

@@ -8,10 +8,13 @@ Shared by the data side (the frozen encoder's embeddings are a stream's features
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -86,37 +89,61 @@ def _under_vmap(t: Tensor) -> bool:
     return torch._C._functorch.is_batchedtensor(t) or torch._C._functorch.is_gradtrackingtensor(t)
 
 
-def load_encoder() -> SentenceEncoder:
-    """The pretrained encoder from the package's files, with no network access."""
-    from transformers import BertModel
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """No warnings or progress bars from transformers while loading (unused poolers, weight loading)."""
     from transformers.utils import logging as hf_logging
 
-    # The checkpoint carries a pooler we do not use; keep transformers from reporting that on every load.
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        bert = BertModel.from_pretrained(str(encoder_dir()), local_files_only=True, add_pooling_layer=False)
+        yield
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+
+
+def load_encoder() -> SentenceEncoder:
+    """The pretrained encoder from the package's files, with no network access."""
+    from transformers import BertModel
+
+    with quiet_transformers():  # the checkpoint carries a pooler we do not use
+        bert = BertModel.from_pretrained(str(encoder_dir()), local_files_only=True, add_pooling_layer=False)
     return SentenceEncoder(bert)
 
 
-_TOKENIZER = None
+_TOKENIZERS: dict[str, Any] = {}
 
 
-def tokenize(texts: Sequence[str], max_tokens: int = MAX_TOKENS) -> Tensor:
-    """Token ids [N, max_tokens], 0-padded (the encoder cuts each batch to its longest sample)."""
-    global _TOKENIZER
-    if _TOKENIZER is None:
+def tokenize(texts: Sequence[str], max_tokens: int = MAX_TOKENS, folder: str | os.PathLike | None = None) -> Tensor:
+    """Token ids [N, max_tokens], padded (the encoder cuts each batch to its longest sample), by the
+    MiniLM tokenizer or the one of a local Hugging Face folder."""
+    key = str(folder or encoder_dir())
+    if key not in _TOKENIZERS:
         from transformers import AutoTokenizer
 
-        _TOKENIZER = AutoTokenizer.from_pretrained(str(encoder_dir()), local_files_only=True)
-    out = _TOKENIZER(list(texts), padding="max_length", truncation=True, max_length=max_tokens,
-                     return_tensors="pt")
+        _TOKENIZERS[key] = AutoTokenizer.from_pretrained(key, local_files_only=True)
+    out = _TOKENIZERS[key](list(texts), padding="max_length", truncation=True, max_length=max_tokens,
+                           return_tensors="pt")
     return out["input_ids"]
+
+
+def hf_folder(encoder: str) -> str | None:
+    """The folder of an ``hf:PATH`` encoder (a local Hugging Face model's tokenizer), else None."""
+    return encoder[3:] if encoder.startswith("hf:") else None
+
+
+def featurizer(encoder: str) -> Callable[[Sequence[str]], Tensor]:
+    """Texts -> model inputs for an encoder: cached frozen-MiniLM embeddings, MiniLM token ids (finetune,
+    lora) or the token ids of a local Hugging Face folder (``hf:PATH``)."""
+    folder = hf_folder(encoder)
+    if folder is not None:
+        return functools.partial(tokenize, folder=folder)
+    if encoder not in ENCODERS:
+        raise ValueError(f"unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)} or hf:PATH")
+    return EmbeddingCache().embed if encoder == "frozen" else tokenize
 
 
 class EmbeddingCache:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -15,6 +16,7 @@ from lifelong.data.streams import StreamConfig, build_stream
 from lifelong.data.task import TaskStream
 from lifelong.distributed import local_numel
 from lifelong.evaluation.matrix import AccuracyMatrix
+from lifelong.importance.estimate import WHOLE_MODEL_FALLBACKS, fallbacks
 from lifelong.learner import Learner, LearnerConfig
 from lifelong.models import ContinualClassifier, ModelConfig, NetworkSpec, model_for
 from lifelong.reporting import environment
@@ -121,6 +123,7 @@ def run(cfg: RunConfig, progress: bool = False, stream: TaskStream | None = None
     step's record and, after each task, with ``{"task", "step", "accuracy": [per task]}``."""
     cfg = seeded(cfg)
     started = time.perf_counter()
+    whole_model_before = Counter(WHOLE_MODEL_FALLBACKS)
     stream = stream if stream is not None else build_stream(cfg.stream)
     learner, network = build_learner(cfg, stream, progress, log)
     if resume:
@@ -140,6 +143,8 @@ def run(cfg: RunConfig, progress: bool = False, stream: TaskStream | None = None
                                            "matrix": matrix.tolist()})
     specialist = _specialist_accuracy(stream, cfg) if cfg.specialist else None
     record = result_record(cfg, stream, learner, matrix, per_task, specialist, time.perf_counter() - started)
+    record["importance_fallbacks"] = {**fallbacks(learner.model),
+                                      "whole_model_batches": dict(WHOLE_MODEL_FALLBACKS - whole_model_before)}
     return RunResult(record, learner, stream, network)
 
 

@@ -67,9 +67,10 @@ def featurizer(encoder: str) -> Featurize:
         if "f" not in state:
             from lifelong import encoders
 
-            if encoder not in encoders.ENCODERS:
-                raise SpecError(f"unknown encoder {encoder!r}; choose one of {', '.join(encoders.ENCODERS)}")
-            state["f"] = encoders.EmbeddingCache().embed if encoder == "frozen" else encoders.tokenize
+            try:
+                state["f"] = encoders.featurizer(encoder)
+            except ValueError as exc:
+                raise SpecError(str(exc)) from None
         return state["f"](texts)
 
     return featurize

@@ -107,9 +107,7 @@ def _clinc150(cfg: StreamConfig, scenario: str, tasks: int) -> TaskStream:
     from lifelong import encoders
     from lifelong.data.text import clinc150_stream, load_clinc150
 
-    if cfg.encoder not in encoders.ENCODERS:
-        raise ValueError(f"unknown encoder {cfg.encoder!r}; choose one of {', '.join(encoders.ENCODERS)}")
-    featurize = encoders.EmbeddingCache().embed if cfg.encoder == "frozen" else encoders.tokenize
+    featurize = encoders.featurizer(cfg.encoder)
     stream = clinc150_stream(load_clinc150(cfg.data_dir), featurize, scenario, tasks, cfg.class_order, cfg.seed,
                              cfg.per_intent)
     shape = (encoders.FEATURES,) if cfg.encoder == "frozen" else (encoders.MAX_TOKENS,)

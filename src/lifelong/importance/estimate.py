@@ -25,6 +25,7 @@ about 1/B of the others and not a per-sample quantity (see `fisher_diagonal`).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -42,6 +43,18 @@ from lifelong.models.heads import ContinualClassifier
 Importance = dict[str, Tensor]
 METHODS = ("auto", "vmap", "loop")
 FISHERS = ("empirical", "true", "exact", "batched")
+# batches whose `auto` estimate fell back from the per-module rules to the whole model, by the way taken
+# ("vmap", or "loop" where vmap could not trace the model), in this process (see `fallbacks`)
+WHOLE_MODEL_FALLBACKS: Counter[str] = Counter()
+
+
+def fallbacks(model: nn.Module) -> dict[str, Any]:
+    """What the fast (`auto`) importance cannot do with a closed form, for a run's output: the layers
+    that take the module-local vmap (`rules.generic`: no closed form for their type), and the batches
+    that fell back to the whole model so far (a module run twice, returning a tuple, or broadcast)."""
+    layers = [f"{name or '(model)'} ({rules.module_type(m).__name__})" for name, m in _owners(model)
+              if rules.rule_for(m) is rules.generic]
+    return {"generic_layers": layers, "whole_model_batches": dict(WHOLE_MODEL_FALLBACKS)}
 
 
 def as_batch(batch: Any) -> Batch:
@@ -274,6 +287,7 @@ def _estimate(kind: str, model: nn.Module, batches: Iterable[Any], *, true_fishe
                 _accumulate_loop(model, b, objective, transform, sums)
             elif not done:
                 part = {n: torch.zeros_like(v) for n, v in sums.items()}
+                way = "vmap"
                 try:
                     per_chunk = max(1, chunk_size // (10 if kind == "exact" else 1))  # K classes' gradients each
                     _accumulate_vmap(model, b, _sample_objective(kind), transform, part, per_chunk)
@@ -282,6 +296,9 @@ def _estimate(kind: str, model: nn.Module, batches: Iterable[Any], *, true_fishe
                         raise
                     part = {n: torch.zeros_like(v) for n, v in sums.items()}
                     _accumulate_loop(model, b, objective, transform, part)
+                    way = "loop"
+                if method == "auto":
+                    WHOLE_MODEL_FALLBACKS[way] += 1
                 for n, v in part.items():
                     sums[n] += v
             count += len(b.y)

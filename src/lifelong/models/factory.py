@@ -10,7 +10,8 @@ the weights' shapes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from torch import nn
 
@@ -31,6 +32,10 @@ class ModelConfig(Config):
     kind: str = "mlp"  # "mlp" or "cnn"
     hidden: tuple[int, ...] = (400, 400)  # mlp: hidden widths; cnn: the width of its one hidden fc layer
     dropout: float = 0.0
+    # your own network instead (lifelong.models.backbone): "module:function", "torchvision:NAME" or "hf:FOLDER"
+    network: str = ""
+    network_options: dict[str, Any] = field(default_factory=dict)  # module:function: its keyword arguments
+    network_weights: str = ""  # torchvision: a local state dict to start from
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -39,9 +44,11 @@ class ModelConfig(Config):
             raise ValueError(f"hidden widths must be positive integers, not {self.hidden}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
+        if self.network and ":" not in self.network:
+            raise ValueError(f"--network takes module:function, torchvision:NAME or hf:FOLDER, not {self.network!r}")
 
 
-NETWORK_KINDS = ("mlp", "cnn", "text", "task-input-mlp")
+NETWORK_KINDS = ("mlp", "cnn", "text", "task-input-mlp", "factory", "torchvision", "hf")
 
 
 @dataclass
@@ -55,6 +62,11 @@ class NetworkSpec(Config):
     dropout: float = 0.0
     encoder: str = ""  # text: "finetune" or "lora"
     lora_rank: int = 8
+    # a backbone of the user's: factory "module:function", torchvision architecture name, hf folder
+    source: str = ""
+    options: dict[str, Any] = field(default_factory=dict)  # factory: its keyword arguments
+    weights: str = ""  # torchvision: the local state dict the run started from (provenance only)
+    features: int = 0  # the backbone's feature size (0: measured when first built)
 
     def __post_init__(self) -> None:
         if self.kind not in NETWORK_KINDS:
@@ -65,6 +77,8 @@ def network_spec(stream: TaskStream, model: ModelConfig | None = None) -> Networ
     """The network a stream's input needs, sized by `model` where the choice is the user's."""
     model = model or ModelConfig()
     spec: InputSpec = stream.input_spec
+    if model.network:
+        return _custom_spec(model, spec)
     if spec.kind == "text" and spec.encoder in ("finetune", "lora"):
         return NetworkSpec("text", spec.shape, encoder=spec.encoder)
     if spec.kind == "control" and stream.scenario == "task":
@@ -76,8 +90,45 @@ def network_spec(stream: TaskStream, model: ModelConfig | None = None) -> Networ
     return NetworkSpec("mlp", spec.shape, model.hidden, model.dropout)
 
 
-def build_network(spec: NetworkSpec, num_classes: int, num_tasks: int = 1) -> nn.Module:
-    """The bare network of a spec (logits over `num_classes`)."""
+def _custom_spec(model: ModelConfig, spec: InputSpec) -> NetworkSpec:
+    from lifelong.models.backbone import NetworkError
+
+    prefix, _, rest = model.network.partition(":")
+    if prefix == "hf":
+        if spec.kind != "text" or spec.encoder != model.network:
+            raise NetworkError(f"--network {model.network} takes text tokenised by its own folder "
+                               f"(--encoder {model.network}); this stream gives {spec.kind} inputs")
+        return NetworkSpec("hf", spec.shape, source=rest)
+    if prefix == "torchvision":
+        return NetworkSpec("torchvision", spec.shape, source=rest, weights=model.network_weights)
+    return NetworkSpec("factory", spec.shape, source=model.network, options=dict(model.network_options),
+                       encoder=spec.encoder if spec.kind == "text" else "")
+
+
+def _backbone(spec: NetworkSpec, pretrained: bool) -> nn.Module:
+    """The user's backbone of a spec; `spec.features` is measured on it the first time."""
+    from lifelong.models import backbone as bb
+
+    if spec.kind == "hf":
+        net, spec.features = bb.hf_backbone(spec.source, pretrained)
+        return net
+    if spec.kind == "torchvision":
+        net = bb.torchvision_backbone(spec.source, spec.weights if pretrained else "")
+    else:
+        net = bb.call_factory(spec.source, spec.options)
+    if not spec.features:
+        spec.features = bb.feature_size(net, spec.in_shape, tokens=spec.encoder not in ("", "frozen"))
+    return net
+
+
+def build_network(spec: NetworkSpec, num_classes: int, num_tasks: int = 1, pretrained: bool = True) -> nn.Module:
+    """The bare network of a spec (logits over `num_classes`). `pretrained=False`: a user's backbone
+    without its starting weights (a saved model's weights replace them)."""
+    if spec.kind in ("factory", "torchvision", "hf"):
+        from lifelong.models.backbone import BackboneClassifier
+
+        net = _backbone(spec, pretrained)
+        return BackboneClassifier(net, spec.features, num_classes)
     if spec.kind == "mlp":
         return MLP(math.prod(spec.in_shape), spec.hidden, num_classes, spec.dropout)
     if spec.kind == "cnn":
@@ -91,9 +142,9 @@ def build_network(spec: NetworkSpec, num_classes: int, num_tasks: int = 1) -> nn
     return TaskInputMLP(num_tasks, math.prod(spec.in_shape), spec.hidden, num_classes)
 
 
-def build_model(spec: NetworkSpec, num_classes: int, num_tasks: int) -> ContinualClassifier:
+def build_model(spec: NetworkSpec, num_classes: int, num_tasks: int, pretrained: bool = True) -> ContinualClassifier:
     """A `ContinualClassifier` around the spec's network: what a run trains and a saved model loads."""
-    return ContinualClassifier(build_network(spec, num_classes, num_tasks), num_tasks, num_classes)
+    return ContinualClassifier(build_network(spec, num_classes, num_tasks, pretrained), num_tasks, num_classes)
 
 
 def model_for(stream: TaskStream, model: ModelConfig | None = None) -> tuple[ContinualClassifier, NetworkSpec]:

@@ -63,6 +63,8 @@ def add_commands(sub: Any) -> None:
     q.add_argument("--feedback-rate", type=int, default=1200, metavar="N",
                    help="feedback examples per minute one API key may send (default: %(default)s; more get 429; "
                    "0: no limit). Counted in this process")
+    serve.add_argument("--trust-code", action="store_true", help="serve a model whose network is built by a "
+                       "module:function factory of yours (loading imports and runs that code)")
     serve.add_argument("--threads", type=int, default=1, help="torch threads for predictions (default: 1)")
     serve.add_argument("--device", default="cpu", help="where the served model predicts: cpu, auto, cuda, cuda:N or "
                        "mps (default: %(default)s; updates train on the CPU)")
@@ -80,6 +82,7 @@ def add_commands(sub: Any) -> None:
     worker.add_argument("--once", action="store_true", help="run at most one update, then exit")
     worker.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     worker.add_argument("--nice", type=int, default=0, help="lower this process's CPU priority by N")
+    worker.add_argument("--trust-code", action="store_true", help="load networks built by module:function factories")
 
     keys = sub.add_parser("keys", help="API keys of a service: add, list, revoke",
                           description="Manage API keys. Only their hashes are stored; a new key is shown once.")
@@ -145,6 +148,9 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("--tolerance must be in [0, 1] and --holdout in (0, 1)")
     if args.feedback_rate < 0:
         parser.error("--feedback-rate must be at least 0 (0: no limit)")
+    if not args.trust_code and _runs_code(Path(args.model)):
+        parser.error(f"{args.model} builds its network by running code ({_runs_code(Path(args.model))}); "
+                     "serve it only if you trust that code: add --trust-code")
     try:
         screens = [] if args.no_screen else [n.strip() for n in args.screens.split(",") if n.strip()]
         screening = screen_config(screens, args.max_source_share)
@@ -172,7 +178,8 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         args.versions_dir)
     config = ServiceConfig(Path(args.model), args.db, versions, args.host, args.port, args.auto_update,
                            args.max_body_bytes, settings, feedback_rate=args.feedback_rate or None,
-                           updates=args.updates, device=args.device)
+                           updates=args.updates, device=args.device,
+                           trust_code=args.trust_code)
     service = Service(config)
     try:
         service.start()
@@ -203,6 +210,18 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _runs_code(model_dir: Path) -> str:
+    """The module:function reference a saved model's network is built by ("" when none, or unreadable:
+    loading then says what is wrong)."""
+    import json
+
+    try:
+        network = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))["network"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return str(network.get("source", "")) if isinstance(network, dict) and network.get("kind") == "factory" else ""
+
+
 def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Run `serve` or `keys`; exit code."""
     try:
@@ -227,7 +246,8 @@ def _worker(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     if args.poll <= 0 or args.max_attempts < 1 or args.threads < 1:
         parser.error("--poll must be positive, --max-attempts and --threads at least 1")
-    config = WorkerConfig(args.db, args.versions_dir, args.poll, args.max_attempts, args.once, args.threads, args.nice)
+    config = WorkerConfig(args.db, args.versions_dir, args.poll, args.max_attempts, args.once, args.threads, args.nice,
+                          args.trust_code)
     try:
         return main(config)
     except Exception as exc:  # an unreachable database or version store: say so, no traceback

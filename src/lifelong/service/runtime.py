@@ -66,6 +66,7 @@ class ServiceConfig(Config):
     updates: str = "here"  # "here": this process starts queued updates; "workers": `lifelong worker` processes do
     max_attempts: int = 2  # starts of an update whose worker keeps dying, before it fails
     device: str = "cpu"  # where served models predict (updates train on the CPU: their screens are CPU code)
+    trust_code: bool = False  # load a model whose network a module:function factory builds (runs that code)
 
 
 def pid_alive(pid: int) -> bool:
@@ -88,7 +89,8 @@ class Service:
         if config.updates not in ("here", "workers"):
             raise ValueError(f"updates run 'here' or by 'workers', not {config.updates!r}")
         self.config = config
-        self.versions = open_versions(config.versions_dir or default_versions_dir(config.model_dir))
+        self.versions = open_versions(config.versions_dir or default_versions_dir(config.model_dir),
+                                      trust_code=config.trust_code)
         # the local folder of versions (None when they live under a URL)
         self.versions_dir = self.versions.root if isinstance(self.versions, LocalVersions) else None
         self.db_url = normalise_url(config.db_url or default_url(config.model_dir))
@@ -239,7 +241,7 @@ class Service:
             return
         command = [sys.executable, "-m", "lifelong.service.worker", "--update", str(update.id), "--versions-dir",
                    self.versions.location, "--owner", self.owner, "--parent-pid", str(os.getpid()),
-                   "--nice", str(self.config.worker_nice)]
+                   "--nice", str(self.config.worker_nice)] + (["--trust-code"] if self.config.trust_code else [])
         try:
             proc = subprocess.Popen(command, env={**os.environ, DB_ENV: self.db_url}, stdin=subprocess.DEVNULL)
         except OSError as exc:

@@ -1,8 +1,10 @@
 """Inputs in, predictions out: one loaded version of the model, and the checks on what clients send.
 
 Array models take one nested list of numbers per input, shaped like a training sample (or flat,
-with as many numbers); text models take strings, embedded by the frozen MiniLM encoder. Anything
-else is an `InputError`, which the HTTP layer turns into a 422 with its message.
+with as many numbers); text models take strings, embedded by the frozen MiniLM encoder (input kind
+``text``) or tokenised for a trained encoder (``tokens``: MiniLM's tokenizer, or the one of the
+model's own Hugging Face folder). Anything else is an `InputError`, which the HTTP layer turns into a
+422 with its message.
 """
 
 from __future__ import annotations
@@ -119,6 +121,7 @@ class ServedModel:
             raise ValueError("a text model needs the text features (the frozen encoder)")
         self.text_features = text_features
         self.num_tasks = len(self.spec.tasks)
+        self.lock = threading.Lock()
 
     @property
     def labels(self) -> list[str]:
@@ -128,6 +131,12 @@ class ServedModel:
         if self.kind == "text":
             assert self.text_features is not None
             return self.text_features(check_texts(values, what))
+        if self.kind == "tokens":
+            from lifelong.encoders import hf_folder, tokenize
+
+            with self.lock:  # a tokenizer is not thread-safe
+                return tokenize(check_texts(values, what), self.spec.input["max_tokens"],
+                                hf_folder(self.spec.input["encoder"]))
         return parse_arrays(values, self.spec.input["shape"], what)
 
     def check_task(self, task: int | None) -> int:
@@ -156,7 +165,7 @@ class ServedModel:
         """A feedback example must be an input this model takes, a label and (optionally) a known task
         whose classes include the label when the label is known and tasks have their own classes."""
         what = f"example {i}: input"
-        if self.kind == "text":  # no embedding at intake: the update embeds its feedback in bulk
+        if self.kind in ("text", "tokens"):  # no embedding at intake: the update embeds its feedback in bulk
             check_texts([example["input"]], what)
         else:
             parse_arrays([example["input"]], self.spec.input["shape"], what)

@@ -32,6 +32,7 @@ class WorkerConfig:
     once: bool = False  # run at most one update, then exit (for scripts and tests)
     threads: int = 1
     nice: int = 0
+    trust_code: bool = False  # load models whose network a module:function factory builds
 
 
 def run_worker(config: WorkerConfig, stop: threading.Event | None = None,
@@ -50,7 +51,7 @@ def run_worker(config: WorkerConfig, stop: threading.Event | None = None,
     torch.set_num_threads(config.threads)
     store = Store(normalise_url(config.db_url))
     store.migrate()
-    versions = open_versions(config.versions)
+    versions = open_versions(config.versions, trust_code=config.trust_code)
     owner = queue.worker_owner()
     say(f"lifelong worker {owner.removeprefix(queue.WORKER)}: taking updates from {store.url.split('@')[-1]}, "
         f"versions in {versions.location}")

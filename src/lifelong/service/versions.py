@@ -30,9 +30,10 @@ def is_url(location: str | os.PathLike) -> bool:
 class LocalVersions:
     """Versions in a folder of this machine (or a network file system mounted on every machine)."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, trust_code: bool = False):
         self.root = Path(root)
         self.location = str(self.root)
+        self.trust_code = trust_code  # load models whose network a module:function factory builds
 
     def path(self, name: str) -> Path:
         return self.root / name
@@ -41,7 +42,7 @@ class LocalVersions:
         return (self.root / name / MANIFEST).is_file()
 
     def load(self, name: str) -> SavedModel:
-        return load_model(self.root / name)
+        return load_model(self.root / name, trust_code=self.trust_code)
 
     def save(self, name: str, *args: Any, **kwargs: Any) -> None:
         """`save_model(root / name, ...)`: a temporary directory renamed into place."""
@@ -78,7 +79,8 @@ class LocalVersions:
 class RemoteVersions:
     """Versions under an fsspec URL, read through a local cache of verified copies."""
 
-    def __init__(self, url: str, cache_dir: str | os.PathLike | None = None):
+    def __init__(self, url: str, cache_dir: str | os.PathLike | None = None, trust_code: bool = False):
+        self.trust_code = trust_code
         try:
             import fsspec
         except ImportError as exc:  # fsspec comes with torch; a URL store needs it
@@ -120,7 +122,7 @@ class RemoteVersions:
         return local
 
     def load(self, name: str) -> SavedModel:
-        return load_model(self.path(name))
+        return load_model(self.path(name), trust_code=self.trust_code)
 
     def publish(self, name: str, source: Path) -> None:
         """Upload a saved model directory as `name`: every file, then the manifest last."""
@@ -154,6 +156,10 @@ class RemoteVersions:
 VersionStore = LocalVersions | RemoteVersions
 
 
-def open_versions(location: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> VersionStore:
-    """A local folder, or an fsspec URL (s3://bucket/versions, file:///shared/versions, ...)."""
-    return RemoteVersions(str(location), cache_dir) if is_url(location) else LocalVersions(location)
+def open_versions(location: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
+                  trust_code: bool = False) -> VersionStore:
+    """A local folder, or an fsspec URL (s3://bucket/versions, file:///shared/versions, ...). `trust_code`:
+    load models whose network is built by a module:function factory (lifelong.checkpoint.load_model)."""
+    if is_url(location):
+        return RemoteVersions(str(location), cache_dir, trust_code)
+    return LocalVersions(location, trust_code)

@@ -80,6 +80,10 @@ def featurize(spec: ModelSpec, inputs: Sequence[Any]) -> Tensor:
         from lifelong.encoders import EmbeddingCache
 
         return EmbeddingCache().embed([str(t) for t in inputs])
+    if spec.input["kind"] == "tokens":
+        from lifelong.encoders import hf_folder, tokenize
+
+        return tokenize([str(t) for t in inputs], spec.input["max_tokens"], hf_folder(spec.input["encoder"]))
     return parse_arrays(inputs, spec.input["shape"])
 
 
@@ -239,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--owner", required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--nice", type=int, default=10)
+    parser.add_argument("--trust-code", action="store_true", help="load networks built by module:function factories")
     args = parser.parse_args(argv)
     _die_with_parent(args.parent_pid)
     os.nice(args.nice)  # predictions first: the service's own threads keep their priority
@@ -247,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
 
     store = Store(os.environ[DB_ENV])
     try:
-        status = run_update(store, open_versions(args.versions_dir), args.update, args.owner)
+        versions = open_versions(args.versions_dir, trust_code=args.trust_code)
+        status = run_update(store, versions, args.update, args.owner)
     except Exception as exc:
         store.fail_update(args.update, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}", args.owner)
         raise
