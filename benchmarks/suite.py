@@ -20,7 +20,7 @@ from lifelong.learner import LearnerConfig
 from lifelong.presets import Preset
 from lifelong.reporting import CLASS_IL_KEYS, aggregate, environment, format_compare, write_json
 from lifelong.run import ModelConfig, RunConfig, run, seeded
-from lifelong.strategies import split_name
+from lifelong.strategies import build_strategy, split_name, strategy_config
 
 ROOT = Path(__file__).resolve().parent.parent
 TUNING = ROOT / "results" / "tuning"
@@ -121,27 +121,49 @@ def run_settings(settings: dict[str, Setting], prefix: str, description: str) ->
     return 0
 
 
+# Strategy defaults that changed since runs without a recorded `strategy_config` were saved: such a run
+# ran with the value given here. (Behaviour that no option names, such as LwF's one softmax per old head
+# or A-GEM's eval-mode reference, cannot be told apart: name such strategies in --rerun.)
+CHANGED_DEFAULTS: dict[str, dict[str, Any]] = {
+    "replay": {"selection": "reservoir"}, "agem": {"selection": "reservoir"}, "bic": {"keep_earlier": False},
+    "icarl": {"loss": "ce"}, **{n: {"logits_from": "train"} for n in ("der", "der++", "der-ace")},
+    **{n: {"samples": None} for n in ("ewc", "online-ewc", "mas")}}
+
+
 def _finished_runs(path: Path) -> dict[str, dict[str, Any]]:
-    """Runs already saved in `path`, keyed by their full configuration as this version reads it: fields
-    added since a run was saved take their defaults (`RunConfig.from_dict`), which reproduce what ran
-    then. A strategy whose own defaults changed since (a run saved without `strategy_config` records
-    only the options it was given) must be named in --rerun."""
+    """Runs already saved in `path`, keyed by what ran: the configuration as this version reads it
+    (fields added since take their defaults, which reproduce what ran then) with every strategy option
+    resolved (recorded in `strategy_config`, or for older runs rebuilt with the defaults of their time)."""
     if not path.exists():
         return {}
-    return {_key(seeded(RunConfig.from_dict(r["config"])).to_dict()): r
-            for r in json.loads(path.read_text()).get("runs", [])}
+    out = {}
+    for r in json.loads(path.read_text()).get("runs", []):
+        config = r["config"]
+        options = dict(config["strategy_options"])
+        if "strategy_config" in r:  # every option it ran with (options added since take their defaults)
+            for recorded in r["strategy_config"].values():
+                options.update(recorded)
+        else:
+            for part in split_name(config["strategy"]):
+                for key, value in CHANGED_DEFAULTS.get(part, {}).items():
+                    options.setdefault(key, value)
+        resolved = strategy_config(build_strategy(config["strategy"], options))
+        out[_key(seeded(RunConfig.from_dict(config)).to_dict(), resolved)] = r
+    return out
 
 
 def _saved(done: dict[str, dict[str, Any]], cfg: RunConfig) -> dict[str, Any] | None:
     """The saved run of this configuration, if any. A run records its config with the seed passed
     down to the stream and the learner (`seeded`), so that is what it is looked up by."""
-    return done.get(_key(seeded(cfg).to_dict()))
+    cfg = seeded(cfg)
+    return done.get(_key(cfg.to_dict(), strategy_config(build_strategy(cfg.strategy, cfg.strategy_options))))
 
 
-def _key(config: dict[str, Any]) -> str:
-    """A run's identity: its configuration (a run records the seed it passed to the strategy too)."""
-    options = {k: v for k, v in config["strategy_options"].items() if k != "seed"}
-    return json.dumps({**config, "strategy_options": options}, sort_keys=True)
+def _key(config: dict[str, Any], resolved: dict[str, dict[str, Any]]) -> str:
+    """A run's identity: its configuration with every option of every strategy part, defaults included
+    (the seed a run passes to its strategy is the run's own seed, already in the config)."""
+    parts = {name: {k: v for k, v in options.items() if k != "seed"} for name, options in resolved.items()}
+    return json.dumps({**config, "strategy_options": parts}, sort_keys=True)
 
 
 def _with_kept(results: list[dict[str, Any]], done: dict[str, dict[str, Any]], asked: str,
