@@ -131,25 +131,27 @@ CHANGED_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def _finished_runs(path: Path) -> dict[str, dict[str, Any]]:
-    """Runs already saved in `path`, keyed by what ran: the configuration as this version reads it
-    (fields added since take their defaults, which reproduce what ran then) with every strategy option
-    resolved (recorded in `strategy_config`, or for older runs rebuilt with the defaults of their time)."""
+    """Runs already saved in `path`, keyed by what ran (`_identity`)."""
     if not path.exists():
         return {}
-    out = {}
-    for r in json.loads(path.read_text()).get("runs", []):
-        config = r["config"]
-        options = dict(config["strategy_options"])
-        if "strategy_config" in r:  # every option it ran with (options added since take their defaults)
-            for recorded in r["strategy_config"].values():
-                options.update(recorded)
-        else:
-            for part in split_name(config["strategy"]):
-                for key, value in CHANGED_DEFAULTS.get(part, {}).items():
-                    options.setdefault(key, value)
-        resolved = strategy_config(build_strategy(config["strategy"], options))
-        out[_key(seeded(RunConfig.from_dict(config)).to_dict(), resolved)] = r
-    return out
+    return {_identity(r): r for r in json.loads(path.read_text()).get("runs", [])}
+
+
+def _identity(record: dict[str, Any]) -> str:
+    """What a saved run ran: its config as this version reads it (fields added since take their
+    defaults, which reproduce what ran then) with every strategy option resolved (recorded in
+    `strategy_config`, options added since at their defaults; for older runs, the defaults of their time)."""
+    config = record["config"]
+    options = dict(config["strategy_options"])
+    if "strategy_config" in record:
+        for recorded in record["strategy_config"].values():
+            options.update(recorded)
+    else:
+        for part in split_name(config["strategy"]):
+            for key, value in CHANGED_DEFAULTS.get(part, {}).items():
+                options.setdefault(key, value)
+    resolved = strategy_config(build_strategy(config["strategy"], options))
+    return _key(seeded(RunConfig.from_dict(config)).to_dict(), resolved)
 
 
 def _saved(done: dict[str, dict[str, Any]], cfg: RunConfig) -> dict[str, Any] | None:
@@ -171,7 +173,7 @@ def _with_kept(results: list[dict[str, Any]], done: dict[str, dict[str, Any]], a
     """This invocation's runs plus the earlier ones it did not repeat (e.g. a costly joint run kept
     at one seed while the other strategies ran three), in the default strategy order."""
     asked_names = {frozenset(split_name(a)) for a in asked.split(",")}
-    ran = {_key(r["config"]) for r in results}
+    ran = {_identity(r) for r in results}
     # a strategy asked for now keeps only its runs of now; until the end, the saved runs not yet
     # reached stay in the file too, so that stopping a resumed run loses nothing
     merged = results + [r for key, r in done.items() if key not in ran
