@@ -192,7 +192,7 @@ def end_to_end(tasks: int, strategies: list[str]) -> dict[str, float]:
         name, _, given = spec.partition(":")
         options: dict = {"memory": 600} if "replay" in name else {}
         for k, v in (kv.split("=") for kv in given.split(";") if kv):
-            options[k] = int(v) if v.isdigit() else float(v)
+            options[k] = None if v == "all" else int(v) if v.isdigit() else float(v)
         r = run(RunConfig(StreamConfig("permuted-fmnist", tasks=tasks), name, options, LearnerConfig(),
                           ModelConfig("mlp", (400, 400), 0.2), seed=0)).record
         out[spec] = r["train_seconds"]
@@ -239,7 +239,7 @@ def main() -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=str(ROOT / "results" / "speed.json"))
     p.add_argument("--sections", default="abcdefg", help="which sections to run, e.g. abcd (default: all)")
-    p.add_argument("--end-to-end", default="naive,ewc,ewc:samples=1024,online-ewc,si,mas",
+    p.add_argument("--end-to-end", default="naive,ewc,ewc:samples=all,online-ewc,si,mas",
                    help="strategies timed in section e (NAME:OPTION=VALUE;... for options)")
     p.add_argument("--widths", default="700,2800,9600", help="hidden widths of section f's MLPs (1M, 10M, 100M)")
     args = p.parse_args()

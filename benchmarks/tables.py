@@ -165,6 +165,11 @@ def scale() -> str | None:
     return f"`python benchmarks/scale.py` ({result['environment'].get('cpu', '?')}, CPU, gloo)\n\n" + "\n".join(lines)
 
 
+def _run_name(spec: str) -> str:
+    """`ewc:samples=all` -> `ewc, whole-task Fisher`; `ewc:samples=1024` -> `ewc, Fisher from 1024`."""
+    return spec.replace(":samples=all", ", whole-task Fisher").replace(":samples=", ", Fisher from ")
+
+
 def speed() -> str | None:
     r = load("speed")
     if r is None:
@@ -195,9 +200,9 @@ def speed() -> str | None:
                          f"{grow[k]['rss_growth'] / 2**20:+.1f} MiB" for k in (1, 10, 20) if k in grow)
         out[-1] += f" Measured in a fresh process, growth since the first task: {rows}."
     if "end_to_end_seconds" in r:
+        names = [_run_name(k) for k in r["end_to_end_seconds"][next(iter(r["end_to_end_seconds"]))]]
         out += ["", "e. End-to-end training seconds of Permuted Fashion-MNIST (1 epoch, importance included):", "",
-                "| tasks | " + " | ".join(k.replace(":samples=", ", Fisher from ") for k in
-                                          r["end_to_end_seconds"][next(iter(r["end_to_end_seconds"]))]) + " |",
+                "| tasks | " + " | ".join(names) + " |",
                 "|---|" + "---|" * len(r["end_to_end_seconds"][next(iter(r["end_to_end_seconds"]))])]
         for tasks, secs in r["end_to_end_seconds"].items():
             out.append(f"| {tasks} | " + " | ".join(f"{v:.0f} s ({v / secs['naive']:.2f}x)" for v in secs.values())

@@ -128,7 +128,8 @@ def _add_strategy_flags(p: argparse.ArgumentParser) -> None:
     s.add_argument("--gamma", type=float, help="online EWC: decay of earlier Fisher")
     s.add_argument("--xi", type=float, help="SI: damping")
     s.add_argument("--fisher", choices=("empirical", "true", "exact", "batched"), help="EWC: which Fisher")
-    s.add_argument("--importance-samples", type=int, help="EWC/MAS: sample budget for importance")
+    s.add_argument("--importance-samples", type=int,
+                   help="EWC/MAS: sample budget for importance (default 1024; 0: the whole task)")
     s.add_argument("--importance-dtype", choices=("fp32", "bf16"), help="consolidation: precision storage")
     s.add_argument("--importance-keep", type=float,
                    help="consolidation: keep only this share of the largest importances (e.g. 0.01)")
@@ -198,6 +199,8 @@ def _strategy_options(name: str, args: argparse.Namespace, sets: dict[str, dict[
         value = getattr(args, flag)
         if value is None:
             continue
+        if flag == "importance_samples" and value == 0:
+            value = None  # the whole task
         if key in accepted:
             opts[key] = value
         elif args.command == "run":

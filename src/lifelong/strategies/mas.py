@@ -20,7 +20,7 @@ from lifelong.strategies.quadratic import Consolidation, ConsolidationConfig
 @dataclass
 class MASConfig(ConsolidationConfig):
     strength: float = 1.0
-    samples: int | None = None  # a budget of samples for the importance; None: the whole task
+    samples: int | None = 1024  # a budget of samples for the importance; None: the whole task (see EWCConfig)
 
 
 class MAS(Consolidation, Strategy):
