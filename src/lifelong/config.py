@@ -8,10 +8,10 @@ dropping them (a typo in a saved config is an error, not a silent default).
 >>> from lifelong.run import RunConfig
 >>> RunConfig.from_dict({"model": {"hidden": [2, 3]}}).model.hidden
 (2, 3)
->>> RunConfig.from_dict({"model": {"hiden": [2, 3]}})
+>>> RunConfig.from_dict({"model": {"hiden": [2, 3]}})  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-ValueError: ModelConfig has no option(s) ['hiden']; it takes ['dropout', 'hidden', 'kind']
+ValueError: ModelConfig has no option(s) ['hiden']; it takes ['dropout', 'hidden', 'kind', ...]
 """
 
 from __future__ import annotations
