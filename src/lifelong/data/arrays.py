@@ -124,20 +124,28 @@ def image_files(root: Path) -> list[tuple[Path, str, int | None]]:
     return out
 
 
+def picture(opened: Any, size: tuple[int, int] | None, mode: str | None) -> np.ndarray:
+    """An opened PIL image as bytes [C, H, W]: `mode` L (grey) or RGB, else grey for grey pictures and
+    RGB for the others; resized to `size` (H, W) when given. The service decodes pictures the same way."""
+    from PIL import Image
+
+    opened.load()
+    target = mode or ("L" if opened.mode in ("L", "LA", "1", "I", "I;16", "F") else "RGB")
+    img = opened.convert(target)
+    if size is not None and img.size != (size[1], size[0]):
+        img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    array = np.asarray(img, dtype=np.uint8)
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
 def _decode(path: Path, size: tuple[int, int] | None, mode: str | None) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as opened:
-            opened.load()
-            target = mode or ("L" if opened.mode in ("L", "LA", "1", "I", "I;16", "F") else "RGB")
-            img = opened.convert(target)
-            if size is not None and img.size != (size[1], size[0]):
-                img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            array = np.asarray(img, dtype=np.uint8)
+            return picture(opened, size, mode)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise SpecError(f"{path} is not a readable image ({exc})") from None
-    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
 def image_table(spec: DataSpec) -> Table:

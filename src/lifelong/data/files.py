@@ -299,13 +299,27 @@ def cut_table(table: Table, spec: DataSpec, cut: Cut, encoder: str | None = None
                           everything if scenario == "domain" else tuple(sorted(classes)), name, dataset(valid)))
     _give_back_memory()  # the tasks' row numbers were made from larger temporary arrays
     return TaskStream(tasks, len(table.class_names), scenario, spec.name, list(table.class_names),
-                      _text_input(encoder) if encoder is not None else None)
+                      _text_input(encoder) if encoder is not None else _array_input(table, spec))
 
 
 def _text_input(encoder: str) -> InputSpec:
     from lifelong import encoders
 
     return InputSpec("text", (encoders.FEATURES,) if encoder == "frozen" else (encoders.MAX_TOKENS,), encoder)
+
+
+def _array_input(table: Table, spec: DataSpec) -> InputSpec | None:
+    """Pictures (an image folder, or an .npz of bytes shaped [N, 1 or 3, H, W]) or other arrays of bytes,
+    which the model sees divided by 255; None for numbers the model sees as they are (inferred)."""
+    x = table.x
+    shape = tuple(x.shape[1:]) if isinstance(x, Tensor) else tuple(x.shape)  # SpilledRows: one row's shape
+    pixels = x.dtype == torch.uint8 if isinstance(x, Tensor) else np.dtype(x.dtype) == np.uint8
+    if spec.format == "images":
+        return InputSpec("image", shape, pixels=True, resize=spec.size is not None)
+    if not pixels:
+        return None
+    picture = len(shape) == 3 and shape[0] in (1, 3)
+    return InputSpec("image" if picture else "array", shape, pixels=True)
 
 
 def file_stream(data: str | DataSpec, cut: Cut | None = None, encoder: str = "frozen") -> TaskStream:

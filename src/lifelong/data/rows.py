@@ -81,7 +81,8 @@ class RowBuffer:
         """A tensor of every row, or `SpilledRows` when they went to a file."""
         assert self.shape is not None and self.dtype is not None
         if self.file is None:
-            return torch.from_numpy(np.concatenate(self.chunks) if len(self.chunks) > 1 else self.chunks[0])
+            rows = np.concatenate(self.chunks) if len(self.chunks) > 1 else self.chunks[0]
+            return torch.from_numpy(rows if rows.flags.writeable else rows.copy())  # an .npz's memory map is read-only
         self.file.flush()
         return SpilledRows(self.file, self.dtype, self.shape, self.rows)
 

@@ -182,21 +182,27 @@ class Task:
         raise ValueError(f"unknown split {split!r}; use 'test' or 'valid'")
 
 
-INPUT_KINDS = ("array", "text", "control")
+INPUT_KINDS = ("array", "image", "text", "control")
 
 
 @dataclass
 class InputSpec(Config):
     """What one sample's input is, so that a network can be built for it and a service can read it.
 
-    ``array``: a tensor of `shape` per sample (images, features); ``text``: sentences, given to the model
-    as the frozen MiniLM encoder's embeddings (`encoder="frozen"`, shape (384,)) or as token ids for an
-    encoder trained fully or through LoRA (`"finetune"`, `"lora"`, shape (max tokens,)); ``control``: an
-    observation vector of `shape`, padded to one size across a stream's environments."""
+    ``array``: a tensor of `shape` per sample (features, or images given as arrays); ``image``: a grey
+    (1) or RGB (3) picture of `shape` [C, H, W], read from image files, which a service takes as PNG or
+    JPEG (`resize`: pictures of another size are resized, as the data spec's ``size=`` did); ``text``:
+    sentences, given to the model as the frozen MiniLM encoder's embeddings (`encoder="frozen"`, shape
+    (384,)) or as token ids for an encoder trained fully or through LoRA (`"finetune"`, `"lora"`, shape
+    (max tokens,)); ``control``: an observation vector of `shape`, padded to one size across a stream's
+    environments. `pixels`: the data holds bytes 0-255 that the model sees divided by 255 (images,
+    ``uint8`` arrays), so a service takes the values as the data holds them."""
 
     kind: str = "array"
     shape: tuple[int, ...] = ()
     encoder: str = ""
+    pixels: bool = False
+    resize: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in INPUT_KINDS:

@@ -8,8 +8,12 @@ flattened); lifelong puts the output layer on top (`BackboneClassifier.head`, on
   returns an `nn.Module` (the module must be importable: on PYTHONPATH or in the working directory);
 - ``torchvision:NAME``: a torchvision architecture built from scratch (its classifier layer removed),
   optionally with a local state dict (`--network-weights FILE`);
-- ``hf:FOLDER``: a local Hugging Face model folder (`AutoModel`, local files only), its token states
-  mean-pooled over real tokens; its tokenizer, from the same folder, turns text into token ids.
+- ``hf:FOLDER``: a local Hugging Face model folder (local files only); its tokenizer, from the same
+  folder, turns text into token ids. A base model (`AutoModel`) gives its token states mean-pooled over
+  real tokens; a sequence classifier (its config's architecture ``...ForSequenceClassification``,
+  `AutoModelForSequenceClassification`) gives what its output layer read (BERT's pooled [CLS] state,
+  RoBERTa's classification head's dense layer, ...): that layer is removed, as torchvision's is, since
+  its rows are the folder's labels; lifelong's growing head takes its place and learns the stream's.
 
 A saved model stores the reference, never code: loading a ``module:function`` network imports and
 runs that function again, so it needs ``trust_code=True`` (``lifelong serve --trust-code``).
@@ -98,22 +102,61 @@ class HFEncoder(nn.Module):
         return (states * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
 
 
+class HFClassifierBody(nn.Module):
+    """A Hugging Face sequence classifier whose output layer is an identity: its "logits" are the
+    features that layer read."""
+
+    def __init__(self, model: nn.Module, pad_id: int):
+        super().__init__()
+        self.model, self.pad_id = model, pad_id
+
+    def forward(self, ids: Tensor) -> Tensor:
+        mask = ids != self.pad_id
+        try:  # as HFEncoder: drop the trailing columns that are padding in every sample
+            longest = int(mask.any(0).nonzero().max()) + 1 if mask.any() else 1
+            ids, mask = ids[:, :longest], mask[:, :longest]
+        except RuntimeError:
+            pass
+        return self.model(input_ids=ids, attention_mask=mask.long()).logits
+
+
+def is_sequence_classifier(config: Any) -> bool:
+    return any(str(a).endswith("ForSequenceClassification") for a in getattr(config, "architectures", None) or [])
+
+
+def _drop_output_layer(model: nn.Module, num_labels: int) -> int:
+    """Replace a sequence classifier's output layer (its last Linear with one row per label) by an
+    identity; the size of what it read."""
+    found = [(name, m) for name, m in model.named_modules()
+             if isinstance(m, nn.Linear) and m.out_features == num_labels]
+    if not found:
+        raise NetworkError(f"no output layer of {num_labels} labels found in {type(model).__name__}")
+    name, layer = found[-1]
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, nn.Identity())
+    return int(layer.in_features)
+
+
 def hf_backbone(folder: str, pretrained: bool = True) -> tuple[nn.Module, int]:
     """A local Hugging Face folder's model (its weights, or only its config when the weights come from
-    a saved lifelong model) and its hidden size."""
+    a saved lifelong model) and its feature size."""
     if not (Path(folder) / "config.json").is_file():
         raise NetworkError(f"--network hf:{folder}: no Hugging Face model folder there (config.json is missing)")
     try:
-        from transformers import AutoConfig, AutoModel
+        from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
         from lifelong.encoders import quiet_transformers
     except ImportError:
         raise NetworkError("--network hf:FOLDER needs transformers: pip install 'lifelong[text]'") from None
     with quiet_transformers():
         config = AutoConfig.from_pretrained(folder, local_files_only=True)
-        model = (AutoModel.from_pretrained(folder, local_files_only=True) if pretrained
-                 else AutoModel.from_config(config))
-    return HFEncoder(model, int(getattr(config, "pad_token_id", None) or 0)), int(config.hidden_size)
+        auto: Any = AutoModelForSequenceClassification if is_sequence_classifier(config) else AutoModel
+        model = auto.from_pretrained(folder, local_files_only=True) if pretrained else auto.from_config(config)
+    pad_id = int(getattr(config, "pad_token_id", None) or 0)
+    if auto is AutoModel:
+        return HFEncoder(model, pad_id), int(config.hidden_size)
+    features = _drop_output_layer(model, int(config.num_labels))
+    return HFClassifierBody(model, pad_id), features
 
 
 def torchvision_backbone(name: str, weights: str = "") -> nn.Module:

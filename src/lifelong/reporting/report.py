@@ -202,6 +202,9 @@ def _summary_table(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         cells = [row["strategy"], len(row["seeds"])]
         for key, _ in METRIC_COLUMNS:
+            if key not in row:  # a metric some run lacks (FWT in class-IL)
+                cells.append(pct(None))
+                continue
             m, s = row[key]["mean"], row[key]["std"]
             cells.append(pct(m) + (f" ± {pct(s)}" if len(row["seeds"]) > 1 else ""))
         cells.append(f"{row['seconds']['mean']:.1f}")

@@ -140,7 +140,7 @@ def create_app(service: Service) -> FastAPI:
         try:
             predictions = served.predict(body.inputs, body.task)
         except InputError as exc:
-            raise HTTPException(422, str(exc)) from None
+            raise HTTPException(exc.status, str(exc)) from None
         metrics.predictions.inc(len(predictions))
         return PredictReply.model_validate({"version": served.version, "predictions": predictions})
 
@@ -153,7 +153,7 @@ def create_app(service: Service) -> FastAPI:
             for i, example in enumerate(examples):
                 served.check_example(example, i)
         except InputError as exc:
-            raise HTTPException(422, str(exc)) from None
+            raise HTTPException(exc.status, str(exc)) from None
         if rate is not None:  # after the checks: a request refused for its content costs the key nothing
             rate.check(who.key_id, len(examples))
         ids = service.store.add_feedback(examples, body.source, who.key_id)  # committed (and synced) here

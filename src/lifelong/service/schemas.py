@@ -1,7 +1,8 @@
 """Request and reply bodies of the HTTP API (pydantic): they are the OpenAPI schema at /docs.
 
-Inputs are strings (text models) or nested lists of numbers (array models); which one a model takes,
-and its shape, is checked against the served version (serving.py), not here.
+Inputs are strings (text models, and pictures as base64 PNG or JPEG for image models) or nested lists
+of numbers (array models); which one a model takes, and its shape, is checked against the served
+version (inputs.py), not here.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ MAX_ITEMS = 1000  # inputs per prediction, examples per feedback request
 
 Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
                  Field(description="a class name (spaces around it are dropped); a new one is a new class")]
-Input = Annotated[str | list[Any], Field(description="a string (text models) or a nested list of numbers "
-                                                     "shaped like one training sample (array models)")]
+Input = Annotated[str | list[Any], Field(description="a string (text models), the base64 of a PNG or JPEG file "
+                                                     "(image models), or a nested list of numbers shaped like one "
+                                                     "training sample (array models; image models: pixels 0-255)")]
 Task = Annotated[int | None, Field(default=None, ge=0, le=1_000_000, description="a task the model has learned")]
 
 

@@ -1,15 +1,14 @@
-"""Inputs in, predictions out: one loaded version of the model, and the checks on what clients send.
+"""Inputs in, predictions out: one loaded version of the model.
 
-Array models take one nested list of numbers per input, shaped like a training sample (or flat,
-with as many numbers); text models take strings, embedded by the frozen MiniLM encoder (input kind
-``text``) or tokenised for a trained encoder (``tokens``: MiniLM's tokenizer, or the one of the
-model's own Hugging Face folder). Anything else is an `InputError`, which the HTTP layer turns into a
-422 with its message.
+What a model takes follows its saved input spec (inputs.py): nested lists of numbers (array models),
+pictures as base64 PNG or JPEG (image models), strings for text models, embedded by the frozen MiniLM
+encoder (input kind ``text``) or tokenised for a trained encoder (``tokens``: MiniLM's tokenizer, or
+the one of the model's own Hugging Face folder). Anything else is an `InputError`, which the HTTP
+layer turns into a 4xx with its message.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -20,62 +19,9 @@ from torch import Tensor
 
 from lifelong.checkpoint import ModelSpec, SavedModel
 from lifelong.devices import follow, resolve_device
+from lifelong.service.inputs import InputError, check_texts, model_inputs, parse_arrays
 
-MAX_TEXT_CHARS = 2000
-
-
-class InputError(ValueError):
-    """Input a client sent that this model cannot take; the message says why."""
-
-
-def _shape_of(value: Any, where: str) -> list[int]:
-    """The shape of a rectangular nested list of finite numbers (not bools); InputError otherwise."""
-    shape: list[int] = []
-    level = [value]
-    while level and isinstance(level[0], list):
-        width = len(level[0])
-        if any(not isinstance(v, list) or len(v) != width for v in level):
-            raise InputError(f"{where} is not a rectangular nested list of numbers")
-        if width == 0:
-            raise InputError(f"{where} holds an empty list")
-        shape.append(width)
-        level = [item for v in level for item in v]
-    for v in level:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise InputError(f"{where} holds {type(v).__name__} {str(v)[:40]!r} where a number belongs")
-        if isinstance(v, float) and not math.isfinite(v):
-            raise InputError(f"{where} holds {v}, not a finite number")
-        if isinstance(v, int) and abs(v) > 2**53:
-            raise InputError(f"{where} holds a number too large to be a model input")
-    return shape
-
-
-def parse_arrays(values: Sequence[Any], shape: Sequence[int], what: str = "input") -> Tensor:
-    """Nested lists -> a float32 tensor [N, *shape]; each value shaped like `shape`, or flat."""
-    size = math.prod(shape)
-    rows = []
-    for i, value in enumerate(values):
-        where = f"{what} {i}"
-        if not isinstance(value, list):
-            raise InputError(f"{where} is {type(value).__name__}; this model takes nested lists of numbers "
-                             f"shaped {list(shape)}")
-        got = _shape_of(value, where)
-        if got != list(shape) and got != [size]:
-            raise InputError(f"{where} has shape {got}; this model takes {list(shape)} (or a flat list of "
-                             f"{size} numbers)")
-        rows.append(torch.tensor(value, dtype=torch.float32).reshape(*shape))
-    return torch.stack(rows)
-
-
-def check_texts(values: Sequence[Any], what: str = "input") -> list[str]:
-    for i, value in enumerate(values):
-        if not isinstance(value, str):
-            raise InputError(f"{what} {i} is {type(value).__name__}; this model takes text (strings)")
-        if not value.strip():
-            raise InputError(f"{what} {i} is an empty string")
-        if len(value) > MAX_TEXT_CHARS:
-            raise InputError(f"{what} {i} has {len(value)} characters; at most {MAX_TEXT_CHARS} are taken")
-    return list(values)
+__all__ = ["InputError", "ServedModel", "TextFeatures", "check_texts", "parse_arrays", "spec_summary"]
 
 
 class TextFeatures:
@@ -137,7 +83,7 @@ class ServedModel:
             with self.lock:  # a tokenizer is not thread-safe
                 return tokenize(check_texts(values, what), self.spec.input["max_tokens"],
                                 hf_folder(self.spec.input["encoder"]))
-        return parse_arrays(values, self.spec.input["shape"], what)
+        return model_inputs(self.spec.input, values, what)
 
     def check_task(self, task: int | None) -> int:
         """The task whose class mask is used: the given one, or (shared-head scenarios) the last."""
@@ -168,7 +114,7 @@ class ServedModel:
         if self.kind in ("text", "tokens"):  # no embedding at intake: the update embeds its feedback in bulk
             check_texts([example["input"]], what)
         else:
-            parse_arrays([example["input"]], self.spec.input["shape"], what)
+            model_inputs(self.spec.input, [example["input"]], what)
         label, task = example["label"], example.get("task")
         if not isinstance(label, str) or not label.strip():
             raise InputError(f"example {i}: the label must be a non-empty string")

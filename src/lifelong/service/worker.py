@@ -36,8 +36,8 @@ from lifelong.learner import Learner, LearnerConfig, TrainingDiverged
 from lifelong.models import ContinualClassifier
 from lifelong.screening import ScreenConfig
 from lifelong.service.gate import decide, split_holdout
+from lifelong.service.inputs import model_inputs
 from lifelong.service.screening import Screened, screen_feedback
-from lifelong.service.serving import parse_arrays
 from lifelong.service.versions import LocalVersions, VersionStore, open_versions
 from lifelong.strategies import build_strategy
 from lifelong.strategies.base import Strategy
@@ -84,7 +84,7 @@ def featurize(spec: ModelSpec, inputs: Sequence[Any]) -> Tensor:
         from lifelong.encoders import hf_folder, tokenize
 
         return tokenize([str(t) for t in inputs], spec.input["max_tokens"], hf_folder(spec.input["encoder"]))
-    return parse_arrays(inputs, spec.input["shape"])
+    return model_inputs(spec.input, inputs)  # arrays, or pictures decoded as the service checked them
 
 
 def _stream(spec: ModelSpec, guards: Sequence[tuple[Tensor, Tensor]], new: Task, num_classes: int) -> TaskStream:
