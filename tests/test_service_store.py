@@ -104,3 +104,25 @@ def test_holdout_split_is_deterministic_and_leaves_something_on_each_side():
     assert all(labels[i] != "c" for i in held)  # a label seen once is trained on
     assert split_holdout(["x", "y"], 0.9) in (([0], [1]), ([1], [0]))
     assert split_holdout(["x", "x"], 0.99)[0]  # never everything held out
+
+
+def test_an_update_trains_the_same_candidate_whatever_the_global_random_state(tmp_path):
+    """A new label's row in the head starts from the update's seed, not from the process's random state
+    (torch seeds each process differently), so a gate's decision is the same when the update runs again."""
+    import torch
+    from service_util import digits_parts, examples
+
+    from lifelong.checkpoint import load_model
+    from lifelong.service.worker import UpdateSettings, featurize, train_candidate
+
+    path = model_copy(tmp_path)
+    feedback = examples(digits_parts()["blank"], "blank", count=20)
+    weights = []
+    for state in (1, 2):
+        parent = load_model(path)
+        torch.manual_seed(state)
+        x = featurize(parent.spec, [e["input"] for e in feedback])
+        candidate = train_candidate(parent, x, [e["label"] for e in feedback], list(range(20)),
+                                    UpdateSettings(epochs=2), seed=7)
+        weights.append(candidate.model.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

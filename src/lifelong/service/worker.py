@@ -134,13 +134,16 @@ def train_candidate(parent: SavedModel, x: Tensor, labels: Sequence[str], ids: S
         options = dict(settings.options or {})
         strategy = build_strategy(settings.strategy, options)
     model = parent.model
-    model.grow(len(all_labels), position + 1)
-    stream = _stream(spec, parent.guards, Task(position, train_data, held_data, round_classes, name), len(all_labels))
-    learner = Learner(model, strategy, cfg)
-    started = time.perf_counter()
-    stats = learner.fit(stream, position)
-    seconds = time.perf_counter() - started
-    candidate = learner.evaluate(stream)
+    with torch.random.fork_rng(devices=[]):  # the new rows' initial weights and dropout: the same for a seed
+        torch.manual_seed(seed)
+        model.grow(len(all_labels), position + 1)
+        stream = _stream(spec, parent.guards, Task(position, train_data, held_data, round_classes, name),
+                         len(all_labels))
+        learner = Learner(model, strategy, cfg)
+        started = time.perf_counter()
+        stats = learner.fit(stream, position)
+        seconds = time.perf_counter() - started
+        candidate = learner.evaluate(stream)
 
     names = [t.get("name") or f"task {t['id']}" for t in spec.tasks] + [f"{name} (held-out feedback)"]
     sizes = [len(gy) for _, gy in parent.guards] + [len(held)]
