@@ -228,19 +228,36 @@ BAD = {  # case -> (file name, its content, the spec's keys, what the message sa
     "not json": ("d.jsonl", '{"a": 1, "label": "x"}\n{oops\n', ",features=a", "line 2 is not JSON"),
     "empty file": ("d.csv", "", "", "is empty"),
     "npz without the array": ("d.npz", None, ",features=pixels", "has no array 'pixels' for the features"),
+    "npz of float labels": ("d.npz", lambda p: np.savez(p, x=np.zeros((4, 2)), y=np.full(4, 0.5)), "",
+                            "array 'y' holds float64 labels; labels are integers or strings"),
+    "npz of objects": ("d.npz", lambda p: np.savez(p, x=np.array([{}] * 4, dtype=object), y=np.arange(4)), "",
+                       "array 'x' holds Python objects; save numbers or strings"),
+    "not an npz": ("d.npz", "hello", "", "is not an .npz file"),
+    "not parquet": ("d.parquet", "hello", "", "is not a readable Parquet file"),
+    "images without class folders": ("pics", lambda p: _png(p / "0.png"), "", "has no class folders"),
+    "an unreadable image": ("pics", lambda p: (_png(p / "a" / "0.png"), (p / "b").mkdir(),
+                                               (p / "b" / "0.png").write_text("not a picture")),
+                            "", "0.png is not a readable image"),
+    "a class folder without images": ("pics", lambda p: (_png(p / "a" / "0.png"), (p / "b").mkdir(),
+                                                         (p / "b" / "notes.txt").write_text("x")),
+                                      "", "b holds no images ("),
     "unknown key": ("d.csv", "a,label\n1,x\n", ",colour=blue", "unknown data key(s) colour"),
     "no such file": (None, None, "", "does not exist"),
 }
 
 
 def _bad_spec(tmp_path, case):
-    name, text, keys, _ = BAD[case]
+    name, content, keys, _ = BAD[case]
     if name is None:
         return str(tmp_path / "nowhere.csv") + keys
-    if name.endswith(".npz"):
-        np.savez(tmp_path / name, x=np.zeros((4, 2)), y=np.arange(4))
-        return str(tmp_path / name) + keys
-    return _write(tmp_path, name, text) + keys
+    path = tmp_path / name
+    if callable(content):  # an .npz or a folder of images
+        content(path)
+        return ("images:" if path.is_dir() else "") + str(path) + keys
+    if name.endswith(".npz") and content is None:
+        np.savez(path, x=np.zeros((4, 2)), y=np.arange(4))
+        return str(path) + keys
+    return _write(tmp_path, name, content) + keys
 
 
 @pytest.mark.parametrize("case", list(BAD))
@@ -254,7 +271,7 @@ def test_each_bad_input_gets_one_clear_message(tmp_path, case):
 
 
 @pytest.mark.parametrize("case", ["missing column", "unknown label type", "empty task", "mixed shapes",
-                                  "no such file"])
+                                  "no such file", "npz of float labels", "an unreadable image", "not parquet"])
 def test_bad_data_exits_with_code_2_and_writes_nothing(tmp_path, case, capsys):
     inputs = tmp_path / "in"
     inputs.mkdir()
