@@ -33,6 +33,8 @@ def missing() -> list[str]:
         out.append(f"Chromium (browser tests) at {chromium()}: apt-get install chromium (or set LIFELONG_CHROMIUM)")
     if not (glob.glob("/usr/lib/postgresql/*/bin/initdb") or shutil.which("initdb")):
         out.append("PostgreSQL server binaries (storage tests): apt-get install postgresql")
+    if not shutil.which("curl"):
+        out.append("curl (the README's serving commands, tests/test_own_data_e2e.py): apt-get install curl")
     try:
         from lifelong.data.text import load_clinc150
 
