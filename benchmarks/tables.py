@@ -24,7 +24,7 @@ from lifelong.reporting import CLASS_IL_KEYS, aggregate, format_compare
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
-CONSOLIDATION = ("naive", "ewc", "online-ewc", "si", "mas", "replay", "ewc+replay", "joint")
+CONSOLIDATION = ("naive", "ewc", "online-ewc", "si", "mas", "online-kfac-ewc", "gpm", "replay", "ewc+replay", "joint")
 SUMMARY = [  # (domain, result file, what it is)
     ("vision", "vision-permuted", "Permuted Fashion-MNIST, 10 tasks, domain-IL"),
     ("vision", "vision-split-task", "Split Fashion-MNIST, 5 tasks, task-IL"),
