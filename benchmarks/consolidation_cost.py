@@ -46,8 +46,6 @@ STEP_STRATEGIES = {"naive": ("naive", {}), "ewc": ("ewc", {}), "kfac-ewc": ("kfa
                    "kfac-ewc energy 0.95": ("kfac-ewc", {"energy": 0.95}),
                    "kfac-ewc energy 0.9": ("kfac-ewc", {"energy": 0.9}),
                    "online-kfac-ewc": ("online-kfac-ewc", {}),
-                   "online-kfac-ewc refresh 4": ("online-kfac-ewc", {"refresh": 4}),
-                   "online-kfac-ewc refresh 8": ("online-kfac-ewc", {"refresh": 8}),
                    "gpm": ("gpm", {}), "gpm update": ("gpm", {"project": "update"})}
 
 
@@ -146,7 +144,7 @@ def importance_times(n: int = 10_000) -> dict[str, float]:
     return out
 
 
-TEXT_STRATEGIES = ("naive", "ewc", "kfac-ewc", "online-kfac-ewc", "online-kfac-ewc refresh 4", "gpm")
+TEXT_STRATEGIES = ("naive", "ewc", "kfac-ewc", "online-kfac-ewc", "gpm")
 
 
 def _text(n: int):

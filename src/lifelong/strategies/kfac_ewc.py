@@ -34,7 +34,6 @@ class KFACEWCConfig(StrategyConfig):
     gamma: float = 1.0  # decay of earlier tasks' precision
     merge: str = "nearest"  # how task precisions merge into one Kronecker product: "nearest" or "sum"
     energy: float = 1.0  # share of each factor's trace in exact eigen-directions (< 1: the rest as one level; cheaper)
-    refresh: int = 1  # the Kronecker pull recomputed every `refresh` steps and reused between (> 1: cheaper)
 
     def __post_init__(self) -> None:
         if self.strength < 0:
@@ -49,8 +48,6 @@ class KFACEWCConfig(StrategyConfig):
             raise ValueError(f"merge must be one of {MERGES}, not {self.merge!r}")
         if not 0 < self.energy <= 1:
             raise ValueError(f"energy must be in (0, 1], not {self.energy}")
-        if self.refresh < 1:
-            raise ValueError(f"refresh must be >= 1, not {self.refresh}")
 
 
 @dataclass
@@ -67,8 +64,7 @@ class KFACEWC(Strategy):
         self.config = config or KFACEWCConfig()
         if self.config.online:
             self.name = "online-kfac-ewc"  # type: ignore[misc]
-        self.kronecker = KroneckerPenalty(self.config.strength, self.config.merge, self.config.energy,
-                                          self.config.refresh)
+        self.kronecker = KroneckerPenalty(self.config.strength, self.config.merge, self.config.energy)
         self.generator = torch.Generator().manual_seed(self.config.seed)
 
     def after_backward(self, model: nn.Module) -> None:

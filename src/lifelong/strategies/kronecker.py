@@ -118,23 +118,17 @@ class KroneckerPenalty:
     5.0
     """
 
-    def __init__(self, strength: float, merge: str = "nearest", energy: float = 1.0, refresh: int = 1):
+    def __init__(self, strength: float, merge: str = "nearest", energy: float = 1.0):
         if merge not in MERGES:
             raise ValueError(f"merge must be one of {MERGES}, not {merge!r}")
         if not 0 < energy <= 1:
             raise ValueError(f"energy must be in (0, 1], not {energy}")
-        if refresh < 1:
-            raise ValueError(f"refresh must be >= 1, not {refresh}")
-        self.strength, self.merge, self.energy, self.refresh = float(strength), merge, energy, int(refresh)
+        self.strength, self.merge, self.energy = float(strength), merge, energy
         self.layers: dict[str, dict[str, Any]] = {}
         self.diagonal = QuadraticPenalty(strength)
         self.tasks = 0
         self._steps: dict[str, _Step] = {}  # per layer, what the step multiplies by (derived from the state)
         self._bound: tuple[int, dict[str, nn.Module]] | None = None
-        # refresh > 1: each layer's Kronecker pull (weight part, bias part) from the last step that computed it,
-        # and the steps since the task's penalty was set (both reset with it, so a resumed task steps the same)
-        self._pull: dict[str, tuple[Tensor, Tensor | None]] = {}
-        self._calls = 0
 
     @property
     def empty(self) -> bool:
@@ -184,7 +178,6 @@ class KroneckerPenalty:
                 self.diagonal.accumulate(diagonal, anchor, decay=decay)
         self.tasks += 1
         self._steps = {}
-        self._pull, self._calls = {}, 0
 
     def _grow(self, name: str, out: int) -> None:
         """An output layer that gained classes: its new rows start unprotected."""
@@ -199,7 +192,6 @@ class KroneckerPenalty:
         layer["anchor"] = torch.cat([layer["anchor"], layer["anchor"].new_zeros(extra, layer["anchor"].shape[1])])
         layer["force"] = torch.cat([layer["force"], layer["force"].new_zeros(extra, layer["force"].shape[1])])
         self._steps.pop(name, None)
-        self._pull.pop(name, None)
 
     # -- using it ----------------------------------------------------------------------------------
     def _params(self, model: nn.Module) -> dict[str, tuple[Tensor, Tensor | None]]:
@@ -238,15 +230,10 @@ class KroneckerPenalty:
     @torch.no_grad()
     def add_gradient_(self, model: nn.Module) -> None:
         """grad += strength * (s G D A + c) per layer (and the diagonal's gradient), no autograd graph.
-        Truncated, it reads W once (W UA - W* UA, the second term kept) and writes the gradient once.
-        With `refresh` = k > 1 the Kronecker part is computed on every k-th step of a task and the same
-        pull added on the steps between (the diagonal part stays exact): about 1/k of the cost, with a
-        pull up to k - 1 optimizer steps old."""
+        Truncated, it reads W once (W UA - W* UA, the second term kept) and writes the gradient once."""
         if self.empty or self.strength == 0:
             return
         lam = self.strength
-        reuse = self.refresh > 1 and self._calls % self.refresh != 0
-        self._calls += 1
         for name, (weight, bias) in self._params(model).items():
             layer, step = self.layers[name], self._step(name)
             cols = weight[0].numel()
@@ -255,56 +242,38 @@ class KroneckerPenalty:
                 weight.grad = torch.zeros_like(weight)
             if bias is not None and bias.grad is None:
                 bias.grad = torch.zeros_like(bias)
-            grad_w = weight.grad.view(weight.shape[0], cols)
-            grad_b = bias.grad if bias is not None else None
-            if reuse and name in self._pull:
-                pull_w, pull_b = self._pull[name]
-            elif self.refresh > 1:  # the pull into buffers of its own, kept for the next steps
-                pull_w, pull_b = torch.zeros_like(w2), (torch.zeros_like(bias) if bias is not None else None)
-                self._layer_pull(layer, step, w2, bias, pull_w, pull_b, 1.0)
-                self._pull[name] = (pull_w, pull_b)
-            else:
-                self._layer_pull(layer, step, w2, bias, grad_w, grad_b, lam)
+            bias_grad = bias.grad if bias is not None else None
+            g2 = weight.grad.view(weight.shape[0], cols)
+            if step.la is None:  # dense: (G (D A) + c), D A from W's and b's parts
+                da = (w2 - layer["anchor"][:, :cols]) @ step.a[:cols]
+                if bias is not None:
+                    da.addr_(bias - layer["anchor"][:, cols], step.a[cols])
+                update = torch.addmm(layer["force"], step.g, da)
+                g2.add_(update[:, :cols], alpha=lam)
+                if bias is not None and bias_grad is not None:
+                    bias_grad.add_(update[:, cols], alpha=lam)
                 continue
-            grad_w.add_(pull_w, alpha=lam)
-            if grad_b is not None and pull_b is not None:
-                grad_b.add_(pull_b, alpha=lam)
-        self.diagonal.add_gradient_(model)
-
-    @staticmethod
-    def _layer_pull(layer: dict[str, Any], step: _Step, w2: Tensor, bias: Tensor | None, g2: Tensor,
-                    bias_grad: Tensor | None, lam: float) -> None:
-        """g2 += lam * (weight part of s G D A + c), bias_grad += lam * (its bias part), for one layer."""
-        cols = w2.shape[1]
-        if step.la is None:  # dense: (G (D A) + c), D A from W's and b's parts
-            da = (w2 - layer["anchor"][:, :cols]) @ step.a[:cols]
+            assert step.a_t is not None and step.anchor_u is not None and step.anchor_v is not None
+            assert step.la is not None and step.lg is not None and step.const is not None
+            # G D A = V lg (V^T D U) la U^T + sigma V lg V^T D + tau D U la U^T + tau sigma D, with D U and
+            # V^T D from one product each; skinny products in the transposed form, [kA, out]
+            du_t = step.a_t[:, :cols] @ w2.T  # (W U)^T
+            vd = step.g.T @ w2  # V^T W [kG, cols]
             if bias is not None:
-                da.addr_(bias - layer["anchor"][:, cols], step.a[cols])
-            update = torch.addmm(layer["force"], step.g, da)
-            g2.add_(update[:, :cols], alpha=lam)
+                du_t.addr_(step.a_t[:, cols], bias)
+            du_t -= step.anchor_u.T
+            vd -= step.anchor_v[:, :cols]
+            core = (du_t @ step.g) * step.la.unsqueeze(1) * step.lg  # [kA, kG]: la (U^T D^T V) lg
+            left_t = core @ step.g.T + step.tau * step.la.unsqueeze(1) * du_t  # [kA, out]
+            g2.addmm_(left_t.T, step.a_t[:, :cols], alpha=lam)
+            g2.addmm_(step.g, step.lg.unsqueeze(1) * vd, alpha=lam * step.sigma)
+            g2.add_(w2, alpha=lam * step.tau * step.sigma).add_(step.const[:, :cols], alpha=lam)
             if bias is not None and bias_grad is not None:
-                bias_grad.add_(update[:, cols], alpha=lam)
-            return
-        assert step.a_t is not None and step.anchor_u is not None and step.anchor_v is not None
-        assert step.la is not None and step.lg is not None and step.const is not None
-        # G D A = V lg (V^T D U) la U^T + sigma V lg V^T D + tau D U la U^T + tau sigma D, with D U and
-        # V^T D from one product each; skinny products in the transposed form, [kA, out]
-        du_t = step.a_t[:, :cols] @ w2.T  # (W U)^T
-        vd = step.g.T @ w2  # V^T W [kG, cols]
-        if bias is not None:
-            du_t.addr_(step.a_t[:, cols], bias)
-        du_t -= step.anchor_u.T
-        vd -= step.anchor_v[:, :cols]
-        core = (du_t @ step.g) * step.la.unsqueeze(1) * step.lg  # [kA, kG]: la (U^T D^T V) lg
-        left_t = core @ step.g.T + step.tau * step.la.unsqueeze(1) * du_t  # [kA, out]
-        g2.addmm_(left_t.T, step.a_t[:, :cols], alpha=lam)
-        g2.addmm_(step.g, step.lg.unsqueeze(1) * vd, alpha=lam * step.sigma)
-        g2.add_(w2, alpha=lam * step.tau * step.sigma).add_(step.const[:, :cols], alpha=lam)
-        if bias is not None and bias_grad is not None:
-            vd_b = step.g.T @ bias - step.anchor_v[:, cols]
-            update = left_t.T @ step.a_t[:, cols] + step.sigma * (step.g @ (step.lg * vd_b))
-            update += step.tau * step.sigma * bias + step.const[:, cols]
-            bias_grad.add_(update, alpha=lam)
+                vd_b = step.g.T @ bias - step.anchor_v[:, cols]
+                update = left_t.T @ step.a_t[:, cols] + step.sigma * (step.g @ (step.lg * vd_b))
+                update += step.tau * step.sigma * bias + step.const[:, cols]
+                bias_grad.add_(update, alpha=lam)
+        self.diagonal.add_gradient_(model)
 
     def value(self, model: nn.Module) -> Tensor:
         """The penalty, differentiable in the model's parameters (with the factors as the step applies them,
@@ -354,7 +323,6 @@ class KroneckerPenalty:
                        for n, layer in state["layers"].items()}
         self.diagonal.load_state_dict(state["diagonal"])
         self._steps, self._bound = {}, None
-        self._pull, self._calls = {}, 0
 
 
 def _pad(m: Tensor, size: int) -> Tensor:
