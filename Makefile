@@ -40,9 +40,11 @@ demo: setup
 	$(VENV)/bin/lifelong compare --benchmark permuted-fmnist --tasks 5 --dropout 0.2 \
 		--strategies naive,ewc,si,replay --seeds 0
 
-# Speed and memory of consolidation, as ratios to plain training (results/speed.json).
+# Speed and memory of consolidation, as ratios to plain training (results/speed.json), and what the
+# Kronecker and projection methods cost beside the diagonal (results/consolidation-cost.json).
 bench: setup
 	$(PY) benchmarks/speed.py
+	$(PY) benchmarks/consolidation_cost.py --sections abc
 
 # The README's tables: each prints its tables and writes results/<name>-<setting>.json; --resume reuses
 # the runs already saved with the same configuration. Hyperparameters come from results/tuning/
@@ -51,9 +53,11 @@ bench: setup
 BENCH_FLAGS ?= --threads 1 --resume
 CLASS_IL_KEY := naive,joint,replay,der++,er-ace,icarl,replay+bic,der+++bic
 bench-vision: setup
-	$(PY) benchmarks/vision.py $(BENCH_FLAGS) --settings permuted --strategies naive,replay,ewc,online-ewc,si,mas,ewc+replay
+	$(PY) benchmarks/vision.py $(BENCH_FLAGS) --settings permuted --strategies naive,replay,ewc,online-ewc,si,mas,ewc+replay,gpm,online-kfac-ewc
 	$(PY) benchmarks/vision.py $(BENCH_FLAGS) --settings permuted --strategies joint --seeds 0
 	$(PY) benchmarks/vision.py $(BENCH_FLAGS) --settings split-task,split-class
+	$(PY) benchmarks/vision.py $(BENCH_FLAGS) --settings permuted-50 --seeds 0 \
+		--strategies naive,gpm,online-kfac-ewc,online-ewc,ewc
 
 bench-language: setup
 	$(PY) benchmarks/language.py $(BENCH_FLAGS) --settings frozen-task

@@ -2,6 +2,7 @@
 
     python benchmarks/consolidation_cost.py                  # every section, results/consolidation-cost.json
     python benchmarks/consolidation_cost.py --sections ab    # some; the others' saved results are kept
+    python benchmarks/consolidation_cost.py --sections e     # the MiniLM encoder (needs CLINC150)
 
 a. merge: on a small case (MLP 64-64-10, 10 tasks of permuted digits, factors at each task's solution),
    the merged Kronecker penalty against the exact sum of per-task Kronecker penalties after 2, 5 and 10
@@ -9,7 +10,9 @@ a. merge: on a small case (MLP 64-64-10, 10 tasks of permuted digits, factors at
 b. importance time on the vision MLP (784-400-400-10, 10,000 Fashion-MNIST samples in batches of 1,024):
    the diagonal Fisher of each kind, the Kronecker factors, GPM's bases (from its 300 samples);
 c. training-step time as a ratio to a naive step (batch 128), with 1, 10 and 50 earlier tasks;
-d. state bytes per layer after 1, 10 and 50 tasks, beside the diagonal's 8 bytes per parameter.
+d. state bytes per layer after 1, 10 and 50 tasks, beside the diagonal's 8 bytes per parameter;
+e. c and d on the fine-tuned MiniLM encoder of the language table (22.7M parameters, batch 32), after 1
+   and 10 earlier tasks (`--text-tasks`; each earlier task's importance from 64 queries).
 Timings are CPU seconds of this process (one torch thread), medians of interleaved rounds: on a shared
 machine wall time measures the neighbours; CPU time still carries some of their cache pressure.
 """
@@ -141,39 +144,76 @@ def importance_times(n: int = 10_000) -> dict[str, float]:
     return out
 
 
-def _learner(name: str, options: dict, x, y, tasks: int) -> Learner:
+TEXT_STRATEGIES = ("naive", "ewc", "kfac-ewc", "online-kfac-ewc", "gpm")
+
+
+def _text(n: int):
+    """A factory of the fine-tuned MiniLM classifier of the language table (CLINC150, 5 domains), and n
+    training queries."""
+    from lifelong.models.factory import ModelConfig, model_for
+
+    stream = build_stream(StreamConfig("clinc150", "task", 5, encoder="finetune", per_intent=30))
+    x, y = stream[0].train.get_batch(torch.arange(n))
+    return (lambda: model_for(stream, ModelConfig())[0]), x, y
+
+
+class Case:
+    """One network for section c: a model factory, its training inputs, the batch size, the samples each
+    earlier task's importance reads, and how an earlier task's inputs differ from the first task's."""
+
+    def __init__(self, name: str, steps: int):
+        self.name = name
+        if name == "mlp":
+            self.batch, self.samples = 128, 256
+            _, self.x, self.y = _vision(max(self.batch * steps, 4 * self.batch, self.samples))
+            self.make = lambda: ContinualClassifier(MLP(784, (400, 400), 10), 1, 10)
+        else:
+            self.batch, self.samples = 32, 64  # the fine-tuned table's batch; 64 queries keep 50 tasks affordable
+            self.make, self.x, self.y = _text(max(self.batch * steps, 4 * self.batch, self.samples))
+
+    def other_inputs(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """An earlier task's inputs: other pixel orders (mlp), or other queries (text)."""
+        if self.name == "mlp":
+            perm = torch.randperm(784, generator=gen)
+            x = self.x[: self.samples]
+            return x.flatten(1)[:, perm].reshape(x.shape), self.y[: self.samples]
+        pick = torch.randperm(len(self.y), generator=gen)[: self.samples]
+        return self.x[pick], self.y[pick]
+
+
+def _learner(case: Case, name: str, options: dict, tasks: int) -> Learner:
     torch.manual_seed(0)
-    model = ContinualClassifier(MLP(784, (400, 400), 10), 1, 10)
-    learner = Learner(model, build_strategy(name, {**options, "samples": 256} if name != "naive" and "gpm" not in
-                                            name else options), LearnerConfig(batch_size=128))
+    model = case.make()
+    budget = {"samples": case.samples} if name != "naive" and "gpm" not in name else {}
+    learner = Learner(model, build_strategy(name, {**options, **budget}), LearnerConfig(batch_size=case.batch))
     learner.optimizer = learner._new_optimizer()
     gen = torch.Generator().manual_seed(0)
+    zeros = torch.zeros(case.batch, dtype=torch.long)
     for _ in range(tasks):  # each earlier "task": a few steps, then the strategy's after_task
         learner.strategy.before_task(model, 0)
-        for i in range(0, 512, 128):
-            learner.train_step(Batch(x[i: i + 128], y[i: i + 128], torch.zeros(128, dtype=torch.long)))
-        perm = torch.randperm(784, generator=gen)
-        xt = x[:256].flatten(1)[:, perm].reshape(x[:256].shape)  # another permutation: other inputs per task
-        learner.strategy.after_task(model, 0, [(xt, y[:256])])
+        for i in range(0, 4 * case.batch, case.batch):
+            learner.train_step(Batch(case.x[i: i + case.batch], case.y[i: i + case.batch], zeros))
+        learner.strategy.after_task(model, 0, [case.other_inputs(gen)])
     learner.strategy.before_task(model, 0)
     return learner
 
 
-def step_ratios(tasks: list[int], rounds: int, steps: int) -> dict[str, Any]:
+def step_ratios(case: Case, tasks: list[int], rounds: int, steps: int, strategies: dict[str, tuple[str, dict]]
+                ) -> dict[str, Any]:
     """Median step seconds of each strategy after each number of earlier tasks, over naive's (section c),
     and each strategy's state bytes per layer (section d)."""
-    _, x, y = _vision(128 * steps)
-    batches = [Batch(x[i: i + 128], y[i: i + 128], torch.zeros(128, dtype=torch.long))
-               for i in range(0, 128 * steps, 128)]
+    b = case.batch
+    zeros = torch.zeros(b, dtype=torch.long)
+    batches = [Batch(case.x[i: i + b], case.y[i: i + b], zeros) for i in range(0, b * steps, b)]
     out: dict[str, Any] = {"steps": {}, "state": {}}
     for t in tasks:
-        learners = {k: _learner(n, o, x, y, t) for k, (n, o) in STEP_STRATEGIES.items()}
+        learners = {k: _learner(case, n, o, t) for k, (n, o) in strategies.items()}
         times: dict[str, list[float]] = {k: [] for k in learners}
         for r in range(rounds):
             for k in (list(learners) if r % 2 == 0 else list(learners)[::-1]):
                 t0 = time.process_time()
-                for b in batches:
-                    learners[k].train_step(b)
+                for batch in batches:
+                    learners[k].train_step(batch)
                 times[k].append((time.process_time() - t0) / len(batches))
         naive = statistics.median(times["naive"])
         out["steps"][str(t)] = {k: {"seconds": statistics.median(v), "ratio_to_naive": statistics.median(v) / naive}
@@ -181,8 +221,9 @@ def step_ratios(tasks: list[int], rounds: int, steps: int) -> dict[str, Any]:
         out["state"][str(t)] = {k: {"bytes": state_nbytes(lr.strategy.state_dict()),
                                     "per_layer": getattr(lr.strategy, "protection", lambda: [])()}
                                 for k, lr in learners.items()}
-        print(f"{t} earlier tasks: " + ", ".join(f"{k} {v['ratio_to_naive']:.2f}x"
-                                                 for k, v in out["steps"][str(t)].items()), flush=True)
+        print(f"{case.name}, {t} earlier tasks: " + ", ".join(f"{k} {v['ratio_to_naive']:.2f}x"
+                                                            for k, v in out["steps"][str(t)].items()), flush=True)
+        del learners
     return out
 
 
@@ -190,6 +231,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sections", default="abc")
     p.add_argument("--tasks", default="1,10,50")
+    p.add_argument("--text-tasks", default="1,10")
+    p.add_argument("--text-steps", type=int, default=5)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)
@@ -204,7 +247,13 @@ def main() -> int:
         saved["importance_seconds_per_1000"] = importance_times()
         write_json(args.out, {**saved, "environment": environment()})
     if "c" in args.sections or "d" in args.sections:
-        saved.update(step_ratios([int(t) for t in args.tasks.split(",")], args.rounds, args.steps))
+        saved.update(step_ratios(Case("mlp", args.steps), [int(t) for t in args.tasks.split(",")], args.rounds,
+                                 args.steps, STEP_STRATEGIES))
+        write_json(args.out, {**saved, "environment": environment()})
+    if "e" in args.sections:
+        text = {k: STEP_STRATEGIES[k] for k in TEXT_STRATEGIES}
+        saved["text"] = step_ratios(Case("text", args.text_steps), [int(t) for t in args.text_tasks.split(",")],
+                                    args.rounds, args.text_steps, text)
         write_json(args.out, {**saved, "environment": environment()})
     return 0
 

@@ -129,6 +129,24 @@ def cost() -> str:
     return "\n".join(lines)
 
 
+def cost_text() -> str:
+    """Section e: the step and state on the fine-tuned MiniLM encoder."""
+    data = (_load("consolidation-cost.json") or {}).get("text")
+    if not data:
+        return "(MiniLM step: no results yet; python benchmarks/consolidation_cost.py --sections e)"
+    tasks = list(data["steps"])
+    names = list(data["steps"][tasks[0]])
+    lines = [f"| strategy | {' | '.join(f'step / naive, {t} earlier' for t in tasks)} | "
+             f"{' | '.join(f'state MB, {t}' for t in tasks)} |", "|---" * (1 + 2 * len(tasks)) + "|"]
+    for n in names:
+        ratios = [f"{data['steps'][t][n]['ratio_to_naive']:.2f}" for t in tasks]
+        state = [f"{data['state'][t][n]['bytes'] / 1e6:.1f}" for t in tasks]
+        lines.append(f"| {n} | {' | '.join(ratios)} | {' | '.join(state)} |")
+    naive = data["steps"][tasks[0]]["naive"]["seconds"]
+    lines += ["", f"(naive step: {naive:.2f} CPU s for a batch of 32 queries)"]
+    return "\n".join(lines)
+
+
 def vision(setting: str = "permuted") -> str:
     """The README benchmark's runs (results/vision-SETTING.json: naive, the diagonal methods, replay, joint)
     beside this issue's, run in the same regime by the same script into results/consolidation/*/."""
@@ -152,7 +170,7 @@ TABLES = {"diagonal": lambda: variants(["ewc-diagonal-test.json"], "Test split")
                                     "Validation split"),
           "probe-truncated": lambda: variants(["consolidation-probe-valid-truncated.json"],
                                               "Validation split, the step's earlier plain truncation"),
-          "peer": peer, "merge": merge, "cost": cost, "vision": vision,
+          "peer": peer, "merge": merge, "cost": cost, "cost-text": cost_text, "vision": vision,
           "vision-50": lambda: vision("permuted-50")}
 
 

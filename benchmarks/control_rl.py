@@ -34,7 +34,7 @@ import torch
 
 from lifelong.agents.continual import RLRunConfig, run_rl
 from lifelong.data.control import observation_size
-from lifelong.reporting import environment
+from lifelong.reporting import environment, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS, TUNING = ROOT / "results", ROOT / "results" / "tuning"
@@ -91,8 +91,7 @@ def _run_saved(path: Path, cfg: RLRunConfig, extra: dict[str, Any] | None = None
     data["runs"].append(r)
     data.update(extra or {})
     data["environment"] = environment()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1))
+    write_json(path, data)
     print(f"{cfg.sequence} {cfg.strategy} {cfg.strategy_options} seed {cfg.seed} ({cfg.eval_split}): final "
           f"{r['average_accuracy']:.3f} learning {_fmt(r['learning_accuracy'])} retention "
           f"{_fmt(r['average_retention'])} ({r['seconds']:.0f} s)", flush=True)
@@ -125,10 +124,10 @@ def tune(name: str, setting: Setting, methods: list[str]) -> None:
         allowed = [t for t in tried if t["learning"] >= naive["learning"] - 0.05] or tried
         best = max(allowed, key=lambda t: t["final"])
         out = TUNING / f"control-rl-{name}-{method}.json"
-        out.write_text(json.dumps({"setting": name, "method": method, "rule": "best validation final normalised "
-                                   "return among options whose learning score is within 0.05 of naive's",
-                                   "validation_seeds": list(VALIDATION_SEEDS), "naive": naive,
-                                   "chosen": best["options"], "tried": tried}, indent=1))
+        write_json(out, {"setting": name, "method": method, "rule": "best validation final normalised "
+                         "return among options whose learning score is within 0.05 of naive's",
+                         "validation_seeds": list(VALIDATION_SEEDS), "naive": naive,
+                         "chosen": best["options"], "tried": tried})
         print(f"{name} {method}: chose {best['options']} (final {best['final']:.3f}, learning {best['learning']:.3f},"
               f" retention {best['retention']:.3f})", flush=True)
 
@@ -231,7 +230,7 @@ def table(name: str) -> None:
     rows = summary(data["runs"])
     text = markdown(rows) + "\n\n" + targets(rows)
     data["summary"], data["table"] = rows, text
-    path.write_text(json.dumps(data, indent=1))
+    write_json(path, data)
     figure = save(return_curves(list({_key(r["config"]): r for r in data["runs"]}.values()), name, METHODS),
                   ROOT / "docs" / "figures" / f"control-rl-{name}.png")
     print(f"\n{name} ({path.relative_to(ROOT)}; figure {figure.relative_to(ROOT)})\n\n{text}\n", flush=True)
@@ -284,8 +283,7 @@ def cost(repeats: int = 7) -> None:
     rows = {m: {"update_ms": 1000 * float(np.median(t)), "vs_naive": float(np.median(t)) / base,
                 "importance_seconds_2000_states": agents[m][1]} for m, t in times.items()}
     out = RESULTS / "control-rl-cost.json"
-    out.write_text(json.dumps({"setting": "cartpole-shared", "repeats": repeats, "rows": rows,
-                               "environment": environment()}, indent=1))
+    write_json(out, {"setting": "cartpole-shared", "repeats": repeats, "rows": rows, "environment": environment()})
     for m, row in rows.items():
         print(f"{m}: {row['update_ms']:.2f} ms per update, {row['vs_naive']:.3f}x naive; importance "
               f"{row['importance_seconds_2000_states']:.3f} s on 2,000 states")

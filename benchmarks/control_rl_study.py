@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from lifelong.agents.continual import RLRunConfig, run_rl
-from lifelong.reporting import environment
+from lifelong.reporting import environment, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 # sequence:policy input:steps per task
@@ -75,7 +75,7 @@ def main() -> int:
             saved = json.loads(out.read_text()) if out.exists() else {"runs": []}  # another process may have added runs
             saved["runs"].append(r)
             saved["environment"] = environment()
-            out.write_text(json.dumps(saved, indent=1))
+            write_json(out, saved)
     return 0
 
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from lifelong.reporting import write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "gpu-check.json"
 ARGS = ["--benchmark", "split-digits", "--tasks", "3", "--scenario", "class", "--epochs", "3", "--quiet", "--json"]
@@ -73,10 +75,8 @@ def main() -> int:
         acc, tensors = r["average_accuracy"], ", ".join(r["tensors_on"])
         print(f"{r['run']:32} {r['device']:8} {acc:9.3f} {r['seconds']:8.2f}  {tensors}")
     ok = all("error" not in r for r in rows) and all(d.startswith("cuda") for r in rows[1:] for d in r["tensors_on"])
-    OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text(json.dumps({"gpu": torch.cuda.get_device_name(0), "gpus": torch.cuda.device_count(),
-                               "torch": torch.__version__, "cuda": torch.version.cuda, "ok": ok, "runs": rows},
-                              indent=1) + "\n")
+    write_json(OUT, {"gpu": torch.cuda.get_device_name(0), "gpus": torch.cuda.device_count(),
+                     "torch": torch.__version__, "cuda": torch.version.cuda, "ok": ok, "runs": rows})
     print(f"written to {OUT.relative_to(ROOT)}; {'ok' if ok else 'FAILED'}")
     return 0 if ok else 1
 

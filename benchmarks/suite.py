@@ -20,6 +20,7 @@ from lifelong.learner import LearnerConfig
 from lifelong.presets import Preset
 from lifelong.reporting import CLASS_IL_KEYS, aggregate, environment, format_compare, write_json
 from lifelong.run import ModelConfig, RunConfig, run, seeded
+from lifelong.runfile import options_that_ran
 from lifelong.strategies import build_strategy, split_name, strategy_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,15 +122,6 @@ def run_settings(settings: dict[str, Setting], prefix: str, description: str) ->
     return 0
 
 
-# Strategy defaults that changed since runs without a recorded `strategy_config` were saved: such a run
-# ran with the value given here. (Behaviour that no option names, such as LwF's one softmax per old head
-# or A-GEM's eval-mode reference, cannot be told apart: name such strategies in --rerun.)
-CHANGED_DEFAULTS: dict[str, dict[str, Any]] = {
-    "replay": {"selection": "reservoir"}, "agem": {"selection": "reservoir"}, "bic": {"keep_earlier": False},
-    "icarl": {"loss": "ce"}, **{n: {"logits_from": "train"} for n in ("der", "der++", "der-ace")},
-    **{n: {"samples": None} for n in ("ewc", "online-ewc", "mas")}}
-
-
 def _finished_runs(path: Path) -> dict[str, dict[str, Any]]:
     """Runs already saved in `path`, keyed by what ran (`_identity`)."""
     if not path.exists():
@@ -142,15 +134,7 @@ def _identity(record: dict[str, Any]) -> str:
     defaults, which reproduce what ran then) with every strategy option resolved (recorded in
     `strategy_config`, options added since at their defaults; for older runs, the defaults of their time)."""
     config = record["config"]
-    options = dict(config["strategy_options"])
-    if "strategy_config" in record:
-        for recorded in record["strategy_config"].values():
-            options.update(recorded)
-    else:
-        for part in split_name(config["strategy"]):
-            for key, value in CHANGED_DEFAULTS.get(part, {}).items():
-                options.setdefault(key, value)
-    resolved = strategy_config(build_strategy(config["strategy"], options))
+    resolved = strategy_config(build_strategy(config["strategy"], options_that_ran(record)))
     return _key(seeded(RunConfig.from_dict(config)).to_dict(), resolved)
 
 

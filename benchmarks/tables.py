@@ -3,6 +3,7 @@
     python benchmarks/tables.py                 # every table whose results exist
     python benchmarks/tables.py summary vision-permuted   # some of them
     python benchmarks/tables.py --readme        # rewrite the README's generated blocks in place
+    python benchmarks/tables.py --readme summary language-finetune-class   # only these blocks
 
 In README.md a generated block sits between `<!-- table NAME -->` and `<!-- end table -->`.
 
@@ -23,7 +24,7 @@ from lifelong.reporting import CLASS_IL_KEYS, aggregate, format_compare
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
-CONSOLIDATION = ("naive", "ewc", "online-ewc", "si", "mas", "replay", "ewc+replay", "joint")
+CONSOLIDATION = ("naive", "ewc", "online-ewc", "si", "mas", "online-kfac-ewc", "gpm", "replay", "ewc+replay", "joint")
 SUMMARY = [  # (domain, result file, what it is)
     ("vision", "vision-permuted", "Permuted Fashion-MNIST, 10 tasks, domain-IL"),
     ("vision", "vision-split-task", "Split Fashion-MNIST, 5 tasks, task-IL"),
@@ -235,12 +236,14 @@ def render(name: str) -> str | None:
 BLOCK = re.compile(r"(<!-- table (\S+) -->\n).*?(<!-- end table -->)", re.S)
 
 
-def update_readme(path: Path) -> list[str]:
-    """Rewrite every generated block of the README from the results; returns the names left as they were
-    because their results are missing."""
+def update_readme(path: Path, only: list[str] | None = None) -> list[str]:
+    """Rewrite every generated block of the README (or those named in `only`) from the results; returns the
+    names left as they were because their results are missing."""
     missing: list[str] = []
 
     def fill(m: re.Match[str]) -> str:
+        if only and m.group(2) not in only:
+            return m.group(0)
         text = render(m.group(2))
         if text is None:
             missing.append(m.group(2))
@@ -260,7 +263,7 @@ def main() -> int:
     p.add_argument("--readme", action="store_true", help="rewrite the generated blocks of README.md")
     args = p.parse_args()
     if args.readme:
-        missing = update_readme(ROOT / "README.md")
+        missing = update_readme(ROOT / "README.md", args.tables)
         print(f"README.md updated; no results yet for: {', '.join(missing) or 'none'}")
         return 0
     for name in args.tables or [*SPECIAL, *names]:

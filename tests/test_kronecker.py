@@ -88,6 +88,15 @@ def test_factors_equal_the_per_sample_loop(digits, model_kind):
             _close(diagonal[n], exact[n])
 
 
+def test_factors_are_refused_where_an_output_is_changed_in_place(digits):
+    """A ReLU(inplace=True) after a Linear layer rewrites the tensor the hook saw: the gradient autograd
+    gives for it is the ReLU's output gradient, not the layer's. The factors would be wrong, so refused."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 12), nn.ReLU(inplace=True), nn.Linear(12, 10))
+    with pytest.raises(ValueError, match="changed in place"):
+        kronecker_factors(model, [(digits[0].x[:8], digits[0].y[:8])], fisher="empirical")
+
+
 def test_sequence_factors_and_embedding_fallback():
     model = TinyText()
     factors, diagonal = kronecker_factors(model, _text_batches(), fisher="empirical")
@@ -279,7 +288,7 @@ def test_bad_options_are_refused():
         with pytest.raises(ValueError, match=match):
             build_strategy("kfac-ewc", options)
     assert build_strategy("online-kfac-ewc").name == "online-kfac-ewc"
-    with pytest.raises(ValueError, match="more than once"):
+    with pytest.raises(ValueError, match="runs 2 times in one forward pass"):
         from test_importance import Shared
 
         kronecker_factors(Shared(), [(torch.zeros(2, 1, 8, 8), torch.zeros(2, dtype=torch.long))])

@@ -74,7 +74,22 @@ def test_a_result_file_reruns_to_the_identical_matrix(config_file, tmp_path):
     proc = lifelong("run", "--config", str(first), "--threads", "1", "--quiet", "--json")
     assert proc.returncode == 0, proc.stderr
     again, before = json.loads(proc.stdout), json.loads(first.read_text())
-    assert again["accuracy_matrix"] == before["accuracy_matrix"] and again["config"] == before["config"]
+    assert again["accuracy_matrix"] == before["accuracy_matrix"]
+    assert again["strategy_config"] == before["strategy_config"]
+    assert {k: v for k, v in again["config"].items() if k != "strategy_options"} == \
+        {k: v for k, v in before["config"].items() if k != "strategy_options"}
+
+
+def test_a_result_reruns_with_the_options_it_ran_with_not_todays_defaults(tmp_path, dry_run):
+    """A result records every strategy option it ran with (`strategy_config`); one written before that
+    was recorded ran with the defaults of its time (EWC's importance from the whole task)."""
+    config = dry_run(*BASE, "--strategy", "ewc")
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    old.write_text(json.dumps({"config": config, "accuracy_matrix": [[0.5]]}))
+    new.write_text(json.dumps({"config": config, "accuracy_matrix": [[0.5]],
+                               "strategy_config": {"ewc": {"samples": 64, "strength": 7.0}}}))
+    assert dry_run("--config", str(old))["strategy_options"]["samples"] is None
+    assert dry_run("--config", str(new))["strategy_options"].items() >= {"samples": 64, "strength": 7.0}.items()
 
 
 def test_a_file_of_several_runs_needs_a_run_index(tmp_path, dry_run, capsys):

@@ -4,8 +4,9 @@ A run config is the dict `lifelong run ... --dry-run` prints (`RunConfig.to_dict
 the strategy and its options, the learner, the model, the seed. Keys left out take the library's
 defaults (a file replaces the benchmark's preset); TOML has no null, so a null is written by leaving
 the key out. A file may also be a result: `lifelong run --out` writes one run (its `config` is
-used), while `lifelong compare --out`, the benchmark scripts and `compare --dry-run` hold several
-(pick one with `--run-index N`, counted from 0 in the order of the file's `runs`).
+used, with every strategy option it ran with, defaults of its time included), while `lifelong compare
+--out`, the benchmark scripts and `compare --dry-run` hold several (pick one with `--run-index N`,
+counted from 0 in the order of the file's `runs`).
 
 >>> import tempfile
 >>> path = Path(tempfile.mkdtemp()) / "run.toml"
@@ -22,6 +23,31 @@ from typing import Any
 
 from lifelong.config import check_options
 from lifelong.run import RunConfig
+from lifelong.strategies import split_name
+
+# Strategy defaults that changed since results without a recorded `strategy_config` were written: such a
+# run ran with the value given here. (Behaviour that no option names, such as LwF's one softmax per old
+# head or A-GEM's eval-mode reference, cannot be told apart.)
+CHANGED_DEFAULTS: dict[str, dict[str, Any]] = {
+    "replay": {"selection": "reservoir"}, "agem": {"selection": "reservoir"}, "bic": {"keep_earlier": False},
+    "icarl": {"loss": "ce"}, **{n: {"logits_from": "train"} for n in ("der", "der++", "der-ace")},
+    **{n: {"samples": None} for n in ("ewc", "online-ewc", "mas")}}
+
+
+def options_that_ran(record: dict[str, Any]) -> dict[str, Any]:
+    """A saved run's strategy options with every option it ran with made explicit: those its result recorded
+    (`strategy_config`), else the defaults of its time (CHANGED_DEFAULTS), so that re-running it runs
+    what ran then, not today's defaults."""
+    config = record["config"]
+    options = dict(config["strategy_options"])
+    if "strategy_config" in record:
+        for recorded in record["strategy_config"].values():
+            options.update({k: v for k, v in recorded.items() if k != "seed"})
+    else:
+        for part in split_name(config["strategy"]):
+            for key, value in CHANGED_DEFAULTS.get(part, {}).items():
+                options.setdefault(key, value)
+    return options
 
 
 def _read(path: Path) -> Any:
@@ -59,10 +85,10 @@ def _configs(data: Any, path: Path) -> list[Any]:
     out = []
     for i, run in enumerate(runs):
         where = f"run {i} of " if len(runs) > 1 else ""
-        if isinstance(run, dict) and "accuracy_matrix" in run:  # a result record: re-run its configuration
+        if isinstance(run, dict) and "accuracy_matrix" in run:  # a result record: re-run what ran
             if "config" not in run:
                 raise ValueError(f"{path}: {where}a result without its 'config'; it cannot be re-run")
-            run = run["config"]
+            run = {**run["config"], "strategy_options": options_that_ran(run)}
         if isinstance(run, dict) and run and not set(run) & set(RunConfig.__dataclass_fields__):
             raise ValueError(f"{path}: {where}neither a run config (the keys `lifelong run --dry-run` prints) "
                              f"nor a run's result; it has {', '.join(sorted(run)[:8])}")

@@ -38,6 +38,7 @@ from torch.utils._pytree import tree_map
 from lifelong.data.task import Batch
 from lifelong.distributed import all_reduce_sum_
 from lifelong.importance import rules
+from lifelong.importance.capture import forward_with_calls
 from lifelong.models.heads import ContinualClassifier
 
 Importance = dict[str, Tensor]
@@ -174,49 +175,29 @@ def _owners(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def _accumulate_by_module(model: nn.Module, owners, b: Batch, objective, transform, sums: Importance) -> bool:
-    """One batched forward and backward; each module's exact rule. False when a module ran more than
-    once or returned something other than one tensor (then the caller takes the whole-model vmap)."""
-    calls: dict[str, list[tuple[tuple, dict, Tensor, int]]] = {}
-
-    def capture(name):
-        def hook(module, args, kwargs, output):
-            if not isinstance(output, Tensor):
-                calls.setdefault(name, []).extend([((), {}, output, 0)] * 2)  # marks the module unsupported
-                return None
-            calls.setdefault(name, []).append((args, kwargs, output, output._version))
-            return None
-        return hook
-
-    handles = [m.register_forward_hook(capture(n), with_kwargs=True) for n, m in owners]
-    try:
-        losses = objective(_call(model, b.x, b.task), b.y)
-    finally:
-        for h in handles:
-            h.remove()
-    if any(len(c) != 1 for c in calls.values()):
+    """One batched forward and backward; each module's exact rule. False when the per-sample gradients at the
+    modules' outputs are not separable (capture.py says when; then the caller takes the whole-model vmap)."""
+    losses, calls, problem = forward_with_calls(owners, lambda: objective(_call(model, b.x, b.task), b.y),
+                                                len(b.y))
+    if problem is not None:
         return False
-    if any(c[0][2]._version != c[0][3] for c in calls.values()):
-        return False  # an in-place op changed a module's output after the hook saw it: not that output's gradient
-    if any(c[0][2].dim() == 0 or c[0][2].shape[0] != len(b.y) for c in calls.values()):
-        return False  # a module run once for the whole batch and broadcast (e.g. position embeddings of shape
-        # [1, L]): its output's gradient is summed over samples, so its per-sample squares are not separable
     names = [n for n, _ in owners if n in calls]
     modules = dict(owners)
 
     def apply(name: str, g: Tensor) -> None:
-        args, kwargs, _, _ = calls[name][0]
+        call = calls[name]
         prefix = f"{name}." if name else ""
         module = modules[name]
-        for local, value in rules.rule_for(module)(module, args, kwargs, g, transform).items():
+        for local, value in rules.rule_for(module)(module, call.args, call.kwargs, g, transform).items():
             sums[prefix + local] += value
 
     # A Linear layer on [N, in] has per-sample squares g_n^2 a_n^2, so several objectives' squares (the exact
     # Fisher's classes) add up before its one matrix product: pass sqrt(sum_k g_k^2), whose square is that sum.
     pooled = {n for n in names if len(losses) > 1 and transform is torch.square
-              and rules.rule_for(modules[n]) is rules.linear and calls[n][0][0][0].dim() == 2}
+              and rules.rule_for(modules[n]) is rules.linear and calls[n].args[0].dim() == 2}
     squares: dict[str, Tensor] = {}
     for k, loss in enumerate(losses):  # one backward per objective, from one forward pass
-        grads = torch.autograd.grad(loss, [calls[n][0][2] for n in names], allow_unused=True,
+        grads = torch.autograd.grad(loss, [calls[n].output for n in names], allow_unused=True,
                                     retain_graph=k < len(losses) - 1)
         for name, g in zip(names, grads, strict=True):
             if g is None:

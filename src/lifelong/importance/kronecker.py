@@ -30,6 +30,7 @@ from lifelong.data.task import Batch
 from lifelong.devices import model_device
 from lifelong.distributed import all_reduce_sum_
 from lifelong.importance import rules
+from lifelong.importance.capture import forward_with_calls
 from lifelong.importance.estimate import _call, _limited, _objective, _owners, _sampled_labels
 
 KRONECKER_FISHERS = ("true", "empirical", "exact")
@@ -154,34 +155,21 @@ def has_bias(module: nn.Module) -> bool:
 
 def _accumulate(model: nn.Module, owners: list[tuple[str, nn.Module]], kinds: dict[str, str | None], b: Batch,
                 objective, a_sums: dict[str, Tensor], g_sums: dict[str, Tensor], diagonal: dict[str, Tensor]) -> None:
-    calls: dict[str, list[tuple[tuple, dict, Any]]] = {}
-
-    def capture(name):
-        def hook(module, args, kwargs, output):
-            calls.setdefault(name, []).append((args, kwargs, output))
-        return hook
-
-    handles = [m.register_forward_hook(capture(n), with_kwargs=True) for n, m in owners]
-    try:
-        losses = objective(_call(model, b.x, b.task), b.y)
-    finally:
-        for h in handles:
-            h.remove()
-    for name, c in calls.items():
-        if len(c) != 1 or not isinstance(c[0][2], Tensor) or c[0][2].dim() == 0 or c[0][2].shape[0] != len(b.y):
-            raise ValueError(f"module {name or 'model'!r} runs more than once per forward pass, returns something "
-                             "other than one tensor per sample, or broadcasts over the batch: its per-sample "
-                             "gradients are not separable, so Kronecker factors are not defined for this model")
+    losses, calls, problem = forward_with_calls(owners, lambda: objective(_call(model, b.x, b.task), b.y),
+                                                len(b.y))
+    if problem is not None:
+        raise ValueError(f"{problem}: its per-sample gradients are not separable, so Kronecker factors are "
+                         "not defined for this model")
     modules = dict(owners)
     names = [n for n, _ in owners if n in calls]
     for name in names:
         kind = kinds[name]
         if kind is not None:  # A depends on the inputs only: once per batch, whatever the labels
-            a = layer_inputs(modules[name], kind, calls[name][0][0][0], has_bias(modules[name]))
+            a = layer_inputs(modules[name], kind, calls[name].args[0], has_bias(modules[name]))
             term = torch.einsum("nli,nlj->ij", a, a) / a.shape[1]
             a_sums[name] = a_sums[name] + term if name in a_sums else term
     for k, loss in enumerate(losses):  # one backward per objective (the exact Fisher: per class)
-        grads = torch.autograd.grad(loss, [calls[n][0][2] for n in names], allow_unused=True,
+        grads = torch.autograd.grad(loss, [calls[n].output for n in names], allow_unused=True,
                                     retain_graph=k < len(losses) - 1)
         for name, g in zip(names, grads, strict=True):
             kind = kinds[name]
@@ -196,8 +184,9 @@ def _accumulate(model: nn.Module, owners: list[tuple[str, nn.Module]], kinds: di
                 continue
             if g is None:
                 continue
-            args, kwargs, _ = calls[name][0]
+            call = calls[name]
             prefix = f"{name}." if name else ""
             module = modules[name]
-            for local, value in rules.rule_for(module)(module, args, kwargs, g.detach(), torch.square).items():
+            for local, value in rules.rule_for(module)(module, call.args, call.kwargs, g.detach(),
+                                                       torch.square).items():
                 diagonal[prefix + local] += value
