@@ -7,34 +7,23 @@ import json
 import os
 import sys
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from lifelong.cli_args import (
+    UsageError,
+    check_network_flags,
+    configs_from_file,
+    flag_options,
+    parse_sets,
+    preset_of,
+    run_config,
+    text_encoder,
+    typed_options,
+    with_bias_correction,
+)
 from lifelong.data.streams import BENCHMARKS, StreamConfig, build_stream, check
-from lifelong.learner import LearnerConfig
 from lifelong.strategies import STRATEGIES, strategy_options
-
-# CLI flag -> strategy option it sets (only when given; each strategy keeps its tuned default otherwise)
-STRATEGY_FLAGS = {"lambda": "strength", "gamma": "gamma", "xi": "xi", "fisher": "fisher",
-                  "importance_samples": "samples", "memory": "memory", "selection": "selection",
-                  "replay_batch": "replay_batch", "importance_dtype": "storage", "importance_keep": "keep",
-                  "alpha": "alpha", "beta": "beta", "distill": "distill", "temperature": "temperature"}
-
-# CLI flag -> (part of RunConfig, or "" for the RunConfig itself; its field): what a flag typed on the
-# command line changes in a --config file's run
-FILE_FLAGS = {**{f: ("stream", f) for f in ("benchmark", "data", "classes_per_task", "scenario", "tasks",
-                                           "class_order", "data_dir", "encoder", "per_intent", "environments",
-                                           "demos", "eval_episodes", "validation")},
-              **{f: ("learner", f) for f in ("epochs", "batch_size", "lr", "optimizer", "momentum", "device",
-                                            "autocast")},
-              "model": ("model", "kind"), "hidden": ("model", "hidden"), "dropout": ("model", "dropout"),
-              "network": ("model", "network"), "network_weights": ("model", "network_weights"),
-              **{f: ("", f) for f in ("strategy", "seed", "eval_split", "specialist", "rl_steps", "agent")}}
-
-
-class UsageError(Exception):
-    """Arguments that parse but do not make sense together; exit code 2."""
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -184,182 +173,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def _strategy_options(name: str, args: argparse.Namespace, sets: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Options for one strategy: the flags it accepts (an error if given one it has no use for in
-    `run`; skipped in `compare`, where a flag may be meant for another strategy), then --set."""
-    accepted = {k for fields in strategy_options(name).values() for k in fields}
-    opts: dict[str, Any] = {}
-    for flag, key in STRATEGY_FLAGS.items():
-        value = getattr(args, flag)
-        if value is None:
-            continue
-        if flag == "importance_samples" and value == 0:
-            value = None  # the whole task
-        if key in accepted:
-            opts[key] = value
-        elif args.command == "run":
-            raise UsageError(f"strategy {name!r} has no use for --{flag.replace('_', '-')}")
-    opts.update(sets.get(name, {}))
-    return opts
-
-
-def _preset(args: argparse.Namespace) -> Any:
-    """The benchmark's preset (the regime of its README table), or None (--no-preset, or none exists)."""
-    if args.no_preset or args.data:  # a user's own data has no README table
-        return None
-    from lifelong.presets import preset_for
-
-    return preset_for(args.benchmark, args.scenario, encoder=args.encoder, environments=args.environments)
-
-
-def _given(args: argparse.Namespace, names: dict[str, str]) -> dict[str, Any]:
-    """{config field: flag value} for the flags given on the command line."""
-    return {field: getattr(args, flag) for flag, field in names.items() if getattr(args, flag) is not None}
-
-
-def _run_config(args: argparse.Namespace, strategy: str, seed: int, options: dict[str, Any]):
-    """Library defaults, then the benchmark's preset, then the flags given, then --set."""
-    from lifelong.models import ModelConfig
-    from lifelong.run import RunConfig
-
-    preset = _preset(args)
-    tasks = args.tasks if args.tasks is not None else preset.stream.tasks if preset else None
-    per_intent = args.per_intent if args.per_intent is not None else preset.stream.per_intent if preset else None
-    scenario = args.scenario or (preset.stream.scenario if preset else None)
-    stream = StreamConfig(args.benchmark, scenario, tasks, seed, args.validation, args.class_order,
-                          args.data_dir, _encoder(args), per_intent, args.environments, args.demos, args.eval_episodes,
-                          args.data, args.classes_per_task)
-    if args.eval_split == "valid" and args.validation <= 0:
-        stream = replace(stream, validation=0.1)
-    learner = preset.learner_for(strategy) if preset else LearnerConfig()
-    learner = learner.replace(**_given(args, {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
-                                             "optimizer": "optimizer", "momentum": "momentum"}),
-                              reset_optimizer=not args.keep_optimizer, seed=seed, device=args.device,
-                              autocast=args.autocast,
-                              sharding="fsdp" if args.fsdp else "ddp")
-    model = (preset.model if preset else ModelConfig()).replace(
-        **_given(args, {"model": "kind", "hidden": "hidden", "dropout": "dropout"}))
-    if args.network:
-        model = model.replace(network=args.network, network_options=_network_options(args),
-                              network_weights=args.network_weights or "")
-    if args.mode == "rl":
-        stream = replace(stream, demos=0)
-    options = {**(preset.strategy_options(strategy) if preset else {}), **options}
-    return RunConfig(stream, strategy, options, learner, model, seed, args.eval_split, args.specialist,
-                     "rl" if args.mode == "rl" else "supervised", args.rl_steps, args.agent)
-
-
-def _encoder(args: argparse.Namespace) -> str:
-    """The text encoder: --encoder, or for --network hf:FOLDER that folder's own tokenizer."""
-    return args.network if args.network and args.network.startswith("hf:") else args.encoder
-
-
-def _network_options(args: argparse.Namespace) -> dict[str, Any]:
-    options = {}
-    for item in args.network_option:
-        key, sep, value = item.partition("=")
-        if not (sep and key.isidentifier()):
-            raise UsageError(f"--network-option takes KEY=VALUE, got {item!r}")
-        options[key] = _parse_value(value)
-    return options
-
-
-def _check_network(args: argparse.Namespace) -> None:
-    """A bad --network is a usage error, told before anything runs or is written."""
-    if not args.network:
-        if args.network_option or args.network_weights:
-            raise UsageError("--network-option and --network-weights need --network")
-        return
-    from lifelong.models.backbone import check_network
-
-    if args.network.startswith("hf:") and args.encoder != "frozen":
-        raise UsageError("--network hf:FOLDER tokenises text with that folder's tokenizer: leave out --encoder")
-    if args.model or args.hidden:
-        raise UsageError("--network replaces --model and --hidden: give one or the other")
-    check_network(args.network, _network_options(args), args.network_weights or "")
-
-
-def _typed(argv: list[str]) -> set[str]:
-    """The options typed on the command line (argparse fills in the others with their defaults)."""
-    parser = build_parser()
-    parsers = [parser]
-    while parsers:
-        for action in parsers.pop()._actions:
-            action.default = argparse.SUPPRESS
-            if isinstance(action, argparse._SubParsersAction):
-                parsers.extend(action.choices.values())
-    return set(vars(parser.parse_args(argv)))
-
-
-def _file_config(args: argparse.Namespace, typed: set[str], base: Any, sets: dict[str, dict[str, Any]] | None = None,
-                 strategy: str | None = None, seed: int | None = None) -> Any:
-    """A --config file's run with the flags typed on the command line applied, then --set (`sets`:
-    compare's, parsed for all its strategies; None: run's, parsed here for the run's strategy)."""
-    from lifelong.run import RunConfig
-
-    values = base.to_dict()
-    for flag in typed & set(FILE_FLAGS):
-        part, key = FILE_FLAGS[flag]
-        (values[part] if part else values)[key] = getattr(args, flag)
-    if "network_option" in typed:
-        values["model"]["network_options"] = _network_options(args)
-    if "network" in typed and args.network.startswith("hf:"):
-        values["stream"]["encoder"] = args.network  # that folder's own tokenizer
-    if "keep_optimizer" in typed:
-        values["learner"]["reset_optimizer"] = False
-    if "fsdp" in typed:
-        values["learner"]["sharding"] = "fsdp"
-    if "mode" in typed:
-        values["mode"] = "rl" if args.mode == "rl" else "supervised"
-        values["stream"]["demos"] = 0 if args.mode == "rl" else values["stream"]["demos"]
-    if "eval_split" in typed and args.eval_split == "valid" and values["stream"]["validation"] <= 0:
-        values["stream"]["validation"] = 0.1
-    values["strategy"] = strategy or values["strategy"]
-    values["seed"] = values["seed"] if seed is None else seed
-    if "bias_correction" in typed and args.bias_correction != "none" \
-            and not values["strategy"].endswith(f"+{args.bias_correction}"):
-        values["strategy"] += f"+{args.bias_correction}"
-    name = values["strategy"]
-    if name != base.strategy:  # another strategy keeps only the file's options it has a use for
-        accepted = {k for fields in strategy_options(name).values() for k in fields}
-        values["strategy_options"] = {k: v for k, v in values["strategy_options"].items() if k in accepted}
-    sets = _parse_sets([f"{name}.{item}" if "=" in item and "." not in item.partition("=")[0] else item
-                        for item in args.set], [name]) if sets is None else sets
-    values["strategy_options"].update(_strategy_options(name, args, sets))
-    return RunConfig.from_dict(values)
-
-
-def _configs_from_file(args: argparse.Namespace, typed: set[str]) -> list[Any]:
-    """The runs of `--config FILE`, flags applied: `run` takes one; `compare` every run of the file, or
-    one run (the file's only one, or --run-index) times the --strategies and --seeds typed."""
-    from lifelong.runfile import load_run_config, load_run_configs
-
-    if args.command == "run" or typed & {"strategies", "seeds", "run_index"}:
-        if args.run_index is None and args.command == "compare" and len(load_run_configs(args.config)) > 1:
-            raise UsageError(f"--strategies and --seeds with --config take a file of one run; "
-                             f"{args.config} holds several: choose one with --run-index N")
-        bases = [load_run_config(args.config, args.run_index)]
-    else:
-        bases = load_run_configs(args.config)
-    if args.command == "run":
-        return [_file_config(args, typed, bases[0])]
-    base = bases[0]
-    strategies = ([_with_bias_correction(s.strip(), args) for s in args.strategies.split(",") if s.strip()]
-                  if "strategies" in typed else [base.strategy])
-    seeds = args.seeds if "seeds" in typed else [base.seed]
-    sets = _parse_sets(args.set, strategies if len(bases) == 1 else sorted({b.strategy for b in bases}))
-    if len(bases) > 1:
-        return [_file_config(args, typed, b, sets) for b in bases]
-    return [_file_config(args, typed, base, sets, s, seed) for s in strategies for seed in seeds]
-
-
 def _announce(args: argparse.Namespace, strategies: list[str]) -> None:
     """Say on stderr which preset the run starts from (or that it uses the library defaults)."""
     if args.quiet:
@@ -368,7 +181,7 @@ def _announce(args: argparse.Namespace, strategies: list[str]) -> None:
         for name in strategies:
             print(f"lifelong: {name}: the configuration in {args.config} and the flags given", file=sys.stderr)
         return
-    preset = _preset(args)
+    preset = preset_of(args)
     for name in strategies:
         if preset is None:
             why = ("--no-preset" if args.no_preset else "your own data" if args.data
@@ -376,26 +189,6 @@ def _announce(args: argparse.Namespace, strategies: list[str]) -> None:
             print(f"lifelong: {name}: library defaults ({why}) and the flags given", file=sys.stderr)
         else:
             print(f"lifelong: {name}: {preset.describe(name)}", file=sys.stderr)
-
-
-def _parse_sets(items: list[str], strategies: list[str]) -> dict[str, dict[str, Any]]:
-    sets: dict[str, dict[str, Any]] = {}
-    for item in items:
-        target, sep, value = item.partition("=")
-        name, dot, key = target.rpartition(".")
-        if not (sep and dot and name and key):
-            raise UsageError(f"--set takes STRATEGY.OPTION=VALUE, got {item!r}")
-        if name not in strategies:
-            raise UsageError(f"--set {item!r}: {name!r} is not among --strategies")
-        known = {k for fields in strategy_options(name).values() for k in fields}
-        if key not in known:
-            raise UsageError(f"--set {item!r}: {name} has no option {key!r}; it has {', '.join(sorted(known))}")
-        sets.setdefault(name, {})[key] = _parse_value(value)
-    return sets
-
-
-def _with_bias_correction(name: str, args: argparse.Namespace) -> str:
-    return name if args.bias_correction == "none" else f"{name}+{args.bias_correction}"
 
 
 def _reporting_rank() -> bool:
@@ -444,10 +237,10 @@ def _command_run(args: argparse.Namespace, progress: bool) -> int:
     if args.config:
         config = args.configs[0]
     else:
-        name = _with_bias_correction(args.strategy, args)
-        sets = _parse_sets([f"{name}.{item}" if "=" in item and "." not in item.partition("=")[0] else item
+        name = with_bias_correction(args.strategy, args)
+        sets = parse_sets([f"{name}.{item}" if "=" in item and "." not in item.partition("=")[0] else item
                             for item in args.set], [name])
-        config = _run_config(args, name, args.seed, _strategy_options(name, args, sets))
+        config = run_config(args, name, args.seed, flag_options(name, args, sets))
     name = config.strategy
     if args.save and (config.stream.benchmark == "control"
                       or (config.stream.encoder != "frozen" and not config.stream.encoder.startswith("hf:"))):
@@ -504,9 +297,9 @@ def _command_compare(args: argparse.Namespace, progress: bool) -> int:
     if args.config:
         configs = args.configs
     else:
-        strategies = [_with_bias_correction(s.strip(), args) for s in args.strategies.split(",") if s.strip()]
-        sets = _parse_sets(args.set, strategies)
-        configs = [_run_config(args, s, seed, _strategy_options(s, args, sets))
+        strategies = [with_bias_correction(s.strip(), args) for s in args.strategies.split(",") if s.strip()]
+        sets = parse_sets(args.set, strategies)
+        configs = [run_config(args, s, seed, flag_options(s, args, sets))
                    for s in strategies for seed in args.seeds]
     strategies = list(dict.fromkeys(c.strategy for c in configs))
     if args.dry_run:
@@ -561,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.config:  # the file's runs, flags applied, each checked before anything runs
             from lifelong.strategies import build_strategy
 
-            args.configs = _configs_from_file(args, _typed(sys.argv[1:] if argv is None else argv))
+            typed = typed_options(build_parser(), sys.argv[1:] if argv is None else argv)
+            args.configs = configs_from_file(args, typed)
             for config in args.configs:
                 try:
                     build_strategy(config.strategy, config.strategy_options)
@@ -574,9 +368,9 @@ def main(argv: list[str] | None = None) -> int:
             for name in [args.strategy] if args.command == "run" else args.strategies.split(","):
                 strategy_options(name.strip())
             streams = [StreamConfig(args.benchmark, args.scenario, args.tasks, validation=args.validation or (
-                0.1 if args.eval_split == "valid" else 0.0), class_order=args.class_order, encoder=_encoder(args),
+                0.1 if args.eval_split == "valid" else 0.0), class_order=args.class_order, encoder=text_encoder(args),
                 data=args.data, classes_per_task=args.classes_per_task)]
-        _check_network(args)
+        check_network_flags(args)
         for stream in streams:
             check(stream)
             if stream.data:  # read and check the data now: a bad file is a usage error, nothing is written yet
