@@ -147,12 +147,15 @@ def serve_demo() -> str | None:
     if r is None:
         return None
     a = r["accuracy"]
+    update = (f"| 2 (promoted, tolerance {r['tolerance']}) | {a['v2']['old']:.3f} | {a['v2']['new']:.3f} |\n"
+              if "v2" in a else f"| update {r['update']['status']} by the gate (tolerance {r['tolerance']}) | "
+              f"- | - |\n")
+    why = "" if "v2" in a else f" The gate's reason: {r['update']['report']['reason']}."
     return (f"| version | old domains ({len(r['old_domains'])}) | new domains ({', '.join(r['new_domains'])}) |\n"
-            f"|---|---|---|\n| 1 (before) | {a['v1']['old']:.3f} | {a['v1']['new']:.3f} |\n"
-            f"| 2 (promoted, tolerance {r['tolerance']}) | {a['v2']['old']:.3f} | {a['v2']['new']:.3f} |\n"
+            f"|---|---|---|\n| 1 (before) | {a['v1']['old']:.3f} | {a['v1']['new']:.3f} |\n{update}"
             f"| after rollback (version {a['after_rollback']['version']}) | - | {a['after_rollback']['new']:.3f} |\n\n"
             f"{r['answered_during_update']} predictions were answered while the update trained; "
-            f"the demo took {r['seconds']:.0f} s.")
+            f"the demo took {r['seconds']:.0f} s.{why}")
 
 
 def scale() -> str | None:
