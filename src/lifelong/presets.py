@@ -83,7 +83,8 @@ CLASS_IL_OPTIONS = {"ewc": {"strength": 100.0}, "lwf": {"distill": 1.0}, "der": 
                     "der++": {"alpha": 1.0, "beta": 2.0}, "der-ace": {"alpha": 1.0, "beta": 1.0},
                     "der+++bic": {"alpha": 1.0, "beta": 2.0, "replay_batch": 256}}
 FINETUNE_OPTIONS = {"ewc": {"strength": 1e5}, "online-ewc": {"strength": 1e5}, "si": {"strength": 1e4},
-                    "mas": {"strength": 100.0}, "online-kfac-ewc": {"strength": 1e4}}
+                    "mas": {"strength": 100.0}, "online-kfac-ewc": {"strength": 1e4},
+                    "gpm": {"threshold": 0.8}}
 FINETUNE = (LearnerConfig(epochs=2, batch_size=32, lr=1e-4), ModelConfig("mlp", (256,)))
 FROZEN = (LearnerConfig(epochs=5, batch_size=32, lr=1e-3), ModelConfig("mlp", (256, 256), 0.3))
 BEHAVIOUR_CLONING = (LearnerConfig(epochs=30, batch_size=64, lr=1e-3), ModelConfig("mlp", (64, 64)))
