@@ -97,6 +97,18 @@ def importance(seconds: dict[str, float]) -> list[str]:
     return lines
 
 
+def _step_rows(data: dict[str, Any], digits: int) -> list[str]:
+    """Each strategy's step over naive's and its state in MB, after each number of earlier tasks."""
+    tasks = list(data["steps"])
+    lines = [f"| strategy | {' | '.join(f'step / naive, {t} earlier' for t in tasks)} | "
+             f"{' | '.join(f'state MB, {t}' for t in tasks)} |", "|---" * (1 + 2 * len(tasks)) + "|"]
+    for n in data["steps"][tasks[0]]:
+        ratios = [f"{data['steps'][t][n]['ratio_to_naive']:.2f}" for t in tasks]
+        state = [f"{data['state'][t][n]['bytes'] / 1e6:.{digits}f}" for t in tasks]
+        lines.append(f"| {n} | {' | '.join(ratios)} | {' | '.join(state)} |")
+    return lines
+
+
 def cost() -> str:
     data = _load("consolidation-cost.json")
     if not data or ("steps" not in data and "importance_seconds_per_1000" not in data):
@@ -105,13 +117,7 @@ def cost() -> str:
         return "\n".join(["(step and state: no results yet; python benchmarks/consolidation_cost.py --sections cd)",
                           "", *importance(data["importance_seconds_per_1000"])])
     tasks = list(data["steps"])
-    names = list(data["steps"][tasks[0]])
-    lines = [f"| strategy | {' | '.join(f'step / naive, {t} earlier' for t in tasks)} | "
-             f"{' | '.join(f'state MB, {t}' for t in tasks)} |", "|---" * (1 + 2 * len(tasks)) + "|"]
-    for n in names:
-        ratios = [f"{data['steps'][t][n]['ratio_to_naive']:.2f}" for t in tasks]
-        state = [f"{data['state'][t][n]['bytes'] / 1e6:.2f}" for t in tasks]
-        lines.append(f"| {n} | {' | '.join(ratios)} | {' | '.join(state)} |")
+    lines = _step_rows(data, 2)
     if "importance_seconds_per_1000" in data:
         lines += ["", *importance(data["importance_seconds_per_1000"])]
     last = tasks[-1]
@@ -135,13 +141,7 @@ def cost_text() -> str:
     if not data:
         return "(MiniLM step: no results yet; python benchmarks/consolidation_cost.py --sections e)"
     tasks = list(data["steps"])
-    names = list(data["steps"][tasks[0]])
-    lines = [f"| strategy | {' | '.join(f'step / naive, {t} earlier' for t in tasks)} | "
-             f"{' | '.join(f'state MB, {t}' for t in tasks)} |", "|---" * (1 + 2 * len(tasks)) + "|"]
-    for n in names:
-        ratios = [f"{data['steps'][t][n]['ratio_to_naive']:.2f}" for t in tasks]
-        state = [f"{data['state'][t][n]['bytes'] / 1e6:.1f}" for t in tasks]
-        lines.append(f"| {n} | {' | '.join(ratios)} | {' | '.join(state)} |")
+    lines = _step_rows(data, 1)
     naive = data["steps"][tasks[0]]["naive"]["seconds"]
     lines += ["", f"(naive step: {naive:.2f} CPU s for a batch of 32 queries)"]
     return "\n".join(lines)
