@@ -100,21 +100,24 @@ def test_a_factory_network_runs_saves_and_loads_back_only_with_trust(tmp_path, f
         service.stop()
 
 
+# a few intents of two domains, shared with test_own_data_e2e.py
+INTENTS = {
+    ("banking", "balance"): ["what is my balance", "how much money do i have", "show my account balance",
+                             "balance please", "tell me my balance", "what's left in my account"],
+    ("banking", "transfer"): ["send money to bob", "transfer 50 dollars to alice", "move cash to savings",
+                              "wire money to my mom", "pay my friend 20", "transfer funds now"],
+    ("travel", "book_flight"): ["book a flight to paris", "i need a plane ticket", "fly me to rome",
+                                "get me a flight to tokyo", "reserve a flight tomorrow", "book air travel"],
+    ("travel", "weather"): ["what's the weather in paris", "is it raining in london", "forecast for rome",
+                            "will it be sunny tomorrow", "how hot is it in tokyo", "weather report please"],
+}
+
+
 def _intents_csv(path: Path) -> None:
-    rows = {
-        ("banking", "balance"): ["what is my balance", "how much money do i have", "show my account balance",
-                                 "balance please", "tell me my balance", "what's left in my account"],
-        ("banking", "transfer"): ["send money to bob", "transfer 50 dollars to alice", "move cash to savings",
-                                  "wire money to my mom", "pay my friend 20", "transfer funds now"],
-        ("travel", "book_flight"): ["book a flight to paris", "i need a plane ticket", "fly me to rome",
-                                    "get me a flight to tokyo", "reserve a flight tomorrow", "book air travel"],
-        ("travel", "weather"): ["what's the weather in paris", "is it raining in london", "forecast for rome",
-                                "will it be sunny tomorrow", "how hot is it in tokyo", "weather report please"],
-    }
     with open(path, "w", newline="") as f:
         out = csv.writer(f)
         out.writerow(["text", "intent", "domain"])
-        for (domain, intent), texts in rows.items():
+        for (domain, intent), texts in INTENTS.items():
             out.writerows([t, intent, domain] for t in texts)
 
 

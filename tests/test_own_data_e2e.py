@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from own_data import REPO, Shell, readme_commands, served, teach
 from PIL import Image
+from test_network import INTENTS
 
 from lifelong.encoders import encoder_available
 
@@ -166,16 +167,6 @@ class TestAUserFactoryNetwork:
 
 
 # -- text through a Hugging Face folder ------------------------------------------------------------------------
-INTENTS = {
-    ("banking", "balance"): ["what is my balance", "how much money do i have", "show my account balance",
-                             "balance please", "tell me my balance", "what's left in my account"],
-    ("banking", "transfer"): ["send money to bob", "transfer 50 dollars to alice", "move cash to savings",
-                              "wire money to my mom", "pay my friend 20", "transfer funds now"],
-    ("travel", "book_flight"): ["book a flight to paris", "i need a plane ticket", "fly me to rome",
-                                "get me a flight to tokyo", "reserve a flight tomorrow", "book air travel"],
-    ("travel", "weather"): ["what's the weather in paris", "is it raining in london", "forecast for rome",
-                            "will it be sunny tomorrow", "how hot is it in tokyo", "weather report please"],
-}
 MUSIC = {"play_song": ["play some jazz", "put on my workout playlist", "play the new album by adele",
                        "start the song i liked yesterday", "play something relaxing", "play rock music"],
          "volume": ["turn the volume up", "make it louder", "lower the volume please", "too loud, turn it down",
