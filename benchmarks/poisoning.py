@@ -203,7 +203,9 @@ def run_world(name: str, seed: int, attacks: dict[str, tuple[float, ...]], defen
     torch.set_num_threads(1)
     header = {"world": name, "seed": seed, "size": size, "tuning": tuning, "defences": list(defences)}
     path, done = _progress(progress, name, seed, json.loads(json.dumps(header)))
-    grid = [("clean", 0.0)] + [(a, r) for a, rates in attacks.items() for r in rates]
+    # issue 22's attacks first: an interrupted run has the rows its targets need
+    ordered = sorted(attacks.items(), key=lambda item: item[0] not in NEW_ATTACKS)
+    grid = [("clean", 0.0)] + [(a, r) for a, rates in ordered for r in rates]
 
     def defences_for(attack: str) -> list[str]:
         chosen = [d for d in defences if not d.startswith("art-") or peers == "all" or attack in NEW_ATTACKS]
@@ -321,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     def attacks_for(seed: int) -> dict[str, tuple[float, ...]]:
         return attacks if seed in existing else {a: r for a, r in attacks.items() if a in NEW_ATTACKS}
 
-    jobs = [(w, s) for w in worlds for s in seeds]
+    jobs = [(w, s) for s in seeds for w in worlds]
     with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(args.jobs) as pool:
         futures = [pool.submit(run_world, w, s, attacks_for(s), DEFENCES, size, Path(tmp), tuning, progress,
                                args.peers) for w, s in jobs]
