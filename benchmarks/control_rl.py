@@ -6,7 +6,8 @@ Settings (chosen by benchmarks/control_rl_study.py: sequences where naive PPO fo
   dynamics-shared  CartPole with 3 pole lengths and forces, each seen through another sensor board, one
                    shared policy network, PPO
 
-Methods: naive, ewc and online-ewc on the policy (exact policy Fisher at visited states), distill
+Methods: naive, ewc and online-ewc on the policy (exact policy Fisher at visited states), online-kfac-ewc
+(issue 18's Kronecker-factored online Laplace on the policy, the same exact policy Fisher), distill
 (functional consolidation on stored states, ClonEx / P&C style; its bytes are counted), multitask
 (every environment at once for the whole sequence's steps: the upper bound).
 
@@ -38,7 +39,7 @@ from lifelong.reporting import environment, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS, TUNING = ROOT / "results", ROOT / "results" / "tuning"
-METHODS = ("naive", "ewc", "online-ewc", "distill", "multitask")
+METHODS = ("naive", "ewc", "online-ewc", "online-kfac-ewc", "distill", "multitask")
 VALIDATION_SEEDS = (100,)  # one validation seed: the CPU budget (docs/control.md)
 PPO = {"epochs": 10, "gamma": 0.98, "gae_lambda": 0.8}
 
@@ -52,10 +53,13 @@ class Setting:
     tuned_on: str = ""  # another setting whose tuning files this one uses (the CPU budget: docs/control.md)
     agent_options: dict[str, Any] = field(default_factory=lambda: dict(PPO))
     fixed: dict[str, dict[str, Any]] = field(default_factory=lambda: {
-        "ewc": {"fisher": "exact"}, "online-ewc": {"fisher": "exact"}, "distill": {"per_task": 1000}})
+        "ewc": {"fisher": "exact"}, "online-ewc": {"fisher": "exact"}, "online-kfac-ewc": {"fisher": "exact"},
+        "distill": {"per_task": 1000}})
     grid: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {
         "ewc": [{"strength": s} for s in (100.0, 300.0)],  # 1,000 on the same seed: the study (final 0.75)
         "online-ewc": [{"strength": s, "gamma": 0.9} for s in (100.0, 1_000.0)],
+        # issue 18's Kronecker factors on the policy: per-sample scale like EWC's, one decade each side
+        "online-kfac-ewc": [{"strength": s} for s in (10.0, 100.0, 1_000.0)],
         "distill": [{"alpha": 1.0}]})  # it reached the ceiling on validation (final 0.988): larger alpha not tried
 
     def config(self, method: str, options: dict[str, Any], seed: int, split: str) -> RLRunConfig:
@@ -207,7 +211,7 @@ def targets(rows: list[dict[str, Any]]) -> str:
     if "naive" in by and by["naive"]["retention"]:
         lines.append(f"- naive retention {by['naive']['retention'][0]:.3f} "
                      f"({'< 0.4: forgets' if by['naive']['retention'][0] < 0.4 else 'NOT < 0.4'})")
-    for method in ("ewc", "online-ewc", "distill"):
+    for method in ("ewc", "online-ewc", "online-kfac-ewc", "distill"):
         if method not in by or by[method]["retention"] is None:
             continue
         r = by[method]
@@ -259,7 +263,7 @@ def cost(repeats: int = 7) -> None:
              torch.full((n,), -0.69), torch.randn(n, generator=g), torch.randn(n, generator=g),
              torch.ones(n, dtype=torch.long))
     agents = {}
-    for method in ("naive", "ewc", "online-ewc", "distill"):
+    for method in ("naive", "ewc", "online-ewc", "online-kfac-ewc", "distill"):
         torch.manual_seed(0)
         model = ContinualClassifier(MLP(obs_size, (64, 64), stream.num_classes), len(stream), stream.num_classes)
         options = {**setting.fixed.get(method, {}), **chosen("cartpole-shared", method)}
