@@ -237,3 +237,52 @@ def test_dqn_importance_is_the_boltzmann_policy_fisher_at_its_temperature(stream
     got = dict(zip(strategy.quadratic.names, strategy.quadratic.precision, strict=True))
     for n in expected:
         assert torch.allclose(got[n], expected[n], rtol=1e-4, atol=1e-9), n
+
+
+
+def test_ppo_kronecker_penalty_is_the_policy_fisher_over_allowed_actions(stream):
+    """issue 18's Kronecker EWC on the PPO policy: after a task, the penalty on the output layer is
+    1/2 vec(D)^T (A (x) G) vec(D), A over the visited states' inputs to that layer and G the
+    expectation over the task's allowed actions of the log-policy gradient's outer product (masked
+    actions have probability 0 and add nothing)."""
+    from lifelong.importance.kronecker import layer_matrix
+    from lifelong.models.mlp import MLP
+
+    torch.manual_seed(0)
+    obs = observation_size(stream)
+    model = ContinualClassifier(MLP(obs, (16, 16), stream.num_classes), len(stream), stream.num_classes)
+    strategy = build_strategy("online-kfac-ewc", {"strength": 1.0, "fisher": "exact"})
+    seen = []
+    original = strategy.after_task
+
+    def recording(model, task_id, batches):
+        seen.extend(batches)
+        original(model, task_id, seen)
+
+    strategy.after_task = recording
+    agent = PPOAgent(model, strategy, len(stream), obs, (16, 16), PPOConfig(steps=512, importance_states=40, **SMALL))
+    agent.fit(stream, 0)
+    x, task = torch.cat([b.x for b in seen]), torch.cat([b.task for b in seen])
+    assert len(x) == 40 and set(task.tolist()) == {0}
+    out = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    inputs = []
+    handle = out.register_forward_hook(lambda mod, i, o: inputs.append(i[0].detach()))
+    with torch.no_grad():
+        p = torch.softmax(model(x, task), -1)
+    handle.remove()
+    allowed = p[0] > 0
+    assert 0 < int(allowed.sum()) < stream.num_classes  # the other task's actions are masked out
+    g_ref = torch.zeros(stream.num_classes, stream.num_classes)
+    for n in range(len(x)):
+        for a in allowed.nonzero().flatten().tolist():
+            g = p[n] - F.one_hot(torch.tensor(a), stream.num_classes)
+            g_ref += p[n, a] * torch.outer(g, g)
+    a_tilde = torch.cat([inputs[0], torch.ones(len(x), 1)], 1)
+    fisher = torch.kron(a_tilde.T @ a_tilde / len(x), g_ref / len(x))
+    anchor = layer_matrix(out.weight, out.bias).detach().clone()
+    with torch.no_grad():
+        out.weight.add_(0.1 * torch.randn_like(out.weight))
+        out.bias.add_(0.1 * torch.randn_like(out.bias))
+    v = (layer_matrix(out.weight, out.bias).detach() - anchor).T.flatten()
+    expected = 0.5 * v @ fisher @ v
+    assert float(strategy.penalty(model).detach()) == pytest.approx(float(expected), rel=1e-4)
