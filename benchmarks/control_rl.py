@@ -183,7 +183,9 @@ def summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "update_vs_naive": float(update / naive_update) if naive_update else None,
             "penalty_share_of_update": share(rs, "after_backward_seconds", "update_seconds"),
             "importance_share_of_training": share(rs, "importance_seconds", "train_seconds"),
-            "consolidation_bytes": rs[0]["consolidation_bytes"], "stored_bytes": rs[0]["stored_bytes"],
+            # runs made before Kronecker and GPM state was counted recorded 0: shown as "-" (the cost table has it)
+            "consolidation_bytes": rs[0]["consolidation_bytes"] or (None if "kfac" in method else 0),
+            "stored_bytes": rs[0]["stored_bytes"],
             "seconds": float(np.mean([r["seconds"] for r in rs]))})
     return rows
 
@@ -200,7 +202,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         ratio = "-" if row["update_vs_naive"] is None else f"{row['update_vs_naive']:.2f}x"
         lines.append(f"| {row['method']} ({len(row['seeds'])} seeds) | {pm(row['final'])} | {pm(row['learning'])} | "
                      f"{pm(row['retention'])} | {ratio} | {100 * row['importance_share_of_training']:.2f} % | "
-                     f"{row['consolidation_bytes']:,} | {row['stored_bytes']:,} | {options or ''} |")
+                     f"{'-' if row['consolidation_bytes'] is None else format(row['consolidation_bytes'], ',')} | "
+                     f"{row['stored_bytes']:,} | {options or ''} |")
     return "\n".join(lines)
 
 
@@ -252,6 +255,7 @@ def cost(repeats: int = 7) -> None:
     from lifelong.data.task import ArrayDataset, BatchLoader, TaskData
     from lifelong.models.heads import ContinualClassifier
     from lifelong.models.mlp import MLP
+    from lifelong.reporting.importance import consolidation_bytes
     from lifelong.strategies import build_strategy
 
     setting = SETTINGS["cartpole-shared"]
@@ -285,12 +289,14 @@ def cost(repeats: int = 7) -> None:
             times[method].append((time.perf_counter() - began) / (agent.timing["updates"] - before))
     base = float(np.median(times["naive"]))
     rows = {m: {"update_ms": 1000 * float(np.median(t)), "vs_naive": float(np.median(t)) / base,
-                "importance_seconds_2000_states": agents[m][1]} for m, t in times.items()}
+                "importance_seconds_2000_states": agents[m][1],
+                "consolidation_bytes": consolidation_bytes(agents[m][0].strategy)} for m, t in times.items()}
     out = RESULTS / "control-rl-cost.json"
     write_json(out, {"setting": "cartpole-shared", "repeats": repeats, "rows": rows, "environment": environment()})
     for m, row in rows.items():
         print(f"{m}: {row['update_ms']:.2f} ms per update, {row['vs_naive']:.3f}x naive; importance "
-              f"{row['importance_seconds_2000_states']:.3f} s on 2,000 states")
+              f"{row['importance_seconds_2000_states']:.3f} s on 2,000 states; "
+              f"state {row['consolidation_bytes']:,} bytes")
     print(f"written to {out.relative_to(ROOT)}")
 
 

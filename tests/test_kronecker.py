@@ -306,3 +306,20 @@ def test_a_run_reports_what_each_layer_keeps():
     assert [row["layer"] for row in kept["kfac-ewc"]] == ["net.layers.1", "net.layers.3"]
     assert all(row["curvature_kept"] == 1.0 and row["state_bytes"] > 0 for row in kept["kfac-ewc"])
     assert all(0 < row["input_space_share"] <= 1 for row in kept["gpm"])
+
+
+def test_consolidation_bytes_count_kronecker_and_gpm_state(digits):
+    """A run's `consolidation_bytes` counts what each strategy keeps, not only diagonal penalties."""
+    from lifelong.reporting.importance import consolidation_bytes
+
+    model = _mlp()
+    batches = [(digits[0].x[:32], digits[0].y[:32])]
+    kfac = build_strategy("online-kfac-ewc", {})
+    kfac.after_task(model, 0, batches)
+    assert consolidation_bytes(kfac) == kfac.kronecker.nbytes() > 0
+    gpm = build_strategy("gpm", {})
+    gpm.after_task(model, 0, batches)
+    assert consolidation_bytes(gpm) == sum(b.nbytes for b in gpm.bases.values()) > 0
+    both = build_strategy("kfac-ewc+replay", {})
+    both.after_task(model, 0, batches)
+    assert consolidation_bytes(both) == consolidation_bytes(kfac)

@@ -34,6 +34,7 @@ from lifelong.evaluation.matrix import AccuracyMatrix
 from lifelong.models.control import TaskInputMLP
 from lifelong.models.heads import ContinualClassifier
 from lifelong.models.mlp import MLP
+from lifelong.reporting.importance import consolidation_bytes
 from lifelong.strategies import build_strategy
 from lifelong.strategies.base import state_nbytes
 
@@ -202,6 +203,6 @@ def run_rl(cfg: RLRunConfig, stream: TaskStream | None = None,
         "seconds": time.perf_counter() - started,
         "parameters": sum(p.numel() for p in model.parameters()),
         "state_bytes": state_nbytes(strategy.state_dict()),
-        "consolidation_bytes": strategy.quadratic.nbytes() if hasattr(strategy, "quadratic") else 0,
+        "consolidation_bytes": consolidation_bytes(strategy),
         "stored_bytes": stored() if callable(stored) else 0,
     }

@@ -35,5 +35,14 @@ def importance_histograms(strategy: Strategy) -> dict[str, dict[str, Any]]:
 
 
 def consolidation_bytes(strategy: Strategy) -> int:
-    """Bytes of the consolidation state (precision and centre) of every consolidation part."""
-    return sum(q.nbytes() for _, q in _quadratics(strategy))
+    """Bytes of the consolidation state of every consolidation part: a diagonal penalty's precision and
+    centre, a Kronecker penalty's factors, anchors and diagonal fallback, GPM's bases."""
+    total = sum(q.nbytes() for _, q in _quadratics(strategy))
+    for part in getattr(strategy, "parts", [strategy]):
+        kronecker = getattr(part, "kronecker", None)
+        if kronecker is not None:
+            total += kronecker.nbytes()
+        bases = getattr(part, "bases", None)
+        if isinstance(bases, dict):
+            total += sum(b.nbytes for b in bases.values())
+    return total
