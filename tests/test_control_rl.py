@@ -197,6 +197,18 @@ def test_a_two_task_few_thousand_step_run_with_every_method(stream):
     assert again["return_matrix"] == results["naive"]["return_matrix"]
 
 
+def test_the_html_report_draws_every_task_return_over_the_agents_lifetime(stream, tmp_path):
+    from lifelong.reporting.report import write_report
+
+    runs = [run_rl(RLRunConfig("cartpole-rewired", tasks=2, strategy="ewc", strategy_options={"fisher": "exact"},
+                               steps=1024, agent_options=SMALL, eval_episodes=1, curve_every=512, curve_episodes=1,
+                               seed=seed), stream=stream) for seed in (0, 1)]
+    old = {k: v for k, v in runs[1].items() if k != "scenario"}  # a result written before RL results had one
+    page = write_report([runs[0], old], tmp_path).read_text()
+    assert "returns over the agent" in page
+    assert (tmp_path / "control-rl-cartpole-rewired-task-2-ewc-lifetime.png").exists()
+
+
 def test_bad_configurations_are_refused():
     with pytest.raises(ValueError, match="unknown sequence"):
         RLRunConfig("pong")

@@ -191,6 +191,7 @@ def run_rl(cfg: RLRunConfig, stream: TaskStream | None = None,
         "config": cfg.to_dict(),
         "strategy": cfg.strategy,
         "benchmark": f"control-rl-{cfg.sequence}",
+        "scenario": "task",  # every task has its own actions; the policy sees no task id when `policy_input` is shared
         "tasks": [{"id": t.id, "name": t.name, "actions": list(t.classes)} for t in stream],
         "random_return": rand,
         "expert_return": expert,

@@ -33,6 +33,7 @@ from matplotlib.figure import Figure
 
 from lifelong import atomic
 from lifelong.reporting import plots
+from lifelong.reporting.control_plots import return_curves
 from lifelong.reporting.text import aggregate
 
 CSS = """
@@ -255,6 +256,12 @@ def _strategy_section(name: str, runs: list[dict[str, Any]], figures: _Figures, 
                                f"return matrix of {name}", f"The raw returns behind the normalised scores{over}."))
         out.append(figures.add(plots.control_returns(mean), f"{prefix}-{name}-returns", f"returns of {name}",
                                "Each environment's return after each task, between the random and expert returns."))
+        if all(r.get("curve") for r in runs):
+            out.append(figures.add(return_curves(runs, "returns over the lifetime"), f"{prefix}-{name}-lifetime",
+                                   f"returns over the agent's lifetime, {name}",
+                                   "Every task's normalised return as the agent trains, every few thousand "
+                                   "environment steps (mean over seeds, band from the lowest to the highest); "
+                                   "dotted lines where the next task starts."))
     out.append(figures.add(plots.task_curves(mean), f"{prefix}-{name}-curves", f"each task across the stream, {name}",
                            f"One line per task, from the step it was learned: falling lines are forgetting{over}."))
     if len(mean["accuracy_matrix"]) > 1:
@@ -283,6 +290,8 @@ def render_report(results: Sequence[dict[str, Any]], folder: str | os.PathLike, 
         raise ValueError("a report needs at least one run result")
     folder = Path(folder)
     figures = _Figures(folder)
+    # continual-RL results written before they carried a scenario: every one of them is task-incremental
+    results = [r if "scenario" in r or "return_matrix" not in r else {**r, "scenario": "task"} for r in results]
     groups = _groups(results)
     title = title or "lifelong report: " + ", ".join(sorted({r["strategy"] for r in results}))
     nav, sections = [], []
