@@ -11,6 +11,11 @@ For each task t, per adapted layer (y = W x + s B A x, A: [r, in], B: [out, r], 
   the batch loss; ``mode="project"``: A_t starts in the complement of span(U) and its gradient is projected
   off span(U) after backward; the step is projected again after the optimizer (Adam rescales the
   gradient elementwise, which would move it back into span(U)), so A_t U stays 0 to float precision;
+  ``mode="inputs"``: as "project", and U also holds the directions that carry `threshold` of the
+  energy of the layer's inputs on the earlier tasks (GPM's bases, Saha et al. 2021, from `samples`
+  training samples), so that B_t A_t x ~ 0 for an earlier task's input x: the InfLoRA idea of a new
+  adapter that cannot reach the earlier tasks' inputs (InfLoRA derives A from their gradient space and
+  then freezes it; here A trains inside the complement). At least r directions are always left free;
 - after the task, the adapter is folded into the frozen base weight, W <- W + s B A, and B set to zero:
   the model computes the same outputs, inference needs no adapter, and the earlier tasks' updates are
   frozen; A_t's rows join U.
@@ -36,21 +41,29 @@ import torch
 from torch import Tensor, nn
 
 from lifelong.data.task import Batch
+from lifelong.importance.estimate import _call, _limited
 from lifelong.strategies.base import Strategy, StrategyConfig
+from lifelong.strategies.gpm import extend_basis
 
-MODES = ("loss", "project")
+MODES = ("loss", "project", "inputs")
 
 
 @dataclass
 class OLoRAConfig(StrategyConfig):
     mode: str = "project"  # "loss": O-LoRA's orthogonality loss; "project": A kept in the complement exactly
     orth_weight: float = 0.5  # mode="loss": lambda_1 on sum |A_t U| (O-LoRA's default 0.5)
+    threshold: float = 0.9  # mode="inputs": share of each earlier task's input energy kept out of A's reach
+    samples: int = 300  # mode="inputs": training samples whose layer inputs give that subspace
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}")
         if self.orth_weight < 0:
             raise ValueError(f"orth_weight must be >= 0, not {self.orth_weight}")
+        if not 0 < self.threshold <= 1:
+            raise ValueError(f"threshold must be in (0, 1], not {self.threshold}")
+        if self.samples < 1:
+            raise ValueError(f"samples must be >= 1, not {self.samples}")
 
 
 def lora_layers(model: nn.Module) -> dict[str, Any]:
@@ -122,7 +135,7 @@ class OLoRA(Strategy):
             a.copy_((torch.rand(a.shape, generator=gen) * 2 - 1) * bound)
             b.zero_()
             u = self._basis(name, a)
-            if self.config.mode == "project" and u is not None:
+            if self.config.mode != "loss" and u is not None:
                 if u.shape[1] + a.shape[0] > u.shape[0]:
                     raise ValueError(f"olora: layer {name} has {u.shape[0]} input directions, {u.shape[1]} taken by "
                                      f"earlier tasks; no room left for a rank-{a.shape[0]} adapter")
@@ -140,7 +153,7 @@ class OLoRA(Strategy):
         return self.config.orth_weight * total
 
     def penalty(self, model: nn.Module) -> Tensor:
-        """O-LoRA's loss term (mode "loss"); for "project", sum |A_t U| (0 up to rounding) unweighted."""
+        """O-LoRA's loss term (mode "loss"); for the projecting modes, sum |A_t U| (0 up to rounding) unweighted."""
         with torch.no_grad():
             total = torch.zeros(())
             for name, module in self._layers(model).items():
@@ -152,7 +165,7 @@ class OLoRA(Strategy):
 
     @torch.no_grad()
     def after_backward(self, model: nn.Module) -> None:
-        if self.config.mode != "project" or not self.bases:
+        if self.config.mode == "loss" or not self.bases:
             return
         for name, module in self._layers(model).items():
             a, _, _ = _adapter(module)
@@ -163,7 +176,7 @@ class OLoRA(Strategy):
     @torch.no_grad()
     def after_step(self, model: nn.Module) -> None:
         # the optimizer's step, not only the gradient: Adam's elementwise scaling leaves span(U)'s complement
-        if self.config.mode != "project" or not self.bases:
+        if self.config.mode == "loss" or not self.bases:
             return
         for name, module in self._layers(model).items():
             a, _, _ = _adapter(module)
@@ -173,11 +186,38 @@ class OLoRA(Strategy):
 
     @torch.no_grad()
     def after_task(self, model: nn.Module, task_id: int, batches: Iterable[Any]) -> None:
-        for name, module in self._layers(model).items():
+        layers = self._layers(model)
+        inputs = self._inputs(model, layers, batches) if self.config.mode == "inputs" else {}
+        for name, module in layers.items():
             fold(module)
             a, _, _ = _adapter(module)
-            self.bases[name] = extend_span(self.bases.get(name), a.cpu())
+            u = extend_span(self.bases.get(name), a.cpu())
+            if name in inputs:
+                u, _ = extend_basis(u, inputs[name], self.config.threshold)
+                u = u[:, : u.shape[0] - a.shape[0]]  # the weakest directions go: r stay free for the next adapter
+            self.bases[name] = u
         self.tasks += 1
+
+    def _inputs(self, model: nn.Module, layers: dict[str, Any], batches: Iterable[Any]) -> dict[str, Tensor]:
+        """Each adapted layer's inputs [n, in] (every token position) on `samples` of the task's samples."""
+        seen: dict[str, list[Tensor]] = {n: [] for n in layers}
+
+        def keep(name: str):
+            def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
+                seen[name].append(args[0].detach().reshape(-1, args[0].shape[-1]).cpu())
+            return hook
+
+        handles = [m.register_forward_hook(keep(n)) for n, m in layers.items()]
+        was_training = model.training
+        model.eval()
+        try:
+            for b in _limited(batches, self.config.samples):
+                _call(model, b.x, b.task)
+        finally:
+            model.train(was_training)
+            for h in handles:
+                h.remove()
+        return {n: torch.cat(x) for n, x in seen.items() if x}
 
     def protection(self) -> list[dict[str, Any]]:
         """Per adapted layer: how many input directions the earlier tasks' A rows span, and the share."""
