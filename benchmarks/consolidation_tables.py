@@ -164,6 +164,24 @@ def vision(setting: str = "permuted") -> str:
     return "\n".join(lines)
 
 
+def lora() -> str:
+    """Section 7: every method on the same LoRA rank (results/language-lora-task.json), with the bytes each
+    keeps beside the model (strategy state) and the wall-clock seconds of a run (a loaded, shared machine)."""
+    data = _load("language-lora-task.json")
+    if data is None:
+        return "(lora-task: no results yet)"
+    lines = ["| strategy | options | seeds | final acc | retention | learning acc | state bytes | seconds |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name in dict.fromkeys(r["strategy"] for r in data["runs"]):
+        mine = [r for r in data["runs"] if r["strategy"] == name]
+        options = {k: v for k, v in mine[0]["config"]["strategy_options"].items() if k not in ("seed", "memory")}
+        cells = [_cell([r[k] for r in mine]) for k in ("average_accuracy", "average_retention", "learning_accuracy")]
+        seconds = statistics.fmean(r["seconds"] for r in mine)
+        lines.append(f"| {name} | {options or '-'} | {','.join(str(r['config']['seed']) for r in mine)} | "
+                     f"{' | '.join(cells)} | {mine[0].get('state_bytes', 0):,} | {seconds:.0f} |")
+    return "\n".join(lines)
+
+
 TABLES = {"diagonal": lambda: variants(["ewc-diagonal-test.json"], "Test split"),
           "diagonal-valid": lambda: variants(["ewc-diagonal-valid.json"], "Validation split"),
           "probe": lambda: variants(["consolidation-probe-valid.json", "consolidation-probe-valid-energy.json"],
@@ -171,7 +189,7 @@ TABLES = {"diagonal": lambda: variants(["ewc-diagonal-test.json"], "Test split")
           "probe-truncated": lambda: variants(["consolidation-probe-valid-truncated.json"],
                                               "Validation split, the step's earlier plain truncation"),
           "peer": peer, "merge": merge, "cost": cost, "cost-text": cost_text, "vision": vision,
-          "vision-50": lambda: vision("permuted-50")}
+          "vision-50": lambda: vision("permuted-50"), "lora": lora}
 
 
 def main() -> int:
