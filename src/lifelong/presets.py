@@ -89,7 +89,7 @@ FINETUNE = (LearnerConfig(epochs=2, batch_size=32, lr=1e-4), ModelConfig("mlp", 
 # lr 3e-3: chosen for naive sequential LoRA on validation among 1e-3, 3e-3, 1e-2
 # (results/tuning/clinc150-lora-regime-naive-lr.json)
 LORA = (LearnerConfig(epochs=2, batch_size=32, lr=3e-3), ModelConfig("mlp", (256,)))
-LORA_OPTIONS: dict[str, dict[str, Any]] = {"olora": {"mode": "inputs"}}
+LORA_OPTIONS: dict[str, dict[str, Any]] = {"olora": {"mode": "inputs"}, "ewc": {"strength": 1e5}}
 FROZEN = (LearnerConfig(epochs=5, batch_size=32, lr=1e-3), ModelConfig("mlp", (256, 256), 0.3))
 BEHAVIOUR_CLONING = (LearnerConfig(epochs=30, batch_size=64, lr=1e-3), ModelConfig("mlp", (64, 64)))
 
