@@ -26,6 +26,8 @@ SETTINGS = {
     "finetune-task": Setting.from_preset(PRESETS["clinc150/task/finetune"]),
     # LoRA rank 8 (query, value) for every method: naive is sequential LoRA; olora a new adapter per task
     "lora-task": Setting.from_preset(PRESETS["clinc150/task/lora"]),
+    # the same with olora in O-LoRA's own mode (its loss), beside the mode chosen on validation ("inputs")
+    "lora-task-olora-loss": Setting.from_preset(PRESETS["clinc150/task/lora"], options={"olora": {"mode": "loss"}}),
     # class-IL reuses the task-IL strengths (not tuned again: each fine-tuned run costs minutes)
     "finetune-class": Setting.from_preset(PRESETS["clinc150/class/finetune"]),
 }
