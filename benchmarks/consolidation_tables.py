@@ -164,6 +164,29 @@ def vision(setting: str = "permuted") -> str:
     return "\n".join(lines)
 
 
+def lora() -> str:
+    """Section 7: every method on the same LoRA rank (results/language-lora-task.json, and olora in O-LoRA's
+    loss mode from results/language-lora-task-olora-loss.json), one row per strategy and options, with the
+    bytes each keeps beside the model (strategy state) and the wall-clock seconds of a run (a loaded machine)."""
+    files = [_load("language-lora-task.json"), _load("language-lora-task-olora-loss.json")]
+    runs = [r for data in files if data is not None for r in data["runs"]]
+    if not runs:
+        return "(lora-task: no results yet)"
+
+    def options(r: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in r["config"]["strategy_options"].items() if k not in ("seed", "memory")}
+
+    lines = ["| strategy | options | seeds | final acc | retention | learning acc | state bytes | seconds |",
+             "|---|---|---|---|---|---|---|---|"]
+    for key in dict.fromkeys((r["strategy"], json.dumps(options(r), sort_keys=True)) for r in runs):
+        mine = [r for r in runs if (r["strategy"], json.dumps(options(r), sort_keys=True)) == key]
+        cells = [_cell([r[k] for r in mine]) for k in ("average_accuracy", "average_retention", "learning_accuracy")]
+        seconds = statistics.fmean(r["seconds"] for r in mine)
+        lines.append(f"| {key[0]} | {options(mine[0]) or '-'} | {','.join(str(r['config']['seed']) for r in mine)} | "
+                     f"{' | '.join(cells)} | {mine[0].get('state_bytes', 0):,} | {seconds:.0f} |")
+    return "\n".join(lines)
+
+
 TABLES = {"diagonal": lambda: variants(["ewc-diagonal-test.json"], "Test split"),
           "diagonal-valid": lambda: variants(["ewc-diagonal-valid.json"], "Validation split"),
           "probe": lambda: variants(["consolidation-probe-valid.json", "consolidation-probe-valid-energy.json"],
@@ -171,7 +194,7 @@ TABLES = {"diagonal": lambda: variants(["ewc-diagonal-test.json"], "Test split")
           "probe-truncated": lambda: variants(["consolidation-probe-valid-truncated.json"],
                                               "Validation split, the step's earlier plain truncation"),
           "peer": peer, "merge": merge, "cost": cost, "cost-text": cost_text, "vision": vision,
-          "vision-50": lambda: vision("permuted-50")}
+          "vision-50": lambda: vision("permuted-50"), "lora": lora}
 
 
 def main() -> int:

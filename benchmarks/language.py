@@ -11,6 +11,7 @@ validation split); class-IL reuses task-IL's.
     python benchmarks/language.py --settings frozen-task,frozen-class
     python benchmarks/language.py --settings finetune-task
     python benchmarks/language.py --settings finetune-class --seeds 0
+    python benchmarks/language.py --settings lora-task --strategies naive,ewc,olora
 """
 
 import sys
@@ -23,6 +24,10 @@ SETTINGS = {
     "frozen-task": Setting.from_preset(PRESETS["clinc150/task/frozen"]),
     "frozen-class": Setting.from_preset(PRESETS["clinc150/class/frozen"]),
     "finetune-task": Setting.from_preset(PRESETS["clinc150/task/finetune"]),
+    # LoRA rank 8 (query, value) for every method: naive is sequential LoRA; olora a new adapter per task
+    "lora-task": Setting.from_preset(PRESETS["clinc150/task/lora"]),
+    # the same with olora in O-LoRA's own mode (its loss), beside the mode chosen on validation ("inputs")
+    "lora-task-olora-loss": Setting.from_preset(PRESETS["clinc150/task/lora"], options={"olora": {"mode": "loss"}}),
     # class-IL reuses the task-IL strengths (not tuned again: each fine-tuned run costs minutes)
     "finetune-class": Setting.from_preset(PRESETS["clinc150/class/finetune"]),
 }

@@ -10,9 +10,18 @@ from lifelong.data import StreamConfig
 from lifelong.learner import Learner, LearnerConfig
 from lifelong.models import MLP, ContinualClassifier
 from lifelong.run import ModelConfig, RunConfig, run
-from lifelong.strategies import LANGUAGE_ONLY, REGISTRY, STRATEGIES, Compose, build_strategy, strategy_options
+from lifelong.strategies import (
+    LANGUAGE_ONLY,
+    LORA_ONLY,
+    REGISTRY,
+    STRATEGIES,
+    Compose,
+    build_strategy,
+    strategy_options,
+)
 
-ALL = [s for s in STRATEGIES if s not in LANGUAGE_ONLY]  # those have their own suite (tests/test_lm.py)
+# those have their own suites (tests/test_lm.py, tests/test_olora.py): they need a GPT or LoRA adapters
+ALL = [s for s in STRATEGIES if s not in (*LANGUAGE_ONLY, *LORA_ONLY)]
 OPTIONS = {"replay": {"memory": 64}, "ewc+replay": {"memory": 64, "strength": 50.0},
            "ewc": {"strength": 50.0}, "online-ewc": {"strength": 50.0}}
 

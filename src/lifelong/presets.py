@@ -86,6 +86,10 @@ FINETUNE_OPTIONS = {"ewc": {"strength": 1e5}, "online-ewc": {"strength": 1e5}, "
                     "mas": {"strength": 100.0}, "online-kfac-ewc": {"strength": 1e4},
                     "gpm": {"threshold": 0.8}}
 FINETUNE = (LearnerConfig(epochs=2, batch_size=32, lr=1e-4), ModelConfig("mlp", (256,)))
+# lr 3e-3: chosen for naive sequential LoRA on validation among 1e-3, 3e-3, 1e-2
+# (results/tuning/clinc150-lora-regime-naive-lr.json)
+LORA = (LearnerConfig(epochs=2, batch_size=32, lr=3e-3), ModelConfig("mlp", (256,)))
+LORA_OPTIONS: dict[str, dict[str, Any]] = {"olora": {"mode": "inputs"}, "ewc": {"strength": 1e5}}
 FROZEN = (LearnerConfig(epochs=5, batch_size=32, lr=1e-3), ModelConfig("mlp", (256, 256), 0.3))
 BEHAVIOUR_CLONING = (LearnerConfig(epochs=30, batch_size=64, lr=1e-3), ModelConfig("mlp", (64, 64)))
 
@@ -114,6 +118,10 @@ PRESETS: dict[str, Preset] = {p.key: p for p in (
     Preset("clinc150/task/finetune", "CLINC150, 5 domains, task-IL (fine-tuned MiniLM)",
            StreamConfig("clinc150", "task", 5, encoder="finetune", per_intent=30), *FINETUNE, 25,
            "clinc150-task-finetune", FINETUNE_OPTIONS),
+    # LoRA rank 8 on attention's query and value, every method the same rank: naive is sequential LoRA (issue 18)
+    Preset("clinc150/task/lora", "CLINC150, 5 domains, task-IL (MiniLM with LoRA adapters)",
+           StreamConfig("clinc150", "task", 5, encoder="lora", per_intent=30), *LORA, 25,
+           "clinc150-task-lora", LORA_OPTIONS),
     Preset("clinc150/class/finetune", "CLINC150, 5 domains, class-IL (fine-tuned MiniLM)",
            StreamConfig("clinc150", "class", 5, encoder="finetune", per_intent=30), *FINETUNE, 25,
            "clinc150-task-finetune", FINETUNE_OPTIONS),

@@ -25,6 +25,7 @@ from lifelong.strategies.lm_distill import LMDistill, LMDistillConfig
 from lifelong.strategies.lwf import LwF, LwFConfig
 from lifelong.strategies.mas import MAS, MASConfig
 from lifelong.strategies.ncm import NCM, NCMConfig
+from lifelong.strategies.olora import OLoRA, OLoRAConfig
 from lifelong.strategies.quadratic import QuadraticPenalty
 from lifelong.strategies.replay import Replay, ReplayConfig
 from lifelong.strategies.si import SI, SIConfig
@@ -40,6 +41,7 @@ REGISTRY: dict[str, tuple[type[StrategyConfig], type[Strategy]]] = {
     "kfac-ewc": (KFACEWCConfig, KFACEWC),  # Kronecker-factored Fisher blocks per layer
     "online-kfac-ewc": (OnlineKFACEWCConfig, KFACEWC),
     "gpm": (GPMConfig, GPM),  # gradients projected off each layer's earlier input subspace
+    "olora": (OLoRAConfig, OLoRA),  # a LoRA adapter per task, orthogonal to the earlier ones, folded after it
     "si": (SIConfig, SI),
     "mas": (MASConfig, MAS),
     "lwf": (LwFConfig, LwF),
@@ -59,6 +61,7 @@ REGISTRY: dict[str, tuple[type[StrategyConfig], type[Strategy]]] = {
 }
 STRATEGIES = (*REGISTRY, "ewc+replay", "kfac-ewc+replay")
 LANGUAGE_ONLY = ("token-replay", "lm-distill")  # they need language-model windows and a GPT (lifelong.lm)
+LORA_ONLY = ("olora",)  # needs a model with peft LoRA adapters (--encoder lora); tests/test_olora.py
 
 
 def split_name(name: str) -> list[str]:
@@ -133,6 +136,7 @@ __all__ = [
     "GPM",
     "KFACEWC",
     "LANGUAGE_ONLY",
+    "LORA_ONLY",
     "MAS",
     "NCM",
     "REGISTRY",
@@ -152,6 +156,8 @@ __all__ = [
     "LwF",
     "MASConfig",
     "Naive",
+    "OLoRA",
+    "OLoRAConfig",
     "QuadraticPenalty",
     "Replay",
     "ReplayConfig",
