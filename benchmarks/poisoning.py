@@ -274,6 +274,26 @@ def run_world(name: str, seed: int, attacks: dict[str, tuple[float, ...]], defen
     return rows
 
 
+def rerun_progress(progress: Path, out: Path, defences: Sequence[str], tuning: dict[str, Any]) -> None:
+    """Drop `defences`' rows from the progress files (made from the results file's rows where there
+    are none), so that --resume measures them again with today's code and keeps every other row."""
+    unknown = set(defences) - set(DEFENCES) - {"oracle"}
+    if unknown:
+        raise SystemExit(f"unknown defence(s) {sorted(unknown)}; choose from {', '.join(DEFENCES)}")
+    if not any(progress.glob("*.jsonl")) and out.exists():
+        by_job: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for row in json.loads(out.read_text())["rows"]:
+            by_job.setdefault((row["world"], row["seed"]), []).append(row)
+        for (world, seed), rows in by_job.items():
+            header = {"world": world, "seed": seed, "size": None, "tuning": tuning, "defences": list(DEFENCES)}
+            (progress / f"{world}-{seed}.jsonl").write_text(
+                "".join(json.dumps(r) + "\n" for r in [header, *rows]))
+    for path in progress.glob("*.jsonl"):
+        lines = path.read_text().splitlines()
+        kept = [lines[0]] + [line for line in lines[1:] if json.loads(line)["defence"] not in defences]
+        path.write_text("\n".join(kept) + "\n")
+
+
 def _held_result(n: int, held: Sequence[int]) -> Any:
     from lifelong.screening import Hold, ScreenResult
 
@@ -297,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peers", choices=("all", "new"), default="all",
                         help="run ART's defences on every attack, or only on the clean row and issue 22's attacks "
                              "(targeted-sybil, adaptive-*), to save CPU")
+    parser.add_argument("--rerun", default=None, metavar="DEFENCES",
+                        help="with --resume: measure these defences' rows again (comma-separated), keeping the "
+                             "others; where no progress files are left, the results file's rows are the start")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     if args.tune:
@@ -319,6 +342,10 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(progress)
     progress.mkdir(parents=True, exist_ok=True)
     existing = seeds if args.seeds_existing is None else [int(s) for s in args.seeds_existing.split(",")]
+    if args.rerun:
+        if not args.resume:
+            parser.error("--rerun needs --resume")
+        rerun_progress(progress, out, args.rerun.split(","), tuning)
 
     def attacks_for(seed: int) -> dict[str, tuple[float, ...]]:
         return attacks if seed in existing else {a: r for a, r in attacks.items() if a in NEW_ATTACKS}

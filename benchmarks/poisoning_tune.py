@@ -5,9 +5,8 @@ lifelong's screens and the options of ART's detectors, chosen on data the report
 The screens' grid is the label-noise screen's options (SCREEN_GRID) crossed with the label-collision
 screen's (COLLISION_GRID); since the other screens do not depend on the collision options, each
 scenario runs the other screens once per SCREEN_GRID entry, and the collision screen once per
-combination on the examples they kept (as `lifelong.screening.screen` runs it). The file in
-results/ was written by the first version of this path, which ran the collision screen on every
-example and held the union (docs/poisoning.md says why the choice stands). `--tune-families screens` tunes the screens
+COLLISION_GRID entry on every example; each pair holds the union (as `lifelong.screening.screen` runs it; the file in
+results/ was written this way). `--tune-families screens` tunes the screens
 only and carries ART's chosen options over from the existing tuning file (said so in the file).
 The influence check at the gate trains candidates, and is not tuned (its tolerance is 0: removing a
 cluster may cost the new task nothing).
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from poisoning_defences import defend_art, defend_screens, detection
-from poisoning_worlds import Scenario, clinc_world, fmnist_world, make_scenario, train_base
+from poisoning_worlds import clinc_world, fmnist_world, make_scenario, train_base
 
 from lifelong.checkpoint import load_model
 from lifelong.reporting import environment, write_json
@@ -61,17 +60,15 @@ def _objective(rows: list[dict[str, Any]]) -> float:
 
 def _screens(saved: Any, sc: Any, attack: str, rate: float) -> dict[str, dict[str, Any]]:
     """Detection of every screens combination on one scenario: the other screens once per SCREEN_GRID
-    entry, then the collision screen on what they kept, as `screen` runs it (see the module docstring)."""
+    entry, the collision screen once per COLLISION_GRID entry on every example, the union held, as
+    `screen` runs it (see the module docstring)."""
     only = {flag: False for flag in ("source_limits", "label_noise", "source_outliers", "backdoor", "guard_agreement")}
+    collided = [defend_screens(saved, sc, replace(ScreenConfig(), **extra, **only))[0] for extra in COLLISION_GRID]
     out = {}
     for i, params in enumerate(SCREEN_GRID):
         held, _ = defend_screens(saved, sc, replace(ScreenConfig(), **params, label_collisions=False))
-        rest = [k for k in range(len(sc.labels)) if k not in set(held)]
-        keep = torch.tensor(rest, dtype=torch.long)
-        kept = Scenario(sc.x[keep], [sc.labels[k] for k in rest], [sc.sources[k] for k in rest], sc.poison[keep])
-        for j, extra in enumerate(COLLISION_GRID):
-            more, _ = defend_screens(saved, kept, replace(ScreenConfig(), **extra, **only))
-            both = sorted(set(held) | {rest[k] for k in more})
+        for j, more in enumerate(collided):
+            both = sorted(set(held) | set(more))
             out[f"screens:{i}:{j}"] = {"attack": attack, "rate": rate, **detection(both, sc.poison)}
     return out
 

@@ -122,8 +122,12 @@ def poisoning(rate: float = 0.3) -> str | None:
                      f"{pct(scr['clean_held'])} | "
                      f"{pct(spec['success'])} / {pct(spec['recall'])} / {pct(spec['clean_held'])} | "
                      f"{pct(act['success'])} / {pct(act['recall'])} / {pct(act['clean_held'])} |")
-    seeds = len(result.get("seeds", []))
-    return (f"`results/poisoning.json` (`{result['command']}`, {seeds} seeds, "
+    seeds = f"{len(result.get('seeds', []))} seeds"
+    existing = result.get("seeds_existing")
+    if existing is not None and sorted(existing) != sorted(result.get("seeds", [])):
+        seeds += f"; the attacks before issue 22 on seed{'s' if len(existing) > 1 else ''} " \
+                 f"{', '.join(str(s) for s in existing)}, with a dash for ART"
+    return (f"`results/poisoning.json` (`{result['command']}`, {seeds}, "
             f"{result['environment'].get('cpu', '?')}); retention is of the earlier tasks' accuracy, success "
             f"is the attack's (flip: class-A inputs answered B; backdoor: triggered inputs answered with the "
             f"target), recall and clean held are the screens' detection rate and the share of clean feedback "

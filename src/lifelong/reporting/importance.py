@@ -36,7 +36,7 @@ def importance_histograms(strategy: Strategy) -> dict[str, dict[str, Any]]:
 
 def consolidation_bytes(strategy: Strategy) -> int:
     """Bytes of the consolidation state of every consolidation part: a diagonal penalty's precision and
-    centre, a Kronecker penalty's factors, anchors and diagonal fallback, GPM's bases."""
+    centre, a Kronecker penalty's factors, anchors and diagonal fallback, GPM's and orthogonal LoRA's bases."""
     total = sum(q.nbytes() for _, q in _quadratics(strategy))
     for part in getattr(strategy, "parts", [strategy]):
         kronecker = getattr(part, "kronecker", None)

@@ -31,8 +31,8 @@ def screen(features: Tensor, labels: Sequence[str], sources: Sequence[str | None
     model's softmax over the labels it has learned, named by `known` (K names); `reference`: trusted
     labelled examples (features, label names), e.g. the guard sets; `ids`: the feedback ids (default
     positions); `inputs` [n, ...] and `input_reference`: the same examples and reference rows as model
-    inputs, for the label-collision screen's input space. The label-collision screen runs last, on
-    the examples the other screens kept. Exempt sources' examples are never held."""
+    inputs, for the label-collision screen's input space. The label-collision screen judges every
+    example, not only what the other screens kept. Exempt sources' examples are never held."""
     cfg = config or ScreenConfig()
     n = len(labels)
     if len(features) != n:
@@ -58,10 +58,11 @@ def screen(features: Tensor, labels: Sequence[str], sources: Sequence[str | None
     if cfg.label_collisions:
         if inputs is not None and len(inputs) != n:
             raise ValueError(f"{len(inputs)} input rows for {n} labels")
-        # the key-blind screen judges what the others kept: a flip that per-key screens already hold
-        # leaves no copy behind, and honest look-alikes are not held a second time for it
-        taken = {h.index for h in holds}
-        rest = [i for i in range(n) if i not in taken]
+        # the key-blind screen judges every example, whatever the other screens held: where a label is
+        # mostly a copy, the per-label screens (backdoor, label noise) hold its honest minority, and
+        # what is left overlaps the copied label both ways, like honest look-alikes (measured on the
+        # reported benchmark, CLINC150 seed 1: docs/poisoning.md); its thresholds were tuned this way
+        rest = list(range(n))
         keep = torch.tensor(rest, dtype=torch.long)
         spaces: dict[str, tuple[Tensor, tuple[Tensor, Sequence[str]] | None]] = {"model": (features[keep], reference)}
         if inputs is not None:
