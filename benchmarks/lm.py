@@ -315,6 +315,7 @@ def cmd_figure(args: argparse.Namespace) -> int:
         xs = [r["parameters"] for r in cost]
         axes[2].plot(xs, [r["step_ratio_min"] for r in cost], marker="o", label="EWC step / naive step")
         axes[2].plot(xs, [1 + r["penalty_share_of_step"] for r in cost], marker="s", label="1 + penalty alone / step")
+        axes[2].axhline(1.02, color="grey", ls="--", lw=0.8, label="the issue's target, 1.02")
         axes[2].set(xscale="log", xlabel="parameters", title="cost vs size (one core, 1,024 tokens/step)")
         axes[2].legend()
     fig.tight_layout()
