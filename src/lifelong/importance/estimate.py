@@ -139,6 +139,32 @@ def _take(x: Any, index: Any) -> Any:
     return tree_map(lambda v: v[index], x)
 
 
+@torch.no_grad()
+def collect_inputs(model: nn.Module, modules: dict[str, nn.Module], batches: Iterable[Any],
+                   max_samples: int | None, transform: Callable[[str, nn.Module, Tensor], Tensor]
+                   ) -> dict[str, list[Tensor]]:
+    """What each of `modules` (by name) receives as its first input over up to `max_samples` samples of
+    `batches`, in eval mode (no dropout), each call's input passed through `transform(name, module, x)`."""
+    seen: dict[str, list[Tensor]] = {n: [] for n in modules}
+
+    def keep(name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            seen[name].append(transform(name, module, args[0]))
+        return hook
+
+    handles = [m.register_forward_hook(keep(n)) for n, m in modules.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        for b in _limited(batches, max_samples):
+            _call(model, b.x, b.task)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return seen
+
+
 def _limited(batches: Iterable[Any], max_samples: int | None) -> Iterator[Batch]:
     seen = 0
     for raw in batches:

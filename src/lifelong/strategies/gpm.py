@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lifelong.importance.estimate import _call, _limited, _owners
+from lifelong.importance.estimate import _owners, collect_inputs
 from lifelong.importance.kronecker import factorable, has_bias, layer_inputs, layer_matrix, weight_and_bias
 from lifelong.strategies.base import Strategy, StrategyConfig
 
@@ -170,23 +170,8 @@ class GPM(Strategy):
                 change = layer_matrix(*weight_and_bias(modules[name], self.bias[name])) - self._start[name]
                 inside = float((change @ self.bases[name]).norm() ** 2)
                 self.drift.setdefault(name, []).append(inside / max(float(change.norm() ** 2), 1e-30))
-        inputs: dict[str, list[Tensor]] = {n: [] for n in layers}
-
-        def keep(name: str):
-            def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
-                inputs[name].append(layer_inputs(module, kinds[name], args[0], has_bias(module)).flatten(0, 1))
-            return hook
-
-        handles = [modules[n].register_forward_hook(keep(n)) for n in layers]
-        was_training = model.training
-        model.eval()
-        try:
-            for b in _limited(batches, self.config.samples):
-                _call(model, b.x, b.task)
-        finally:
-            model.train(was_training)
-            for h in handles:
-                h.remove()
+        inputs = collect_inputs(model, {n: modules[n] for n in layers}, batches, self.config.samples,
+                                lambda n, m, x: layer_inputs(m, kinds[n], x, has_bias(m)).flatten(0, 1))
         for index, name in enumerate(layers):
             if not inputs[name]:
                 continue

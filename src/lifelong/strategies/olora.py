@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from lifelong.data.task import Batch
-from lifelong.importance.estimate import _call, _limited
+from lifelong.importance.estimate import collect_inputs
 from lifelong.strategies.base import Strategy, StrategyConfig
 from lifelong.strategies.gpm import extend_basis
 
@@ -200,23 +200,8 @@ class OLoRA(Strategy):
 
     def _inputs(self, model: nn.Module, layers: dict[str, Any], batches: Iterable[Any]) -> dict[str, Tensor]:
         """Each adapted layer's inputs [n, in] (every token position) on `samples` of the task's samples."""
-        seen: dict[str, list[Tensor]] = {n: [] for n in layers}
-
-        def keep(name: str):
-            def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
-                seen[name].append(args[0].detach().reshape(-1, args[0].shape[-1]).cpu())
-            return hook
-
-        handles = [m.register_forward_hook(keep(n)) for n, m in layers.items()]
-        was_training = model.training
-        model.eval()
-        try:
-            for b in _limited(batches, self.config.samples):
-                _call(model, b.x, b.task)
-        finally:
-            model.train(was_training)
-            for h in handles:
-                h.remove()
+        seen = collect_inputs(model, layers, batches, self.config.samples,
+                              lambda n, m, x: x.detach().reshape(-1, x.shape[-1]).cpu())
         return {n: torch.cat(x) for n, x in seen.items() if x}
 
     def protection(self) -> list[dict[str, Any]]:
