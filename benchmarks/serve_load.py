@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from service_util import Server, add_key, digits_parts, examples, model_template  # noqa: E402
 
 from lifelong.reporting import environment, write_json  # noqa: E402
-from lifelong.service.store import default_url  # noqa: E402
+from lifelong.service.database import default_url  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:

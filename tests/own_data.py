@@ -20,7 +20,7 @@ import httpx
 from service_util import Server, add_key, free_port, wait_update
 
 from lifelong.cli import main
-from lifelong.service.store import default_url
+from lifelong.service.database import default_url
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## Your own data in five minutes"

@@ -31,7 +31,8 @@ from lifelong.data.vision import split
 from lifelong.learner import Learner, LearnerConfig
 from lifelong.models import ModelConfig, model_for
 from lifelong.service.auth import hash_key, new_key
-from lifelong.service.store import Store, default_url
+from lifelong.service.database import default_url
+from lifelong.service.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 # a reservoir memory, as when the screens and the gate's tolerance were set on this world

@@ -124,7 +124,7 @@ def test_the_service_page_renders_in_chromium(browser, tmp_path):
 def test_the_served_service_page_renders_in_chromium(browser, tmp_path):
     from service_util import Server, add_key, digits_parts, examples, model_copy, wait_update
 
-    from lifelong.service.store import default_url
+    from lifelong.service.database import default_url
 
     model, parts = model_copy(tmp_path), digits_parts()
     db = default_url(model)

@@ -21,7 +21,8 @@ from service_util import (
 from sqlalchemy import func, select
 
 from lifelong.checkpoint import load_model
-from lifelong.service.store import Store, default_url, default_versions_dir
+from lifelong.service.database import default_url, default_versions_dir
+from lifelong.service.store import Store
 from lifelong.service.tables import Audit, Feedback, Update, Version
 
 ROLES = ("reader", "contributor", "maintainer")

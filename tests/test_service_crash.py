@@ -15,8 +15,9 @@ import pytest
 from service_util import Server, add_key, digits_parts, examples, model_copy, new_database, postgres_cluster
 
 from lifelong.checkpoint import load_model
+from lifelong.service.database import default_url, default_versions_dir
 from lifelong.service.runtime import pid_alive
-from lifelong.service.store import Store, default_url, default_versions_dir
+from lifelong.service.store import Store
 from lifelong.service.tables import RUNNING
 
 TRIALS = 10

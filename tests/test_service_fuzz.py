@@ -13,7 +13,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from service_util import Server, add_key, model_copy
 
-from lifelong.service.store import default_url
+from lifelong.service.database import default_url
 
 EXAMPLES = 25  # per operation and mode
 

@@ -13,7 +13,8 @@ from page_util import References, check_local
 from service_util import Server, add_key, digits_parts, examples, model_copy
 
 from lifelong.reporting.service_page import gate_heatmap, render_key_page, render_service_page, render_update_page
-from lifelong.service.store import Store, default_url
+from lifelong.service.database import default_url
+from lifelong.service.store import Store
 
 
 def test_the_page_asks_for_a_key_sets_a_strict_cookie_and_shows_the_store(tmp_path):

@@ -15,7 +15,8 @@ from service_util import Server, add_key, classes_of, digits_parts, examples, mo
 from sqlalchemy import select
 
 from lifelong.data.task import ArrayDataset
-from lifelong.service.store import Store, default_url
+from lifelong.service.database import default_url
+from lifelong.service.store import Store
 from lifelong.service.tables import Audit, Feedback
 
 HONEST = 6

@@ -13,7 +13,7 @@ from lifelong.data.vision import DataError
 from lifelong.encoders import encoder_available
 from lifelong.learner import Learner, LearnerConfig
 from lifelong.models import ModelConfig, model_for
-from lifelong.service.store import default_url
+from lifelong.service.database import default_url
 from lifelong.strategies import build_strategy
 
 

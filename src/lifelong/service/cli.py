@@ -98,7 +98,8 @@ def add_commands(sub: Any) -> None:
 
 
 def _store(args: argparse.Namespace) -> Any:
-    from lifelong.service.store import Store, default_url
+    from lifelong.service.database import default_url
+    from lifelong.service.store import Store
 
     store = Store(args.db or default_url(args.model))
     store.migrate()

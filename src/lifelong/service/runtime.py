@@ -37,8 +37,9 @@ from lifelong.checkpoint import CheckpointError, verify
 from lifelong.config import Config
 from lifelong.service import queue
 from lifelong.service.auth import Authenticator
+from lifelong.service.database import default_url, default_versions_dir, normalise_url
 from lifelong.service.serving import InputError, ServedModel
-from lifelong.service.store import Store, default_url, default_versions_dir, normalise_url
+from lifelong.service.store import Store
 from lifelong.service.tables import RUNNING, Version
 from lifelong.service.versions import LocalVersions, open_versions
 from lifelong.service.worker import DB_ENV, UpdateSettings

@@ -1,9 +1,8 @@
 """The service's database: API keys, feedback, updates, versions, the current-version pointer, audit.
 
-SQLAlchemy 2. SQLite by default (a file beside the model directory, WAL mode, every commit synced
-to disk, writes taking the lock up front with BEGIN IMMEDIATE so concurrent writers queue instead of
-failing); PostgreSQL by URL, so several service processes can share one store (serialised
-decisions take a transaction-scoped advisory lock). The schema is created and upgraded by Alembic
+SQLAlchemy 2, SQLite by default or PostgreSQL by URL (how each is opened: database.py); on
+PostgreSQL several service processes can share one store (serialised decisions take a
+transaction-scoped advisory lock). The schema is created and upgraded by Alembic
 migrations (migrations/), applied by `Store.migrate` at startup.
 
 Model files never live in the database: a version row points to a saved model directory, and it
@@ -13,17 +12,16 @@ is committed only after that directory has been written and renamed into place.
 from __future__ import annotations
 
 import fcntl
-import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy import update as sql_update
-from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from lifelong.service.database import normalise_url, open_engines
 from lifelong.service.tables import (
     FEEDBACK_STATUSES,
     FINAL,
@@ -45,56 +43,13 @@ _WAITING = Feedback.update_id.is_(None) & Feedback.status.in_(("pending", "appro
 _DECIDE_FROM = {"approved": ("held", "rejected"), "rejected": ("held", "approved", "pending")}
 
 
-def normalise_url(url: str) -> str:
-    """Plain PostgreSQL URLs use the psycopg 3 driver."""
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
-    return url
-
-
-def default_url(model_dir: str | os.PathLike) -> str:
-    """SQLite file beside the model directory: runs/digits -> runs/digits.service.db."""
-    path = Path(model_dir).resolve()
-    return f"sqlite:///{path.parent / (path.name + '.service.db')}"
-
-
-def default_versions_dir(model_dir: str | os.PathLike) -> Path:
-    path = Path(model_dir).resolve()
-    return path.parent / (path.name + ".versions")
-
-
-def _sqlite_engine(url: str, immediate: bool) -> Engine:
-    engine = create_engine(url, connect_args={"timeout": 60})
-
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # transactions are begun below, not by the driver
-        cursor = dbapi_connection.cursor()
-        for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "busy_timeout=60000"):
-            cursor.execute(f"PRAGMA {pragma}")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Any) -> None:
-        # a writer takes the write lock first, so it waits for another writer instead of failing on upgrade
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-    return engine
-
-
 class Store:
     """All database access of the service. Each method is one transaction."""
 
     def __init__(self, url: str):
         self.url = normalise_url(url)
         self.sqlite = self.url.startswith("sqlite")
-        if self.sqlite:
-            if self.url in ("sqlite://", "sqlite:///:memory:"):
-                raise ValueError("the service needs a database file or server, not an in-memory SQLite database")
-            self.read_engine, self.write_engine = _sqlite_engine(self.url, False), _sqlite_engine(self.url, True)
-        else:
-            self.read_engine = self.write_engine = create_engine(self.url, pool_pre_ping=True)
+        self.read_engine, self.write_engine = open_engines(self.url)
 
     def close(self) -> None:
         self.read_engine.dispose()

@@ -41,7 +41,8 @@ def run_worker(config: WorkerConfig, stop: threading.Event | None = None,
     import torch
 
     from lifelong.service import queue
-    from lifelong.service.store import Store, normalise_url
+    from lifelong.service.database import normalise_url
+    from lifelong.service.store import Store
     from lifelong.service.versions import open_versions
     from lifelong.service.worker import run_update
 
