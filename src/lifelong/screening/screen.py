@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -62,22 +61,19 @@ def screen(features: Tensor, labels: Sequence[str], sources: Sequence[str | None
         # mostly a copy, the per-label screens (backdoor, label noise) hold its honest minority, and
         # what is left overlaps the copied label both ways, like honest look-alikes (measured on the
         # reported benchmark, CLINC150 seed 1: docs/poisoning.md); its thresholds were tuned this way
-        rest = list(range(n))
-        keep = torch.tensor(rest, dtype=torch.long)
-        spaces: dict[str, tuple[Tensor, tuple[Tensor, Sequence[str]] | None]] = {"model": (features[keep], reference)}
+        spaces: dict[str, tuple[Tensor, tuple[Tensor, Sequence[str]] | None]] = {"model": (features, reference)}
         if inputs is not None:
             ref_inputs = None
             if reference is not None and input_reference is not None:
                 ref_inputs = (input_reference, reference[1])
-            spaces["input"] = (inputs[keep], ref_inputs)
+            spaces["input"] = (inputs, ref_inputs)
         # the model's representation of a class it never learned is no evidence against the ones it did
         learned = set(known or []) | set(reference[1] if reference is not None else [])
         for space in cfg.collision_spaces:
             if space in spaces:
                 rows, ref = spaces[space]
-                found = label_collisions(rows, [labels[i] for i in rest], ref, cfg, [ids[i] for i in rest], space,
-                                         learned if space == "model" else None)
-                holds += [replace(h, index=rest[h.index]) for h in found]
+                holds += label_collisions(rows, list(labels), ref, cfg, ids, space,
+                                          learned if space == "model" else None)
     if cfg.guard_agreement:
         holds += guard_agreement(features, labels, reference, probs, known, cfg, ids)
     exempt = set(cfg.exempt_sources)
