@@ -4,6 +4,8 @@
     python benchmarks/lm.py run --setting domains --split valid --methods ewc --set ewc.strength=10,100
     python benchmarks/lm.py choose --setting domains --method ewc --sizes gpt-0.2m,gpt-1m
     python benchmarks/lm.py table --setting domains [--importance]
+    python benchmarks/lm.py snapshot --dir corpora/      # the text, for a machine without it (LIFELONG_CORPORA)
+    python benchmarks/lm.py merge --setting domains part-*.json   # runs from elsewhere (a GPU host) into the file
 
 Settings (SETTINGS below): `probe` is the issue's probe (no pre-training, 4 domains of 300 steps of
 32 x 128 bytes); `domains` pre-trains on the general mixture first, then learns the 4 domains;
@@ -13,18 +15,21 @@ the run trains on, turned into tokens here. `--equal-bytes` adds, for each metho
 than the plain replay, a token-replay run given exactly that method's stored bytes.
 
 Runs go to results/lm-<setting>[-valid].json (`--out`), one entry per (size, method, options, seed):
-a run already there with the same configuration is not run again. `--set` values are tried one run
-each (tuning on `--split valid`); `table` prints the Markdown tables from the file.
+a run already there with the same configuration is not run again (`--resume`). Processes may share a
+file (each run is added under a lock); `--jobs N` runs N at a time, one process each (a GPU). `--set`
+values are tried one run each (tuning on `--split valid`); `table` prints the Markdown tables from the file.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lifelong.data.corpora import SNAPSHOT_ENV, save_snapshot
 from lifelong.data.facts import FactsConfig
 from lifelong.data.lm import LMDataConfig
 from lifelong.lm.run import LMRunConfig, run_lm
@@ -71,6 +77,7 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
 
 # a composition takes the options chosen for its parts (as benchmarks/tune.py does for the other benchmarks)
 TUNED_FROM = {"ewc+replay": ["ewc"], "ewc+distill+replay": ["ewc", "distill+replay"]}
+NO_EQUAL_BYTES = ("naive", "joint", "replay")  # nothing stored, everything stored, or the control itself
 PLASTICITY_FLOOR = 0.05  # a choice's learning accuracy within 5 points of naive's, as in benchmarks/tune.py
 
 
@@ -119,6 +126,21 @@ def _key(run: dict[str, Any]) -> str:
                       sort_keys=True)
 
 
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Held while a process re-reads and rewrites a result file, so that processes sharing one file
+    (parallel jobs, two `run` commands) each add their runs without dropping the others'."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _load(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {"runs": []}
 
@@ -135,20 +157,32 @@ def _parse_sets(items: list[str]) -> list[dict[str, Any]]:
     return [dict(combo) for combo in itertools.product(*axes)] or [{}]
 
 
+def _out(args: argparse.Namespace) -> Path:
+    return Path(args.out or ROOT / "results" / f"lm-{args.setting}{'-valid' if args.split == 'valid' else ''}.json")
+
+
+def _combinations(args: argparse.Namespace) -> list[tuple[str, int, str, dict[str, Any]]]:
+    sizes = args.sizes.split(",") if args.sizes else SETTINGS[args.setting]["sizes"]
+    combos = list(itertools.product(sizes, [int(s) for s in args.seeds.split(",")], args.methods.split(","),
+                                    _parse_sets(args.set)))
+    unknown = sorted({m for _, _, m, _ in combos} - set(METHODS))
+    if unknown:
+        raise SystemExit(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    return combos
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.jobs > 1:
+        return run_parallel(args)
     torch.set_num_threads(args.threads)
     setting = SETTINGS[args.setting]
-    out = Path(args.out or ROOT / "results" / f"lm-{args.setting}{'-valid' if args.split == 'valid' else ''}.json")
+    out = _out(args)
     saved = _load(out)
     done = {_key(r) for r in saved["runs"]}
-    sizes = args.sizes.split(",") if args.sizes else setting["sizes"]
-    for size, seed, method, extra in itertools.product(sizes, [int(s) for s in args.seeds.split(",")],
-                                                       args.methods.split(","), _parse_sets(args.set)):
-        if method not in METHODS:
-            raise SystemExit(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    for size, seed, method, extra in _combinations(args):
         strategy, options = _options(args.setting, size, method, extra)
         plans: list[tuple[str, str, dict[str, Any] | None]] = [(method, strategy, options)]
-        if args.equal_bytes and method != "replay":
+        if args.equal_bytes and method not in NO_EQUAL_BYTES:
             plans.append((f"replay@{method}", "token-replay", None))
         for label, strat, opts in plans:
             if opts is None:  # equal bytes: the stored bytes of `method`'s run with this seed
@@ -158,7 +192,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     continue
                 opts = {"tokens": int(ref["stored_bytes"])}
             config = LMRunConfig(setting["benchmark"], size, strat, opts, replace(setting["data"]),
-                                 eval_split=args.split, seed=seed, cache_dir=str(CACHE))
+                                 eval_split=args.split, seed=seed, cache_dir=str(CACHE), device=args.device)
             probe = {"config": config.to_dict()}
             if args.resume and _key(probe) in done:
                 continue
@@ -167,11 +201,106 @@ def cmd_run(args: argparse.Namespace) -> int:
             result.update({"method": label, "setting": args.setting, "environment": environment()})
             saved["runs"] = [r for r in saved["runs"] if _key(r) != _key(result)] + [result]
             done.add(_key(result))
-            write_json(out, saved)
+            with _locked(out):  # other processes may have added runs since this one read the file
+                on_disk = _load(out)
+                on_disk["runs"] = [r for r in on_disk["runs"] if _key(r) != _key(result)] + [result]
+                write_json(out, on_disk)
             m = result["metrics"]
             print(f"    final {m['average_accuracy']:.3f} learning {m['learning_accuracy']:.3f} retention "
                   f"{m['average_retention']:.3f} general loss x{m['general_loss_ratio']:.3f} "
                   f"bytes {result['stored_bytes']:,} {result['seconds']:.0f} s", flush=True)
+    return 0
+
+
+def run_parallel(args: argparse.Namespace) -> int:
+    """`run --jobs N`: every (size, seed, method, options) as its own process, N at a time (small GPTs
+    leave a GPU mostly idle, one process each fills it), each writing a part file beside the output
+    (`<out>.parts/`); the parts are merged into the output as they finish."""
+    import subprocess
+
+    out = _out(args)
+    parts = out.with_name(out.name + ".parts")
+    parts.mkdir(parents=True, exist_ok=True)
+    saved = _load(out)
+    done = {_key(r) for r in saved["runs"]}
+    setting = SETTINGS[args.setting]
+    queue: list[tuple[str, list[str]]] = []
+    for size, seed, method, extra in _combinations(args):
+        strategy, options = _options(args.setting, size, method, extra)
+        probe = {"config": LMRunConfig(setting["benchmark"], size, strategy, options, replace(setting["data"]),
+                                       eval_split=args.split, seed=seed).to_dict()}
+        mine = [r for r in saved["runs"] if r["config"]["model"] == size and r["config"]["seed"] == seed
+                and r["method"] in (method, f"replay@{method}")]
+        missing = _key(probe) not in done or (args.equal_bytes and method not in NO_EQUAL_BYTES
+                                              and not any(r["method"] == f"replay@{method}" for r in mine))
+        if args.resume and not missing:
+            continue
+        values = "-".join(f"{k}{v}" for k, v in extra.items())
+        name = f"{size}-{method.replace('+', '_')}-s{seed}{'-' + values if values else ''}"
+        part = parts / f"{name}.json"
+        if args.resume and mine and not part.exists():  # the reference run that equal bytes reads
+            write_json(part, {"runs": mine})
+        command = [sys.executable, __file__, "run", "--setting", args.setting, "--split", args.split, "--sizes", size,
+                   "--methods", method, "--seeds", str(seed), "--device", args.device, "--threads", str(args.threads),
+                   "--out", str(part), "--resume"]
+        command += [a for k, v in extra.items() for a in ("--set", f"{k}={v if isinstance(v, str) else json.dumps(v)}")]
+        command += ["--equal-bytes"] if args.equal_bytes else []
+        queue.append((name, command))
+    print(f"[{time.strftime('%H:%M:%S')}] {len(queue)} job(s), {args.jobs} at a time; logs in {parts}/", flush=True)
+    running: dict[str, subprocess.Popen] = {}
+    failed = []
+    while queue or running:
+        while queue and len(running) < args.jobs:
+            name, command = queue.pop(0)
+            with open(parts / f"{name}.log", "w") as log:
+                running[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        time.sleep(0.5)
+        for name, proc in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[name]
+            if proc.returncode != 0:
+                failed.append(name)
+            merge_runs(out, args.setting, args.split, [parts / f"{name}.json"])
+            print(f"[{time.strftime('%H:%M:%S')}] {name}: {'done' if proc.returncode == 0 else 'FAILED'} "
+                  f"({len(queue)} waiting, {len(running)} running)", flush=True)
+    if failed:
+        print(f"{len(failed)} job(s) failed: {', '.join(failed)} (see their logs)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def merge_runs(out: Path, setting: str, split: str, files: list[Path]) -> int:
+    """The runs of `files` into `out`; a run already there with the same configuration is kept."""
+    with _locked(out):
+        saved = _load(out)
+        done = {_key(r) for r in saved["runs"]}
+        added = 0
+        for part in files:
+            for run in _load(part)["runs"]:
+                if run.get("setting", setting) != setting or run["config"]["eval_split"] != split:
+                    continue
+                if _key(run) not in done:
+                    saved["runs"].append(run)
+                    done.add(_key(run))
+                    added += 1
+        if added:
+            write_json(out, saved)
+    return added
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    for path in save_snapshot(args.dir, max_bytes=SETTINGS["domains"]["data"].max_bytes):
+        print(f"{path} {path.stat().st_size:,} bytes")
+    print(f"read them with {SNAPSHOT_ENV}={args.dir}")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    """Runs of other result files (one per parallel process, or from another machine) into the setting's
+    file; a run already there with the same configuration is kept, not replaced."""
+    out = _out(args)
+    added = merge_runs(out, args.setting, args.split, [Path(f) for f in args.files])
+    print(f"{added} run(s) added to {out} ({len(_load(out)['runs'])} in all)")
     return 0
 
 
@@ -328,7 +457,9 @@ def cmd_figure(args: argparse.Namespace) -> int:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    for name in ("run", "table", "choose", "figure"):
+    snap = sub.add_parser("snapshot", help="write the text corpora to a folder (read back with LIFELONG_CORPORA)")
+    snap.add_argument("--dir", required=True)
+    for name in ("run", "table", "choose", "figure", "merge"):
         q = sub.add_parser(name)
         q.add_argument("--setting", choices=list(SETTINGS), default="domains")
         q.add_argument("--split", choices=["test", "valid"], default="test")
@@ -346,9 +477,14 @@ def main() -> int:
             q.add_argument("--set", action="append", default=[], help="OPTION=V1,V2 (tuning grid)")
             q.add_argument("--equal-bytes", action="store_true")
             q.add_argument("--threads", type=int, default=1)
+            q.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+            q.add_argument("--jobs", type=int, default=1, help="runs at a time, one process each")
             q.add_argument("--resume", action="store_true")
+        if name == "merge":
+            q.add_argument("files", nargs="+")
     args = p.parse_args()
-    return {"run": cmd_run, "table": cmd_table, "choose": cmd_choose, "figure": cmd_figure}[args.command](args)
+    return {"run": cmd_run, "table": cmd_table, "choose": cmd_choose, "figure": cmd_figure, "merge": cmd_merge,
+            "snapshot": cmd_snapshot}[args.command](args)
 
 
 if __name__ == "__main__":

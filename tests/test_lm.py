@@ -18,8 +18,12 @@ from lifelong.strategies import build_strategy
 from lifelong.strategies.lm_distill import LMDistill, LMDistillConfig, token_kl
 from lifelong.strategies.token_replay import TokenReplay, TokenReplayConfig
 
-needs_wordnet = pytest.mark.skipif(not Path(os.environ.get("LIFELONG_WORDNET", "/usr/share/wordnet"), "data.noun")
-                                   .exists(), reason="WordNet not installed: run scripts/ensure-text-data.sh")
+_snapshots = os.environ.get("LIFELONG_CORPORA")
+needs_wordnet = pytest.mark.skipif(
+    not Path(os.environ.get("LIFELONG_WORDNET", "/usr/share/wordnet"), "data.noun").exists()
+    and not (_snapshots and Path(_snapshots, "wordnet-4000000.pt.gz").exists()),
+    reason="WordNet not installed: run scripts/ensure-text-data.sh")
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def windows(n=12, length=8, seed=0):
@@ -29,10 +33,10 @@ def windows(n=12, length=8, seed=0):
     return Batch(ds.x, ds.y, torch.zeros(n, dtype=torch.long))
 
 
-def tiny_run(strategy, options, **data):
+def tiny_run(strategy, options, benchmark="text-domains", device="cpu", **data):
     data = {"pretrain_steps": 6, "steps": 4, "batch_size": 4, "length": 32, "eval_windows": 4, **data}
-    cfg = LMRunConfig("text-domains", "gpt-0.2m", strategy, options, LMDataConfig(**data),
-                      domains=("python-code", "wordnet"), importance_batch=4)
+    cfg = LMRunConfig(benchmark, "gpt-0.2m", strategy, options, LMDataConfig(**data),
+                      domains=("python-code", "wordnet"), importance_batch=4, device=device)
     return run_lm(cfg)
 
 
@@ -50,6 +54,37 @@ def test_a_two_domain_run_scores_every_task_after_every_task_and_repeats_exactly
     # EWC's two floats per parameter and the replayed windows (budget shared by general and domain 1)
     assert result["stored_bytes"] >= 8 * result["parameters"] + 2 * 33 * 3 - 33
     assert tiny_run("ewc+token-replay", options)["scores"] == scores
+
+
+@needs_wordnet
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(("strategy", "options", "benchmark"), [
+    ("ewc+token-replay", {"strength": 1.0, "samples": 8, "tokens": 200}, "text-domains"),
+    ("token-replay+lm-distill", {"tokens": 200}, "text-domains"),
+    ("lm-distill", {"source": "generated", "generated_tokens": 200}, "text-domains"),
+    ("ewc+token-replay+lm-distill", {"samples": 8, "tokens": 200}, "facts"),
+])
+def test_every_language_method_runs_where_its_model_is(device, strategy, options, benchmark):
+    """Replayed windows, generated text, fact questions and the importance pass all follow the model
+    to its device (on a GPU host this runs on CUDA too; before, replayed windows stayed on the CPU)."""
+    facts = FactsConfig(batches=2, entities_per_batch=2, background_entities=3)
+    result = tiny_run(strategy, options, benchmark, device, facts=facts)
+    assert result["config"]["device"] == device and len(result["scores"]) == 3
+    assert result["stored_bytes"] > 0 and all(v == v for k, v in result["metrics"].items() if k != "average_retention")
+
+
+def test_a_corpus_snapshot_reads_back_the_same_text_and_refuses_a_damaged_one(tmp_path, monkeypatch):
+    from lifelong.data.corpora import load_corpus, save_snapshot
+    from lifelong.data.vision import DataError
+
+    direct = load_corpus("python-code", 50_000)
+    (path,) = save_snapshot(tmp_path, ["python-code"], max_bytes=50_000)
+    monkeypatch.setenv("LIFELONG_CORPORA", str(tmp_path))
+    assert load_corpus("python-code", 50_000).digest == direct.digest
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(DataError, match="cannot be read"):
+        load_corpus("python-code", 50_000)
+    assert load_corpus("python-code", 60_000).digest != direct.digest  # no snapshot of that cap: the sources
 
 
 @needs_wordnet

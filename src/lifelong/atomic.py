@@ -45,8 +45,12 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
     return path
 
 
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    return write_atomic(path, lambda f: f.write(data))
+
+
 def write_text(path: str | os.PathLike, text: str) -> Path:
-    return write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+    return write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: str | os.PathLike, obj: Any, default: Callable[[Any], Any] | None = None) -> Path:

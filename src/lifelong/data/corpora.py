@@ -10,7 +10,9 @@
 - ``debian-docs``: packaged documentation under /usr/share/doc (changelogs, copyright notices,
   READMEs; the first 8 KB of each file, identical files once), the general text of the mixture.
 
-`scripts/ensure-text-data.sh` installs the Debian packages. A document goes to one split only
+`scripts/ensure-text-data.sh` installs the Debian packages. On a machine without them (a GPU host,
+say), `save_snapshot` writes each corpus to one compressed file and ``LIFELONG_CORPORA=<folder>`` makes
+`load_corpus` read it from there (its digest checked). A document goes to one split only
 (general, general-valid, general-test, train, valid, test), chosen by a hash of its name, so no text
 is in two splits whatever the order files are listed in. Every source is read in sorted order and
 capped in bytes, so a corpus is the same on every machine with the same packages; `Corpus.digest`
@@ -21,16 +23,18 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import sys
 import sysconfig
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from lifelong.atomic import write_bytes
 from lifelong.data.vision import DataError
 
 SPLITS = ("general", "general-valid", "general-test", "train", "valid", "test")
@@ -150,11 +154,49 @@ class Corpus:
         return {k: int(v.numel()) for k, v in self.splits.items()}
 
 
+SNAPSHOT_ENV = "LIFELONG_CORPORA"
+
+
+def _snapshot_path(directory: str | os.PathLike, name: str, max_bytes: int) -> Path:
+    return Path(directory) / f"{name}-{max_bytes}.pt.gz"
+
+
+def save_snapshot(directory: str | os.PathLike, names: Iterable[str] = tuple(SOURCES), max_bytes: int = 4_000_000,
+                  clinc150_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Each corpus read from this machine's sources into `<directory>/<name>-<max_bytes>.pt.gz`."""
+    written = []
+    for name in names:
+        corpus = _read_sources(name, max_bytes, clinc150_dir)
+        buffer = io.BytesIO()
+        torch.save({"name": name, "max_bytes": max_bytes, "digest": corpus.digest, "splits": corpus.splits}, buffer)
+        written.append(write_bytes(_snapshot_path(directory, name, max_bytes), gzip.compress(buffer.getvalue(), 6)))
+    return written
+
+
+def _load_snapshot(path: Path, name: str) -> Corpus:
+    try:
+        saved = torch.load(io.BytesIO(gzip.decompress(path.read_bytes())), weights_only=True)
+        corpus = Corpus(name, {s: saved["splits"][s] for s in SPLITS})
+    except (OSError, EOFError, RuntimeError, KeyError, gzip.BadGzipFile) as e:
+        raise DataError(f"corpus snapshot {path} cannot be read ({e}); write it again with save_snapshot") from e
+    if corpus.digest != saved["digest"]:
+        raise DataError(f"corpus snapshot {path} does not match its digest; write it again with save_snapshot")
+    return corpus
+
+
 def load_corpus(name: str, max_bytes: int = 4_000_000, clinc150_dir: str | os.PathLike | None = None) -> Corpus:
     """A source's documents, split by document and capped at `max_bytes` per split (taken in
-    sorted document order, so the cap keeps the same documents on every machine)."""
+    sorted document order, so the cap keeps the same documents on every machine); read from the
+    snapshot in ``$LIFELONG_CORPORA`` when there is one for this source and cap."""
     if name not in SOURCES:
         raise ValueError(f"unknown text source {name!r}; choose one of {', '.join(SOURCES)}")
+    snapshots = os.environ.get(SNAPSHOT_ENV)
+    if snapshots and _snapshot_path(snapshots, name, max_bytes).exists():
+        return _load_snapshot(_snapshot_path(snapshots, name, max_bytes), name)
+    return _read_sources(name, max_bytes, clinc150_dir)
+
+
+def _read_sources(name: str, max_bytes: int, clinc150_dir: str | os.PathLike | None) -> Corpus:
     documents = clinc150(clinc150_dir) if name == "clinc150" else SOURCES[name]()
     parts: dict[str, list[bytes]] = {s: [] for s in SPLITS}
     used = dict.fromkeys(SPLITS, 0)

@@ -26,8 +26,10 @@ from typing import Any
 
 import torch
 
+from lifelong.atomic import torch_save
 from lifelong.data.lm import DOMAINS, LMDataConfig, facts_stream, general_task, text_domains_stream
 from lifelong.data.task import BatchLoader, TaskData, TaskStream
+from lifelong.devices import check_name
 from lifelong.evaluation import summary
 from lifelong.learner import LearnerConfig
 from lifelong.lm.learner import LMLearner
@@ -52,6 +54,7 @@ class LMRunConfig:
     seed: int = 0  # the continual phase: data order, replay draws, the model's init without pre-training
     pretrain_seed: int = 0  # the pre-trained model (shared by every run of a size)
     cache_dir: str | None = None  # pre-trained models are kept here
+    device: str = "cpu"  # where the model trains ("cuda", "auto", ...): not part of what a run is
 
     def __post_init__(self) -> None:
         if self.benchmark not in BENCHMARKS:
@@ -61,6 +64,7 @@ class LMRunConfig:
         if self.lr <= 0 or self.importance_batch < 1:
             raise ValueError("lr must be > 0 and importance_batch >= 1")
         gpt_config(self.model)  # a clear error for an unknown size
+        check_name(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,19 +97,20 @@ def pretrained_model(config: LMRunConfig, log: Callable[[str], None] = lambda _:
         return model, info
     path = Path(config.cache_dir) / f"pretrain-{config.model}-{_pretrain_key(config)}.pt" if config.cache_dir else None
     if path is not None and path.exists():
-        saved = torch.load(path, weights_only=True)
+        saved = torch.load(path, weights_only=True, map_location="cpu")
         model.load_state_dict(saved["model"])
         return model, {**info, "seconds": float(saved["seconds"]), "cached": True, "path": str(path)}
     general = general_task(replace(d, seed=config.pretrain_seed), torch.Generator().manual_seed(config.pretrain_seed),
                            config.domains)
     learner = LMLearner(model, Naive(), LearnerConfig(batch_size=d.batch_size, lr=config.lr, optimizer="adam",
-                                                       seed=config.pretrain_seed))
+                                                       seed=config.pretrain_seed, device=config.device))
     log(f"pre-training {config.model} ({model_config.num_parameters:,} parameters) for {d.pretrain_steps} steps")
     stats = learner.fit(TaskStream([general], 256, "domain"), 0)
     info["seconds"] = stats["train_seconds"]
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"model": model.state_dict(), "seconds": info["seconds"]}, path)
+        # written whole or not at all: parallel runs of one size may share the cache
+        torch_save(path, {"model": {k: v.cpu() for k, v in model.state_dict().items()}, "seconds": info["seconds"]})
         info["path"] = str(path)
     return model, info
 
@@ -137,7 +142,8 @@ def run_lm(config: LMRunConfig, log: Callable[[str], None] = lambda _: None) -> 
     strategy = build_strategy(config.strategy, {**config.options, "seed": config.seed})
     d = config.data
     learner = LMLearner(model, strategy, LearnerConfig(batch_size=d.batch_size, lr=config.lr, optimizer="adam",
-                                                       seed=config.seed, importance_batch=config.importance_batch))
+                                                       seed=config.seed, importance_batch=config.importance_batch,
+                                                       device=config.device))
     facts = stream[1].evaluator is not None
 
     def scores_after(i: int) -> list[dict[str, float]]:  # fact batches not yet learned are not asked
@@ -150,7 +156,8 @@ def run_lm(config: LMRunConfig, log: Callable[[str], None] = lambda _: None) -> 
         t0 = time.perf_counter()
         strategy.before_task(model, 0)
         strategy.after_task(model, 0, BatchLoader([TaskData(stream[0].train, 0)], config.importance_batch,
-                                                  shuffle=True, generator=torch.Generator().manual_seed(config.seed)))
+                                                  shuffle=True, generator=torch.Generator().manual_seed(config.seed),
+                                                  device=learner.device))
         tasks.append({"task": 0, "after_task_seconds": time.perf_counter() - t0,
                       "stored_bytes": state_nbytes(strategy.state_dict())})
     for t in range(1, len(stream)):

@@ -181,6 +181,7 @@ class GPT(nn.Module):
         Rows that emitted `stop` keep emitting it (so a batch ends at the same length)."""
         was_training = self.training
         self.eval()
+        idx = idx.to(self.lm_head.weight.device)
         try:
             done = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
             for _ in range(max_new_tokens):
@@ -189,7 +190,9 @@ class GPT(nn.Module):
                     nxt = logits.argmax(-1)
                 else:
                     probs = torch.softmax(logits / temperature, -1)
-                    nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+                    if generator is not None and generator.device != probs.device:  # the same draws on any device
+                        probs = probs.float().cpu()
+                    nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1).to(idx.device)
                 if stop is not None:
                     nxt = torch.where(done, torch.full_like(nxt, stop), nxt)
                     done |= nxt == stop

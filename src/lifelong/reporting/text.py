@@ -36,7 +36,8 @@ def environment() -> dict[str, Any]:
         pass
     return {"lifelong": lifelong.__version__, "python": platform.python_version(), "torch": torch.__version__,
             "numpy": np.__version__, "platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "command": " ".join(sys.argv)}
+            "torch_threads": torch.get_num_threads(), "command": " ".join(sys.argv),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:

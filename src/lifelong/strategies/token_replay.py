@@ -101,8 +101,9 @@ class TokenReplay(Strategy):
         if not self.windows:
             return batch
         old = self.sample(self.config.replay_batch or len(batch.y))
-        return Batch(torch.cat([batch.x, old.x.to(batch.x.dtype)]), torch.cat([batch.y, old.y]),
-                     torch.cat([batch.task, old.task]))
+        device = batch.y.device  # memory stays where its windows came from; the batch's device decides
+        return Batch(torch.cat([batch.x, old.x.to(device, batch.x.dtype)]), torch.cat([batch.y, old.y.to(device)]),
+                     torch.cat([batch.task, old.task.to(device)]))
 
     def state_dict(self) -> dict[str, Any]:
         return {"windows": {int(t): w.clone() for t, w in self.windows.items()},

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Issue 20's language-model runs on one GPU host: benchmarks/lm.py's own runs, on CUDA, many at a time
+# (a GPT of 1-16M parameters leaves an H200 mostly idle; one process per run fills it).
+#
+#   benchmarks/lm_gpu.sh [SECONDS]   # stops SECONDS after its start; every finished run is already saved
+#
+# The host needs no Debian text packages: the corpora travel as snapshots made where they are installed
+# (`python benchmarks/lm.py snapshot --dir .gpu/corpora`), and the cached pre-trained gpt-1m of the CPU runs
+# in .gpu/cache/lm (so that gpt-1m's GPU seeds continue from the same model). Runs are merged into
+# results/lm-<setting>[-valid].json; on the machine they came from: `python benchmarks/lm.py merge`.
+set -u
+cd "$(dirname "$0")/.."
+export LIFELONG_CORPORA=${LIFELONG_CORPORA:-$PWD/.gpu/corpora} LIFELONG_CACHE=${LIFELONG_CACHE:-$PWD/.gpu/cache}
+export OMP_NUM_THREADS=1 PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+budget=${1:-480}
+py=${PYTHON:-python3}
+device=${LM_DEVICE:-cuda}
+mkdir -p logs/gpu
+left() { echo $((budget - SECONDS > 5 ? budget - SECONDS : 5)); }
+lm() { [ $((budget - SECONDS)) -gt 20 ] && timeout "$(left)" "$py" benchmarks/lm.py run --device "$device" --resume "$@"; }
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
+# every method on the device first, in seconds: a device bug stops the script here, not minutes later
+timeout "$(left)" "$py" -m pytest -q -x -p no:cacheprovider tests/test_lm.py -k "where_its_model and $device" 2>&1 \
+    | tail -n 5
+[ "${PIPESTATUS[0]}" = 0 ] || exit 1
+
+(   # facts at gpt-1m: the validation grid, the choice, then 3 seeds on the test questions
+    lm --setting facts --split valid --sizes gpt-1m --methods naive,replay --jobs 2 &
+    lm --setting facts --split valid --sizes gpt-1m --methods ewc --set strength=0.001,0.003,0.01 --jobs 3 &
+    lm --setting facts --split valid --sizes gpt-1m --methods distill+replay --set weight=0.3,1 --jobs 2 &
+    wait
+    "$py" benchmarks/lm.py choose --setting facts --method ewc --sizes gpt-1m
+    "$py" benchmarks/lm.py choose --setting facts --method distill+replay --sizes gpt-1m
+    lm --setting facts --sizes gpt-1m --methods naive,replay,ewc,ewc+replay,distill+replay --seeds 0,1,2 --jobs 6
+) > logs/gpu/facts.log 2>&1 &
+(   # scaling: gpt-1m's missing seeds, then gpt-4m and gpt-16m (each pre-trained once first), then the probe
+    lm --setting domains --sizes gpt-4m,gpt-16m --methods naive --seeds 0 --jobs 2
+    lm --setting domains --sizes gpt-1m,gpt-4m --methods naive,replay,distill+replay,ewc+replay --seeds 0,1,2 \
+       --equal-bytes --jobs 8
+    lm --setting domains --sizes gpt-16m --methods naive,replay,distill+replay,ewc+replay --seeds 0,1,2 \
+       --equal-bytes --jobs 8
+    lm --setting probe --sizes gpt-1m --methods naive,replay,joint --seeds 0,1,2 --jobs 8
+    lm --setting probe --sizes gpt-1m --methods ewc,ewc+replay --set strength=0.01,0.1 --seeds 0,1,2 --jobs 8
+) > logs/gpu/domains.log 2>&1 &
+while [ -n "$(jobs -r)" ]; do sleep 20; echo "[$SECONDS s] $(cat logs/gpu/*.log | grep -c ': done') jobs done"; done
+wait
+grep -h "FAILED\|failed\|Error" logs/gpu/*.log | head -20
+echo "finished at $SECONDS s"
