@@ -41,6 +41,7 @@ from lifelong.data.corpora import SNAPSHOT_ENV, save_snapshot
 from lifelong.data.facts import FactsConfig
 from lifelong.data.lm import LMDataConfig
 from lifelong.lm.run import LMRunConfig, run_lm
+from lifelong.models.gpt import PRESETS
 from lifelong.reporting import environment, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,9 +89,10 @@ def _budget(data: LMDataConfig, share: float, domains: int) -> int:
 
 
 def _tuning_file(setting: str, size: str, method: str) -> Path | None:
-    """results/tuning/lm-<setting>-<size>-<method>.json, else the one of the nearest smaller size tuned."""
-    sizes = SETTINGS[setting]["sizes"]
-    candidates = [size] + [s for s in reversed(sizes[: sizes.index(size)])] if size in sizes else [size]
+    """results/tuning/lm-<setting>-<size>-<method>.json, else the one of the nearest smaller size tuned
+    (any preset: a size run without its own tuning takes the choice of the largest tuned below it)."""
+    presets = list(PRESETS)
+    candidates = list(reversed(presets[: presets.index(size) + 1])) if size in presets else [size]
     for s in candidates:
         path = ROOT / "results" / "tuning" / f"lm-{setting}-{s}-{method}.json"
         if path.exists():
@@ -348,6 +350,14 @@ def _facts_kept(run: dict[str, Any]) -> float:
     return sum(s[last][j]["exact_match"] for j in range(1, last)) / learned if learned > 0 else float("nan")
 
 
+def _devices(runs: list[dict[str, Any]]) -> str:
+    """Where the runs trained: "cpu", "cuda", or "cpu 2, cuda 1" (runs saved before the field: the CPU).
+    On a GPU the CPU seconds are the host's share only."""
+    kinds = [r["config"].get("device", "cpu").split(":")[0] for r in runs]
+    counts = {k: kinds.count(k) for k in sorted(set(kinds))}
+    return next(iter(counts)) if len(counts) == 1 else ", ".join(f"{k} {n}" for k, n in counts.items())
+
+
 def table(runs: list[dict[str, Any]], facts: bool = False) -> str:
     """Mean ± std over seeds per (size, method, options)."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
@@ -358,7 +368,7 @@ def table(runs: list[dict[str, Any]], facts: bool = False) -> str:
     score = "exact match" if facts else "next-byte acc"
     head = (f"| model | method | options | seeds | final {score} | learning | retention | "
             + ("earlier facts kept | " if facts else "old-domain loss rise | ")
-            + "general loss after / before | stored bytes | CPU s |")
+            + "general loss after / before | stored bytes | CPU s | ran on |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for (_, model, method, options), rs in sorted(groups.items()):
         m = [r["metrics"] for r in rs]
@@ -374,7 +384,7 @@ def table(runs: list[dict[str, Any]], facts: bool = False) -> str:
         cpu = [r["cpu_seconds"] for r in rs if "cpu_seconds" in r]
         cells += [_mean_std([x["general_loss_ratio"] for x in m]), f"{int(np.mean([r['stored_bytes'] for r in rs])):,}",
                   (f"{np.mean(cpu):.0f}" + (f" ({len(cpu)} of {len(rs)})" if len(cpu) < len(rs) else "")) if cpu
-                  else "-"]
+                  else "-", _devices(rs)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -58,17 +58,17 @@ def test_a_two_domain_run_scores_every_task_after_every_task_and_repeats_exactly
 
 @needs_wordnet
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize(("strategy", "options", "benchmark"), [
+@pytest.mark.parametrize(("strategy", "options", "kind"), [
     ("ewc+token-replay", {"strength": 1.0, "samples": 8, "tokens": 200}, "text-domains"),
     ("token-replay+lm-distill", {"tokens": 200}, "text-domains"),
     ("lm-distill", {"source": "generated", "generated_tokens": 200}, "text-domains"),
     ("ewc+token-replay+lm-distill", {"samples": 8, "tokens": 200}, "facts"),
 ])
-def test_every_language_method_runs_where_its_model_is(device, strategy, options, benchmark):
+def test_every_language_method_runs_where_its_model_is(device, strategy, options, kind):
     """Replayed windows, generated text, fact questions and the importance pass all follow the model
     to its device (on a GPU host this runs on CUDA too; before, replayed windows stayed on the CPU)."""
     facts = FactsConfig(batches=2, entities_per_batch=2, background_entities=3)
-    result = tiny_run(strategy, options, benchmark, device, facts=facts)
+    result = tiny_run(strategy, options, kind, device, facts=facts)
     assert result["config"]["device"] == device and len(result["scores"]) == 3
     assert result["stored_bytes"] > 0 and all(v == v for k, v in result["metrics"].items() if k != "average_retention")
 
