@@ -46,6 +46,10 @@ STEP_STRATEGIES = {"naive": ("naive", {}), "ewc": ("ewc", {}), "kfac-ewc": ("kfa
                    "kfac-ewc energy 0.95": ("kfac-ewc", {"energy": 0.95}),
                    "kfac-ewc energy 0.9": ("kfac-ewc", {"energy": 0.9}),
                    "online-kfac-ewc": ("online-kfac-ewc", {}),
+                   # the rank cap: at most k exact eigen-directions per factor in the step, the rest one level
+                   "online-kfac-ewc rank 64": ("online-kfac-ewc", {"rank": 64}),
+                   "online-kfac-ewc rank 32": ("online-kfac-ewc", {"rank": 32}),
+                   "online-kfac-ewc rank 16": ("online-kfac-ewc", {"rank": 16}),
                    "gpm": ("gpm", {}), "gpm update": ("gpm", {"project": "update"})}
 
 
@@ -144,7 +148,8 @@ def importance_times(n: int = 10_000) -> dict[str, float]:
     return out
 
 
-TEXT_STRATEGIES = ("naive", "ewc", "kfac-ewc", "online-kfac-ewc", "gpm")
+TEXT_STRATEGIES = ("naive", "ewc", "kfac-ewc", "online-kfac-ewc", "online-kfac-ewc rank 64",
+                   "online-kfac-ewc rank 32", "gpm")
 
 
 def _text(n: int):
@@ -227,6 +232,17 @@ def step_ratios(case: Case, tasks: list[int], rounds: int, steps: int, strategie
     return out
 
 
+def _merge(saved: dict[str, Any], measured: dict[str, Any], partial: bool) -> None:
+    """A measurement of some strategies joins the saved one (each ratio is to its own run's naive step);
+    a full one replaces it."""
+    for section in ("steps", "state"):
+        if not partial or section not in saved:
+            saved[section] = measured[section]
+            continue
+        for tasks, rows in measured[section].items():
+            saved[section].setdefault(tasks, {}).update(rows)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sections", default="abc")
@@ -236,6 +252,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--strategies", default=None,
+                   help="sections c-e: only these (naive always), merged into the saved results; default all")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "consolidation-cost.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -246,14 +264,21 @@ def main() -> int:
     if "b" in args.sections:
         saved["importance_seconds_per_1000"] = importance_times()
         write_json(args.out, {**saved, "environment": environment()})
+    chosen = ["naive", *args.strategies.split(",")] if args.strategies else list(STEP_STRATEGIES)
+    unknown = [k for k in chosen if k not in STEP_STRATEGIES]
+    if unknown:
+        raise SystemExit(f"unknown strategies {unknown}; choose from {', '.join(STEP_STRATEGIES)}")
     if "c" in args.sections or "d" in args.sections:
-        saved.update(step_ratios(Case("mlp", args.steps), [int(t) for t in args.tasks.split(",")], args.rounds,
-                                 args.steps, STEP_STRATEGIES))
+        measured = step_ratios(Case("mlp", args.steps), [int(t) for t in args.tasks.split(",")], args.rounds,
+                               args.steps, {k: STEP_STRATEGIES[k] for k in chosen})
+        _merge(saved, measured, args.strategies is not None)
         write_json(args.out, {**saved, "environment": environment()})
     if "e" in args.sections:
-        text = {k: STEP_STRATEGIES[k] for k in TEXT_STRATEGIES}
-        saved["text"] = step_ratios(Case("text", args.text_steps), [int(t) for t in args.text_tasks.split(",")],
-                                    args.rounds, args.text_steps, text)
+        text = {k: STEP_STRATEGIES[k] for k in TEXT_STRATEGIES if k in chosen}
+        measured = step_ratios(Case("text", args.text_steps), [int(t) for t in args.text_tasks.split(",")],
+                               args.rounds, args.text_steps, text)
+        saved["text"] = saved.get("text", {})
+        _merge(saved["text"], measured, args.strategies is not None)
         write_json(args.out, {**saved, "environment": environment()})
     return 0
 

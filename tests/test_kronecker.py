@@ -247,10 +247,10 @@ def test_cheaper_step_keeps_the_top_curvature_and_the_tail_as_one_level():
     _close(net.weight.grad, approx(g_values, kg) @ torch.ones(20, 30) @ approx(a_values, ka), 1e-5)
 
 
-@pytest.mark.parametrize("energy", [1.0, 0.5])
-def test_the_step_is_the_gradient_of_the_penalty_value_after_several_tasks(energy):
+@pytest.mark.parametrize(("energy", "rank"), [(1.0, None), (0.5, None), (1.0, 4), (0.5, 2)])
+def test_the_step_is_the_gradient_of_the_penalty_value_after_several_tasks(energy, rank):
     net, q, _ = _three_tasks("nearest", size=(30, 20))
-    q.energy = energy
+    q.energy, q.rank = energy, rank
     q._steps = {}
     want = torch.autograd.grad(q.value(net), [net.weight, net.bias])
     net.zero_grad()
@@ -260,6 +260,9 @@ def test_the_step_is_the_gradient_of_the_penalty_value_after_several_tasks(energ
     if energy < 1:
         row = q.protection()[0]
         assert row["rank_A"] < 31 and row["rank_G"] < 20
+    if rank is not None:
+        row = q.protection()[0]
+        assert row["rank_A"] <= rank and row["rank_G"] <= rank and row["curvature_kept"] < 1
 
 
 def test_strategy_state_round_trips_and_the_head_may_grow(split_digits):

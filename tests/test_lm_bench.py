@@ -33,3 +33,24 @@ def test_facts_table_has_the_kept_column() -> None:
     head, _, row = text.splitlines()
     assert "earlier facts kept" in head and "loss rise" not in head
     assert row.split(" | ")[head.split(" | ").index("earlier facts kept")] == "0.500"
+
+
+def _saved(seed: int, device: str = "cpu", method: str = "naive") -> dict:
+    run = _run([[0, 0], [0.5, 0], [0.25, 1.0]])
+    run["config"] = {**run["config"], "strategy": method, "seed": seed, "eval_split": "test", "data": {},
+                     "device": device}
+    return {**run, "method": method, "setting": "facts"}
+
+
+def test_merged_runs_join_once_and_the_table_says_where_they_ran(tmp_path: Path) -> None:
+    from lifelong.reporting import write_json
+
+    out, part = tmp_path / "lm-facts.json", tmp_path / "part.json"
+    write_json(out, {"runs": [_saved(0)]})
+    write_json(part, {"runs": [_saved(0, "cuda"), _saved(1, "cuda"), {**_saved(2), "setting": "domains"}]})
+    assert lm.merge_runs(out, "facts", "test", [part]) == 1  # seed 0 is there already; seed 2 is another setting
+    assert lm.merge_runs(out, "facts", "test", [part]) == 0
+    runs = lm._load(out)["runs"]
+    assert [(r["config"]["seed"], r["config"]["device"]) for r in runs] == [(0, "cpu"), (1, "cuda")]
+    assert lm._devices(runs) == "cpu 1, cuda 1" and lm._devices(runs[:1]) == "cpu"
+    assert lm.table(runs, facts=True).splitlines()[2].endswith("| cpu 1, cuda 1 |")

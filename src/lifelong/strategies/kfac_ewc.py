@@ -34,6 +34,7 @@ class KFACEWCConfig(StrategyConfig):
     gamma: float = 1.0  # decay of earlier tasks' precision
     merge: str = "nearest"  # how task precisions merge into one Kronecker product: "nearest" or "sum"
     energy: float = 1.0  # share of each factor's trace in exact eigen-directions (< 1: the rest as one level; cheaper)
+    rank: int | None = None  # at most this many exact eigen-directions per factor in the step (flat cost)
 
     def __post_init__(self) -> None:
         if self.strength < 0:
@@ -48,6 +49,8 @@ class KFACEWCConfig(StrategyConfig):
             raise ValueError(f"merge must be one of {MERGES}, not {self.merge!r}")
         if not 0 < self.energy <= 1:
             raise ValueError(f"energy must be in (0, 1], not {self.energy}")
+        if self.rank is not None and self.rank < 1:
+            raise ValueError(f"rank must be >= 1 or None, not {self.rank}")
 
 
 @dataclass
@@ -64,7 +67,8 @@ class KFACEWC(Strategy):
         self.config = config or KFACEWCConfig()
         if self.config.online:
             self.name = "online-kfac-ewc"  # type: ignore[misc]
-        self.kronecker = KroneckerPenalty(self.config.strength, self.config.merge, self.config.energy)
+        self.kronecker = KroneckerPenalty(self.config.strength, self.config.merge, self.config.energy,
+                                          self.config.rank)
         self.generator = torch.Generator().manual_seed(self.config.seed)
 
     def after_backward(self, model: nn.Module) -> None:

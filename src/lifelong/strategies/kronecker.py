@@ -25,6 +25,8 @@ Kronecker penalties. `energy < 1` keeps of each factor the eigenvectors holding 
 and replaces the rest by one isotropic level (their mean eigenvalue, so the trace is kept whole), for
 the step only (the stored factors stay whole): a cheaper gradient of a penalty that still resists
 every direction (`protection()` reports the ranks and the share of curvature in exact directions).
+`rank` caps the eigenvectors kept per factor (with the same tail), so the step's cost stays flat even
+when merged factors fill their space (after many tasks an energy share needs ever more directions).
 """
 
 from __future__ import annotations
@@ -91,15 +93,15 @@ def nearest_kronecker(a: list[Tensor], g: list[Tensor], weights: list[float]) ->
     return a_new.float(), g_new.float()
 
 
-def _truncate(m: Tensor, energy: float) -> tuple[Tensor, Tensor, float]:
+def _truncate(m: Tensor, energy: float, rank: int | None = None) -> tuple[Tensor, Tensor, float]:
     """(eigenvalues less the tail's mean, eigenvectors, the tail's mean eigenvalue) of a symmetric PSD
-    matrix: the fewest top eigenvectors holding `energy` of its trace, the rest as one level."""
+    matrix: the fewest top eigenvectors holding `energy` of its trace (at most `rank`), the rest as one level."""
     values, vectors = torch.linalg.eigh(m.double())
     values = values.clamp(min=0).flip(0)
     vectors = vectors.flip(1)
     total = float(values.sum())
     k = int((values.cumsum(0) < energy * total).sum()) + 1 if total > 0 else 1
-    k = min(k, len(values))
+    k = min(k, len(values), rank or len(values))
     tail = float(values[k:].mean()) if k < len(values) else 0.0
     return (values[:k] - tail).float(), vectors[:, :k].float().contiguous(), tail
 
@@ -118,12 +120,14 @@ class KroneckerPenalty:
     5.0
     """
 
-    def __init__(self, strength: float, merge: str = "nearest", energy: float = 1.0):
+    def __init__(self, strength: float, merge: str = "nearest", energy: float = 1.0, rank: int | None = None):
         if merge not in MERGES:
             raise ValueError(f"merge must be one of {MERGES}, not {merge!r}")
         if not 0 < energy <= 1:
             raise ValueError(f"energy must be in (0, 1], not {energy}")
-        self.strength, self.merge, self.energy = float(strength), merge, energy
+        if rank is not None and rank < 1:
+            raise ValueError(f"rank must be >= 1 or None, not {rank}")
+        self.strength, self.merge, self.energy, self.rank = float(strength), merge, energy, rank
         self.layers: dict[str, dict[str, Any]] = {}
         self.diagonal = QuadraticPenalty(strength)
         self.tasks = 0
@@ -217,9 +221,9 @@ class KroneckerPenalty:
             a, g = layer["A"] * layer["scale"], layer["G"]
             out, inp = layer["anchor"].shape
             step = _Step(g=g, a=a)
-            if self.energy < 1:
-                la, ua, sigma = _truncate(a, self.energy)
-                lg, ug, tau = _truncate(g, self.energy)
+            if self.energy < 1 or self.rank is not None:
+                la, ua, sigma = _truncate(a, self.energy, self.rank)
+                lg, ug, tau = _truncate(g, self.energy, self.rank)
                 if 2 * out * inp * (ua.shape[1] + ug.shape[1]) < out * inp * (out + inp):
                     step = _Step(g=ug, a=ua, lg=lg, la=la, tau=tau, sigma=sigma, anchor_u=layer["anchor"] @ ua,
                                  anchor_v=ug.T @ layer["anchor"], a_t=ua.T.contiguous(),
@@ -313,11 +317,13 @@ class KroneckerPenalty:
         return sum(r["state_bytes"] for r in self.protection())
 
     def state_dict(self) -> dict[str, Any]:
-        return {"strength": self.strength, "merge": self.merge, "energy": self.energy, "tasks": self.tasks,
+        return {"strength": self.strength, "merge": self.merge, "energy": self.energy, "rank": self.rank,
+                "tasks": self.tasks,
                 "layers": {n: dict(layer) for n, layer in self.layers.items()}, "diagonal": self.diagonal.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.strength, self.merge, self.energy = float(state["strength"]), state["merge"], float(state["energy"])
+        self.rank = state.get("rank")  # states saved before the cap existed: none
         self.tasks = int(state["tasks"])
         self.layers = {n: {k: v.clone() if isinstance(v, Tensor) else v for k, v in layer.items()}
                        for n, layer in state["layers"].items()}
