@@ -50,6 +50,7 @@ STEP_STRATEGIES = {"naive": ("naive", {}), "ewc": ("ewc", {}), "kfac-ewc": ("kfa
                    "online-kfac-ewc rank 64": ("online-kfac-ewc", {"rank": 64}),
                    "online-kfac-ewc rank 32": ("online-kfac-ewc", {"rank": 32}),
                    "online-kfac-ewc rank 16": ("online-kfac-ewc", {"rank": 16}),
+                   "online-kfac-ewc rank 8": ("online-kfac-ewc", {"rank": 8}),
                    "gpm": ("gpm", {}), "gpm update": ("gpm", {"project": "update"})}
 
 

@@ -187,6 +187,22 @@ def lora() -> str:
     return "\n".join(lines)
 
 
+def rank() -> str:
+    """Section 5: the step's rank cap, in the README's 10-task regime (test runs of `lifelong run`, one
+    file per seed) beside the full step's runs from the vision table."""
+    runs = [json.loads(f.read_text()) for f in sorted(RESULTS.glob("vision-permuted-online-kfac-ewc-rank*-seed*.json"))]
+    full = [r for r in (_load("vision-permuted.json") or {}).get("runs", []) if r["strategy"] == "online-kfac-ewc"]
+    if not runs:
+        return "(rank: no results yet)"
+    lines = HEADER[:]
+    for label, subset in (("online-kfac-ewc, full step", full),
+                          *((f"online-kfac-ewc, rank {k}", [r for r in runs if r["config"]["strategy_options"]
+                                                             .get("rank") == k])
+                            for k in sorted({r["config"]["strategy_options"].get("rank") for r in runs}))):
+        lines += _rows([{**r, "label": label, "seed": r["config"]["seed"]} for r in subset], "label")
+    return "\n".join(lines)
+
+
 TABLES = {"diagonal": lambda: variants(["ewc-diagonal-test.json"], "Test split"),
           "diagonal-valid": lambda: variants(["ewc-diagonal-valid.json"], "Validation split"),
           "probe": lambda: variants(["consolidation-probe-valid.json", "consolidation-probe-valid-energy.json"],
@@ -194,7 +210,8 @@ TABLES = {"diagonal": lambda: variants(["ewc-diagonal-test.json"], "Test split")
           "probe-truncated": lambda: variants(["consolidation-probe-valid-truncated.json"],
                                               "Validation split, the step's earlier plain truncation"),
           "peer": peer, "merge": merge, "cost": cost, "cost-text": cost_text, "vision": vision,
-          "vision-50": lambda: vision("permuted-50"), "lora": lora}
+          "vision-50": lambda: vision("permuted-50"), "lora": lora, "rank": rank,
+          "probe-rank": lambda: variants(["consolidation-probe-valid-rank.json"], "Validation split, the rank cap")}
 
 
 def main() -> int:

@@ -71,7 +71,7 @@ for _s in (10, 30, 100, 300, 1000):  # beyond the diagonal, on the same ground
     for _e in (0.9, 0.95, 0.99):
         VARIANTS[f"kfac-ewc-{_s}-energy-{_e}"] = _v("kfac-ewc", strength=float(_s), energy=_e)
         VARIANTS[f"online-kfac-ewc-{_s}-energy-{_e}"] = _v("online-kfac-ewc", strength=float(_s), energy=_e)
-    for _r in (16, 32, 64):  # the step's rank cap (flat cost however many tasks merged)
+    for _r in (8, 16, 32, 64):  # the step's rank cap (flat cost however many tasks merged)
         VARIANTS[f"online-kfac-ewc-{_s}-rank-{_r}"] = _v("online-kfac-ewc", strength=float(_s), rank=_r)
 for _t in (0.9, 0.95, 0.97, 0.99):
     # projected gradients, the paper's form (the library's default when the probe files' gpm-N rows were run)
