@@ -43,7 +43,16 @@ def _free_port():
 
 def test_all_reduced_fisher_equals_the_single_process_fisher(tmp_path):
     out = tmp_path / "fisher.pt"
-    mp.spawn(_rank_fisher, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    # gloo's teardown can still abort a rank on a heavily loaded machine (SIGABRT, "terminate called
+    # without an active exception", twice in CI at load 7 on 2 cores) after the work is done: a second
+    # try on a fresh port; the comparison below is exact either way
+    for attempt in range(2):
+        try:
+            mp.spawn(_rank_fisher, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+            break
+        except mp.ProcessExitedException as e:
+            if attempt == 1 or e.signal_name != "SIGABRT":
+                raise
     distributed = torch.load(out)
     torch.manual_seed(0)
     model = MLP(64, (32,), 10)
