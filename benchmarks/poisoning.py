@@ -89,6 +89,7 @@ from lifelong.service.worker import UpdateSettings, train_candidate
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
 TUNING = RESULTS / "poisoning-tuning.json"
+TUNING_COLLISIONS = RESULTS / "poisoning-tuning-collisions.json"
 ATTACKS: dict[str, tuple[float, ...]] = {
     "random": (0.1, 0.3, 0.5), "targeted": (0.1, 0.3, 0.5), "backdoor": (0.01, 0.05, 0.1, 0.3, 0.5),
     "forgetting": (0.1, 0.3, 0.5), "flood": (0.1, 0.3, 0.5), "targeted-sybil": (0.1, 0.3, 0.45),
@@ -176,9 +177,16 @@ def before(world: World) -> dict[str, Any]:
 
 
 def load_tuning() -> dict[str, Any]:
+    """The options chosen on validation scenarios: poisoning-tuning.json's, with the label-collision
+    screen's neighbourhood from poisoning-tuning-collisions.json (benchmarks/poisoning_tune_collisions.py)
+    on top where it exists."""
+    chosen: dict[str, Any] = {"screens": {}, "art-spectral": 0.1, "art-activation": "smaller"}
     if TUNING.exists():
-        return dict(json.loads(TUNING.read_text())["chosen"])
-    return {"screens": {}, "art-spectral": 0.1, "art-activation": "smaller"}
+        chosen = dict(json.loads(TUNING.read_text())["chosen"])
+    if TUNING_COLLISIONS.exists():
+        more = json.loads(TUNING_COLLISIONS.read_text())["chosen"]["screens"]
+        chosen["screens"] = {**chosen.get("screens", {}), **more}
+    return chosen
 
 
 def _progress(work: Path, name: str, seed: int, header: dict[str, Any]) -> tuple[Path, dict[tuple[Any, ...], Any]]:
