@@ -45,7 +45,7 @@ class ScreenConfig(Config):
     source_min_examples: int = 5  # (source, label) groups smaller than this are not judged
     source_z: float = 5.0
     source_min_gap: float = 0.15
-    source_volume: bool = True  # the typical source and spread are never below their volume-weighted medians
+    source_volume: bool = True  # a whole source is tested against levels never below the volume-weighted medians
     # backdoor
     min_label_size: int = 30  # labels with fewer examples are not analysed for outliers
     spectral_z: float = 6.0  # robust z-score along the top direction above which an example is held

@@ -122,14 +122,13 @@ def source_outliers(labels: Sequence[str], sources: Sequence[str | None], suspic
     its few clean ones. Needs most sources to be honest: a majority of colluding keys is out of reach.
 
     The typical level is the median source's mean suspicion and the typical spread the median
-    source's standard deviation; with `source_volume` (the default), never less than the same
-    medians with each source weighted by its number of examples. Keys that outnumber the honest ones
-    and send unsuspicious examples move the plain medians down until honest keys look like outliers
-    (clean-label feature collisions on Fashion-MNIST held up to 54 % of the clean feedback so,
-    docs/poisoning.md); only volume moves the weighted ones, so framing then needs half of the
-    examples too. The floor only makes the test less ready to hold, never more: an attacker with half
-    of a label's examples can raise the level its keys are tested against (the key-blind screens do
-    not depend on it)."""
+    source's standard deviation. With `source_volume` (the default), a source as a whole is tested
+    against levels never below the same medians with each source weighted by its number of examples:
+    keys that outnumber the honest ones and send unsuspicious examples move the plain medians down
+    until whole honest keys look like outliers (clean-label feature collisions on Fashion-MNIST held
+    up to 54 % of the clean feedback so, docs/poisoning.md); only volume moves the weighted ones, so
+    holding whole honest keys then needs half of the examples too. The per-(source, label) test keeps
+    the plain medians (see the comment there)."""
     cfg = config or ScreenConfig()
     ids = list(range(len(labels))) if ids is None else list(ids)
     names = ["" if s is None else str(s) for s in sources]
@@ -138,11 +137,11 @@ def source_outliers(labels: Sequence[str], sources: Sequence[str | None], suspic
         return {g: (float(suspicion[idx].mean()), float(suspicion[idx].std()) if len(idx) > 1 else 0.0, len(idx))
                 for g, idx in groups.items() if len(idx) >= cfg.source_min_examples}
 
-    def centre(rows: Sequence[tuple[float, float, int]]) -> tuple[float, float]:
+    def centre(rows: Sequence[tuple[float, float, int]], volume: bool = False) -> tuple[float, float]:
         means = torch.tensor([r[0] for r in rows])
         spreads = torch.tensor([r[1] for r in rows if r[2] > 1] or [0.0])
         level, spread = float(means.median()), float(spreads.median())
-        if cfg.source_volume:
+        if volume:
             # the same medians with each source weighted by its examples: colluding keys that
             # outnumber the honest ones move the plain medians, only volume moves these
             counts = [float(r[2]) for r in rows]
@@ -165,7 +164,8 @@ def source_outliers(labels: Sequence[str], sources: Sequence[str | None], suspic
     holds: list[Hold] = []
     per_source = stats(by_source)
     if len(per_source) >= 3:
-        ref = centre(list(per_source.values()))
+        # a whole key is held only when it also stands out against the volume-weighted medians
+        ref = centre(list(per_source.values()), cfg.source_volume)
         for s, row in per_source.items():
             z = outlier(row, ref)
             if z is not None:
@@ -179,6 +179,10 @@ def source_outliers(labels: Sequence[str], sources: Sequence[str | None], suspic
         by_label: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
         for (_, lab), row in per_pair.items():
             by_label[lab].append(row)
+        # a (key, label) group against the keys that sent that label, by key count only: weighted by
+        # volume, a flip sent from many keys (most of that label's examples) would set the level its own
+        # keys are tested against. So colluding keys can still frame honest senders of one label
+        # (measured: docs/poisoning.md), only not hold their whole feedback
         for (s, lab), row in per_pair.items():
             z = outlier(row, centre(by_label[lab]) if len(by_label[lab]) >= 3 else overall)
             if z is not None:
