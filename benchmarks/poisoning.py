@@ -89,7 +89,6 @@ from lifelong.service.worker import UpdateSettings, train_candidate
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
 TUNING = RESULTS / "poisoning-tuning.json"
-TUNING_COLLISIONS = RESULTS / "poisoning-tuning-collisions.json"
 ATTACKS: dict[str, tuple[float, ...]] = {
     "random": (0.1, 0.3, 0.5), "targeted": (0.1, 0.3, 0.5), "backdoor": (0.01, 0.05, 0.1, 0.3, 0.5),
     "forgetting": (0.1, 0.3, 0.5), "flood": (0.1, 0.3, 0.5), "targeted-sybil": (0.1, 0.3, 0.45),
@@ -178,14 +177,14 @@ def before(world: World) -> dict[str, Any]:
 
 def load_tuning() -> dict[str, Any]:
     """The options chosen on validation scenarios: poisoning-tuning.json's, with the label-collision
-    screen's neighbourhood from poisoning-tuning-collisions.json (benchmarks/poisoning_tune_collisions.py)
-    on top where it exists."""
+    screen's from poisoning-tuning-collisions-*.json (benchmarks/poisoning_tune_collisions.py) on top."""
     chosen: dict[str, Any] = {"screens": {}, "art-spectral": 0.1, "art-activation": "smaller"}
     if TUNING.exists():
         chosen = dict(json.loads(TUNING.read_text())["chosen"])
-    if TUNING_COLLISIONS.exists():
-        more = json.loads(TUNING_COLLISIONS.read_text())["chosen"]["screens"]
-        chosen["screens"] = {**chosen.get("screens", {}), **more}
+    for grid in ("neighbours", "estimator"):  # in the order they were tuned, the later on top
+        path = RESULTS / f"poisoning-tuning-collisions-{grid}.json"
+        if path.exists():
+            chosen["screens"] = {**chosen.get("screens", {}), **json.loads(path.read_text())["chosen"]["screens"]}
     return chosen
 
 
