@@ -269,7 +269,7 @@ def run_world(name: str, seed: int, attacks: dict[str, tuple[float, ...]], defen
                    "gate_3pt": result["gate_3pt"], "gate_failed": result["gate_failed"],
                    "old_accuracy": result["old"], "screen_seconds": round(screen_seconds, 2),
                    "train_seconds": result["train_seconds"], "screen_info": info,
-                   "before": start_acc, "base_seconds": round(base_seconds, 1), "code": _commit()}
+                   "before": start_acc, "base_seconds": round(base_seconds, 1), "code": CODE}
             rows.append(row)
             with path.open("a") as f:  # saved as it goes: --resume continues from here
                 f.write(json.dumps(row) + "\n")
@@ -314,6 +314,9 @@ def _commit() -> str | None:
                               check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
+
+
+CODE = _commit()  # at import: the code this process runs, whatever is committed while it runs
 
 
 def _held_result(n: int, held: Sequence[int]) -> Any:
