@@ -44,3 +44,12 @@ def test_the_smooth_estimate_holds_more_of_a_copy_that_outnumbers_what_it_copies
 def test_unknown_estimator_is_a_clear_error():
     with pytest.raises(ValueError, match="collision_estimator"):
         ScreenConfig(collision_estimator="forest")
+
+
+def test_a_held_group_of_near_duplicates_never_holds_its_trusted_members():
+    x, labels, poison = _flip(0)
+    copied = x[350:355]  # five of the flipped inputs are also in the trusted reference, labelled "b"
+    for estimator in ("knn", "knn+logistic"):
+        config = replace(ScreenConfig(), collision_estimator=estimator)
+        holds = label_collisions(x, labels, (copied.clone(), ["b"] * 5), config=config, space="input")
+        assert holds and all(h.index < len(labels) for h in holds)

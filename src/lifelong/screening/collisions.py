@@ -244,7 +244,9 @@ def find_collisions(z: Tensor, labels: Sequence[str], trusted: Sequence[bool] | 
                 if not new.any():
                     break
                 held[rows_l[new]] = True
-                rows = [i for r in rows_l[new].tolist() for i in members[unique[r]]]
+                # a group of near-duplicates may hold trusted rows too (a batch example that copies a
+                # guard example): those are never held
+                rows = [i for r in rows_l[new].tolist() for i in members[unique[r]] if not trusted[i]]
                 found.append(Collision(l_name, m_name, share, reverse, sorted(rows)))
     return found
 
