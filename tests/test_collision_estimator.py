@@ -47,7 +47,7 @@ def test_unknown_estimator_is_a_clear_error():
 
 
 def test_a_held_group_of_near_duplicates_never_holds_its_trusted_members():
-    x, labels, poison = _flip(0)
+    x, labels, _ = _flip(0)
     copied = x[350:355]  # five of the flipped inputs are also in the trusted reference, labelled "b"
     for estimator in ("knn", "knn+logistic"):
         config = replace(ScreenConfig(), collision_estimator=estimator)
