@@ -176,9 +176,16 @@ def before(world: World) -> dict[str, Any]:
 
 
 def load_tuning() -> dict[str, Any]:
+    """The options chosen on validation scenarios: poisoning-tuning.json's, with the label-collision
+    screen's from poisoning-tuning-collisions-*.json (benchmarks/poisoning_tune_collisions.py) on top."""
+    chosen: dict[str, Any] = {"screens": {}, "art-spectral": 0.1, "art-activation": "smaller"}
     if TUNING.exists():
-        return dict(json.loads(TUNING.read_text())["chosen"])
-    return {"screens": {}, "art-spectral": 0.1, "art-activation": "smaller"}
+        chosen = dict(json.loads(TUNING.read_text())["chosen"])
+    for grid in ("neighbours", "estimator"):  # in the order they were tuned, the later on top
+        path = RESULTS / f"poisoning-tuning-collisions-{grid}.json"
+        if path.exists():
+            chosen["screens"] = {**chosen.get("screens", {}), **json.loads(path.read_text())["chosen"]["screens"]}
+    return chosen
 
 
 def _progress(work: Path, name: str, seed: int, header: dict[str, Any]) -> tuple[Path, dict[tuple[Any, ...], Any]]:
@@ -262,7 +269,7 @@ def run_world(name: str, seed: int, attacks: dict[str, tuple[float, ...]], defen
                    "gate_3pt": result["gate_3pt"], "gate_failed": result["gate_failed"],
                    "old_accuracy": result["old"], "screen_seconds": round(screen_seconds, 2),
                    "train_seconds": result["train_seconds"], "screen_info": info,
-                   "before": start_acc, "base_seconds": round(base_seconds, 1)}
+                   "before": start_acc, "base_seconds": round(base_seconds, 1), "code": CODE}
             rows.append(row)
             with path.open("a") as f:  # saved as it goes: --resume continues from here
                 f.write(json.dumps(row) + "\n")
@@ -274,9 +281,11 @@ def run_world(name: str, seed: int, attacks: dict[str, tuple[float, ...]], defen
     return rows
 
 
-def rerun_progress(progress: Path, out: Path, defences: Sequence[str], tuning: dict[str, Any]) -> None:
-    """Drop `defences`' rows from the progress files (made from the results file's rows where there
-    are none), so that --resume measures them again with today's code and keeps every other row."""
+def rerun_progress(progress: Path, out: Path, defences: Sequence[str], tuning: dict[str, Any],
+                   attacks: Sequence[str] | None = None) -> None:
+    """Drop `defences`' rows (of `attacks` only, when given; the clean row always) from the progress
+    files (made from the results file's rows where there are none), so that --resume measures them
+    again with today's code and keeps every other row."""
     unknown = set(defences) - set(DEFENCES) - {"oracle"}
     if unknown:
         raise SystemExit(f"unknown defence(s) {sorted(unknown)}; choose from {', '.join(DEFENCES)}")
@@ -290,8 +299,24 @@ def rerun_progress(progress: Path, out: Path, defences: Sequence[str], tuning: d
                 "".join(json.dumps(r) + "\n" for r in [header, *rows]))
     for path in progress.glob("*.jsonl"):
         lines = path.read_text().splitlines()
-        kept = [lines[0]] + [line for line in lines[1:] if json.loads(line)["defence"] not in defences]
+        again = [json.loads(line) for line in lines[1:]]
+        kept = [lines[0]] + [line for line, r in zip(lines[1:], again, strict=True) if r["defence"] not in defences
+                             or (attacks is not None and r["attack"] not in attacks and r["attack"] != "clean")]
         path.write_text("\n".join(kept) + "\n")
+
+
+def _commit() -> str | None:
+    """The commit of the code that measured a row (rows of reruns differ from the rest of the file)."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+CODE = _commit()  # at import: the code this process runs, whatever is committed while it runs
 
 
 def _held_result(n: int, held: Sequence[int]) -> Any:
@@ -345,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rerun:
         if not args.resume:
             parser.error("--rerun needs --resume")
-        rerun_progress(progress, out, args.rerun.split(","), tuning)
+        rerun_progress(progress, out, args.rerun.split(","), tuning, args.attacks.split(",") if args.attacks else None)
 
     def attacks_for(seed: int) -> dict[str, tuple[float, ...]]:
         return attacks if seed in existing else {a: r for a, r in attacks.items() if a in NEW_ATTACKS}
@@ -355,6 +380,13 @@ def main(argv: list[str] | None = None) -> int:
         futures = [pool.submit(run_world, w, s, attacks_for(s), DEFENCES, size, Path(tmp), tuning, progress,
                                args.peers) for w, s in jobs]
         rows = [r for f in futures for r in f.result()]
+    # with --attacks and --resume, the other attacks' rows in the progress files (an earlier run's) are kept
+    measured = {(r["world"], r["seed"], r["attack"], r["rate"], r["defence"]) for r in rows}
+    for path in sorted(progress.glob("*.jsonl")):
+        for line in path.read_text().splitlines()[1:]:
+            r = json.loads(line)
+            if (r["world"], r["seed"], r["attack"], r["rate"], r["defence"]) not in measured:
+                rows.append(r)
     summary = summarise(rows)
     table = print_tables(summary)
     checks = targets(summary)
@@ -368,7 +400,13 @@ def main(argv: list[str] | None = None) -> int:
     for line in sybil:
         print("  " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in line.items()))
     seconds = time.perf_counter() - started
+    # a rerun keeps the earlier commands that measured the rows it kept
+    history: list[str] = []
+    if args.resume and out.exists():
+        earlier = json.loads(out.read_text())
+        history = [*earlier.get("history", []), earlier["command"]]
     write_json(out, {"command": " ".join(["python", "benchmarks/poisoning.py", *(argv or sys.argv[1:])]),
+                     "history": history,
                      "seconds": seconds, "worlds": worlds, "seeds": seeds, "seeds_existing": existing,
                      "attacks": attacks, "peers": args.peers,
                      "defences": list(DEFENCES), "tuning": tuning, "update_settings": UpdateSettings().to_dict(),

@@ -45,6 +45,7 @@ class ScreenConfig(Config):
     source_min_examples: int = 5  # (source, label) groups smaller than this are not judged
     source_z: float = 5.0
     source_min_gap: float = 0.15
+    source_volume: bool = True  # a whole source is tested against levels never below the volume-weighted medians
     # backdoor
     min_label_size: int = 30  # labels with fewer examples are not analysed for outliers
     spectral_z: float = 6.0  # robust z-score along the top direction above which an example is held
@@ -54,6 +55,8 @@ class ScreenConfig(Config):
     # label collisions (collisions.py): per label, independent of keys
     collision_spaces: tuple[str, ...] = ("input", "model")  # representations searched: the inputs, the model's features
     collision_neighbours: int = 20  # k of the neighbour share g(x)
+    collision_estimator: str = "knn"  # g(x): the k-NN share ("knn"), or its mean with a logistic one ("knn+logistic")
+    collision_dims: int = 20  # principal components the logistic estimate uses
     collision_quantile: float = 0.1  # quantile of the density ratio estimating a copy's share (and the reverse)
     collision_min_share: float = 0.1  # a copy smaller than this share of its label is not a collision
     collision_reverse: float = 0.5  # ... nor one whose reverse share is above this times its share
@@ -89,6 +92,8 @@ class ScreenConfig(Config):
                 raise ValueError(f"{name} must be at least 1, not {count}")
         if self.influence_tolerance < 0 or self.collision_min_share < 0 or self.guard_radius <= 0:
             raise ValueError("influence_tolerance and collision_min_share must be >= 0, guard_radius > 0")
+        if self.collision_estimator not in ("knn", "knn+logistic"):
+            raise ValueError(f"unknown collision_estimator {self.collision_estimator!r}; use 'knn' or 'knn+logistic'")
         unknown = set(self.collision_spaces) - {"input", "model"}
         if unknown:
             raise ValueError(f"unknown collision space(s) {sorted(unknown)}; use 'input' and/or 'model'")
