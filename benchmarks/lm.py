@@ -128,17 +128,20 @@ def _options(setting: str, size: str, method: str, extra: dict[str, Any]) -> tup
 
 
 def _config(args: argparse.Namespace, size: str, strategy: str, options: dict[str, Any], seed: int) -> LMRunConfig:
-    """The run of `strategy` with `options`; a `lora` option is the adapters' rank, not the strategy's."""
+    """The run of `strategy` with `options`; `lora` (the adapters' rank) and `lr` (Adam's learning rate) are
+    the run's options, not the strategy's."""
     setting = SETTINGS[args.setting]
     options = dict(options)
-    lora = int(options.pop("lora", 0))
+    run = {"lora_rank": int(options.pop("lora", 0)), "lr": float(options.pop("lr", LMRunConfig.lr))}
     return LMRunConfig(setting["benchmark"], size, strategy, options, replace(setting["data"]), eval_split=args.split,
-                       seed=seed, cache_dir=str(CACHE), device=args.device, lora_rank=lora)
+                       seed=seed, cache_dir=str(CACHE), device=args.device, **run)
 
 
 def _shown(config: dict[str, Any]) -> dict[str, Any]:
-    """A run's options as tables show them: the strategy's, and the LoRA rank when adapters trained."""
-    return {**config["options"], **({"lora": config["lora_rank"]} if config.get("lora_rank") else {})}
+    """A run's options as tables show them: the strategy's, the LoRA rank when adapters trained, and the
+    learning rate when it is not the default (runs saved before these existed show what they showed)."""
+    return {**config["options"], **({"lora": config["lora_rank"]} if config.get("lora_rank") else {}),
+            **({"lr": config["lr"]} if config.get("lr", LMRunConfig.lr) != LMRunConfig.lr else {})}
 
 
 def _strategy(name: str) -> str:
@@ -217,7 +220,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 if ref is None:
                     continue
                 # the control trains the same model (LoRA adapters of the same rank when the method has them)
-                opts = {"tokens": int(ref["stored_bytes"]), **({"lora": options["lora"]} if "lora" in options else {})}
+                opts = {"tokens": int(ref["stored_bytes"]), **{k: options[k] for k in ("lora", "lr") if k in options}}
             config = _config(args, size, strat, opts, seed)
             probe = {"config": config.to_dict()}
             if args.resume and _key(probe) in done:

@@ -91,3 +91,7 @@ def test_the_benchmark_keys_a_lora_run_apart_from_full_fine_tuning():
     assert lora.lora_rank == 8 and lora.options == {} and naive.lora_rank == 0
     assert lm._key({"config": lora.to_dict()}) != lm._key({"config": naive.to_dict()})
     assert lm._shown(lora.to_dict()) == {"lora": 8}
+    # a learning rate other than the default is the run's, and keyed and shown too
+    faster = lm._config(args, "gpt-0.2m", "naive", {"lora": 8, "lr": 0.003}, 0)
+    assert faster.lr == 0.003 and faster.options == {} and lm._shown(faster.to_dict()) == {"lora": 8, "lr": 0.003}
+    assert lm._key({"config": faster.to_dict()}) != lm._key({"config": lora.to_dict()})
