@@ -419,10 +419,32 @@ def cmd_table(args: argparse.Namespace) -> int:
     path = Path(args.out or ROOT / "results" / f"lm-{args.setting}{'-valid' if args.split == 'valid' else ''}.json")
     runs = _load(path)["runs"]
     print(f"`{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}`: {len(runs)} runs\n")
-    print(table(runs, facts=SETTINGS[args.setting]["benchmark"] == "facts"))
+    if args.methods:  # these methods and their equal-bytes controls
+        wanted = {m for name in args.methods.split(",") for m in (name, f"replay@{name}")}
+        runs = [r for r in runs if r["method"] in wanted]
+    facts = SETTINGS[args.setting]["benchmark"] == "facts"
+    print(table(runs, facts=facts))
+    if not facts and any(r["metrics"].get("pretrained") for r in runs):
+        print("\n" + pretrained_table(runs))
     if args.importance:
         print("\n" + importance_table(runs))
     return 0
+
+
+def pretrained_table(runs: list[dict[str, Any]]) -> str:
+    """Per size: the pre-trained model's mean next-byte accuracy over the domains before it learns any (row 0
+    of every run's matrix), the score of not training at all: a final accuracy below it is a net loss."""
+    by: dict[tuple[int, str], list[float]] = {}
+    for r in runs:
+        if r["metrics"].get("pretrained"):
+            row = r["scores"][0][1:]
+            by.setdefault((r["parameters"], r["config"]["model"]), []).append(
+                float(np.mean([s["accuracy"] for s in row])))
+    lines = ["| model | before the domains (pre-trained, untouched): mean next-byte acc over the domains |",
+             "|---|---|"]
+    lines += [f"| {model} | {_mean_std(v) if len(set(v)) > 1 else f'{v[0]:.3f}'} |"
+              for (_, model), v in sorted(by.items())]
+    return "\n".join(lines)
 
 
 def importance_table(runs: list[dict[str, Any]]) -> str:
@@ -501,6 +523,7 @@ def main() -> int:
         q.add_argument("--split", choices=["test", "valid"], default="test")
         q.add_argument("--out", default=None)
         if name == "table":
+            q.add_argument("--methods", default=None, help="only these methods (and their replay@ controls)")
             q.add_argument("--importance", action="store_true",
                            help="also the seconds after each task (EWC's Fisher) against its training seconds")
         if name == "choose":

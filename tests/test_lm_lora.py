@@ -95,3 +95,10 @@ def test_the_benchmark_keys_a_lora_run_apart_from_full_fine_tuning():
     faster = lm._config(args, "gpt-0.2m", "naive", {"lora": 8, "lr": 0.003}, 0)
     assert faster.lr == 0.003 and faster.options == {} and lm._shown(faster.to_dict()) == {"lora": 8, "lr": 0.003}
     assert lm._key({"config": faster.to_dict()}) != lm._key({"config": lora.to_dict()})
+
+
+def test_a_continual_learning_rate_keeps_the_same_pre_trained_model():
+    from lifelong.lm.run import _pretrain_key
+
+    assert _pretrain_key(LMRunConfig(lr=0.003)) == _pretrain_key(LMRunConfig())
+    assert _pretrain_key(LMRunConfig(pretrain_lr=0.003)) != _pretrain_key(LMRunConfig())

@@ -50,6 +50,7 @@ class LMRunConfig:
     data: LMDataConfig = field(default_factory=LMDataConfig)
     domains: tuple[str, ...] = DOMAINS
     lr: float = 1e-3  # Adam, a fresh optimizer per task, as the library's other benchmarks
+    pretrain_lr: float = 1e-3  # pre-training's own, so that a continual phase's lr keeps the same pre-trained model
     importance_batch: int = 16  # sequences per batch of the importance pass
     eval_split: str = "test"  # "valid" for tuning
     seed: int = 0  # the continual phase: data order, replay draws, the model's init without pre-training
@@ -67,8 +68,8 @@ class LMRunConfig:
             raise ValueError(f"eval_split must be 'test' or 'valid', not {self.eval_split!r}")
         if self.lora_rank < 0:
             raise ValueError(f"lora_rank must be >= 0 (0: no adapters), not {self.lora_rank}")
-        if self.lr <= 0 or self.importance_batch < 1:
-            raise ValueError("lr must be > 0 and importance_batch >= 1")
+        if self.lr <= 0 or self.pretrain_lr <= 0 or self.importance_batch < 1:
+            raise ValueError("lr and pretrain_lr must be > 0 and importance_batch >= 1")
         gpt_config(self.model)  # a clear error for an unknown size
         check_name(self.device)
 
@@ -86,7 +87,7 @@ def build_stream(config: LMRunConfig) -> TaskStream:
 def _pretrain_key(config: LMRunConfig) -> str:
     # the stream's fact batches are drawn after the background facts, so they do not change pre-training
     d = replace(config.data, facts=replace(config.data.facts, batches=10, entities_per_batch=8))
-    what = {"model": asdict(gpt_config(config.model, block_size=d.length)), "lr": config.lr,
+    what = {"model": asdict(gpt_config(config.model, block_size=d.length)), "lr": config.pretrain_lr,
             "seed": config.pretrain_seed, "domains": list(config.domains),
             "data": {k: v for k, v in asdict(d).items() if k not in ("steps", "seed", "eval_windows")}}
     return hashlib.blake2b(json.dumps(what, sort_keys=True).encode(), digest_size=8).hexdigest()
@@ -108,7 +109,7 @@ def pretrained_model(config: LMRunConfig, log: Callable[[str], None] = lambda _:
         return model, {**info, "seconds": float(saved["seconds"]), "cached": True, "path": str(path)}
     general = general_task(replace(d, seed=config.pretrain_seed), torch.Generator().manual_seed(config.pretrain_seed),
                            config.domains)
-    learner = LMLearner(model, Naive(), LearnerConfig(batch_size=d.batch_size, lr=config.lr, optimizer="adam",
+    learner = LMLearner(model, Naive(), LearnerConfig(batch_size=d.batch_size, lr=config.pretrain_lr, optimizer="adam",
                                                        seed=config.pretrain_seed, device=config.device))
     log(f"pre-training {config.model} ({model_config.num_parameters:,} parameters) for {d.pretrain_steps} steps")
     stats = learner.fit(TaskStream([general], 256, "domain"), 0)
