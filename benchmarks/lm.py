@@ -347,7 +347,7 @@ def cmd_choose(args: argparse.Namespace) -> int:
         best = max(ok, key=lambda r: r["metrics"]["average_accuracy"])
         varied = {k for r in tried for k, v in r["config"]["options"].items()
                   if any(q["config"]["options"].get(k) != v for q in tried)}
-        chosen = {k: best["config"]["options"][k] for k in sorted(varied)}
+        chosen = {k: best["config"]["options"][k] for k in sorted(varied) if k in best["config"]["options"]}
         path = ROOT / "results" / "tuning" / f"lm-{args.setting}-{size}-{args.method}.json"
         write_json(path, {"setting": args.setting, "size": size, "method": args.method, "chosen": chosen,
                           "rule": "best final validation accuracy with learning accuracy >= naive's - "
