@@ -76,6 +76,8 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "lora-ewc": ("ewc", {"lora": 8, "strength": 1.0, "samples": 128}),  # EWC on the adapters
     "olora": ("olora", {"lora": 8, "mode": "project"}),  # an adapter per task, orthogonal, folded after it
     "lora-fold": ("olora", {"lora": 8, "mode": "loss", "orth_weight": 0.0}),  # olora without orthogonality
+    "lora+replay": ("token-replay", {"lora": 8, "replay": 0.01}),
+    "lora-ewc+replay": ("ewc+token-replay", {"lora": 8, "strength": 1.0, "samples": 128, "replay": 0.01}),
     "ewc+replay": ("ewc+token-replay", {"strength": 1.0, "samples": 128, "replay": 0.01}),
     "distill+replay": ("token-replay+lm-distill", {"replay": 0.01, "weight": 1.0}),
     "distill-generated": ("lm-distill", {"source": "generated", "replay": 0.01, "weight": 1.0}),
@@ -85,11 +87,12 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 # a composition takes the options chosen for its parts (as benchmarks/tune.py does for the other benchmarks)
-TUNED_FROM = {"ewc+replay": ["ewc"], "online-kfac-ewc+replay": ["online-kfac-ewc"],
+TUNED_FROM = {"ewc+replay": ["ewc"], "online-kfac-ewc+replay": ["online-kfac-ewc"], "lora-ewc+replay": ["lora-ewc"],
               "ewc+distill+replay": ["ewc", "distill+replay"]}
-NO_EQUAL_BYTES = ("naive", "joint", "replay", "lora")  # nothing stored, everything stored, or the control itself
+# nothing stored, everything stored, or the control itself
+NO_EQUAL_BYTES = ("naive", "joint", "replay", "lora", "lora+replay")
 # the reference whose learning accuracy the choice must stay near (a LoRA method: sequential LoRA)
-BASELINE = {"lora-ewc": "lora", "olora": "lora", "lora-fold": "lora"}
+BASELINE = {"lora-ewc": "lora", "olora": "lora", "lora-fold": "lora", "lora-ewc+replay": "lora"}
 PLASTICITY_FLOOR = 0.05  # a choice's learning accuracy within 5 points of naive's, as in benchmarks/tune.py
 
 
@@ -422,6 +425,8 @@ def cmd_table(args: argparse.Namespace) -> int:
     if args.methods:  # these methods and their equal-bytes controls
         wanted = {m for name in args.methods.split(",") for m in (name, f"replay@{name}")}
         runs = [r for r in runs if r["method"] in wanted]
+    if args.sizes:
+        runs = [r for r in runs if r["config"]["model"] in args.sizes.split(",")]
     facts = SETTINGS[args.setting]["benchmark"] == "facts"
     print(table(runs, facts=facts))
     if not facts and any(r["metrics"].get("pretrained") for r in runs):
@@ -524,6 +529,7 @@ def main() -> int:
         q.add_argument("--out", default=None)
         if name == "table":
             q.add_argument("--methods", default=None, help="only these methods (and their replay@ controls)")
+            q.add_argument("--sizes", default=None, help="only these GPT presets, comma-separated")
             q.add_argument("--importance", action="store_true",
                            help="also the seconds after each task (EWC's Fisher) against its training seconds")
         if name == "choose":
