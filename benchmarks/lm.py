@@ -64,10 +64,20 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "joint": ("joint", {}),
     "ewc": ("ewc", {"strength": 1.0, "samples": 128}),
     "online-ewc": ("online-ewc", {"strength": 1.0, "samples": 128, "gamma": 0.9}),
-    # issue 18's methods beyond the diagonal (they run on a GPT: tests/test_lm.py); not yet tuned or run here
+    # issue 18's methods beyond the diagonal (they run on a GPT: tests/test_lm.py)
     "kfac-ewc": ("kfac-ewc", {"strength": 1.0, "samples": 128}),
+    "online-kfac-ewc": ("online-kfac-ewc", {"strength": 1.0, "samples": 128}),
+    "online-kfac-ewc+replay": ("online-kfac-ewc+token-replay", {"strength": 1.0, "samples": 128, "replay": 0.01}),
     "gpm": ("gpm", {"samples": 128}),
     "replay": ("token-replay", {"replay": 0.01}),
+    # LoRA on the GPT (lifelong.lm.lora): `lora` is the adapters' rank (LMRunConfig.lora_rank), not a
+    # strategy option; the pre-trained GPT is frozen and only the adapters train, in every LoRA method
+    "lora": ("naive", {"lora": 8}),  # sequential LoRA: one adapter trained through every task
+    "lora-ewc": ("ewc", {"lora": 8, "strength": 1.0, "samples": 128}),  # EWC on the adapters
+    "olora": ("olora", {"lora": 8, "mode": "project"}),  # an adapter per task, orthogonal, folded after it
+    "lora-fold": ("olora", {"lora": 8, "mode": "loss", "orth_weight": 0.0}),  # olora without orthogonality
+    "lora+replay": ("token-replay", {"lora": 8, "replay": 0.01}),
+    "lora-ewc+replay": ("ewc+token-replay", {"lora": 8, "strength": 1.0, "samples": 128, "replay": 0.01}),
     "ewc+replay": ("ewc+token-replay", {"strength": 1.0, "samples": 128, "replay": 0.01}),
     "distill+replay": ("token-replay+lm-distill", {"replay": 0.01, "weight": 1.0}),
     "distill-generated": ("lm-distill", {"source": "generated", "replay": 0.01, "weight": 1.0}),
@@ -77,8 +87,12 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 # a composition takes the options chosen for its parts (as benchmarks/tune.py does for the other benchmarks)
-TUNED_FROM = {"ewc+replay": ["ewc"], "ewc+distill+replay": ["ewc", "distill+replay"]}
-NO_EQUAL_BYTES = ("naive", "joint", "replay")  # nothing stored, everything stored, or the control itself
+TUNED_FROM = {"ewc+replay": ["ewc"], "online-kfac-ewc+replay": ["online-kfac-ewc"], "lora-ewc+replay": ["lora-ewc"],
+              "ewc+distill+replay": ["ewc", "distill+replay"]}
+# nothing stored, everything stored, or the control itself
+NO_EQUAL_BYTES = ("naive", "joint", "replay", "lora", "lora+replay")
+# the reference whose learning accuracy the choice must stay near (a LoRA method: sequential LoRA)
+BASELINE = {"lora-ewc": "lora", "olora": "lora", "lora-fold": "lora", "lora-ewc+replay": "lora"}
 PLASTICITY_FLOOR = 0.05  # a choice's learning accuracy within 5 points of naive's, as in benchmarks/tune.py
 
 
@@ -116,6 +130,23 @@ def _options(setting: str, size: str, method: str, extra: dict[str, Any]) -> tup
     return strategy, options
 
 
+def _config(args: argparse.Namespace, size: str, strategy: str, options: dict[str, Any], seed: int) -> LMRunConfig:
+    """The run of `strategy` with `options`; `lora` (the adapters' rank) and `lr` (Adam's learning rate) are
+    the run's options, not the strategy's."""
+    setting = SETTINGS[args.setting]
+    options = dict(options)
+    run = {"lora_rank": int(options.pop("lora", 0)), "lr": float(options.pop("lr", LMRunConfig.lr))}
+    return LMRunConfig(setting["benchmark"], size, strategy, options, replace(setting["data"]), eval_split=args.split,
+                       seed=seed, cache_dir=str(CACHE), device=args.device, **run)
+
+
+def _shown(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's options as tables show them: the strategy's, the LoRA rank when adapters trained, and the
+    learning rate when it is not the default (runs saved before these existed show what they showed)."""
+    return {**config["options"], **({"lora": config["lora_rank"]} if config.get("lora_rank") else {}),
+            **({"lr": config["lr"]} if config.get("lr", LMRunConfig.lr) != LMRunConfig.lr else {})}
+
+
 def _strategy(name: str) -> str:
     """Runs saved before the merge with main named the language-model distillation `distill` (main's
     `distill` is the classifier and agent version): the same strategy as `lm-distill` now."""
@@ -124,7 +155,7 @@ def _strategy(name: str) -> str:
 
 def _key(run: dict[str, Any]) -> str:
     c = run["config"]
-    return json.dumps([c["model"], _strategy(c["strategy"]), c["options"], c["seed"], c["eval_split"], c["data"]],
+    return json.dumps([c["model"], _strategy(c["strategy"]), _shown(c), c["seed"], c["eval_split"], c["data"]],
                       sort_keys=True)
 
 
@@ -177,7 +208,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.jobs > 1:
         return run_parallel(args)
     torch.set_num_threads(args.threads)
-    setting = SETTINGS[args.setting]
     out = _out(args)
     saved = _load(out)
     done = {_key(r) for r in saved["runs"]}
@@ -192,9 +222,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                             and r["config"]["model"] == size and r["config"]["eval_split"] == args.split), None)
                 if ref is None:
                     continue
-                opts = {"tokens": int(ref["stored_bytes"])}
-            config = LMRunConfig(setting["benchmark"], size, strat, opts, replace(setting["data"]),
-                                 eval_split=args.split, seed=seed, cache_dir=str(CACHE), device=args.device)
+                # the control trains the same model (LoRA adapters of the same rank when the method has them)
+                opts = {"tokens": int(ref["stored_bytes"]), **{k: options[k] for k in ("lora", "lr") if k in options}}
+            config = _config(args, size, strat, opts, seed)
             probe = {"config": config.to_dict()}
             if args.resume and _key(probe) in done:
                 continue
@@ -225,12 +255,10 @@ def run_parallel(args: argparse.Namespace) -> int:
     parts.mkdir(parents=True, exist_ok=True)
     saved = _load(out)
     done = {_key(r) for r in saved["runs"]}
-    setting = SETTINGS[args.setting]
     queue: list[tuple[str, list[str]]] = []
     for size, seed, method, extra in _combinations(args):
         strategy, options = _options(args.setting, size, method, extra)
-        probe = {"config": LMRunConfig(setting["benchmark"], size, strategy, options, replace(setting["data"]),
-                                       eval_split=args.split, seed=seed).to_dict()}
+        probe = {"config": _config(args, size, strategy, options, seed).to_dict()}
         mine = [r for r in saved["runs"] if r["config"]["model"] == size and r["config"]["seed"] == seed
                 and r["method"] in (method, f"replay@{method}")]
         missing = _key(probe) not in done or (args.equal_bytes and method not in NO_EQUAL_BYTES
@@ -311,17 +339,18 @@ def cmd_choose(args: argparse.Namespace) -> int:
     options whose learning accuracy is within PLASTICITY_FLOOR of naive's (same size, seed 0)."""
     runs = _load(ROOT / "results" / f"lm-{args.setting}-valid.json")["runs"]
     for size in args.sizes.split(","):
-        naive = [r for r in runs if r["method"] == "naive" and r["config"]["model"] == size]
+        baseline = BASELINE.get(args.method, "naive")
+        naive = [r for r in runs if r["method"] == baseline and r["config"]["model"] == size]
         tried = [r for r in runs if r["method"] == args.method and r["config"]["model"] == size]
         if not naive or not tried:
-            print(f"{size}: no validation runs of naive and {args.method}", file=sys.stderr)
+            print(f"{size}: no validation runs of {baseline} and {args.method}", file=sys.stderr)
             continue
         floor = naive[0]["metrics"]["learning_accuracy"] - PLASTICITY_FLOOR
         ok = [r for r in tried if r["metrics"]["learning_accuracy"] >= floor] or tried
         best = max(ok, key=lambda r: r["metrics"]["average_accuracy"])
         varied = {k for r in tried for k, v in r["config"]["options"].items()
                   if any(q["config"]["options"].get(k) != v for q in tried)}
-        chosen = {k: best["config"]["options"][k] for k in sorted(varied)}
+        chosen = {k: best["config"]["options"][k] for k in sorted(varied) if k in best["config"]["options"]}
         path = ROOT / "results" / "tuning" / f"lm-{args.setting}-{size}-{args.method}.json"
         write_json(path, {"setting": args.setting, "size": size, "method": args.method, "chosen": chosen,
                           "rule": "best final validation accuracy with learning accuracy >= naive's - "
@@ -363,7 +392,7 @@ def table(runs: list[dict[str, Any]], facts: bool = False) -> str:
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in runs:
         c = r["config"]
-        groups.setdefault((r["parameters"], c["model"], r["method"], json.dumps(c["options"], sort_keys=True)),
+        groups.setdefault((r["parameters"], c["model"], r["method"], json.dumps(_shown(c), sort_keys=True)),
                           []).append(r)
     score = "exact match" if facts else "next-byte acc"
     head = (f"| model | method | options | seeds | final {score} | learning | retention | "
@@ -393,10 +422,34 @@ def cmd_table(args: argparse.Namespace) -> int:
     path = Path(args.out or ROOT / "results" / f"lm-{args.setting}{'-valid' if args.split == 'valid' else ''}.json")
     runs = _load(path)["runs"]
     print(f"`{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}`: {len(runs)} runs\n")
-    print(table(runs, facts=SETTINGS[args.setting]["benchmark"] == "facts"))
+    if args.methods:  # these methods and their equal-bytes controls
+        wanted = {m for name in args.methods.split(",") for m in (name, f"replay@{name}")}
+        runs = [r for r in runs if r["method"] in wanted]
+    if args.sizes:
+        runs = [r for r in runs if r["config"]["model"] in args.sizes.split(",")]
+    facts = SETTINGS[args.setting]["benchmark"] == "facts"
+    print(table(runs, facts=facts))
+    if not facts and any(r["metrics"].get("pretrained") for r in runs):
+        print("\n" + pretrained_table(runs))
     if args.importance:
         print("\n" + importance_table(runs))
     return 0
+
+
+def pretrained_table(runs: list[dict[str, Any]]) -> str:
+    """Per size: the pre-trained model's mean next-byte accuracy over the domains before it learns any (row 0
+    of every run's matrix), the score of not training at all: a final accuracy below it is a net loss."""
+    by: dict[tuple[int, str], list[float]] = {}
+    for r in runs:
+        if r["metrics"].get("pretrained"):
+            row = r["scores"][0][1:]
+            by.setdefault((r["parameters"], r["config"]["model"]), []).append(
+                float(np.mean([s["accuracy"] for s in row])))
+    lines = ["| model | before the domains (pre-trained, untouched): mean next-byte acc over the domains |",
+             "|---|---|"]
+    lines += [f"| {model} | {_mean_std(v) if len(set(v)) > 1 else f'{v[0]:.3f}'} |"
+              for (_, model), v in sorted(by.items())]
+    return "\n".join(lines)
 
 
 def importance_table(runs: list[dict[str, Any]]) -> str:
@@ -406,7 +459,7 @@ def importance_table(runs: list[dict[str, Any]]) -> str:
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in runs:
         c = r["config"]
-        groups.setdefault((r["parameters"], c["model"], r["method"], json.dumps(c["options"], sort_keys=True)),
+        groups.setdefault((r["parameters"], c["model"], r["method"], json.dumps(_shown(c), sort_keys=True)),
                           []).append(r)
     lines = ["| model | method | options | seeds | training s per task | after-task s per task | "
              "after-task / training |", "|---|---|---|---|---|---|---|"]
@@ -475,6 +528,8 @@ def main() -> int:
         q.add_argument("--split", choices=["test", "valid"], default="test")
         q.add_argument("--out", default=None)
         if name == "table":
+            q.add_argument("--methods", default=None, help="only these methods (and their replay@ controls)")
+            q.add_argument("--sizes", default=None, help="only these GPT presets, comma-separated")
             q.add_argument("--importance", action="store_true",
                            help="also the seconds after each task (EWC's Fisher) against its training seconds")
         if name == "choose":

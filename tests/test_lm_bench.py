@@ -54,3 +54,12 @@ def test_merged_runs_join_once_and_the_table_says_where_they_ran(tmp_path: Path)
     assert [(r["config"]["seed"], r["config"]["device"]) for r in runs] == [(0, "cpu"), (1, "cuda")]
     assert lm._devices(runs) == "cpu 1, cuda 1" and lm._devices(runs[:1]) == "cpu"
     assert lm.table(runs, facts=True).splitlines()[2].endswith("| cpu 1, cuda 1 |")
+
+
+def test_the_untouched_model_row_is_row_0_over_the_domains() -> None:
+    # row 0: after pre-training; its column 0 (the general mixture) is not a domain
+    scores = [[{"loss": 2.0, "accuracy": 0.9}, {"loss": 2.0, "accuracy": 0.2}, {"loss": 2.0, "accuracy": 0.4}],
+              [{"loss": 2.0, "accuracy": 0.1}, {"loss": 2.0, "accuracy": 0.8}, {"loss": 2.0, "accuracy": 0.8}]]
+    run = {"config": {"model": "gpt-0.2m", "options": {}}, "parameters": 1, "metrics": {"pretrained": 1.0},
+           "scores": scores}
+    assert "| gpt-0.2m | 0.300 |" in lm.pretrained_table([run, run])

@@ -33,6 +33,7 @@ from lifelong.devices import check_name
 from lifelong.evaluation import summary
 from lifelong.learner import LearnerConfig
 from lifelong.lm.learner import LMLearner
+from lifelong.lm.lora import GPTLoRAConfig, add_lora
 from lifelong.models.gpt import GPT, gpt_config
 from lifelong.strategies import Naive, build_strategy
 from lifelong.strategies.base import state_nbytes
@@ -49,20 +50,26 @@ class LMRunConfig:
     data: LMDataConfig = field(default_factory=LMDataConfig)
     domains: tuple[str, ...] = DOMAINS
     lr: float = 1e-3  # Adam, a fresh optimizer per task, as the library's other benchmarks
+    pretrain_lr: float = 1e-3  # pre-training's own, so that a continual phase's lr keeps the same pre-trained model
     importance_batch: int = 16  # sequences per batch of the importance pass
     eval_split: str = "test"  # "valid" for tuning
     seed: int = 0  # the continual phase: data order, replay draws, the model's init without pre-training
     pretrain_seed: int = 0  # the pre-trained model (shared by every run of a size)
     cache_dir: str | None = None  # pre-trained models are kept here
     device: str = "cpu"  # where the model trains ("cuda", "auto", ...): not part of what a run is
+    # > 0: after pre-training the GPT is frozen and LoRA adapters of this rank (alpha = 2 * rank) on its
+    # attention and MLP Linear layers train instead (lifelong.lm.lora); 0: every parameter trains
+    lora_rank: int = 0
 
     def __post_init__(self) -> None:
         if self.benchmark not in BENCHMARKS:
             raise ValueError(f"unknown benchmark {self.benchmark!r}; choose one of {BENCHMARKS}")
         if self.eval_split not in ("test", "valid"):
             raise ValueError(f"eval_split must be 'test' or 'valid', not {self.eval_split!r}")
-        if self.lr <= 0 or self.importance_batch < 1:
-            raise ValueError("lr must be > 0 and importance_batch >= 1")
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be >= 0 (0: no adapters), not {self.lora_rank}")
+        if self.lr <= 0 or self.pretrain_lr <= 0 or self.importance_batch < 1:
+            raise ValueError("lr and pretrain_lr must be > 0 and importance_batch >= 1")
         gpt_config(self.model)  # a clear error for an unknown size
         check_name(self.device)
 
@@ -80,7 +87,7 @@ def build_stream(config: LMRunConfig) -> TaskStream:
 def _pretrain_key(config: LMRunConfig) -> str:
     # the stream's fact batches are drawn after the background facts, so they do not change pre-training
     d = replace(config.data, facts=replace(config.data.facts, batches=10, entities_per_batch=8))
-    what = {"model": asdict(gpt_config(config.model, block_size=d.length)), "lr": config.lr,
+    what = {"model": asdict(gpt_config(config.model, block_size=d.length)), "lr": config.pretrain_lr,
             "seed": config.pretrain_seed, "domains": list(config.domains),
             "data": {k: v for k, v in asdict(d).items() if k not in ("steps", "seed", "eval_windows")}}
     return hashlib.blake2b(json.dumps(what, sort_keys=True).encode(), digest_size=8).hexdigest()
@@ -102,7 +109,7 @@ def pretrained_model(config: LMRunConfig, log: Callable[[str], None] = lambda _:
         return model, {**info, "seconds": float(saved["seconds"]), "cached": True, "path": str(path)}
     general = general_task(replace(d, seed=config.pretrain_seed), torch.Generator().manual_seed(config.pretrain_seed),
                            config.domains)
-    learner = LMLearner(model, Naive(), LearnerConfig(batch_size=d.batch_size, lr=config.lr, optimizer="adam",
+    learner = LMLearner(model, Naive(), LearnerConfig(batch_size=d.batch_size, lr=config.pretrain_lr, optimizer="adam",
                                                        seed=config.pretrain_seed, device=config.device))
     log(f"pre-training {config.model} ({model_config.num_parameters:,} parameters) for {d.pretrain_steps} steps")
     stats = learner.fit(TaskStream([general], 256, "domain"), 0)
@@ -139,6 +146,8 @@ def run_lm(config: LMRunConfig, log: Callable[[str], None] = lambda _: None) -> 
     stream = build_stream(config)
     model, pretrain = pretrained_model(config, log)
     pretrained = config.data.pretrain_steps > 0
+    if config.lora_rank:  # the adapters' A from the run's seed (B = 0: the pre-trained outputs unchanged)
+        add_lora(model, GPTLoRAConfig(rank=config.lora_rank, alpha=2 * config.lora_rank), config.seed)  # in place
     strategy = build_strategy(config.strategy, {**config.options, "seed": config.seed})
     d = config.data
     learner = LMLearner(model, strategy, LearnerConfig(batch_size=d.batch_size, lr=config.lr, optimizer="adam",
@@ -170,7 +179,9 @@ def run_lm(config: LMRunConfig, log: Callable[[str], None] = lambda _: None) -> 
             f"{', '.join(f'{k} {v:.3f}' for k, v in row.items())}; general loss {scores[-1][0]['loss']:.3f}")
     metrics = _metrics(stream, scores, pretrained)
     return {"config": config.to_dict(), "tasks": [task.name for task in stream],
-            "parameters": sum(p.numel() for p in model.parameters()), "scores": scores, "metrics": metrics,
+            "parameters": sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n),  # the GPT's
+            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "scores": scores, "metrics": metrics,
             "stored_bytes": max((s["stored_bytes"] for s in tasks), default=0), "task_stats": tasks,
             "pretrain": pretrain, "seconds": time.perf_counter() - start,
             "cpu_seconds": time.process_time() - cpu}  # on a shared machine, the wall seconds carry the load
