@@ -34,8 +34,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from lm_report import (  # noqa: F401  (re-exported: tests read them through lm)
+    _devices,
+    _facts_kept,
+    _shown,
+    importance_table,
+    pretrained_table,
+    scaling_figure,
+    table,
+)
 
 from lifelong.data.corpora import SNAPSHOT_ENV, save_snapshot
 from lifelong.data.facts import FactsConfig
@@ -138,13 +146,6 @@ def _config(args: argparse.Namespace, size: str, strategy: str, options: dict[st
     run = {"lora_rank": int(options.pop("lora", 0)), "lr": float(options.pop("lr", LMRunConfig.lr))}
     return LMRunConfig(setting["benchmark"], size, strategy, options, replace(setting["data"]), eval_split=args.split,
                        seed=seed, cache_dir=str(CACHE), device=args.device, **run)
-
-
-def _shown(config: dict[str, Any]) -> dict[str, Any]:
-    """A run's options as tables show them: the strategy's, the LoRA rank when adapters trained, and the
-    learning rate when it is not the default (runs saved before these existed show what they showed)."""
-    return {**config["options"], **({"lora": config["lora_rank"]} if config.get("lora_rank") else {}),
-            **({"lr": config["lr"]} if config.get("lr", LMRunConfig.lr) != LMRunConfig.lr else {})}
 
 
 def _strategy(name: str) -> str:
@@ -363,63 +364,8 @@ def cmd_choose(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mean_std(values: list[float]) -> str:
-    v = np.asarray(values, dtype=float)
-    return f"{v.mean():.3f}" if len(v) == 1 else f"{v.mean():.3f} ± {v.std(ddof=1):.3f}"
-
-
-def _facts_kept(run: dict[str, Any]) -> float:
-    """Of the earlier batches' questions answered right after each batch was learned, the share still
-    answered after the last batch: sum over batches 1..T-2 of exact match at the end over the sum of
-    exact match right after learning (the issue's ">= 90 % of earlier facts still answered"; unlike the
-    mean of per-batch ratios, a batch learned at 0 neither counts as 0 nor divides by 0)."""
-    s = run["scores"]
-    last = len(s) - 1
-    learned = sum(s[j][j]["exact_match"] for j in range(1, last))
-    return sum(s[last][j]["exact_match"] for j in range(1, last)) / learned if learned > 0 else float("nan")
-
-
-def _devices(runs: list[dict[str, Any]]) -> str:
-    """Where the runs trained: "cpu", "cuda", or "cpu 2, cuda 1" (runs saved before the field: the CPU).
-    On a GPU the CPU seconds are the host's share only."""
-    kinds = [r["config"].get("device", "cpu").split(":")[0] for r in runs]
-    counts = {k: kinds.count(k) for k in sorted(set(kinds))}
-    return next(iter(counts)) if len(counts) == 1 else ", ".join(f"{k} {n}" for k, n in counts.items())
-
-
-def table(runs: list[dict[str, Any]], facts: bool = False) -> str:
-    """Mean ± std over seeds per (size, method, options)."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in runs:
-        c = r["config"]
-        groups.setdefault((r["parameters"], c["model"], r["method"], json.dumps(_shown(c), sort_keys=True)),
-                          []).append(r)
-    score = "exact match" if facts else "next-byte acc"
-    head = (f"| model | method | options | seeds | final {score} | learning | retention | "
-            + ("earlier facts kept | " if facts else "old-domain loss rise | ")
-            + "general loss after / before | stored bytes | CPU s | ran on |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for (_, model, method, options), rs in sorted(groups.items()):
-        m = [r["metrics"] for r in rs]
-        cells = [model, method, options.replace("|", "/"), str(len(rs)),
-                 _mean_std([x["average_accuracy"] for x in m]), _mean_std([x["learning_accuracy"] for x in m]),
-                 _mean_std([x["average_retention"] for x in m])]
-        if facts:
-            cells.append(_mean_std([_facts_kept(r) for r in rs]))
-        else:
-            cells.append(_mean_std([x["loss_rise"] for x in m]))
-        # CPU seconds of the process (the wall seconds carry the shared machine's load); runs saved
-        # before it was recorded have none: the mean is over the runs that have it, their count given
-        cpu = [r["cpu_seconds"] for r in rs if "cpu_seconds" in r]
-        cells += [_mean_std([x["general_loss_ratio"] for x in m]), f"{int(np.mean([r['stored_bytes'] for r in rs])):,}",
-                  (f"{np.mean(cpu):.0f}" + (f" ({len(cpu)} of {len(rs)})" if len(cpu) < len(rs) else "")) if cpu
-                  else "-", _devices(rs)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def cmd_table(args: argparse.Namespace) -> int:
-    path = Path(args.out or ROOT / "results" / f"lm-{args.setting}{'-valid' if args.split == 'valid' else ''}.json")
+    path = _out(args)
     runs = _load(path)["runs"]
     print(f"`{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}`: {len(runs)} runs\n")
     if args.methods:  # these methods and their equal-bytes controls
@@ -436,85 +382,14 @@ def cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
-def pretrained_table(runs: list[dict[str, Any]]) -> str:
-    """Per size: the pre-trained model's mean next-byte accuracy over the domains before it learns any (row 0
-    of every run's matrix), the score of not training at all: a final accuracy below it is a net loss."""
-    by: dict[tuple[int, str], list[float]] = {}
-    for r in runs:
-        if r["metrics"].get("pretrained"):
-            row = r["scores"][0][1:]
-            by.setdefault((r["parameters"], r["config"]["model"]), []).append(
-                float(np.mean([s["accuracy"] for s in row])))
-    lines = ["| model | before the domains (pre-trained, untouched): mean next-byte acc over the domains |",
-             "|---|---|"]
-    lines += [f"| {model} | {_mean_std(v) if len(set(v)) > 1 else f'{v[0]:.3f}'} |"
-              for (_, model), v in sorted(by.items())]
-    return "\n".join(lines)
-
-
-def importance_table(runs: list[dict[str, Any]]) -> str:
-    """Per (size, method, options): the seconds after each learned task (EWC's Fisher pass; nothing
-    for the other methods) against the seconds training on it, summed over the learned tasks (1..T-1),
-    both wall clock in the same run."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in runs:
-        c = r["config"]
-        groups.setdefault((r["parameters"], c["model"], r["method"], json.dumps(_shown(c), sort_keys=True)),
-                          []).append(r)
-    lines = ["| model | method | options | seeds | training s per task | after-task s per task | "
-             "after-task / training |", "|---|---|---|---|---|---|---|"]
-    for (_, model, method, options), rs in sorted(groups.items()):
-        learned = [[t for t in r["task_stats"] if t["task"] > 0] for r in rs]
-        train = [sum(t["train_seconds"] for t in ts) / len(ts) for ts in learned]
-        after = [sum(t["after_task_seconds"] for t in ts) / len(ts) for ts in learned]
-        lines.append(f"| {model} | {method} | {options.replace('|', '/')} | {len(rs)} | {_mean_std(train)} | "
-                     f"{_mean_std(after)} | {_mean_std([a / t for a, t in zip(after, train, strict=True)])} |")
-    return "\n".join(lines)
-
-
 def cmd_figure(args: argparse.Namespace) -> int:
-    """docs/figures/lm-scaling.png: naive forgetting, each method's gain over naive, and EWC's cost, against size."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = _load(ROOT / "results" / "lm-domains.json")["runs"]
-    by: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for r in runs:
-        by.setdefault((r["method"], r["parameters"]), []).append(r["metrics"])
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    sizes = sorted({p for _, p in by})
-    naive = {p: np.mean([m["average_accuracy"] for m in by[("naive", p)]]) for p in sizes if ("naive", p) in by}
-    for key, label in (("average_retention", "retention"), ("general_loss_ratio", "general loss after / before")):
-        xs = [p for p in sizes if ("naive", p) in by]
-        ys = [[m[key] for m in by[("naive", p)]] for p in xs]
-        axes[0].errorbar(xs, [np.mean(y) for y in ys], [np.std(y) for y in ys], marker="o", label=f"naive {label}")
-    axes[0].set(xscale="log", xlabel="parameters", title="naive fine-tuning: forgetting vs size")
-    axes[0].legend()
-    for method in sorted({m for m, _ in by} - {"naive"}):
-        xs = [p for p in sizes if (method, p) in by and p in naive]
-        if xs and not method.startswith("replay@"):
-            gains = [[m["average_accuracy"] - naive[p] for m in by[(method, p)]] for p in xs]
-            axes[1].errorbar(xs, [np.mean(g) for g in gains], [np.std(g) for g in gains], marker="o", label=method)
-    axes[1].axhline(0, color="grey", lw=0.5)
-    axes[1].set(xscale="log", xlabel="parameters", ylabel="final next-byte accuracy - naive's",
-                title="benefit vs size (text-domains)")
-    axes[1].legend(fontsize=8)
-    cost_path = ROOT / "results" / "lm-cost.json"
-    if cost_path.exists():
-        cost = json.loads(cost_path.read_text()).get("single", [])
-        xs = [r["parameters"] for r in cost]
-        axes[2].plot(xs, [r["step_ratio_min"] for r in cost], marker="o", label="EWC step / naive step")
-        axes[2].plot(xs, [1 + r["penalty_share_of_step"] for r in cost], marker="s", label="1 + penalty alone / step")
-        axes[2].axhline(1.02, color="grey", ls="--", lw=0.8, label="the issue's target, 1.02")
-        axes[2].set(xscale="log", xlabel="parameters", title="cost vs size (one core, 1,024 tokens/step)")
-        axes[2].legend()
-    fig.tight_layout()
+    """docs/figures/lm-scaling.png, from results/lm-domains.json and results/lm-cost.json."""
     out = ROOT / "docs" / "figures" / "lm-scaling.png"
-    fig.savefig(out, dpi=90)
+    scaling_figure(_load(ROOT / "results" / "lm-domains.json")["runs"], ROOT / "results" / "lm-cost.json", out)
     print(f"written to {out.relative_to(ROOT)}")
     return 0
+
+
 
 
 def main() -> int:
