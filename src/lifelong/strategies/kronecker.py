@@ -46,30 +46,35 @@ MERGES = ("nearest", "sum")
 
 @dataclass
 class _Step:
-    """A layer's step. Dense: g = G, a = s A. Cheaper (`energy` < 1): each factor as its top eigenvectors
-    plus an isotropic tail, A ~ U diag(la) U^T + sigma I and G ~ V diag(lg) V^T + tau I (la, lg: the kept
-    eigenvalues less the tail's mean level, so the trace is kept whole); g = V, a = U, with W* U and
-    V^T W* precomputed."""
+    """A layer's step. The penalty's gradient is linear in W~: strength * (G W~ A + const), with
+    const = c - G W* A computed once per task, so the anchor is not read at each step. Dense: g = G,
+    a = s A. Cheaper (`energy` < 1 or `rank`): each factor as its top eigenvectors plus an isotropic tail,
+    A ~ U diag(la) U^T + sigma I and G ~ V diag(lg) V^T + tau I (la, lg: the kept eigenvalues less the
+    tail's mean level, so the trace is kept whole); g = V, a = U."""
 
     g: Tensor
     a: Tensor
+    const: Tensor  # c - G W* A with the factors as the step applies them  [out, in~]
     lg: Tensor | None = None
     la: Tensor | None = None
     tau: float = 0.0
     sigma: float = 0.0
-    anchor_u: Tensor | None = None  # W* U  [out, kA]
-    anchor_v: Tensor | None = None  # V^T W*  [kG, in~]
-    const: Tensor | None = None  # c - tau sigma W*: the step's part that does not depend on W  [out, in~]
     a_t: Tensor | None = None  # U^T, contiguous: skinny products are several times faster this way round
+    scale: Tensor | None = None  # la lg^T  [kA, kG]
+    tau_la: Tensor | None = None  # tau la  [kA, 1]
+    g_side: Tensor | None = None  # sigma V diag(lg)  [out, kG]
 
     def dense(self) -> tuple[Tensor, Tensor]:
         """(G, A) as the step applies them."""
         if self.la is None or self.lg is None:
             return self.g, self.a
-        g_eye = torch.eye(self.g.shape[0], device=self.g.device)
-        a_eye = torch.eye(self.a.shape[0], device=self.a.device)
-        return (self.g @ torch.diag(self.lg) @ self.g.T + self.tau * g_eye,
-                self.a @ torch.diag(self.la) @ self.a.T + self.sigma * a_eye)
+        return _dense(self.g, self.lg, self.tau), _dense(self.a, self.la, self.sigma)
+
+
+def _dense(vectors: Tensor, values: Tensor, tail: float) -> Tensor:
+    """V diag(values) V^T + tail I."""
+    eye = torch.eye(vectors.shape[0], device=vectors.device, dtype=vectors.dtype)
+    return (vectors * values) @ vectors.T + tail * eye
 
 
 def nearest_kronecker(a: list[Tensor], g: list[Tensor], weights: list[float]) -> tuple[Tensor, Tensor]:
@@ -214,32 +219,38 @@ class KroneckerPenalty:
         return out
 
     def _step(self, name: str) -> _Step:
-        """What the gradient multiplies by: the factors, or, when `energy` < 1 makes it cheaper, each factor's
-        top eigenvectors plus an isotropic tail."""
+        """What the gradient multiplies by: the factors, or, when `energy` < 1 or `rank` makes it cheaper,
+        each factor's top eigenvectors plus an isotropic tail."""
         if name not in self._steps:
             layer = self.layers[name]
             a, g = layer["A"] * layer["scale"], layer["G"]
             out, inp = layer["anchor"].shape
-            step = _Step(g=g, a=a)
+            truncated = None
             if self.energy < 1 or self.rank is not None:
                 la, ua, sigma = _truncate(a, self.energy, self.rank)
                 lg, ug, tau = _truncate(g, self.energy, self.rank)
-                if 2 * out * inp * (ua.shape[1] + ug.shape[1]) < out * inp * (out + inp):
-                    step = _Step(g=ug, a=ua, lg=lg, la=la, tau=tau, sigma=sigma, anchor_u=layer["anchor"] @ ua,
-                                 anchor_v=ug.T @ layer["anchor"], a_t=ua.T.contiguous(),
-                                 const=layer["force"] - tau * sigma * layer["anchor"])
-            self._steps[name] = step
+                if 2 * (ua.shape[1] + ug.shape[1]) < out + inp:  # fewer multiplications than the dense step
+                    truncated = (ua, la, sigma, ug, lg, tau)
+            if truncated is None:
+                self._steps[name] = _Step(g=g, a=a, const=_pull_constant(layer, g, a))
+            else:
+                ua, la, sigma, ug, lg, tau = truncated
+                step = _Step(g=ug, a=ua, const=layer["force"], lg=lg, la=la, tau=tau, sigma=sigma,
+                             a_t=ua.T.contiguous(), scale=torch.outer(la, lg), tau_la=(tau * la).unsqueeze(1),
+                             g_side=(sigma * ug * lg).contiguous())
+                step.const = _pull_constant(layer, *step.dense())
+                self._steps[name] = step
         return self._steps[name]
 
     @torch.no_grad()
     def add_gradient_(self, model: nn.Module) -> None:
-        """grad += strength * (s G D A + c) per layer (and the diagonal's gradient), no autograd graph.
-        Truncated, it reads W once (W UA - W* UA, the second term kept) and writes the gradient once."""
+        """grad += strength * (G W~ A + const) per layer (and the diagonal's gradient), no autograd graph.
+        Truncated, it reads W twice (W U and V^T W) and adds four low-rank or isotropic terms."""
         if self.empty or self.strength == 0:
             return
         lam = self.strength
         for name, (weight, bias) in self._params(model).items():
-            layer, step = self.layers[name], self._step(name)
+            step = self._step(name)
             cols = weight[0].numel()
             w2 = weight.reshape(weight.shape[0], cols)
             if weight.grad is None:
@@ -248,34 +259,31 @@ class KroneckerPenalty:
                 bias.grad = torch.zeros_like(bias)
             bias_grad = bias.grad if bias is not None else None
             g2 = weight.grad.view(weight.shape[0], cols)
-            if step.la is None:  # dense: (G (D A) + c), D A from W's and b's parts
-                da = (w2 - layer["anchor"][:, :cols]) @ step.a[:cols]
+            if step.la is None:  # dense: G (W~ A) + const, W~ A from W's and b's parts
+                wa = w2 @ step.a[:cols]
                 if bias is not None:
-                    da.addr_(bias - layer["anchor"][:, cols], step.a[cols])
-                update = torch.addmm(layer["force"], step.g, da)
+                    wa.addr_(bias, step.a[cols])
+                update = torch.addmm(step.const, step.g, wa)
                 g2.add_(update[:, :cols], alpha=lam)
                 if bias is not None and bias_grad is not None:
                     bias_grad.add_(update[:, cols], alpha=lam)
                 continue
-            assert step.a_t is not None and step.anchor_u is not None and step.anchor_v is not None
-            assert step.la is not None and step.lg is not None and step.const is not None
-            # G D A = V lg (V^T D U) la U^T + sigma V lg V^T D + tau D U la U^T + tau sigma D, with D U and
-            # V^T D from one product each; skinny products in the transposed form, [kA, out]
-            du_t = step.a_t[:, :cols] @ w2.T  # (W U)^T
-            vd = step.g.T @ w2  # V^T W [kG, cols]
+            assert step.a_t is not None and step.scale is not None and step.tau_la is not None
+            assert step.g_side is not None
+            # G W~ A = V lg (V^T W~ U) la U^T + tau W~ U la U^T + sigma V lg V^T W~ + tau sigma W~: the first two
+            # as one product with U^T, the third with V^T W~; skinny products in the transposed form, [kA, out]
+            wu_t = step.a_t[:, :cols] @ w2.T  # (W~ U)^T
             if bias is not None:
-                du_t.addr_(step.a_t[:, cols], bias)
-            du_t -= step.anchor_u.T
-            vd -= step.anchor_v[:, :cols]
-            core = (du_t @ step.g) * step.la.unsqueeze(1) * step.lg  # [kA, kG]: la (U^T D^T V) lg
-            left_t = core @ step.g.T + step.tau * step.la.unsqueeze(1) * du_t  # [kA, out]
+                wu_t.addr_(step.a_t[:, cols], bias)
+            vw = step.g.T @ w2  # V^T W  [kG, cols]
+            core = (wu_t @ step.g).mul_(step.scale)  # la (U^T W~^T V) lg  [kA, kG]
+            left_t = torch.addmm(wu_t.mul_(step.tau_la), core, step.g.T)  # [kA, out]
             g2.addmm_(left_t.T, step.a_t[:, :cols], alpha=lam)
-            g2.addmm_(step.g, step.lg.unsqueeze(1) * vd, alpha=lam * step.sigma)
+            g2.addmm_(step.g_side, vw, alpha=lam)
             g2.add_(w2, alpha=lam * step.tau * step.sigma).add_(step.const[:, :cols], alpha=lam)
             if bias is not None and bias_grad is not None:
-                vd_b = step.g.T @ bias - step.anchor_v[:, cols]
-                update = left_t.T @ step.a_t[:, cols] + step.sigma * (step.g @ (step.lg * vd_b))
-                update += step.tau * step.sigma * bias + step.const[:, cols]
+                update = torch.addmv(step.const[:, cols], left_t.T, step.a_t[:, cols])
+                update.addmv_(step.g_side, step.g.T @ bias).add_(bias, alpha=step.tau * step.sigma)
                 bias_grad.add_(update, alpha=lam)
         self.diagonal.add_gradient_(model)
 
@@ -329,6 +337,13 @@ class KroneckerPenalty:
                        for n, layer in state["layers"].items()}
         self.diagonal.load_state_dict(state["diagonal"])
         self._steps, self._bound = {}, None
+
+
+def _pull_constant(layer: dict[str, Any], g: Tensor, a: Tensor) -> Tensor:
+    """c - G W* A: the part of the penalty's gradient that does not depend on W (in double precision,
+    since the step adds it to G W A, which is about as large)."""
+    pulled = g.double() @ layer["anchor"].double() @ a.double()
+    return (layer["force"].double() - pulled).float()
 
 
 def _pad(m: Tensor, size: int) -> Tensor:
