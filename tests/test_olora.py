@@ -1,10 +1,9 @@
 """Orthogonal LoRA: exact orthogonality under Adam, folding keeps outputs, state round trip, refusals."""
 
-import io
-
 import pytest
 import torch
 import torch.nn.functional as F
+from state_util import load_state, saved_state
 
 from lifelong.data import Batch
 from lifelong.learner import Learner, LearnerConfig
@@ -92,14 +91,10 @@ def test_state_round_trip_keeps_the_bases_and_gives_the_same_step(permuted_digit
     learner = _learner(permuted_digits, mode="project")
     learner.fit(permuted_digits, 0)
     learner.fit(permuted_digits, 1)
-    buffer = io.BytesIO()
-    torch.save({"model": learner.model.state_dict(), "strategy": learner.strategy.state_dict()}, buffer)
-    buffer.seek(0)
-    saved = torch.load(buffer, weights_only=False)
+    saved = saved_state(learner)
     # other initial weights: everything but the configured seed must come from the state
     resumed = _learner(permuted_digits, mode="project", init_seed=5)
-    resumed.model.load_state_dict(saved["model"])
-    resumed.strategy.load_state_dict(saved["strategy"])
+    load_state(resumed, saved)
     assert resumed.strategy.tasks == 2
     for name, u in learner.strategy.bases.items():
         assert torch.equal(resumed.strategy.bases[name], u)

@@ -1,10 +1,9 @@
 """One suite for every registered strategy (and the composed one)."""
 
-import io
-
 import pytest
 import torch
 import torch.nn.functional as F
+from state_util import load_state, saved_state
 
 from lifelong.data import StreamConfig
 from lifelong.learner import Learner, LearnerConfig
@@ -50,13 +49,9 @@ def test_resuming_from_state_dict_gives_the_same_penalty_and_the_same_step(name,
     learner = _learner(permuted_digits, name)
     learner.fit(permuted_digits, 0)
     learner.fit(permuted_digits, 1)
-    buffer = io.BytesIO()
-    torch.save({"model": learner.model.state_dict(), "strategy": learner.strategy.state_dict()}, buffer)
-    buffer.seek(0)
-    saved = torch.load(buffer, weights_only=False)
+    saved = saved_state(learner)
     resumed = _learner(permuted_digits, name, seed=5)  # different seed: everything must come from the state
-    resumed.model.load_state_dict(saved["model"])
-    resumed.strategy.load_state_dict(saved["strategy"])
+    load_state(resumed, saved)
     for lr in (learner, resumed):
         lr.model.set_class_mask(permuted_digits.class_mask(2))
         lr.strategy.before_task(lr.model, 2)
