@@ -24,7 +24,8 @@ SETTINGS = {
     "lander-rewired": LANDER,
     "rl-cartpole-rewired": replace(LANDER, stream=StreamConfig("control", "task", environments="cartpole-rewired",
                                                                demos=0),
-                                   tuning="control-task-cartpole-rewired-rl", mode="rl", rl_steps=30_000),
+                                   tuning="control-task-cartpole-rewired-rl", mode="rl", rl_steps=30_000,
+                                   options={"ewc": {"strength": 300.0}}),  # the default when the table ran
 }
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ RUNS: dict[str, dict[str, Any]] = {
     "avalanche-ewc-dropout-0.5": {"side": "avalanche", "args": ["--strategy", "ewc", "--ewc-lambda", "1000",
                                                                 "--dropout", "0.5"]},
     "lifelong-ewc": {"side": "lifelong", "variant": "ewc"},
+    "lifelong-ewc-300": {"side": "lifelong", "variant": "ewc-300"},  # the library's default strength before
     "lifelong-ewc-dropout-0.5": {"side": "lifelong", "variant": "ewc-dropout-0.5"},
     "lifelong-naive": {"side": "lifelong", "variant": "naive"},
 }
