@@ -1,10 +1,13 @@
 """Tuning the label-collision screen's estimate of the neighbour share g(x) on the validation scenarios
 of benchmarks/poisoning_tune.py (fmnist: the last 10,000 training images; clinc150: the 8th and 9th
-domains; scenario seeds 100+), over three seeds instead of one. Two grids, run in turn:
+domains; scenario seeds 100+), over three seeds instead of one. Three grids, run in turn:
 
 - `--grid neighbours`: k of the k-NN share with the posterior threshold (chose k 20, 0.7: the defaults);
 - `--grid estimator`: the k-NN share alone, or its mean with an out-of-fold logistic estimate
-  (`collision_estimator`), with the posterior threshold.
+  (`collision_estimator`), with the posterior threshold;
+- `--grid propagation`: g(x) of L's rows averaged over their nearest L rows (`collision_smooth`), and
+  the rounds after the first holding what has `collision_grow` of its neighbours in M or in the copy
+  held so far (label propagation from the held core).
 
 Why: g(x) is a count of k neighbours, and the posterior of a copied example is linear in its odds
 g / (1 - g): in the core of a copy its expected posterior is the estimated share over the true one
@@ -51,7 +54,10 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
     "neighbours": [{"collision_neighbours": k, "collision_posterior": p} for k in (20, 30, 50, 80) for p in (0.5, 0.7)],
     # then: the estimator of g(x), at k 20
     "estimator": [{"collision_estimator": e, "collision_posterior": p, "collision_neighbours": 20}
-                  for e in ("knn", "knn+logistic") for p in (0.5, 0.6, 0.7)]}
+                  for e in ("knn", "knn+logistic") for p in (0.5, 0.6, 0.7)],
+    # then: g(x) smoothed over L's own nearest rows, and later rounds grown from the held core
+    "propagation": [{"collision_smooth": m, "collision_grow": t}
+                    for m, t in ((0, 0.0), (20, 0.0), (40, 0.0), (0, 0.6), (0, 0.7), (20, 0.5), (20, 0.6), (20, 0.7))]}
 
 
 def out_path(grid: str) -> Path:
