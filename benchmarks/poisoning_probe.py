@@ -58,7 +58,7 @@ def _posterior_of_poison(z: torch.Tensor, labels: list[str], poison: torch.Tenso
     is_poison = torch.tensor([unique[i] < n and bool(poison[unique[i]]) for i in rows_l.tolist()])
     verdict = _pair(zu, rows_l, rows_m, replace(cfg, collision_min_share=0.0, collision_reverse=1e9))
     assert verdict is not None
-    share, reverse, post = verdict
+    share, reverse, _, post = verdict
     print(f"  first round {pair}: {len(rows_l)} distinct L rows ({int(is_poison.sum())} poison), {len(rows_m)} M rows; "
           f"share {share:.3f} reverse {reverse:.3f}")
     for name, mask in (("poison", is_poison), ("clean", ~is_poison)):

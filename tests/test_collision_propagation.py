@@ -3,8 +3,9 @@ they copy, the first round leaves part of the copy under the posterior threshold
 neighbours, is noisy (`collision_smooth` averages it over an example's nearest rows of its own label),
 and the copy's edge is not a copy of the copied label as a whole, so the later rounds' share estimate
 collapses (`collision_grow` holds, in the later rounds, what has most of its neighbours in the copied
-label or the copy held so far). Each holds more of the copy than the first round alone, and no honest
-example more (Fashion-MNIST targeted-sybil at 30 %, report seed 0: docs/poisoning.md)."""
+label or the copy held so far, up to the copy's size estimated in the first round). Each holds more of
+the copy than the first round alone, and no honest example more (Fashion-MNIST targeted-sybil at
+30 %, report seed 0: docs/poisoning.md)."""
 
 from __future__ import annotations
 
@@ -41,9 +42,10 @@ def test_smoothing_and_growing_hold_more_of_a_copy_that_outnumbers_what_it_copie
     smooth = _held(x, labels, collision_smooth=20)
     grown = _held(x, labels, collision_smooth=20, collision_grow=0.6)
     # measured over seeds 0-4: the first round alone holds 144-192 of the 250 copies, smoothed 188-237
-    # (at least 24 more), grown from there 238-245; honest examples held: 0, 0, 0-1. Bounds leave room
+    # (at least 24 more), grown from there 225-245 (the budget, the copy's size estimated in the first
+    # round, stops it at 225 on four seeds); honest examples held: none. Bounds leave room
     assert int((smooth & poison).sum()) >= int((plain & poison).sum()) + 12
-    assert int((grown & poison).sum()) >= max(225, int((smooth & poison).sum()))
+    assert int((grown & poison).sum()) >= max(215, int((smooth & poison).sum()))
     assert int((plain & ~poison).sum()) <= 2 and int((smooth & ~poison).sum()) <= 2
     assert int((grown & ~poison).sum()) <= 3
 

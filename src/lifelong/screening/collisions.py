@@ -171,9 +171,10 @@ def _smooth(sim_l: Tensor, g_l: Tensor, m: int) -> Tensor:
     return (g_l + g_l[near].sum(1)) / (m + 1)
 
 
-def _pair(z: Tensor, rows_l: Tensor, rows_m: Tensor, cfg: ScreenConfig) -> tuple[float, float, Tensor] | None:
-    """One round for the pair (L, M): (share, reverse, posterior of each L row), or None when the
-    pair is not a collision."""
+def _pair(z: Tensor, rows_l: Tensor, rows_m: Tensor,
+          cfg: ScreenConfig) -> tuple[float, float, float, Tensor] | None:
+    """One round for the pair (L, M): (share, reverse, share at the median, posterior of each L row),
+    or None when the pair is not a collision."""
     u = torch.cat([rows_l, rows_m])
     n_l, n_m = len(rows_l), len(rows_m)
     k = min(cfg.collision_neighbours, len(u) - 1)
@@ -197,26 +198,36 @@ def _pair(z: Tensor, rows_l: Tensor, rows_m: Tensor, cfg: ScreenConfig) -> tuple
     if share < cfg.collision_min_share or reverse > cfg.collision_reverse * share:
         return None
     at_median = float(ratio_m.median().clamp(0, 1))
-    return share, reverse, (at_median * ratio_l).clamp(0, 1)
+    return share, reverse, at_median, (at_median * ratio_l).clamp(0, 1)
 
 
-def _grow(z: Tensor, rows_l: Tensor, rows_copy: Tensor, cfg: ScreenConfig) -> Tensor:
+def _grow(z: Tensor, rows_l: Tensor, rows_copy: Tensor, budget: int, cfg: ScreenConfig) -> Tensor:
     """The rows of L (bool over `rows_l`) with at least `collision_grow` of their k nearest among L,
-    M and the copy held so far (`rows_copy`: M's rows and the held ones) in the copy's side.
+    M and the copy held so far (`rows_copy`: M's rows and the held ones) in the copy's side; at most
+    `budget` of them, the most surrounded first.
 
     Why: once a pair is a collision and its core is held, what is left of the copy is its edge, and
     there the mixture-proportion estimate fails (the remnant is no longer a copy of M as a whole: its
     share estimate collapses to 0). But the edge's neighbours are still mostly copies: on
-    Fashion-MNIST's 30 % sybil (report seed 0) the 83 flipped sneakers under posterior 0.5 have 11.6 copies, 4 honest
-    sneakers and 4.5 honest sandals among their 20 nearest, the honest sandals 2.2, 1.7 and 16.1. Counted
-    as M, the held core makes the edge stand out (label propagation from the core)."""
+    Fashion-MNIST's 30 % sybil (report seed 0) the 83 flipped sneakers under posterior 0.5 have 11.6
+    copies, 4 honest sneakers and 4.5 honest sandals among their 20 nearest, the honest sandals 2.2,
+    1.7 and 16.1. Counted as M, the held core makes the edge stand out (label propagation from the
+    core). The budget (the copy's size estimated in the first round, less what is held) stops it where
+    no copy is left: without it, growing held 2 points more of the clean feedback even where the first
+    round had held the whole copy (validation, docs/poisoning.md)."""
+    if budget <= 0:
+        return torch.zeros(len(rows_l), dtype=torch.bool)
     u = torch.cat([rows_l, rows_copy])
     k = min(cfg.collision_neighbours, len(u) - 1)
     sim = z[u] @ z[u].T
     sim.fill_diagonal_(-2.0)
     side = torch.cat([torch.zeros(len(rows_l)), torch.ones(len(rows_copy))])
     # not smoothed over L: what is left of L is mostly L's own, and its mean would hide the edge
-    return side[sim[: len(rows_l)].topk(k, dim=1).indices].mean(1) >= cfg.collision_grow
+    g = side[sim[: len(rows_l)].topk(k, dim=1).indices].mean(1)
+    out = torch.zeros(len(rows_l), dtype=torch.bool)
+    order = g.argsort(descending=True, stable=True)[:budget]
+    out[order[g[order] >= cfg.collision_grow]] = True
+    return out
 
 
 def _vote(z: Tensor, rows_l: Tensor, held: Tensor, cfg: ScreenConfig) -> Tensor:
@@ -271,19 +282,22 @@ def find_collisions(z: Tensor, labels: Sequence[str], trusted: Sequence[bool] | 
                 continue
             caught = torch.zeros(len(unique), dtype=torch.bool)  # held by this pair
             first_verdict: tuple[float, float] | None = None
+            copies = 0  # the copy's size, estimated in the first round
             for _ in range(cfg.collision_rounds):
                 rows_l = rows_of[l_name][can_hold[rows_of[l_name]] & ~held[rows_of[l_name]]]
                 if len(rows_l) < cfg.collision_min_examples:
                     break
                 if first_verdict is not None and cfg.collision_grow > 0:
-                    new = _grow(zu, rows_l, torch.cat([rows_m, caught.nonzero().squeeze(1)]), cfg)
+                    budget = copies - int(caught.sum())
+                    new = _grow(zu, rows_l, torch.cat([rows_m, caught.nonzero().squeeze(1)]), budget, cfg)
                     share, reverse = first_verdict
                 else:
                     verdict = _pair(zu, rows_l, rows_m, cfg)
                     if verdict is None:
                         break
-                    share, reverse, posterior = verdict
-                    first_verdict = first_verdict or (share, reverse)
+                    share, reverse, at_median, posterior = verdict
+                    if first_verdict is None:
+                        first_verdict, copies = (share, reverse), round(at_median * len(rows_l))
                     new = _vote(zu, rows_l, posterior >= cfg.collision_posterior, cfg)
                 if not new.any():
                     break
