@@ -30,8 +30,7 @@ def _flip(seed: int) -> tuple[torch.Tensor, list[str], torch.Tensor]:
 
 def _held(x: torch.Tensor, labels: list[str], **options: Any) -> torch.Tensor:
     held = torch.zeros(len(labels), dtype=torch.bool)
-    # against the screen as it was: three rounds of the mixture-proportion estimate, no growing
-    config = replace(ScreenConfig(), **{"collision_grow": 0.0, "collision_rounds": 3, **options})
+    config = replace(ScreenConfig(), **{"collision_grow": 0.0, **options})
     held[[h.index for h in label_collisions(x, labels, config=config, space="input")]] = True
     return held
 

@@ -23,9 +23,10 @@ the inputs themselves), over the examples of both:
    with `collision_vote` < 1, every member of a k-means cluster of L in which at least that share of
    the members is held is held too (a copy is a region, and the neighbours of its edge are sparse);
 5. repeated up to `collision_rounds` times without what was held (the rest of a copy stands out
-   better once its bulk is gone); with `collision_grow` > 0, the rounds after the first hold instead
-   the examples of L with at least that share of their k nearest in M or in the copy held so far
-   (the copy's edge is not a copy of M as a whole, so there the share estimate fails).
+   better once its bulk is gone); then, with `collision_grow` > 0, one more step holds the examples
+   of L with at least that share of their k nearest in M or in the copy held so far, up to the
+   copy's size estimated in the first round (the copy's edge is not a copy of M as a whole, so there
+   the share estimate fails).
 
 Near-duplicate inputs of one label (cosine distance below `collision_duplicate`) count as one
 example, so volume cannot buy a region: a hundred copies of one sentence are one piece of evidence.
@@ -40,7 +41,7 @@ held: a new label whose examples copy a learned class's guard examples is caught
 >>> labels = ["a"] * 60 + ["b"] * 60 + ["b"] * 40
 >>> held = {h.index for h in label_collisions(features, labels)}
 >>> len(held & set(range(120, 160))), len(held - set(range(120, 160)))  # flipped held, honest held
-(38, 0)
+(34, 0)
 """
 
 from __future__ import annotations
@@ -246,6 +247,39 @@ def _vote(z: Tensor, rows_l: Tensor, held: Tensor, cfg: ScreenConfig) -> Tensor:
     return out
 
 
+def _judge(z: Tensor, rows_l: Tensor, rows_m: Tensor, held: Tensor,
+           cfg: ScreenConfig) -> list[tuple[Tensor, float, float]]:
+    """The rounds for the pair (L, M) over L's rows that may be held (`rows_l`), skipping and updating
+    `held` (bool over all rows): what each round held, with its share and reverse."""
+    out: list[tuple[Tensor, float, float]] = []
+    first: tuple[float, float] | None = None  # the first round's share and reverse
+    copies = 0  # the copy's size, estimated in the first round
+    for _ in range(cfg.collision_rounds):
+        rest = rows_l[~held[rows_l]]
+        if len(rest) < cfg.collision_min_examples:
+            break
+        verdict = _pair(z, rest, rows_m, cfg)
+        if verdict is None:
+            break
+        share, reverse, at_median, posterior = verdict
+        if first is None:
+            first, copies = (share, reverse), round(at_median * len(rest))
+        new = _vote(z, rest, posterior >= cfg.collision_posterior, cfg)
+        if not new.any():
+            break
+        held[rest[new]] = True
+        out.append((rest[new], share, reverse))
+    rest = rows_l[~held[rows_l]]
+    if first is not None and cfg.collision_grow > 0 and len(rest) >= cfg.collision_min_examples:
+        # after the rounds: one step grown from the copy held so far (see _grow)
+        caught = torch.cat([rows for rows, _, _ in out]) if out else rows_l[:0]
+        new = _grow(z, rest, torch.cat([rows_m, caught]), copies - len(caught), cfg)
+        if new.any():
+            held[rest[new]] = True
+            out.append((rest[new], *first))
+    return out
+
+
 def find_collisions(z: Tensor, labels: Sequence[str], trusted: Sequence[bool] | None = None,
                     config: ScreenConfig | None = None, learned: Collection[str] | None = None) -> list[Collision]:
     """The collisions among rows `z` (unit rows, e.g. from `unit_rows`) with `labels`; `trusted` rows
@@ -280,33 +314,11 @@ def find_collisions(z: Tensor, labels: Sequence[str], trusted: Sequence[bool] | 
                 continue
             if learned is not None and not (l_name in learned and m_name in learned):
                 continue
-            caught = torch.zeros(len(unique), dtype=torch.bool)  # held by this pair
-            first_verdict: tuple[float, float] | None = None
-            copies = 0  # the copy's size, estimated in the first round
-            for _ in range(cfg.collision_rounds):
-                rows_l = rows_of[l_name][can_hold[rows_of[l_name]] & ~held[rows_of[l_name]]]
-                if len(rows_l) < cfg.collision_min_examples:
-                    break
-                if first_verdict is not None and cfg.collision_grow > 0:
-                    budget = copies - int(caught.sum())
-                    new = _grow(zu, rows_l, torch.cat([rows_m, caught.nonzero().squeeze(1)]), budget, cfg)
-                    share, reverse = first_verdict
-                else:
-                    verdict = _pair(zu, rows_l, rows_m, cfg)
-                    if verdict is None:
-                        break
-                    share, reverse, at_median, posterior = verdict
-                    if first_verdict is None:
-                        first_verdict, copies = (share, reverse), round(at_median * len(rows_l))
-                    new = _vote(zu, rows_l, posterior >= cfg.collision_posterior, cfg)
-                if not new.any():
-                    break
-                held[rows_l[new]] = True
-                caught[rows_l[new]] = True
+            for rows, share, reverse in _judge(zu, rows_of[l_name][can_hold[rows_of[l_name]]], rows_m, held, cfg):
                 # a group of near-duplicates may hold trusted rows too (a batch example that copies a
                 # guard example): those are never held
-                rows = [i for r in rows_l[new].tolist() for i in members[unique[r]] if not trusted[i]]
-                found.append(Collision(l_name, m_name, share, reverse, sorted(rows)))
+                kept = [i for r in rows.tolist() for i in members[unique[r]] if not trusted[i]]
+                found.append(Collision(l_name, m_name, share, reverse, sorted(kept)))
     return found
 
 
