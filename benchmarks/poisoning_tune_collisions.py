@@ -25,7 +25,7 @@ example; each entry holds the union, as `lifelong.screening.screen` runs it. The
 poisoning_tune's (mean recall minus twice the mean clean share held; a scenario above 5 % clean held
 costs a penalty), over every scenario, seed and world. Rows are saved per (world, seed) as they finish
 (`--resume` continues); the chosen options go to results/poisoning-tuning-collisions-GRID.json, which
-`poisoning.py` applies over poisoning-tuning.json's (neighbours, then estimator).
+`poisoning.py` applies over poisoning-tuning.json's (in the order the grids are listed here).
 
     python benchmarks/poisoning_tune_collisions.py --grid estimator [--seeds 0,1,2] [--resume]
 """
