@@ -181,7 +181,8 @@ def load_tuning() -> dict[str, Any]:
     chosen: dict[str, Any] = {"screens": {}, "art-spectral": 0.1, "art-activation": "smaller"}
     if TUNING.exists():
         chosen = dict(json.loads(TUNING.read_text())["chosen"])
-    for grid in ("neighbours", "estimator"):  # in the order they were tuned, the later on top
+    # in the order they were tuned, the later on top
+    for grid in ("neighbours", "estimator", "propagation", "budget", "after"):
         path = RESULTS / f"poisoning-tuning-collisions-{grid}.json"
         if path.exists():
             chosen["screens"] = {**chosen.get("screens", {}), **json.loads(path.read_text())["chosen"]["screens"]}

@@ -58,7 +58,7 @@ def _posterior_of_poison(z: torch.Tensor, labels: list[str], poison: torch.Tenso
     is_poison = torch.tensor([unique[i] < n and bool(poison[unique[i]]) for i in rows_l.tolist()])
     verdict = _pair(zu, rows_l, rows_m, replace(cfg, collision_min_share=0.0, collision_reverse=1e9))
     assert verdict is not None
-    share, reverse, post = verdict
+    share, reverse, _, post = verdict
     print(f"  first round {pair}: {len(rows_l)} distinct L rows ({int(is_poison.sum())} poison), {len(rows_m)} M rows; "
           f"share {share:.3f} reverse {reverse:.3f}")
     for name, mask in (("poison", is_poison), ("clean", ~is_poison)):
@@ -67,6 +67,17 @@ def _posterior_of_poison(z: torch.Tensor, labels: list[str], poison: torch.Tenso
             above = int((post[mask] >= cfg.collision_posterior).sum())
             print(f"    posterior of {name}: quantiles 10/25/50/75/90 % " + " ".join(f"{v:.2f}" for v in q)
                   + f"; >= {cfg.collision_posterior}: {above}/{int(mask.sum())}")
+    # who the k nearest are (among L and M) of the copies the posterior misses, and of L's own rows
+    u = torch.cat([rows_l, rows_m])
+    sim = zu[u] @ zu[u].T
+    sim.fill_diagonal_(-2.0)
+    kind = torch.cat([is_poison.long(), torch.full((len(rows_m),), 2)])  # 0 L's own, 1 copy, 2 M
+    near = kind[sim[: len(rows_l)].topk(min(cfg.collision_neighbours, len(u) - 1), dim=1).indices]
+    for name, mask in (("copies under posterior 0.5", is_poison & (post < 0.5)), ("L's own rows", ~is_poison)):
+        if mask.any():
+            mean = [float((near[mask] == j).float().sum(1).mean()) for j in range(3)]
+            print(f"    nearest of the {int(mask.sum())} {name}: {mean[0]:.1f} of L's own, {mean[1]:.1f} copies, "
+                  f"{mean[2]:.1f} of M")
 
 
 def main(argv: list[str] | None = None) -> int:

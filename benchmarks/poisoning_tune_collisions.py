@@ -1,10 +1,15 @@
 """Tuning the label-collision screen's estimate of the neighbour share g(x) on the validation scenarios
 of benchmarks/poisoning_tune.py (fmnist: the last 10,000 training images; clinc150: the 8th and 9th
-domains; scenario seeds 100+), over three seeds instead of one. Two grids, run in turn:
+domains; scenario seeds 100+), over three seeds instead of one. Five grids, run in turn:
 
 - `--grid neighbours`: k of the k-NN share with the posterior threshold (chose k 20, 0.7: the defaults);
 - `--grid estimator`: the k-NN share alone, or its mean with an out-of-fold logistic estimate
-  (`collision_estimator`), with the posterior threshold.
+  (`collision_estimator`), with the posterior threshold;
+- `--grid propagation`: g(x) of L's rows averaged over their nearest L rows (`collision_smooth`), and
+  the rounds after the first holding what has `collision_grow` of its neighbours in M or in the copy
+  held so far (label propagation from the held core);
+- `--grid budget`: the same growing, within the copy's size estimated in the first round;
+- `--grid after`: one growing step after the rounds (the library's code since).
 
 Why: g(x) is a count of k neighbours, and the posterior of a copied example is linear in its odds
 g / (1 - g): in the core of a copy its expected posterior is the estimated share over the true one
@@ -20,7 +25,7 @@ example; each entry holds the union, as `lifelong.screening.screen` runs it. The
 poisoning_tune's (mean recall minus twice the mean clean share held; a scenario above 5 % clean held
 costs a penalty), over every scenario, seed and world. Rows are saved per (world, seed) as they finish
 (`--resume` continues); the chosen options go to results/poisoning-tuning-collisions-GRID.json, which
-`poisoning.py` applies over poisoning-tuning.json's (neighbours, then estimator).
+`poisoning.py` applies over poisoning-tuning.json's (in the order the grids are listed here).
 
     python benchmarks/poisoning_tune_collisions.py --grid estimator [--seeds 0,1,2] [--resume]
 """
@@ -51,7 +56,18 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
     "neighbours": [{"collision_neighbours": k, "collision_posterior": p} for k in (20, 30, 50, 80) for p in (0.5, 0.7)],
     # then: the estimator of g(x), at k 20
     "estimator": [{"collision_estimator": e, "collision_posterior": p, "collision_neighbours": 20}
-                  for e in ("knn", "knn+logistic") for p in (0.5, 0.6, 0.7)]}
+                  for e in ("knn", "knn+logistic") for p in (0.5, 0.6, 0.7)],
+    # then: g(x) smoothed over L's own nearest rows, and later rounds grown from the held core
+    "propagation": [{"collision_smooth": m, "collision_grow": t}
+                    for m, t in ((0, 0.0), (20, 0.0), (40, 0.0), (0, 0.6), (0, 0.7), (20, 0.5), (20, 0.6), (20, 0.7))],
+    # then: growing within the copy's estimated size (the budget; "propagation" ran before it, commit
+    # 526ef72, on Fashion-MNIST only: growing cost 2 points of clean feedback where no copy was left)
+    "budget": [{"collision_smooth": m, "collision_grow": t, "collision_rounds": r}
+               for m, t, r in ((0, 0.0, 3), (0, 0.7, 2), (0, 0.8, 2), (0, 0.9, 2), (0, 0.8, 3), (20, 0.8, 2))],
+    # then: one growing step after the rounds instead of in their place ("budget" ran at commit
+    # 40a6870, where growing replaced the later rounds: on CLINC150's report seed 1 that lost what the
+    # third round had caught, docs/poisoning.md)
+    "after": [{"collision_smooth": 0, "collision_grow": t, "collision_rounds": 3} for t in (0.0, 0.7, 0.8, 0.9)]}
 
 
 def out_path(grid: str) -> Path:

@@ -57,12 +57,14 @@ class ScreenConfig(Config):
     collision_neighbours: int = 20  # k of the neighbour share g(x)
     collision_estimator: str = "knn"  # g(x): the k-NN share ("knn"), or its mean with a logistic one ("knn+logistic")
     collision_dims: int = 20  # principal components the logistic estimate uses
+    collision_smooth: int = 0  # g(x) of an example of L averaged over its this many nearest L rows (0: off)
     collision_quantile: float = 0.1  # quantile of the density ratio estimating a copy's share (and the reverse)
     collision_min_share: float = 0.1  # a copy smaller than this share of its label is not a collision
     collision_reverse: float = 0.5  # ... nor one whose reverse share is above this times its share
     collision_posterior: float = 0.7  # an example is held when its posterior of being in the copy reaches this
     collision_vote: float = 1.0  # a k-means cluster of the label with this share held is held whole (1: off)
     collision_rounds: int = 3
+    collision_grow: float = 0.9  # then one step holds rows with this share of copied-or-held neighbours (0: off)
     collision_cover: float = 0.5  # pairs are examined when this share of one label has the other among its 10 nearest
     collision_min_examples: int = 10  # labels with fewer distinct examples are not judged
     collision_duplicate: float = 0.02  # inputs of one label closer than this (cosine distance) count once
@@ -90,6 +92,10 @@ class ScreenConfig(Config):
         for name, count in counts.items():
             if count < 1:
                 raise ValueError(f"{name} must be at least 1, not {count}")
+        if not 0 <= self.collision_grow <= 1:
+            raise ValueError(f"collision_grow must be in [0, 1], not {self.collision_grow}")
+        if self.collision_smooth < 0:
+            raise ValueError(f"collision_smooth must be >= 0, not {self.collision_smooth}")
         if self.influence_tolerance < 0 or self.collision_min_share < 0 or self.guard_radius <= 0:
             raise ValueError("influence_tolerance and collision_min_share must be >= 0, guard_radius > 0")
         if self.collision_estimator not in ("knn", "knn+logistic"):

@@ -18,10 +18,15 @@ the inputs themselves), over the examples of both:
    `collision_reverse` times it (honest look-alike classes overlap both ways; a flip only one way);
 4. each example of L is held when its posterior of belonging to the copy, share * p_M(x) / p_L(x)
    (with the share estimated at the median, where it is least biased), reaches `collision_posterior`;
+   with `collision_smooth` > 0, g of L's examples is first averaged over their nearest rows of L
+   (a count of k neighbours is noisy, and a copy's neighbours within L are mostly copies);
    with `collision_vote` < 1, every member of a k-means cluster of L in which at least that share of
    the members is held is held too (a copy is a region, and the neighbours of its edge are sparse);
 5. repeated up to `collision_rounds` times without what was held (the rest of a copy stands out
-   better once its bulk is gone).
+   better once its bulk is gone); then, with `collision_grow` > 0, one more step holds the examples
+   of L with at least that share of their k nearest in M or in the copy held so far, up to the
+   copy's size estimated in the first round (the copy's edge is not a copy of M as a whole, so there
+   the share estimate fails).
 
 Near-duplicate inputs of one label (cosine distance below `collision_duplicate`) count as one
 example, so volume cannot buy a region: a hundred copies of one sentence are one piece of evidence.
@@ -36,7 +41,7 @@ held: a new label whose examples copy a learned class's guard examples is caught
 >>> labels = ["a"] * 60 + ["b"] * 60 + ["b"] * 40
 >>> held = {h.index for h in label_collisions(features, labels)}
 >>> len(held & set(range(120, 160))), len(held - set(range(120, 160)))  # flipped held, honest held
-(34, 0)
+(38, 0)
 """
 
 from __future__ import annotations
@@ -155,9 +160,22 @@ def _logistic_share(x: Tensor, is_m: Tensor, dims: int, seed: int, folds: int = 
     return out
 
 
-def _pair(z: Tensor, rows_l: Tensor, rows_m: Tensor, cfg: ScreenConfig) -> tuple[float, float, Tensor] | None:
-    """One round for the pair (L, M): (share, reverse, posterior of each L row), or None when the
-    pair is not a collision."""
+def _smooth(sim_l: Tensor, g_l: Tensor, m: int) -> Tensor:
+    """g of each L row averaged with its m nearest L rows' (one step of label propagation over L's own
+    neighbourhood graph; `sim_l` has -2 on its diagonal). Why: g is a count of k neighbours, whose
+    binomial noise (sd about 0.11 at k = 20, g = 0.43) puts much of a copy's core below the posterior
+    threshold by chance; a copy's nearest rows within L are mostly copies, so the mean over them keeps
+    its level and cuts the noise by about sqrt(m + 1), while the count's neighbourhood stays at k
+    (a larger k smooths CLINC150's small intents away)."""
+    m = min(m, len(g_l) - 1)
+    near = sim_l.topk(m, dim=1).indices
+    return (g_l + g_l[near].sum(1)) / (m + 1)
+
+
+def _pair(z: Tensor, rows_l: Tensor, rows_m: Tensor,
+          cfg: ScreenConfig) -> tuple[float, float, float, Tensor] | None:
+    """One round for the pair (L, M): (share, reverse, share at the median, posterior of each L row),
+    or None when the pair is not a collision."""
     u = torch.cat([rows_l, rows_m])
     n_l, n_m = len(rows_l), len(rows_m)
     k = min(cfg.collision_neighbours, len(u) - 1)
@@ -172,6 +190,8 @@ def _pair(z: Tensor, rows_l: Tensor, rows_m: Tensor, cfg: ScreenConfig) -> tuple
         # below the threshold by chance (docs/poisoning.md, Fashion-MNIST targeted-sybil 30 %, seed 0)
         g = (g + _logistic_share(z[u], is_m, cfg.collision_dims, cfg.seed)) / 2
         floor = 1.0 / (2 * k)
+    if cfg.collision_smooth > 0 and n_l > 1:
+        g = torch.cat([_smooth(sim[:n_l, :n_l], g[:n_l], cfg.collision_smooth), g[n_l:]])
     ratio_m = (1 - g[n_l:]) / g[n_l:].clamp_min(floor) * n_m / n_l  # p_L / p_M at M's examples
     ratio_l = g[:n_l] / (1 - g[:n_l]).clamp_min(floor) * n_l / n_m  # p_M / p_L at L's examples
     share = float(ratio_m.quantile(cfg.collision_quantile).clamp(0, 1))
@@ -179,7 +199,36 @@ def _pair(z: Tensor, rows_l: Tensor, rows_m: Tensor, cfg: ScreenConfig) -> tuple
     if share < cfg.collision_min_share or reverse > cfg.collision_reverse * share:
         return None
     at_median = float(ratio_m.median().clamp(0, 1))
-    return share, reverse, (at_median * ratio_l).clamp(0, 1)
+    return share, reverse, at_median, (at_median * ratio_l).clamp(0, 1)
+
+
+def _grow(z: Tensor, rows_l: Tensor, rows_copy: Tensor, budget: int, cfg: ScreenConfig) -> Tensor:
+    """The rows of L (bool over `rows_l`) with at least `collision_grow` of their k nearest among L,
+    M and the copy held so far (`rows_copy`: M's rows and the held ones) in the copy's side; at most
+    `budget` of them, the most surrounded first.
+
+    Why: once a pair is a collision and its core is held, what is left of the copy is its edge, and
+    there the mixture-proportion estimate fails (the remnant is no longer a copy of M as a whole: its
+    share estimate collapses to 0). But the edge's neighbours are still mostly copies: on
+    Fashion-MNIST's 30 % sybil (report seed 0) the 83 flipped sneakers under posterior 0.5 have 11.6
+    copies, 4 honest sneakers and 4.5 honest sandals among their 20 nearest, the honest sandals 2.2,
+    1.7 and 16.1. Counted as M, the held core makes the edge stand out (label propagation from the
+    core). The budget (the copy's size estimated in the first round, less what is held) stops it where
+    no copy is left: without it, growing held 2 points more of the clean feedback even where the first
+    round had held the whole copy (validation, docs/poisoning.md)."""
+    if budget <= 0:
+        return torch.zeros(len(rows_l), dtype=torch.bool)
+    u = torch.cat([rows_l, rows_copy])
+    k = min(cfg.collision_neighbours, len(u) - 1)
+    sim = z[u] @ z[u].T
+    sim.fill_diagonal_(-2.0)
+    side = torch.cat([torch.zeros(len(rows_l)), torch.ones(len(rows_copy))])
+    # not smoothed over L: what is left of L is mostly L's own, and its mean would hide the edge
+    g = side[sim[: len(rows_l)].topk(k, dim=1).indices].mean(1)
+    out = torch.zeros(len(rows_l), dtype=torch.bool)
+    order = g.argsort(descending=True, stable=True)[:budget]
+    out[order[g[order] >= cfg.collision_grow]] = True
+    return out
 
 
 def _vote(z: Tensor, rows_l: Tensor, held: Tensor, cfg: ScreenConfig) -> Tensor:
@@ -195,6 +244,39 @@ def _vote(z: Tensor, rows_l: Tensor, held: Tensor, cfg: ScreenConfig) -> Tensor:
         members = assign == c
         if float(held[members].float().mean()) >= cfg.collision_vote:
             out |= members
+    return out
+
+
+def _judge(z: Tensor, rows_l: Tensor, rows_m: Tensor, held: Tensor,
+           cfg: ScreenConfig) -> list[tuple[Tensor, float, float]]:
+    """The rounds for the pair (L, M) over L's rows that may be held (`rows_l`), skipping and updating
+    `held` (bool over all rows): what each round held, with its share and reverse."""
+    out: list[tuple[Tensor, float, float]] = []
+    first: tuple[float, float] | None = None  # the first round's share and reverse
+    copies = 0  # the copy's size, estimated in the first round
+    for _ in range(cfg.collision_rounds):
+        rest = rows_l[~held[rows_l]]
+        if len(rest) < cfg.collision_min_examples:
+            break
+        verdict = _pair(z, rest, rows_m, cfg)
+        if verdict is None:
+            break
+        share, reverse, at_median, posterior = verdict
+        if first is None:
+            first, copies = (share, reverse), round(at_median * len(rest))
+        new = _vote(z, rest, posterior >= cfg.collision_posterior, cfg)
+        if not new.any():
+            break
+        held[rest[new]] = True
+        out.append((rest[new], share, reverse))
+    rest = rows_l[~held[rows_l]]
+    if first is not None and cfg.collision_grow > 0 and len(rest) >= cfg.collision_min_examples:
+        # after the rounds: one step grown from the copy held so far (see _grow)
+        caught = torch.cat([rows for rows, _, _ in out]) if out else rows_l[:0]
+        new = _grow(z, rest, torch.cat([rows_m, caught]), copies - len(caught), cfg)
+        if new.any():
+            held[rest[new]] = True
+            out.append((rest[new], *first))
     return out
 
 
@@ -232,22 +314,11 @@ def find_collisions(z: Tensor, labels: Sequence[str], trusted: Sequence[bool] | 
                 continue
             if learned is not None and not (l_name in learned and m_name in learned):
                 continue
-            for _ in range(cfg.collision_rounds):
-                rows_l = rows_of[l_name][can_hold[rows_of[l_name]] & ~held[rows_of[l_name]]]
-                if len(rows_l) < cfg.collision_min_examples:
-                    break
-                verdict = _pair(zu, rows_l, rows_m, cfg)
-                if verdict is None:
-                    break
-                share, reverse, posterior = verdict
-                new = _vote(zu, rows_l, posterior >= cfg.collision_posterior, cfg)
-                if not new.any():
-                    break
-                held[rows_l[new]] = True
+            for rows, share, reverse in _judge(zu, rows_of[l_name][can_hold[rows_of[l_name]]], rows_m, held, cfg):
                 # a group of near-duplicates may hold trusted rows too (a batch example that copies a
                 # guard example): those are never held
-                rows = [i for r in rows_l[new].tolist() for i in members[unique[r]] if not trusted[i]]
-                found.append(Collision(l_name, m_name, share, reverse, sorted(rows)))
+                kept = [i for r in rows.tolist() for i in members[unique[r]] if not trusted[i]]
+                found.append(Collision(l_name, m_name, share, reverse, sorted(kept)))
     return found
 
 
