@@ -10,18 +10,9 @@ from dataclasses import replace
 
 import pytest
 import torch
+from collision_util import synthetic_flip
 
 from lifelong.screening import ScreenConfig, label_collisions
-
-
-def _flip(seed: int) -> tuple[torch.Tensor, list[str], torch.Tensor]:
-    """150 honest examples of "a", 200 of "b", and 250 more inputs of "a" labelled "b"."""
-    g = torch.Generator().manual_seed(seed)
-    shift = torch.zeros(10)
-    shift[0] = 2.5
-    x = torch.cat([torch.randn(150, 10, generator=g) + shift, torch.randn(200, 10, generator=g) - shift,
-                   torch.randn(250, 10, generator=g) + shift])
-    return x, ["a"] * 150 + ["b"] * 450, torch.tensor([False] * 350 + [True] * 250)
 
 
 def _held(x: torch.Tensor, labels: list[str], estimator: str) -> torch.Tensor:
@@ -33,7 +24,7 @@ def _held(x: torch.Tensor, labels: list[str], estimator: str) -> torch.Tensor:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_the_smooth_estimate_holds_more_of_a_copy_that_outnumbers_what_it_copies(seed):
-    x, labels, poison = _flip(seed)
+    x, labels, poison = synthetic_flip(seed)
     knn, both = _held(x, labels, "knn"), _held(x, labels, "knn+logistic")
     # measured over seeds 0-4: the k-NN count holds 144-192 of the 250 copies, the mean 173-209, at
     # least 17 more on every seed, and neither holds an honest example; the bounds leave room
@@ -47,7 +38,7 @@ def test_unknown_estimator_is_a_clear_error():
 
 
 def test_a_held_group_of_near_duplicates_never_holds_its_trusted_members():
-    x, labels, _ = _flip(0)
+    x, labels, _ = synthetic_flip(0)
     copied = x[350:355]  # five of the flipped inputs are also in the trusted reference, labelled "b"
     for estimator in ("knn", "knn+logistic"):
         config = replace(ScreenConfig(), collision_estimator=estimator)

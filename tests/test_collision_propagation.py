@@ -14,18 +14,9 @@ from typing import Any
 
 import pytest
 import torch
+from collision_util import synthetic_flip
 
 from lifelong.screening import ScreenConfig, label_collisions
-
-
-def _flip(seed: int) -> tuple[torch.Tensor, list[str], torch.Tensor]:
-    """150 honest examples of "a", 200 of "b", and 250 more inputs of "a" labelled "b"."""
-    g = torch.Generator().manual_seed(seed)
-    shift = torch.zeros(10)
-    shift[0] = 2.5
-    x = torch.cat([torch.randn(150, 10, generator=g) + shift, torch.randn(200, 10, generator=g) - shift,
-                   torch.randn(250, 10, generator=g) + shift])
-    return x, ["a"] * 150 + ["b"] * 450, torch.tensor([False] * 350 + [True] * 250)
 
 
 def _held(x: torch.Tensor, labels: list[str], **options: Any) -> torch.Tensor:
@@ -37,7 +28,7 @@ def _held(x: torch.Tensor, labels: list[str], **options: Any) -> torch.Tensor:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_smoothing_and_growing_hold_more_of_a_copy_that_outnumbers_what_it_copies(seed):
-    x, labels, poison = _flip(seed)
+    x, labels, poison = synthetic_flip(seed)
     plain = _held(x, labels)
     smooth = _held(x, labels, collision_smooth=20)
     grown = _held(x, labels, collision_smooth=20, collision_grow=0.6)
