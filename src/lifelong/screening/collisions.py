@@ -160,6 +160,17 @@ def _logistic_share(x: Tensor, is_m: Tensor, dims: int, seed: int, folds: int = 
     return out
 
 
+def _neighbour_share(z: Tensor, rows_a: Tensor, rows_b: Tensor, neighbours: int) -> tuple[Tensor, Tensor, Tensor, int]:
+    """Over the rows of A then B: (their similarities, -2 on the diagonal; 1 for B's rows; each row's
+    share of B among its k nearest; k)."""
+    u = torch.cat([rows_a, rows_b])
+    k = min(neighbours, len(u) - 1)
+    sim = z[u] @ z[u].T
+    sim.fill_diagonal_(-2.0)
+    is_b = torch.cat([torch.zeros(len(rows_a)), torch.ones(len(rows_b))])
+    return sim, is_b, is_b[sim.topk(k, dim=1).indices].mean(1), k
+
+
 def _smooth(sim_l: Tensor, g_l: Tensor, m: int) -> Tensor:
     """g of each L row averaged with its m nearest L rows' (one step of label propagation over L's own
     neighbourhood graph; `sim_l` has -2 on its diagonal). Why: g is a count of k neighbours, whose
@@ -178,11 +189,7 @@ def _pair(z: Tensor, rows_l: Tensor, rows_m: Tensor,
     or None when the pair is not a collision."""
     u = torch.cat([rows_l, rows_m])
     n_l, n_m = len(rows_l), len(rows_m)
-    k = min(cfg.collision_neighbours, len(u) - 1)
-    sim = z[u] @ z[u].T
-    sim.fill_diagonal_(-2.0)
-    is_m = torch.cat([torch.zeros(n_l), torch.ones(n_m)])
-    g = is_m[sim.topk(k, dim=1).indices].mean(1)
+    sim, is_m, g, k = _neighbour_share(z, rows_l, rows_m, cfg.collision_neighbours)
     floor = 1.0 / k
     if cfg.collision_estimator == "knn+logistic":
         # a count of k neighbours is noisy (sd about 0.11 at k = 20), and the posterior is linear in
@@ -218,13 +225,8 @@ def _grow(z: Tensor, rows_l: Tensor, rows_copy: Tensor, budget: int, cfg: Screen
     round had held the whole copy (validation, docs/poisoning.md)."""
     if budget <= 0:
         return torch.zeros(len(rows_l), dtype=torch.bool)
-    u = torch.cat([rows_l, rows_copy])
-    k = min(cfg.collision_neighbours, len(u) - 1)
-    sim = z[u] @ z[u].T
-    sim.fill_diagonal_(-2.0)
-    side = torch.cat([torch.zeros(len(rows_l)), torch.ones(len(rows_copy))])
     # not smoothed over L: what is left of L is mostly L's own, and its mean would hide the edge
-    g = side[sim[: len(rows_l)].topk(k, dim=1).indices].mean(1)
+    g = _neighbour_share(z, rows_l, rows_copy, cfg.collision_neighbours)[2][: len(rows_l)]
     out = torch.zeros(len(rows_l), dtype=torch.bool)
     order = g.argsort(descending=True, stable=True)[:budget]
     out[order[g[order] >= cfg.collision_grow]] = True
