@@ -47,6 +47,9 @@ RUNS: dict[str, dict[str, Any]] = {
     "lifelong-ewc": {"side": "lifelong", "variant": "ewc"},
     "lifelong-ewc-300": {"side": "lifelong", "variant": "ewc-300"},  # the library's default strength before
     "lifelong-ewc-dropout-0.5": {"side": "lifelong", "variant": "ewc-dropout-0.5"},
+    # the two other Fisher kinds at the strengths that tied the default on validation (docs/consolidation.md 1)
+    "lifelong-ewc-batched-30000": {"side": "lifelong", "variant": "ewc-batched-30000"},
+    "lifelong-ewc-true-300": {"side": "lifelong", "variant": "ewc-true-300"},
     "lifelong-naive": {"side": "lifelong", "variant": "naive"},
 }
 
