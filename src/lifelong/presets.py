@@ -96,7 +96,7 @@ BEHAVIOUR_CLONING = (LearnerConfig(epochs=30, batch_size=64, lr=1e-3), ModelConf
 PRESETS: dict[str, Preset] = {p.key: p for p in (
     _vision("permuted-fmnist", StreamConfig("permuted-fmnist", "domain", 10), "permuted-fmnist-domain",
             {"ewc": {"strength": 1000.0}, "online-ewc": {"strength": 300.0, "gamma": 0.9}, "si": {"strength": 10.0},
-             "mas": {"strength": 0.3}, "gpm": {"threshold": 0.97}, "online-kfac-ewc": {"strength": 30.0}},
+             "mas": {"strength": 0.3}, "gpm": {"threshold": 0.97}, "online-kfac-ewc": {"strength": 10.0}},
             "Permuted Fashion-MNIST, 10 tasks"),
     _vision("split-fmnist/task", StreamConfig("split-fmnist", "task", 5), "split-fmnist-task",
             {"ewc": {"strength": 1e4}, "online-ewc": {"strength": 1e4}, "si": {"strength": 100.0},
