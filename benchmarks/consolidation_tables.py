@@ -149,19 +149,21 @@ def cost_text() -> str:
 
 def vision(setting: str = "permuted") -> str:
     """The README benchmark's runs (results/vision-SETTING.json: naive, the diagonal methods, replay, joint)
-    beside this issue's, run in the same regime by the same script into results/consolidation/*/."""
+    beside this issue's, run in the same regime by the same script into results/consolidation/*/, and
+    (50 tasks) the single test runs of `lifelong run` with other options, one file per seed. One row per
+    strategy and options."""
     files = [RESULTS / f"vision-{setting}.json", *sorted(RESULTS.glob(f"consolidation/*/vision-{setting}.json"))]
     runs = [r for f in files if f.exists() for r in json.loads(f.read_text())["runs"]]
+    if setting == "permuted-50":
+        runs += [json.loads(f.read_text()) for f in sorted(RESULTS.glob("vision-permuted-50-*-seed*.json"))]
     if not runs:
         return f"(vision {setting}: no results yet)"
-    lines = HEADER[:]
-    for name in dict.fromkeys(r["strategy"] for r in runs):
-        subset = [r for r in runs if r["strategy"] == name]
-        options = subset[0]["config"]["strategy_options"]
-        shown = {k: v for k, v in options.items() if k not in ("seed", "memory")}
-        label = f"{name} {shown}" if shown else name
-        lines += _rows([{**r, "label": label, "seed": r["config"]["seed"]} for r in subset], "label")
-    return "\n".join(lines)
+
+    def label(r: dict[str, Any]) -> str:
+        shown = {k: v for k, v in r["config"]["strategy_options"].items() if k not in ("seed", "memory")}
+        return f"{r['strategy']} {shown}" if shown else r["strategy"]
+
+    return "\n".join(HEADER + _rows([{**r, "label": label(r), "seed": r["config"]["seed"]} for r in runs], "label"))
 
 
 def lora() -> str:
