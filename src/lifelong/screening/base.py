@@ -54,6 +54,7 @@ class ScreenConfig(Config):
     cluster_source_share: float = 0.8  # ... when they sent at least this share of it
     # label collisions (collisions.py): per label, independent of keys
     collision_spaces: tuple[str, ...] = ("input", "model")  # representations searched: the inputs, the model's features
+    collision_input: str = "raw"  # images in the input space: "raw", "random-conv", "hog" (representation.py)
     collision_neighbours: int = 20  # k of the neighbour share g(x)
     collision_estimator: str = "knn"  # g(x): the k-NN share ("knn"), or its mean with a logistic one ("knn+logistic")
     collision_dims: int = 20  # principal components the logistic estimate uses
@@ -100,6 +101,8 @@ class ScreenConfig(Config):
             raise ValueError("influence_tolerance and collision_min_share must be >= 0, guard_radius > 0")
         if self.collision_estimator not in ("knn", "knn+logistic"):
             raise ValueError(f"unknown collision_estimator {self.collision_estimator!r}; use 'knn' or 'knn+logistic'")
+        if self.collision_input not in ("raw", "random-conv", "hog"):
+            raise ValueError(f"unknown collision_input {self.collision_input!r}; use 'raw', 'random-conv' or 'hog'")
         unknown = set(self.collision_spaces) - {"input", "model"}
         if unknown:
             raise ValueError(f"unknown collision space(s) {sorted(unknown)}; use 'input' and/or 'model'")
