@@ -49,10 +49,10 @@ def _held(x: torch.Tensor, labels: list[str], kind: str) -> torch.Tensor:
 def test_gradient_histograms_see_a_flip_of_shifted_images_that_raw_pixels_miss(seed):
     x, labels, poison = shifted_flip(seed)
     raw, hog = _held(x, labels, "raw"), _held(x, labels, "hog")
-    # measured over seeds 0-4: raw pixels hold nothing, gradient histograms 62-79 of the 100 copies and
-    # no honest image; the bounds leave room
+    # measured over seeds 0-4: raw pixels hold nothing, gradient histograms 64-87 of the 100 copies and
+    # 0-2 of the 300 honest images; the bounds leave room
     assert int(raw.sum()) == 0
-    assert int((hog & poison).sum()) >= 45 and int((hog & ~poison).sum()) <= 3
+    assert int((hog & poison).sum()) >= 45 and int((hog & ~poison).sum()) <= 5
 
 
 def test_inputs_that_are_not_images_are_compared_as_they_are():
@@ -65,7 +65,7 @@ def test_the_maps_are_fixed_and_take_any_number_of_channels():
     x = torch.rand(5, 3, 12, 12)
     assert torch.equal(random_conv(x), random_conv(x))  # the filters come from a fixed seed, not the data
     assert random_conv(x).shape == (5, 64 * 3 * 3)
-    assert gradient_histograms(x).shape == (5, 9 * 3 * 3)
+    assert gradient_histograms(x).shape == (5, 9 * 7 * 7)
     assert torch.equal(input_features(x[:, :1], "hog"), input_features(x[:, 0], "hog"))  # [n, H, W] too
 
 

@@ -54,7 +54,7 @@ class ScreenConfig(Config):
     cluster_source_share: float = 0.8  # ... when they sent at least this share of it
     # label collisions (collisions.py): per label, independent of keys
     collision_spaces: tuple[str, ...] = ("input", "model")  # representations searched: the inputs, the model's features
-    collision_input: str = "raw"  # images in the input space: "raw", "random-conv", "hog" (representation.py)
+    collision_input: str = "hog"  # images in the input space: "raw", "random-conv", "hog" (representation.py)
     collision_neighbours: int = 20  # k of the neighbour share g(x)
     collision_estimator: str = "knn"  # g(x): the k-NN share ("knn"), or its mean with a logistic one ("knn+logistic")
     collision_dims: int = 20  # principal components the logistic estimate uses

@@ -13,7 +13,7 @@ fit on the batch, which an attacker could shape):
 - `random-conv`: 64 random zero-mean 5x5 filters, ReLU, 4x4 max pooling (Jarrett et al. 2009 and
   Saxe et al. 2011: random convolutional features with pooling are close to learned ones for
   nearest-neighbour similarity, because pooling makes them tolerant to small shifts of the strokes);
-- `hog`: histograms of gradient orientations (9 bins) over 4x4-pixel cells (Dalal and Triggs 2005):
+- `hog`: histograms of gradient orientations (9 bins) over a 7x7 grid of cells (Dalal and Triggs 2005):
   the edges' directions, where raw pixels see only their positions.
 
 Inputs that are not images ([n, d], e.g. sentence embeddings) are left as they are, whatever the
@@ -62,10 +62,11 @@ def random_conv(x: Tensor, filters: int = 64, size: int = 5, pool: int = 4, seed
     return torch.cat(out) if out else x.new_zeros(0, 0)
 
 
-def gradient_histograms(x: Tensor, bins: int = 9, cell: int = 4) -> Tensor:
-    """[n, bins * (H // cell) * (W // cell)]: per cell of cell x cell pixels, the gradient magnitude
-    summed by orientation (unsigned, `bins` bins over 180 degrees), square-rooted (so that a few strong
-    edges do not outweigh the rest), of the images' channel mean."""
+def gradient_histograms(x: Tensor, bins: int = 9, cells: int = 7) -> Tensor:
+    """[n, bins * cells * cells]: per cell of a cells x cells grid over the image (4 x 4 pixels on a
+    28 x 28 image; on smaller images the cells overlap, so that an 8 x 8 digit is not reduced to four
+    cells), the mean gradient magnitude by orientation (unsigned, `bins` bins over 180 degrees),
+    square-rooted (so that a few strong edges do not outweigh the rest), of the images' channel mean."""
     x = _images(x).mean(1, keepdim=True)
     kx = torch.tensor([[-1.0, 0.0, 1.0]]).view(1, 1, 1, 3)
     gx = F.conv2d(x, kx, padding=(0, 1))
@@ -74,8 +75,7 @@ def gradient_histograms(x: Tensor, bins: int = 9, cell: int = 4) -> Tensor:
     angle = torch.atan2(gy, gx) % math.pi
     which = (angle / math.pi * bins).long().clamp(max=bins - 1)
     hist = torch.zeros(len(x), bins, *x.shape[2:]).scatter_(1, which, magnitude)
-    cell = max(1, min(cell, x.shape[2], x.shape[3]))
-    return F.avg_pool2d(hist, cell).flatten(1).sqrt()
+    return F.adaptive_avg_pool2d(hist, cells).flatten(1).sqrt()
 
 
 def input_features(x: Tensor, kind: str = "raw", seed: int = 0) -> Tensor:
