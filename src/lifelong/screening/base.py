@@ -66,6 +66,7 @@ class ScreenConfig(Config):
     collision_vote: float = 1.0  # a k-means cluster of the label with this share held is held whole (1: off)
     collision_rounds: int = 3
     collision_grow: float = 0.9  # then one step holds rows with this share of copied-or-held neighbours (0: off)
+    collision_grow_steps: int = 1  # ... repeated this many times, each counting what the last held as copy
     collision_cover: float = 0.5  # pairs are examined when this share of one label has the other among its 10 nearest
     collision_min_examples: int = 10  # labels with fewer distinct examples are not judged
     collision_duplicate: float = 0.02  # inputs of one label closer than this (cosine distance) count once
@@ -89,7 +90,8 @@ class ScreenConfig(Config):
             if not 0 < value <= 1:
                 raise ValueError(f"{name} must be in (0, 1], not {value}")
         counts = {"collision_neighbours": self.collision_neighbours, "collision_rounds": self.collision_rounds,
-                  "collision_min_examples": self.collision_min_examples, "guard_neighbours": self.guard_neighbours}
+                  "collision_min_examples": self.collision_min_examples, "guard_neighbours": self.guard_neighbours,
+                  "collision_grow_steps": self.collision_grow_steps}
         for name, count in counts.items():
             if count < 1:
                 raise ValueError(f"{name} must be at least 1, not {count}")
