@@ -66,7 +66,7 @@ class ScreenConfig(Config):
     collision_vote: float = 1.0  # a k-means cluster of the label with this share held is held whole (1: off)
     collision_rounds: int = 3
     collision_grow: float = 0.9  # then one step holds rows with this share of copied-or-held neighbours (0: off)
-    collision_grow_steps: int = 1  # ... repeated this many times, each counting what the last held as copy
+    collision_grow_steps: int = 3  # ... repeated this many times, each counting what the last held as copy
     collision_cover: float = 0.5  # pairs are examined when this share of one label has the other among its 10 nearest
     collision_min_examples: int = 10  # labels with fewer distinct examples are not judged
     collision_duplicate: float = 0.02  # inputs of one label closer than this (cosine distance) count once
