@@ -182,7 +182,7 @@ def load_tuning() -> dict[str, Any]:
     if TUNING.exists():
         chosen = dict(json.loads(TUNING.read_text())["chosen"])
     # in the order they were tuned, the later on top
-    for grid in ("neighbours", "estimator", "propagation", "budget", "after"):
+    for grid in ("neighbours", "estimator", "propagation", "budget", "after", "input", "steps"):
         path = RESULTS / f"poisoning-tuning-collisions-{grid}.json"
         if path.exists():
             chosen["screens"] = {**chosen.get("screens", {}), **json.loads(path.read_text())["chosen"]["screens"]}

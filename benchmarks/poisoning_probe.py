@@ -6,6 +6,7 @@ the posterior of the poison it left), and optionally the update's attack success
     python benchmarks/poisoning_probe.py ... --train              # also train the update (as the benchmark)
     python benchmarks/poisoning_probe.py ... --split tune --seed 0   # a validation scenario (seed 100 + seed)
     python benchmarks/poisoning_probe.py ... --set collision_quantile=0.05   # another ScreenConfig option
+    python benchmarks/poisoning_probe.py ... --set "collision_input='random-conv'"  # images' input space
 
 The clean model is cached under --cache (default /tmp/lifelong-poison-probe) so that repeated probes
 skip its training. Reported seeds and data are the benchmark's: use this to explain a reported row,
@@ -29,6 +30,7 @@ from poisoning_worlds import clinc_world, fmnist_world, make_scenario, train_bas
 from lifelong.checkpoint import load_model
 from lifelong.screening import ScreenConfig, find_collisions, represent, unit_rows
 from lifelong.screening.collisions import _groups, _pair
+from lifelong.screening.representation import input_features
 
 
 def _pairs_report(z: torch.Tensor, labels: list[str], trusted: list[bool], poison: torch.Tensor, cfg: ScreenConfig,
@@ -115,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     ref_x, ref_labels = _reference(saved)
     trusted = [False] * len(labels) + [True] * len(ref_labels)
     names = labels + ref_labels
-    z_in = unit_rows(torch.cat([sc.x.flatten(1).float(), ref_x.flatten(1).float()]))
+    # the input space as the screen builds it (images mapped by `collision_input`)
+    z_in = unit_rows(input_features(torch.cat([sc.x, ref_x]), config.collision_input, config.seed))
     _pairs_report(z_in, names, trusted, sc.poison, config, None, "input")
     task = len(saved.spec.tasks) - 1
     feats = represent(saved.model, torch.cat([sc.x, ref_x]), task)[0]

@@ -54,6 +54,7 @@ class ScreenConfig(Config):
     cluster_source_share: float = 0.8  # ... when they sent at least this share of it
     # label collisions (collisions.py): per label, independent of keys
     collision_spaces: tuple[str, ...] = ("input", "model")  # representations searched: the inputs, the model's features
+    collision_input: str = "hog"  # images in the input space: "raw", "random-conv", "hog" (representation.py)
     collision_neighbours: int = 20  # k of the neighbour share g(x)
     collision_estimator: str = "knn"  # g(x): the k-NN share ("knn"), or its mean with a logistic one ("knn+logistic")
     collision_dims: int = 20  # principal components the logistic estimate uses
@@ -65,6 +66,7 @@ class ScreenConfig(Config):
     collision_vote: float = 1.0  # a k-means cluster of the label with this share held is held whole (1: off)
     collision_rounds: int = 3
     collision_grow: float = 0.9  # then one step holds rows with this share of copied-or-held neighbours (0: off)
+    collision_grow_steps: int = 3  # ... repeated this many times, each counting what the last held as copy
     collision_cover: float = 0.5  # pairs are examined when this share of one label has the other among its 10 nearest
     collision_min_examples: int = 10  # labels with fewer distinct examples are not judged
     collision_duplicate: float = 0.02  # inputs of one label closer than this (cosine distance) count once
@@ -88,7 +90,8 @@ class ScreenConfig(Config):
             if not 0 < value <= 1:
                 raise ValueError(f"{name} must be in (0, 1], not {value}")
         counts = {"collision_neighbours": self.collision_neighbours, "collision_rounds": self.collision_rounds,
-                  "collision_min_examples": self.collision_min_examples, "guard_neighbours": self.guard_neighbours}
+                  "collision_min_examples": self.collision_min_examples, "guard_neighbours": self.guard_neighbours,
+                  "collision_grow_steps": self.collision_grow_steps}
         for name, count in counts.items():
             if count < 1:
                 raise ValueError(f"{name} must be at least 1, not {count}")
@@ -100,6 +103,8 @@ class ScreenConfig(Config):
             raise ValueError("influence_tolerance and collision_min_share must be >= 0, guard_radius > 0")
         if self.collision_estimator not in ("knn", "knn+logistic"):
             raise ValueError(f"unknown collision_estimator {self.collision_estimator!r}; use 'knn' or 'knn+logistic'")
+        if self.collision_input not in ("raw", "random-conv", "hog"):
+            raise ValueError(f"unknown collision_input {self.collision_input!r}; use 'raw', 'random-conv' or 'hog'")
         unknown = set(self.collision_spaces) - {"input", "model"}
         if unknown:
             raise ValueError(f"unknown collision space(s) {sorted(unknown)}; use 'input' and/or 'model'")

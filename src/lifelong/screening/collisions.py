@@ -26,7 +26,7 @@ the inputs themselves), over the examples of both:
    better once its bulk is gone); then, with `collision_grow` > 0, one more step holds the examples
    of L with at least that share of their k nearest in M or in the copy held so far, up to the
    copy's size estimated in the first round (the copy's edge is not a copy of M as a whole, so there
-   the share estimate fails).
+   the share estimate fails); `collision_grow_steps` such steps, each counting what the last held.
 
 Near-duplicate inputs of one label (cosine distance below `collision_duplicate`) count as one
 example, so volume cannot buy a region: a hundred copies of one sentence are one piece of evidence.
@@ -271,14 +271,21 @@ def _judge(z: Tensor, rows_l: Tensor, rows_m: Tensor, held: Tensor,
             break
         held[rest[new]] = True
         out.append((rest[new], share, reverse))
-    rest = rows_l[~held[rows_l]]
-    if first is not None and cfg.collision_grow > 0 and len(rest) >= cfg.collision_min_examples:
-        # after the rounds: one step grown from the copy held so far (see _grow)
+    if first is None or cfg.collision_grow <= 0:
+        return out
+    for _ in range(cfg.collision_grow_steps):
+        # after the rounds: steps grown from the copy held so far (see _grow); each step counts what the
+        # last one held as copy, so a clump of copies whose neighbours are mostly other missed copies
+        # is taken from its held side inwards
+        rest = rows_l[~held[rows_l]]
+        if len(rest) < cfg.collision_min_examples:
+            break
         caught = torch.cat([rows for rows, _, _ in out]) if out else rows_l[:0]
         new = _grow(z, rest, torch.cat([rows_m, caught]), copies - len(caught), cfg)
-        if new.any():
-            held[rest[new]] = True
-            out.append((rest[new], *first))
+        if not new.any():
+            break
+        held[rest[new]] = True
+        out.append((rest[new], *first))
     return out
 
 

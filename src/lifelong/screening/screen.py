@@ -15,6 +15,7 @@ from lifelong.screening.base import Hold, ScreenConfig, ScreenResult
 from lifelong.screening.collisions import label_collisions
 from lifelong.screening.guards import guard_agreement
 from lifelong.screening.labels import estimate_labels, label_noise
+from lifelong.screening.representation import input_features
 from lifelong.screening.sources import cap_source_share, source_outliers
 
 
@@ -62,11 +63,12 @@ def screen(features: Tensor, labels: Sequence[str], sources: Sequence[str | None
         # what is left overlaps the copied label both ways, like honest look-alikes (measured on the
         # reported benchmark, CLINC150 seed 1: docs/poisoning.md); its thresholds were tuned this way
         spaces: dict[str, tuple[Tensor, tuple[Tensor, Sequence[str]] | None]] = {"model": (features, reference)}
-        if inputs is not None:
+        if inputs is not None and "input" in cfg.collision_spaces:
+            # images in a fixed, data-free representation (`collision_input`; representation.py)
             ref_inputs = None
             if reference is not None and input_reference is not None:
-                ref_inputs = (input_reference, reference[1])
-            spaces["input"] = (inputs, ref_inputs)
+                ref_inputs = (input_features(input_reference, cfg.collision_input, cfg.seed), reference[1])
+            spaces["input"] = (input_features(inputs, cfg.collision_input, cfg.seed), ref_inputs)
         # the model's representation of a class it never learned is no evidence against the ones it did
         learned = set(known or []) | set(reference[1] if reference is not None else [])
         for space in cfg.collision_spaces:

@@ -78,8 +78,14 @@ def suspects(candidate: Candidate, parent_guards: Sequence[tuple[Tensor, Tensor]
     trusted = [False] * len(labels) + [True] * (len(names) - len(labels))
     for i in exclude:  # a maintainer approved these: they vote, and are never suspected
         trusted[i] = True
-    # only a sizeable copy is worth a second training (and a tie on a small held-out set holds it)
-    strict = replace(config, collision_min_share=max(config.collision_min_share, config.influence_min_share))
+    # only a sizeable copy is worth a second training (and a tie on a small held-out set holds it). One
+    # growing step, as when this check was measured: the repeated steps (`collision_grow_steps`) were
+    # chosen on the screens' detection, where no candidate trains; here a grown cluster is more training
+    # data removed, and on the reported CLINC150 adaptive-boundary 30 % seed 2 the 42 rows it added
+    # made the candidate without it cost a guard set 1.5 points, so the whole cluster was kept
+    # (attack success 33 -> 73 %; docs/poisoning.md, "Images in the input space")
+    strict = replace(config, collision_min_share=max(config.collision_min_share, config.influence_min_share),
+                     collision_grow_steps=1)
     found = find_collisions(unit_rows(torch.cat(rows)), names, trusted, strict)
     return [(c.label, c.copies, c.rows) for c in found]
 
