@@ -154,15 +154,16 @@ def vision(setting: str = "permuted") -> str:
     strategy and options."""
     files = [RESULTS / f"vision-{setting}.json", *sorted(RESULTS.glob(f"consolidation/*/vision-{setting}.json"))]
     runs = [r for f in files if f.exists() for r in json.loads(f.read_text())["runs"]]
-    if setting == "permuted-50":
-        runs += [json.loads(f.read_text()) for f in sorted(RESULTS.glob("vision-permuted-50-*-seed*.json"))]
-    if not runs:
-        return f"(vision {setting}: no results yet)"
-
     def label(r: dict[str, Any]) -> str:
         shown = {k: v for k, v in r["config"]["strategy_options"].items() if k not in ("seed", "memory")}
         return f"{r['strategy']} {shown}" if shown else r["strategy"]
 
+    if setting == "permuted-50":  # a single run counts once: the script's file holds the same configuration's
+        seen = {(label(r), r["config"]["seed"]) for r in runs}
+        singles = [json.loads(f.read_text()) for f in sorted(RESULTS.glob("vision-permuted-50-*-seed*.json"))]
+        runs += [r for r in singles if (label(r), r["config"]["seed"]) not in seen]
+    if not runs:
+        return f"(vision {setting}: no results yet)"
     return "\n".join(HEADER + _rows([{**r, "label": label(r), "seed": r["config"]["seed"]} for r in runs], "label"))
 
 
