@@ -138,6 +138,25 @@ def test_token_replay_keeps_its_budget_in_equal_shares_and_round_trips():
     assert torch.equal(again.extend_batch(new).x, replay.extend_batch(new).x)
 
 
+def test_distinct_token_replay_keeps_more_of_a_repeated_text_than_random_windows():
+    # a "fact batch": 12 lines of 7 bytes, each round of them shuffled, 20 rounds (as facts_stream builds it)
+    lines = [bytes([65 + i]) * 6 for i in range(12)]
+    g = torch.Generator().manual_seed(0)
+    text = b"\n" + b"\n".join(b"\n".join(lines[i] for i in torch.randperm(12, generator=g)) for _ in range(20)) + b"\n"
+    w = window_dataset(sample_windows(torch.tensor(list(text), dtype=torch.uint8), 200, 29, g))
+    batch = Batch(w.x, w.y, torch.zeros(200, dtype=torch.long))
+
+    def lines_kept(select):
+        replay = TokenReplay(TokenReplayConfig(tokens=30 * 5, select=select))
+        replay.after_task(None, 0, [batch])
+        assert len(replay.windows[0]) == 5  # the same budget either way
+        return {bytes(seg) for row in replay.windows[0].tolist() for seg in bytes(row).split(b"\n")[1:-1] if seg}
+
+    assert len(lines_kept("distinct")) == 12 > len(lines_kept("random")) == 10  # every line, in 5 windows
+    with pytest.raises(ValueError, match="select"):
+        TokenReplayConfig(select="best")
+
+
 def test_token_replay_refuses_data_that_is_not_text_windows():
     replay = build_strategy("token-replay")
     with pytest.raises(ValueError, match="language-model windows"):
@@ -177,6 +196,30 @@ def test_token_kl_is_the_mean_kl_per_token():
     p = torch.softmax(t, -1)
     expected = (p * (torch.log_softmax(t, -1) - torch.log_softmax(s, -1))).sum(-1).mean()
     assert torch.allclose(token_kl(s, t, 1.0), expected, atol=1e-6)
+
+
+def test_distillation_weighs_replayed_rows_by_their_task():
+    torch.manual_seed(0)
+    model, teacher = (GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8)) for _ in range(2))
+    old = windows()
+    batch = Batch(old.x, old.y, torch.tensor([3] * 4 + [2] * 4 + [0] * 4))  # new task 3, old tasks 2 and 0
+
+    def loss(**options):
+        strategy = LMDistill(LMDistillConfig(weight=2.0, **options))
+        strategy.after_task(teacher, 2, [old])
+        strategy.before_task(model, 3)
+        out = strategy.extra_loss(model, batch, model(batch.x))
+        assert out is not None
+        return float(out.detach())
+
+    with torch.no_grad():
+        s, t = model(batch.x), teacher(batch.x)
+    kl = [float(token_kl(s[i:i + 4], t[i:i + 4], 1.0)) for i in (4, 8)]  # task 2 (age 0), task 0 (age 2)
+    assert loss(age_decay=1.0, first_weight=2.0) == pytest.approx(loss(), rel=1e-5)  # the same weights as before
+    assert loss(age_decay=0.5) == pytest.approx((2.0 * kl[0] + 2.0 * 0.25 * kl[1]) / 2, rel=1e-5)
+    assert loss(first_weight=0.0) == pytest.approx(2.0 * kl[0] / 2, rel=1e-5)  # the new task's rows never count
+    with pytest.raises(ValueError, match="age_decay"):
+        LMDistillConfig(age_decay=1.5)
 
 
 class Oracle:
