@@ -62,7 +62,8 @@ def test_a_two_domain_run_scores_every_task_after_every_task_and_repeats_exactly
     ("ewc+token-replay", {"strength": 1.0, "samples": 8, "tokens": 200}, "text-domains"),
     ("token-replay+lm-distill", {"tokens": 200}, "text-domains"),
     ("lm-distill", {"source": "generated", "generated_tokens": 200}, "text-domains"),
-    ("ewc+token-replay+lm-distill", {"samples": 8, "tokens": 200}, "facts"),
+    ("ewc+token-replay+lm-distill", {"samples": 8, "tokens": 200, "select": "distinct", "age_decay": 0.5,
+                                     "first_weight": 0.0}, "facts"),
 ])
 def test_every_language_method_runs_where_its_model_is(device, strategy, options, kind):
     """Replayed windows, generated text, fact questions and the importance pass all follow the model
@@ -71,6 +72,8 @@ def test_every_language_method_runs_where_its_model_is(device, strategy, options
     result = tiny_run(strategy, options, kind, device, facts=facts)
     assert result["config"]["device"] == device and len(result["scores"]) == 3
     assert result["stored_bytes"] > 0 and all(v == v for k, v in result["metrics"].items() if k != "average_retention")
+    if kind == "facts":  # the trained question form is asked beside the held-out ones, for every batch learned
+        assert all("taught_match" in row[j] for i, row in enumerate(result["scores"]) for j in range(1, i + 1))
 
 
 def test_a_corpus_snapshot_reads_back_the_same_text_and_refuses_a_damaged_one(tmp_path, monkeypatch):
@@ -252,6 +255,8 @@ def test_fact_questions_are_held_out_and_scored_by_exact_match():
     taught = "\n".join(world.taught(fact))
     for q in world.question(fact, "test") + world.question(fact, "valid"):
         assert q not in taught and q.endswith("A:")
+    asked = world.question(fact, "taught")  # the diagnosis: the trained question form, asked the same way
+    assert len(asked) == 1 and asked[0] + f" {fact.value}" in taught.splitlines()
     background = world.background_text()
     assert all(f.entity not in background for batch in world.batches for f in batch)
     evaluator = FactEvaluator(world.batches[0])
