@@ -43,6 +43,7 @@ from lm_report import (  # noqa: F401  (re-exported: tests read them through lm)
     pretrained_table,
     scaling_figure,
     table,
+    taught_table,
 )
 
 from lifelong.data.corpora import SNAPSHOT_ENV, save_snapshot
@@ -379,6 +380,8 @@ def cmd_table(args: argparse.Namespace) -> int:
         print("\n" + pretrained_table(runs))
     if args.importance:
         print("\n" + importance_table(runs))
+    if facts and any("taught_match" in r["scores"][-1][-1] for r in runs):
+        print("\n" + taught_table(runs))
     return 0
 
 

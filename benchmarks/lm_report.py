@@ -89,6 +89,29 @@ def pretrained_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def taught_table(runs: list[dict[str, Any]]) -> str:
+    """Facts runs that also asked the question form trained on ("taught_match"): exact match on it
+    and on the held-out paraphrases, right after learning each batch and at the end, over the earlier
+    batches 1..T-2 (the batches "earlier facts kept" counts). A fact the model still answers in the
+    trained form but not in the held-out ones has lost its paraphrases, not itself."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in runs:
+        if all("taught_match" in r["scores"][-1][j] for j in range(1, len(r["scores"]))):
+            c = r["config"]
+            groups.setdefault((c["model"], r["method"], json.dumps(_shown(c), sort_keys=True)), []).append(r)
+    lines = ["| model | method | options | seeds | held-out: learned -> end | taught form: learned -> end |",
+             "|---|---|---|---|---|---|"]
+    for (model, method, options), rs in sorted(groups.items()):
+        cells = []
+        for key in ("exact_match", "taught_match"):
+            s = [r["scores"] for r in rs]
+            learned = [np.mean([x[j][j][key] for j in range(1, len(x) - 1)]) for x in s]
+            end = [np.mean([x[-1][j][key] for j in range(1, len(x) - 1)]) for x in s]
+            cells.append(f"{_mean_std(learned)} -> {_mean_std(end)}")
+        lines.append(f"| {model} | {method} | {options.replace('|', '/')} | {len(rs)} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
 def importance_table(runs: list[dict[str, Any]]) -> str:
     """Per (size, method, options): the seconds after each learned task (EWC's Fisher pass; nothing
     for the other methods) against the seconds training on it, summed over the learned tasks (1..T-1),

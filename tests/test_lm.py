@@ -62,7 +62,8 @@ def test_a_two_domain_run_scores_every_task_after_every_task_and_repeats_exactly
     ("ewc+token-replay", {"strength": 1.0, "samples": 8, "tokens": 200}, "text-domains"),
     ("token-replay+lm-distill", {"tokens": 200}, "text-domains"),
     ("lm-distill", {"source": "generated", "generated_tokens": 200}, "text-domains"),
-    ("ewc+token-replay+lm-distill", {"samples": 8, "tokens": 200}, "facts"),
+    ("ewc+token-replay+lm-distill", {"samples": 8, "tokens": 200, "select": "distinct", "age_decay": 0.5,
+                                     "first_weight": 0.0}, "facts"),
 ])
 def test_every_language_method_runs_where_its_model_is(device, strategy, options, kind):
     """Replayed windows, generated text, fact questions and the importance pass all follow the model
@@ -71,6 +72,8 @@ def test_every_language_method_runs_where_its_model_is(device, strategy, options
     result = tiny_run(strategy, options, kind, device, facts=facts)
     assert result["config"]["device"] == device and len(result["scores"]) == 3
     assert result["stored_bytes"] > 0 and all(v == v for k, v in result["metrics"].items() if k != "average_retention")
+    if kind == "facts":  # the trained question form is asked beside the held-out ones, for every batch learned
+        assert all("taught_match" in row[j] for i, row in enumerate(result["scores"]) for j in range(1, i + 1))
 
 
 def test_a_corpus_snapshot_reads_back_the_same_text_and_refuses_a_damaged_one(tmp_path, monkeypatch):
@@ -138,6 +141,25 @@ def test_token_replay_keeps_its_budget_in_equal_shares_and_round_trips():
     assert torch.equal(again.extend_batch(new).x, replay.extend_batch(new).x)
 
 
+def test_distinct_token_replay_keeps_more_of_a_repeated_text_than_random_windows():
+    # a "fact batch": 12 lines of 7 bytes, each round of them shuffled, 20 rounds (as facts_stream builds it)
+    lines = [bytes([65 + i]) * 6 for i in range(12)]
+    g = torch.Generator().manual_seed(0)
+    text = b"\n" + b"\n".join(b"\n".join(lines[i] for i in torch.randperm(12, generator=g)) for _ in range(20)) + b"\n"
+    w = window_dataset(sample_windows(torch.tensor(list(text), dtype=torch.uint8), 200, 29, g))
+    batch = Batch(w.x, w.y, torch.zeros(200, dtype=torch.long))
+
+    def lines_kept(select):
+        replay = TokenReplay(TokenReplayConfig(tokens=30 * 5, select=select))
+        replay.after_task(None, 0, [batch])
+        assert len(replay.windows[0]) == 5  # the same budget either way
+        return {bytes(seg) for row in replay.windows[0].tolist() for seg in bytes(row).split(b"\n")[1:-1] if seg}
+
+    assert len(lines_kept("distinct")) == 12 > len(lines_kept("random")) == 10  # every line, in 5 windows
+    with pytest.raises(ValueError, match="select"):
+        TokenReplayConfig(select="best")
+
+
 def test_token_replay_refuses_data_that_is_not_text_windows():
     replay = build_strategy("token-replay")
     with pytest.raises(ValueError, match="language-model windows"):
@@ -179,6 +201,30 @@ def test_token_kl_is_the_mean_kl_per_token():
     assert torch.allclose(token_kl(s, t, 1.0), expected, atol=1e-6)
 
 
+def test_distillation_weighs_replayed_rows_by_their_task():
+    torch.manual_seed(0)
+    model, teacher = (GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8)) for _ in range(2))
+    old = windows()
+    batch = Batch(old.x, old.y, torch.tensor([3] * 4 + [2] * 4 + [0] * 4))  # new task 3, old tasks 2 and 0
+
+    def loss(**options):
+        strategy = LMDistill(LMDistillConfig(weight=2.0, **options))
+        strategy.after_task(teacher, 2, [old])
+        strategy.before_task(model, 3)
+        out = strategy.extra_loss(model, batch, model(batch.x))
+        assert out is not None
+        return float(out.detach())
+
+    with torch.no_grad():
+        s, t = model(batch.x), teacher(batch.x)
+    kl = [float(token_kl(s[i:i + 4], t[i:i + 4], 1.0)) for i in (4, 8)]  # task 2 (age 0), task 0 (age 2)
+    assert loss(age_decay=1.0, first_weight=2.0) == pytest.approx(loss(), rel=1e-5)  # the same weights as before
+    assert loss(age_decay=0.5) == pytest.approx((2.0 * kl[0] + 2.0 * 0.25 * kl[1]) / 2, rel=1e-5)
+    assert loss(first_weight=0.0) == pytest.approx(2.0 * kl[0] / 2, rel=1e-5)  # the new task's rows never count
+    with pytest.raises(ValueError, match="age_decay"):
+        LMDistillConfig(age_decay=1.5)
+
+
 class Oracle:
     """Answers every question with the right value (or a wrong one for one relation)."""
 
@@ -209,6 +255,8 @@ def test_fact_questions_are_held_out_and_scored_by_exact_match():
     taught = "\n".join(world.taught(fact))
     for q in world.question(fact, "test") + world.question(fact, "valid"):
         assert q not in taught and q.endswith("A:")
+    asked = world.question(fact, "taught")  # the diagnosis: the trained question form, asked the same way
+    assert len(asked) == 1 and asked[0] + f" {fact.value}" in taught.splitlines()
     background = world.background_text()
     assert all(f.entity not in background for batch in world.batches for f in batch)
     evaluator = FactEvaluator(world.batches[0])

@@ -35,6 +35,18 @@ def test_facts_table_has_the_kept_column() -> None:
     assert row.split(" | ")[head.split(" | ").index("earlier facts kept")] == "0.500"
 
 
+def test_taught_table_sets_the_trained_question_form_beside_the_held_out_ones() -> None:
+    run = _run([[0, 0, 0], [0.5, 0, 0], [0.5, 0.5, 0], [0.25, 0.5, 1.0]])
+    for i, row in enumerate(run["scores"]):  # the trained form: 1.0 once learned, kept to the end
+        for j, cell in enumerate(row[1:], start=1):
+            if j <= i:
+                cell["taught_match"] = 1.0
+    text = lm.taught_table([run])
+    # earlier batches 1 and 2: held-out learned (0.5 + 0.5) / 2 -> end (0.25 + 0.5) / 2; taught 1 -> 1
+    assert text.splitlines()[-1].endswith("| 1 | 0.500 -> 0.375 | 1.000 -> 1.000 |")
+    assert lm.taught_table([_run([[0, 0], [0.5, 0], [0.25, 1.0]])]).count("\n") == 1  # runs without it: no rows
+
+
 def _saved(seed: int, device: str = "cpu", method: str = "naive") -> dict:
     run = _run([[0, 0], [0.5, 0], [0.25, 1.0]])
     run["config"] = {**run["config"], "strategy": method, "seed": seed, "eval_split": "test", "data": {},

@@ -119,11 +119,14 @@ class FactWorld:
 
     @staticmethod
     def question(fact: Fact, split: str) -> list[str]:
-        """Held-out prompts, each ending at "A:" (the answer follows after a space)."""
+        """Held-out prompts, each ending at "A:" (the answer follows after a space). Split "taught"
+        asks the question form that was trained on instead: a diagnosis (is a fact lost, or only
+        its held-out paraphrases?), never a score of the benchmark."""
         held = RELATIONS[fact.relation].held_out
-        templates = held[:1] if split == "valid" else held[1:]
-        if split not in ("valid", "test"):
-            raise ValueError(f"questions are asked on 'valid' or 'test', not {split!r}")
+        templates = held[:1] if split == "valid" else (RELATIONS[fact.relation].question,) if split == "taught" \
+            else held[1:]
+        if split not in ("valid", "test", "taught"):
+            raise ValueError(f"questions are asked on 'valid', 'test' or 'taught', not {split!r}")
         return [t.format(e=fact.entity, v="").rstrip() for t in templates]
 
     def background_text(self) -> str:

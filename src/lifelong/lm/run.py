@@ -156,8 +156,13 @@ def run_lm(config: LMRunConfig, log: Callable[[str], None] = lambda _: None) -> 
     facts = stream[1].evaluator is not None
 
     def scores_after(i: int) -> list[dict[str, float]]:  # fact batches not yet learned are not asked
-        return [learner.score_task(task, config.eval_split) if not (facts and task.id > i) else {}
-                for task in stream]
+        scores = [learner.score_task(task, config.eval_split) if not (facts and task.id > i) else {}
+                  for task in stream]
+        if facts:  # the diagnosis beside the score: the question form trained on, asked the same way
+            for task, s in zip(stream, scores, strict=True):
+                if s and task.evaluator is not None:
+                    s["taught_match"] = learner.score_task(task, "taught")["exact_match"]
+        return scores
 
     scores = [scores_after(0)]
     tasks: list[dict[str, Any]] = []

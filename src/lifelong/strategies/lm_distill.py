@@ -18,6 +18,14 @@ on one of three kinds of text (`source`):
 - ``new``: the current task's own batch (LwF): no stored text at all.
 
 The teacher is state (its weights count in the stored bytes); `teacher_dtype="bf16"` halves it.
+
+On replayed text each row can weigh differently, by the task it came from (for plasticity: the new
+task's rows are never distilled, and these two make the teacher pull less on the others):
+``age_decay`` multiplies a row's weight by ``age_decay ** age``, age = how many tasks ago its task
+was learned (0: the task just before the current one; the teacher knows an older task only as well
+as it still remembered it); ``first_weight``, when set, is the weight of task 0's rows instead (in
+`lifelong.lm` runs task 0 is the general pre-training mixture, whose teacher pulls the model back
+toward the pre-trained one, away from the format of what it learns next).
 """
 
 from __future__ import annotations
@@ -46,6 +54,8 @@ class LMDistillConfig(StrategyConfig):
     generated_tokens: int = 32_768  # source "generated": tokens sampled from the teacher after each task
     generated_batch: int = 16  # source "generated": windows distilled on per step
     teacher_dtype: str = "fp32"  # or "bf16"
+    age_decay: float = 1.0  # source "replay": a row's weight x age_decay ** (tasks since its task was learned)
+    first_weight: float | None = None  # source "replay": task 0's rows' weight; None: as any other task's
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -54,14 +64,20 @@ class LMDistillConfig(StrategyConfig):
             raise ValueError(f"teacher_dtype must be one of {tuple(DTYPES)}, not {self.teacher_dtype!r}")
         if self.weight < 0 or self.temperature <= 0 or self.generated_tokens < 0 or self.generated_batch < 1:
             raise ValueError("weight and generated_tokens must be >= 0, temperature > 0, generated_batch >= 1")
+        if not 0 <= self.age_decay <= 1 or (self.first_weight is not None and self.first_weight < 0):
+            raise ValueError("age_decay must be in [0, 1] and first_weight >= 0 (or None)")
 
 
-def token_kl(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
-    """T^2 * KL(softmax(teacher / T) || softmax(student / T)), averaged over tokens."""
+def token_kl(student: Tensor, teacher: Tensor, temperature: float, rows: Tensor | None = None) -> Tensor:
+    """T^2 * KL(softmax(teacher / T) || softmax(student / T)), averaged over tokens; with `rows` [N]
+    (logits [N, L, V]), each row's mean KL weighted by it, over the N rows."""
     v = student.shape[-1]
-    return F.kl_div(F.log_softmax(student.reshape(-1, v) / temperature, -1),
-                    F.log_softmax(teacher.reshape(-1, v).float() / temperature, -1),
-                    reduction="batchmean", log_target=True) * temperature ** 2
+    s = F.log_softmax(student.reshape(-1, v) / temperature, -1)
+    t = F.log_softmax(teacher.reshape(-1, v).float() / temperature, -1)
+    if rows is None:
+        return F.kl_div(s, t, reduction="batchmean", log_target=True) * temperature ** 2
+    per_row = F.kl_div(s, t, reduction="none", log_target=True).sum(-1).reshape(len(rows), -1).mean(1)
+    return (per_row * rows).sum() / len(rows) * temperature ** 2
 
 
 class LMDistill(Strategy):
@@ -124,9 +140,27 @@ class LMDistill(Strategy):
             if not bool(rows.any()):
                 return None
             x, student = batch.x[rows], logits[rows]
+            if cfg.source == "replay" and (cfg.age_decay != 1 or cfg.first_weight is not None):
+                with torch.no_grad():
+                    teacher = self._teacher(model)(x)
+                return token_kl(student, teacher, cfg.temperature, self.row_weights(batch.task[rows]))
         with torch.no_grad():
             teacher = self._teacher(model)(x)
         return cfg.weight * token_kl(student, teacher, cfg.temperature)
+
+    def row_weights(self, tasks: Tensor) -> Tensor:
+        """Each replayed row's distillation weight, from the task it came from (`age_decay`, `first_weight`).
+
+        >>> d = LMDistill(LMDistillConfig(weight=2.0, age_decay=0.5, first_weight=0.1))
+        >>> d.current = 3
+        >>> d.row_weights(torch.tensor([2, 1, 0])).tolist()
+        [2.0, 1.0, 0.10000000149011612]
+        """
+        cfg = self.config
+        weights = cfg.weight * cfg.age_decay ** (self.current - 1 - tasks).clamp(min=0).float()
+        if cfg.first_weight is not None:
+            weights = torch.where(tasks == 0, torch.full_like(weights, cfg.first_weight), weights)
+        return weights
 
     def state_dict(self) -> dict[str, Any]:
         return {"teacher": self.teacher_state, "generated": self.generated, "current": self.current,

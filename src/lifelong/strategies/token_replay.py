@@ -6,6 +6,13 @@ to make room, so the memory never exceeds the budget and every task keeps the sa
 is stored once as its raw tokens (L + 1 of them: the inputs and the last target), one byte each for
 byte-level text, so the stored bytes are the budget itself.
 
+Which windows a task keeps (`select`): ``"random"`` keeps the first ones of its (shuffled) training
+data; ``"distinct"`` picks greedily the windows that add the most text not yet kept, counted in
+segments between `separator` tokens (lines, for byte text). When a task's training windows are drawn
+from text repeated many times (a fact batch: its 80 taught lines, 20 times over), random windows
+repeat lines and, at 28 windows a batch, keep about half of them; distinct windows keep most. On
+text that does not repeat, every window adds as much, and the order (random) decides.
+
 The batches must be language-model windows: targets y are the inputs x shifted by one token
 (`lifelong.data.lm.window_dataset`). For classification data use `replay`.
 
@@ -21,6 +28,8 @@ The batches must be language-model windows: targets y are the inputs x shifted b
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -32,15 +41,21 @@ from lifelong.data.task import Batch
 from lifelong.importance import as_batch
 from lifelong.strategies.base import Strategy, StrategyConfig
 
+SELECT = ("random", "distinct")
+
 
 @dataclass
 class TokenReplayConfig(StrategyConfig):
     tokens: int = 65_536  # stored tokens in all, shared equally by the tasks learned so far
     replay_batch: int | None = None  # stored windows per step; None: as many as the new batch
+    select: str = "random"  # "random": a task's first windows; "distinct": the ones adding the most new text
+    separator: int = 10  # select "distinct": the token between segments (a newline, for byte text)
 
     def __post_init__(self) -> None:
         if self.tokens < 0:
             raise ValueError(f"tokens must be >= 0, not {self.tokens}")
+        if self.select not in SELECT:
+            raise ValueError(f"select must be one of {SELECT}, not {self.select!r}")
         if self.replay_batch is not None and self.replay_batch < 1:
             raise ValueError(f"replay_batch must be >= 1, not {self.replay_batch}")
 
@@ -53,6 +68,39 @@ def as_windows(batch: Batch) -> Tensor:
         raise ValueError("token-replay stores language-model windows: inputs [N, L] and targets equal to the "
                          "inputs shifted by one token (use `replay` for other data)")
     return torch.cat([x, y[:, -1:].to(x.dtype)], 1)
+
+
+def distinct_windows(windows: Tensor, count: int, separator: int) -> Tensor:
+    """`count` of `windows` [N, L + 1], chosen greedily: each next one is the window that repeats the
+    fewest tokens of what is already kept, counted in whole segments (runs of tokens between two
+    `separator`s: whole lines, for byte text; a window's cut ends count as new). Ties go to the
+    earlier window, so on text that never repeats this is the given order. Returned in the order
+    chosen, so that a shorter prefix is still the most distinct (older tasks give up their last ones).
+
+    >>> w = torch.tensor([[0, 1, 0, 2, 0], [0, 1, 0, 2, 0], [0, 3, 0, 4, 0]])
+    >>> distinct_windows(w, 2, separator=0).tolist()
+    [[0, 1, 0, 2, 0], [0, 3, 0, 4, 0]]
+    """
+    segments = []
+    for row in windows.tolist():
+        cuts = [i for i, token in enumerate(row) if token == separator]
+        segments.append({tuple(row[i + 1:j]) for i, j in itertools.pairwise(cuts) if j > i + 1})
+    size = windows.shape[1]
+    # lazy greedy: a window's gain only falls as more is kept, so a stale gain is an upper bound and
+    # the top of the heap, once recomputed and still on top, is the best (ties: the earlier window)
+    heap = [(-size, i) for i in range(len(segments))]
+    heapq.heapify(heap)
+    kept: set[tuple[int, ...]] = set()
+    chosen: list[int] = []
+    while heap and len(chosen) < count:
+        _, i = heapq.heappop(heap)
+        gain = size - sum(len(p) for p in segments[i] & kept)
+        if heap and (-gain, i) > heap[0]:
+            heapq.heappush(heap, (-gain, i))
+            continue
+        chosen.append(i)
+        kept |= segments[i]
+    return windows[chosen]
 
 
 class TokenReplay(Strategy):
@@ -70,20 +118,23 @@ class TokenReplay(Strategy):
     def after_task(self, model: nn.Module | None, task_id: int, batches: Iterable[Any]) -> None:
         collected, count = [], 0
         quota: int | None = None
+        distinct = self.config.select == "distinct"
         for raw in batches:
             windows = as_windows(as_batch(raw))
             if quota is None:
                 quota = self.config.tokens // (windows.shape[1] * (len(self.windows | {task_id: windows})))
-            if count >= quota:
+            if count >= quota and not distinct:  # "distinct" chooses among all of the task's windows
                 break
-            collected.append(windows[: quota - count])
+            collected.append(windows if distinct else windows[: quota - count])
             count += len(collected[-1])
         if quota is None:
             return
         for t in self.windows:  # older tasks make room: the same share for each
             self.windows[t] = self.windows[t][:quota]
-        if count:
-            self.windows[task_id] = torch.cat(collected).clone()
+        if count and quota:
+            kept = torch.cat(collected)
+            kept = distinct_windows(kept, quota, self.config.separator) if distinct else kept
+            self.windows[task_id] = kept.clone()
 
     def stored(self) -> Batch:
         """Everything in memory as one batch (task ids say where each window came from)."""
