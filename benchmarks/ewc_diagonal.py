@@ -64,7 +64,8 @@ for _s in (10, 30, 100, 300, 1000, 3000):
     VARIANTS[f"ewc-true-{_s}"] = _v(fisher="true", strength=float(_s))
     VARIANTS[f"ewc-1000-samples-{_s}"] = _v(samples=1000, strength=float(_s))
     VARIANTS[f"ewc-exact-1000-samples-{_s}"] = _v(fisher="exact", samples=1000, strength=float(_s))
-    VARIANTS[f"ewc-kept-adam-{_s}-strength"] = _v(keep_optimizer=True, strength=float(_s))  # Adam kept, the default Fisher
+    # Adam kept across tasks, the default Fisher
+    VARIANTS[f"ewc-kept-adam-{_s}-strength"] = _v(keep_optimizer=True, strength=float(_s))
 for _s in (1000, 3000, 10000, 30000, 100000):
     VARIANTS[f"ewc-batched-{_s}"] = _v(fisher="batched", strength=float(_s))
 for _s in (10, 30, 100, 300, 1000):  # beyond the diagonal, on the same ground
