@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lifelong.config import Config
+from lifelong.screening.representation import INPUT_SPACES
 
 # "influence" runs at the gate, after a candidate has trained (lifelong.service.influence)
 SCREENS = ("source-share", "label-noise", "source-outlier", "backdoor", "label-collision", "guard-agreement",
@@ -103,8 +104,8 @@ class ScreenConfig(Config):
             raise ValueError("influence_tolerance and collision_min_share must be >= 0, guard_radius > 0")
         if self.collision_estimator not in ("knn", "knn+logistic"):
             raise ValueError(f"unknown collision_estimator {self.collision_estimator!r}; use 'knn' or 'knn+logistic'")
-        if self.collision_input not in ("raw", "random-conv", "hog"):
-            raise ValueError(f"unknown collision_input {self.collision_input!r}; use 'raw', 'random-conv' or 'hog'")
+        if self.collision_input not in INPUT_SPACES:
+            raise ValueError(f"unknown collision_input {self.collision_input!r}; use one of {INPUT_SPACES}")
         unknown = set(self.collision_spaces) - {"input", "model"}
         if unknown:
             raise ValueError(f"unknown collision space(s) {sorted(unknown)}; use 'input' and/or 'model'")
