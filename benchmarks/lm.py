@@ -23,18 +23,19 @@ values are tried one run each (tuning on `--split valid`); `table` prints the Ma
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import json
 import os
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from lm_jobs import load as _load
+from lm_jobs import merge_runs, run_processes, save_run
+from lm_jobs import run_key as _key
 from lm_report import (  # noqa: F401  (re-exported: tests read them through lm)
     _devices,
     _facts_kept,
@@ -149,37 +150,6 @@ def _config(args: argparse.Namespace, size: str, strategy: str, options: dict[st
                        seed=seed, cache_dir=str(CACHE), device=args.device, **run)
 
 
-def _strategy(name: str) -> str:
-    """Runs saved before the merge with main named the language-model distillation `distill` (main's
-    `distill` is the classifier and agent version): the same strategy as `lm-distill` now."""
-    return "+".join("lm-distill" if part == "distill" else part for part in name.split("+"))
-
-
-def _key(run: dict[str, Any]) -> str:
-    c = run["config"]
-    return json.dumps([c["model"], _strategy(c["strategy"]), _shown(c), c["seed"], c["eval_split"], c["data"]],
-                      sort_keys=True)
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Held while a process re-reads and rewrites a result file, so that processes sharing one file
-    (parallel jobs, two `run` commands) each add their runs without dropping the others'."""
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _load(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.exists() else {"runs": []}
-
-
 def _parse_sets(items: list[str]) -> list[dict[str, Any]]:
     """--set ewc.strength=1,10 --set ewc.samples=64 -> one options dict per combination."""
     axes = []
@@ -235,10 +205,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             result.update({"method": label, "setting": args.setting, "environment": environment()})
             saved["runs"] = [r for r in saved["runs"] if _key(r) != _key(result)] + [result]
             done.add(_key(result))
-            with _locked(out):  # other processes may have added runs since this one read the file
-                on_disk = _load(out)
-                on_disk["runs"] = [r for r in on_disk["runs"] if _key(r) != _key(result)] + [result]
-                write_json(out, on_disk)
+            save_run(out, result)
             m = result["metrics"]
             print(f"    final {m['average_accuracy']:.3f} learning {m['learning_accuracy']:.3f} retention "
                   f"{m['average_retention']:.3f} general loss x{m['general_loss_ratio']:.3f} "
@@ -250,8 +217,6 @@ def run_parallel(args: argparse.Namespace) -> int:
     """`run --jobs N`: every (size, seed, method, options) as its own process, N at a time (small GPTs
     leave a GPU mostly idle, one process each fills it), each writing a part file beside the output
     (`<out>.parts/`); the parts are merged into the output as they finish."""
-    import subprocess
-
     out = _out(args)
     parts = out.with_name(out.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
@@ -278,46 +243,7 @@ def run_parallel(args: argparse.Namespace) -> int:
         command += [a for k, v in extra.items() for a in ("--set", f"{k}={v if isinstance(v, str) else json.dumps(v)}")]
         command += ["--equal-bytes"] if args.equal_bytes else []
         queue.append((name, command))
-    print(f"[{time.strftime('%H:%M:%S')}] {len(queue)} job(s), {args.jobs} at a time; logs in {parts}/", flush=True)
-    running: dict[str, subprocess.Popen] = {}
-    failed = []
-    while queue or running:
-        while queue and len(running) < args.jobs:
-            name, command = queue.pop(0)
-            with open(parts / f"{name}.log", "w") as log:
-                running[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        time.sleep(0.5)
-        for name, proc in list(running.items()):
-            if proc.poll() is None:
-                continue
-            del running[name]
-            if proc.returncode != 0:
-                failed.append(name)
-            merge_runs(out, args.setting, args.split, [parts / f"{name}.json"])
-            print(f"[{time.strftime('%H:%M:%S')}] {name}: {'done' if proc.returncode == 0 else 'FAILED'} "
-                  f"({len(queue)} waiting, {len(running)} running)", flush=True)
-    if failed:
-        print(f"{len(failed)} job(s) failed: {', '.join(failed)} (see their logs)", file=sys.stderr)
-    return 1 if failed else 0
-
-
-def merge_runs(out: Path, setting: str, split: str, files: list[Path]) -> int:
-    """The runs of `files` into `out`; a run already there with the same configuration is kept."""
-    with _locked(out):
-        saved = _load(out)
-        done = {_key(r) for r in saved["runs"]}
-        added = 0
-        for part in files:
-            for run in _load(part)["runs"]:
-                if run.get("setting", setting) != setting or run["config"]["eval_split"] != split:
-                    continue
-                if _key(run) not in done:
-                    saved["runs"].append(run)
-                    done.add(_key(run))
-                    added += 1
-        if added:
-            write_json(out, saved)
-    return added
+    return run_processes(queue, args.jobs, parts, out, args.setting, args.split)
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
@@ -391,8 +317,6 @@ def cmd_figure(args: argparse.Namespace) -> int:
     scaling_figure(_load(ROOT / "results" / "lm-domains.json")["runs"], ROOT / "results" / "lm-cost.json", out)
     print(f"written to {out.relative_to(ROOT)}")
     return 0
-
-
 
 
 def main() -> int:

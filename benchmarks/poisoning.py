@@ -73,8 +73,9 @@ from typing import Any
 import numpy as np
 import torch
 from poisoning_defences import defend_art, defend_screens, detection
+from poisoning_progress import progress_file, rerun_progress
 from poisoning_tables import print_tables, summarise, sybil_targets, targets
-from poisoning_tune import tune
+from poisoning_tune import TUNING, load_tuning, tune
 from poisoning_worlds import Scenario, World, clinc_world, fmnist_world, make_scenario, train_base
 from torch import Tensor
 
@@ -88,7 +89,6 @@ from lifelong.service.worker import UpdateSettings, train_candidate
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
-TUNING = RESULTS / "poisoning-tuning.json"
 ATTACKS: dict[str, tuple[float, ...]] = {
     "random": (0.1, 0.3, 0.5), "targeted": (0.1, 0.3, 0.5), "backdoor": (0.01, 0.05, 0.1, 0.3, 0.5),
     "forgetting": (0.1, 0.3, 0.5), "flood": (0.1, 0.3, 0.5), "targeted-sybil": (0.1, 0.3, 0.45),
@@ -175,42 +175,12 @@ def before(world: World) -> dict[str, Any]:
 # the benchmark
 
 
-def load_tuning() -> dict[str, Any]:
-    """The options chosen on validation scenarios: poisoning-tuning.json's, with the label-collision
-    screen's from poisoning-tuning-collisions-*.json (benchmarks/poisoning_tune_collisions.py) on top."""
-    chosen: dict[str, Any] = {"screens": {}, "art-spectral": 0.1, "art-activation": "smaller"}
-    if TUNING.exists():
-        chosen = dict(json.loads(TUNING.read_text())["chosen"])
-    # in the order they were tuned, the later on top
-    for grid in ("neighbours", "estimator", "propagation", "budget", "after", "input", "steps"):
-        path = RESULTS / f"poisoning-tuning-collisions-{grid}.json"
-        if path.exists():
-            chosen["screens"] = {**chosen.get("screens", {}), **json.loads(path.read_text())["chosen"]["screens"]}
-    return chosen
-
-
-def _progress(work: Path, name: str, seed: int, header: dict[str, Any]) -> tuple[Path, dict[tuple[Any, ...], Any]]:
-    """The job's progress file (one JSON row per line, the first the configuration) and the rows it
-    already holds, by (attack, rate, defence). A file from another configuration is an error."""
-    work.mkdir(parents=True, exist_ok=True)
-    path = work / f"{name}-{seed}.jsonl"
-    done: dict[tuple[Any, ...], Any] = {}
-    if path.exists():
-        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        if lines and lines[0] != header:
-            raise SystemExit(f"{path} holds rows of another configuration: delete it, or run without --resume")
-        done = {(r["attack"], r["rate"], r["defence"]): r for r in lines[1:]}
-    else:
-        path.write_text(json.dumps(header) + "\n")
-    return path, done
-
-
 def run_world(name: str, seed: int, attacks: dict[str, tuple[float, ...]], defences: Sequence[str],
               size: int | None, work: Path, tuning: dict[str, Any], progress: Path,
               peers: str = "all") -> list[dict[str, Any]]:
     torch.set_num_threads(1)
     header = {"world": name, "seed": seed, "size": size, "tuning": tuning, "defences": list(defences)}
-    path, done = _progress(progress, name, seed, json.loads(json.dumps(header)))
+    path, done = progress_file(progress, name, seed, json.loads(json.dumps(header)))
     # issue 22's attacks first: an interrupted run has the rows its targets need
     ordered = sorted(attacks.items(), key=lambda item: item[0] not in NEW_ATTACKS)
     grid = [("clean", 0.0)] + [(a, r) for a, rates in ordered for r in rates]
@@ -282,30 +252,6 @@ def run_world(name: str, seed: int, attacks: dict[str, tuple[float, ...]], defen
     return rows
 
 
-def rerun_progress(progress: Path, out: Path, defences: Sequence[str], tuning: dict[str, Any],
-                   attacks: Sequence[str] | None = None) -> None:
-    """Drop `defences`' rows (of `attacks` only, when given; the clean row always) from the progress
-    files (made from the results file's rows where there are none), so that --resume measures them
-    again with today's code and keeps every other row."""
-    unknown = set(defences) - set(DEFENCES) - {"oracle"}
-    if unknown:
-        raise SystemExit(f"unknown defence(s) {sorted(unknown)}; choose from {', '.join(DEFENCES)}")
-    if not any(progress.glob("*.jsonl")) and out.exists():
-        by_job: dict[tuple[str, int], list[dict[str, Any]]] = {}
-        for row in json.loads(out.read_text())["rows"]:
-            by_job.setdefault((row["world"], row["seed"]), []).append(row)
-        for (world, seed), rows in by_job.items():
-            header = {"world": world, "seed": seed, "size": None, "tuning": tuning, "defences": list(DEFENCES)}
-            (progress / f"{world}-{seed}.jsonl").write_text(
-                "".join(json.dumps(r) + "\n" for r in [header, *rows]))
-    for path in progress.glob("*.jsonl"):
-        lines = path.read_text().splitlines()
-        again = [json.loads(line) for line in lines[1:]]
-        kept = [lines[0]] + [line for line, r in zip(lines[1:], again, strict=True) if r["defence"] not in defences
-                             or (attacks is not None and r["attack"] not in attacks and r["attack"] != "clean")]
-        path.write_text("\n".join(kept) + "\n")
-
-
 def _commit() -> str | None:
     """The commit of the code that measured a row (rows of reruns differ from the rest of the file)."""
     import subprocess
@@ -371,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.rerun:
         if not args.resume:
             parser.error("--rerun needs --resume")
-        rerun_progress(progress, out, args.rerun.split(","), tuning, args.attacks.split(",") if args.attacks else None)
+        rerun_progress(progress, out, args.rerun.split(","), DEFENCES, tuning,
+                       args.attacks.split(",") if args.attacks else None)
 
     def attacks_for(seed: int) -> dict[str, tuple[float, ...]]:
         return attacks if seed in existing else {a: r for a, r in attacks.items() if a in NEW_ATTACKS}

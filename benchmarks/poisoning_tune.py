@@ -33,6 +33,9 @@ from lifelong.checkpoint import load_model
 from lifelong.reporting import environment, write_json
 from lifelong.screening import ScreenConfig
 
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+TUNING = RESULTS / "poisoning-tuning.json"  # written by --tune, read by every reported run
+
 SCREEN_GRID: list[dict[str, Any]] = [
     {"knn_share": k, "support": s} for k in (0.3, 0.6) for s in (0.1, 0.2, 0.35)]
 COLLISION_GRID: list[dict[str, Any]] = [
@@ -148,3 +151,17 @@ def tune(args: argparse.Namespace, path: Path) -> int:
                       "environment": environment()})
     print(f"\nchosen: {chosen}\nwrote {path} in {time.perf_counter() - started:.0f} s")
     return 0
+
+
+def load_tuning() -> dict[str, Any]:
+    """The options chosen on validation scenarios: poisoning-tuning.json's, with the label-collision
+    screen's from poisoning-tuning-collisions-*.json (benchmarks/poisoning_tune_collisions.py) on top."""
+    chosen: dict[str, Any] = {"screens": {}, "art-spectral": 0.1, "art-activation": "smaller"}
+    if TUNING.exists():
+        chosen = dict(json.loads(TUNING.read_text())["chosen"])
+    # in the order they were tuned, the later on top
+    for grid in ("neighbours", "estimator", "propagation", "budget", "after", "input", "steps"):
+        path = RESULTS / f"poisoning-tuning-collisions-{grid}.json"
+        if path.exists():
+            chosen["screens"] = {**chosen.get("screens", {}), **json.loads(path.read_text())["chosen"]["screens"]}
+    return chosen

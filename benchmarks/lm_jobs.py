@@ -1,0 +1,105 @@
+"""The result files of `benchmarks/lm.py`: one entry per run, keyed by its configuration, shared by
+processes under a lock, and the `--jobs N` runner that trains N configurations at a time, one process each."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from lm_report import _shown
+
+from lifelong.reporting import write_json
+
+
+def _strategy(name: str) -> str:
+    """Runs saved before the merge with main named the language-model distillation `distill` (main's
+    `distill` is the classifier and agent version): the same strategy as `lm-distill` now."""
+    return "+".join("lm-distill" if part == "distill" else part for part in name.split("+"))
+
+
+def run_key(run: dict[str, Any]) -> str:
+    """What makes two runs the same run: model, strategy, its shown options, seed, split and data."""
+    c = run["config"]
+    return json.dumps([c["model"], _strategy(c["strategy"]), _shown(c), c["seed"], c["eval_split"], c["data"]],
+                      sort_keys=True)
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Held while a process re-reads and rewrites a result file, so that processes sharing one file
+    (parallel jobs, two `run` commands) each add their runs without dropping the others'."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {"runs": []}
+
+
+def save_run(out: Path, result: dict[str, Any]) -> None:
+    """`result` into `out`, replacing a run with the same key; other processes may have added runs since
+    this one read the file, so it is read again under the lock."""
+    with locked(out):
+        on_disk = load(out)
+        on_disk["runs"] = [r for r in on_disk["runs"] if run_key(r) != run_key(result)] + [result]
+        write_json(out, on_disk)
+
+
+def merge_runs(out: Path, setting: str, split: str, files: list[Path]) -> int:
+    """The runs of `files` into `out`; a run already there with the same configuration is kept."""
+    with locked(out):
+        saved = load(out)
+        done = {run_key(r) for r in saved["runs"]}
+        added = 0
+        for part in files:
+            for run in load(part)["runs"]:
+                if run.get("setting", setting) != setting or run["config"]["eval_split"] != split:
+                    continue
+                if run_key(run) not in done:
+                    saved["runs"].append(run)
+                    done.add(run_key(run))
+                    added += 1
+        if added:
+            write_json(out, saved)
+    return added
+
+
+def run_processes(queue: list[tuple[str, list[str]]], jobs: int, parts: Path, out: Path, setting: str,
+                  split: str) -> int:
+    """Each (name, command) of `queue` as its own process, `jobs` at a time, logging to `parts/<name>.log`
+    and writing `parts/<name>.json`, merged into `out` as each finishes. 1 if any failed."""
+    print(f"[{time.strftime('%H:%M:%S')}] {len(queue)} job(s), {jobs} at a time; logs in {parts}/", flush=True)
+    queue = list(queue)
+    running: dict[str, subprocess.Popen] = {}
+    failed = []
+    while queue or running:
+        while queue and len(running) < jobs:
+            name, command = queue.pop(0)
+            with open(parts / f"{name}.log", "w") as log:
+                running[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        time.sleep(0.5)
+        for name, proc in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[name]
+            if proc.returncode != 0:
+                failed.append(name)
+            merge_runs(out, setting, split, [parts / f"{name}.json"])
+            print(f"[{time.strftime('%H:%M:%S')}] {name}: {'done' if proc.returncode == 0 else 'FAILED'} "
+                  f"({len(queue)} waiting, {len(running)} running)", flush=True)
+    if failed:
+        print(f"{len(failed)} job(s) failed: {', '.join(failed)} (see their logs)", file=sys.stderr)
+    return 1 if failed else 0
