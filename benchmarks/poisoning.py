@@ -75,7 +75,7 @@ import torch
 from poisoning_defences import defend_art, defend_screens, detection
 from poisoning_progress import progress_file, rerun_progress
 from poisoning_tables import print_tables, summarise, sybil_targets, targets
-from poisoning_tune import TUNING, load_tuning, tune
+from poisoning_tune import RESULTS, TUNING, load_tuning, tune
 from poisoning_worlds import Scenario, World, clinc_world, fmnist_world, make_scenario, train_base
 from torch import Tensor
 
@@ -88,7 +88,6 @@ from lifelong.service.influence import train_with_influence
 from lifelong.service.worker import UpdateSettings, train_candidate
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "results"
 ATTACKS: dict[str, tuple[float, ...]] = {
     "random": (0.1, 0.3, 0.5), "targeted": (0.1, 0.3, 0.5), "backdoor": (0.01, 0.05, 0.1, 0.3, 0.5),
     "forgetting": (0.1, 0.3, 0.5), "flood": (0.1, 0.3, 0.5), "targeted-sybil": (0.1, 0.3, 0.45),
