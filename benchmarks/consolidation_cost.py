@@ -13,8 +13,10 @@ c. training-step time as a ratio to a naive step (batch 128), with 1, 10 and 50 
 d. state bytes per layer after 1, 10 and 50 tasks, beside the diagonal's 8 bytes per parameter;
 e. c and d on the fine-tuned MiniLM encoder of the language table (22.7M parameters, batch 32), after 1
    and 10 earlier tasks (`--text-tasks`; each earlier task's importance from 64 queries).
-Timings are CPU seconds of this process (one torch thread), medians of interleaved rounds: on a shared
-machine wall time measures the neighbours; CPU time still carries some of their cache pressure.
+Timings are CPU seconds of this process (one torch thread): sections c-e time one step of each learner
+in turn (the order rotating) and take the medians of the single steps; section b takes medians of
+interleaved rounds. On a shared machine wall time measures the neighbours; CPU time still carries
+some of their cache pressure.
 """
 
 from __future__ import annotations
@@ -207,26 +209,40 @@ def _learner(case: Case, name: str, options: dict, tasks: int) -> Learner:
     return learner
 
 
-def step_ratios(case: Case, tasks: list[int], rounds: int, steps: int, strategies: dict[str, tuple[str, dict]]
-                ) -> dict[str, Any]:
+def step_ratios(case: Case, tasks: list[int], rounds: int, steps: int, strategies: dict[str, tuple[str, dict]],
+                interleave: str = "step") -> dict[str, Any]:
     """Median step seconds of each strategy after each number of earlier tasks, over naive's (section c),
-    and each strategy's state bytes per layer (section d)."""
+    and each strategy's state bytes per layer (section d).
+
+    `interleave="step"` (default) times one step of each learner in turn, the order rotating, and takes the
+    median of the `rounds * steps` single steps: a slow second of the machine then falls on every learner
+    alike. `"round"` times `steps` steps of one learner at a time (the measurement before that, kept to
+    compare): a burst of a neighbour can land on one learner's whole round."""
     b = case.batch
     zeros = torch.zeros(b, dtype=torch.long)
     batches = [Batch(case.x[i: i + b], case.y[i: i + b], zeros) for i in range(0, b * steps, b)]
     out: dict[str, Any] = {"steps": {}, "state": {}}
     for t in tasks:
         learners = {k: _learner(case, n, o, t) for k, (n, o) in strategies.items()}
+        names = list(learners)
         times: dict[str, list[float]] = {k: [] for k in learners}
         for r in range(rounds):
-            for k in (list(learners) if r % 2 == 0 else list(learners)[::-1]):
-                t0 = time.process_time()
-                for batch in batches:
+            if interleave == "round":
+                for k in (names if r % 2 == 0 else names[::-1]):
+                    t0 = time.process_time()
+                    for batch in batches:
+                        learners[k].train_step(batch)
+                    times[k].append((time.process_time() - t0) / len(batches))
+                continue
+            for i, batch in enumerate(batches):
+                shift = (r * len(batches) + i) % len(names)
+                for k in names[shift:] + names[:shift]:
+                    t0 = time.process_time()
                     learners[k].train_step(batch)
-                times[k].append((time.process_time() - t0) / len(batches))
+                    times[k].append(time.process_time() - t0)
         naive = statistics.median(times["naive"])
-        out["steps"][str(t)] = {k: {"seconds": statistics.median(v), "ratio_to_naive": statistics.median(v) / naive}
-                                for k, v in times.items()}
+        out["steps"][str(t)] = {k: {"seconds": statistics.median(v), "ratio_to_naive": statistics.median(v) / naive,
+                                    "interleave": interleave} for k, v in times.items()}
         out["state"][str(t)] = {k: {"bytes": state_nbytes(lr.strategy.state_dict()),
                                     "per_layer": getattr(lr.strategy, "protection", lambda: [])()}
                                 for k, lr in learners.items()}
@@ -256,6 +272,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--interleave", choices=("step", "round"), default="step",
+                   help="sections c-e: time one step of each learner in turn (default), or whole rounds")
     p.add_argument("--strategies", default=None,
                    help="sections c-e: only these (naive always), merged into the saved results; default all")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "consolidation-cost.json")
@@ -274,13 +292,13 @@ def main() -> int:
         raise SystemExit(f"unknown strategies {unknown}; choose from {', '.join(STEP_STRATEGIES)}")
     if "c" in args.sections or "d" in args.sections:
         measured = step_ratios(Case("mlp", args.steps), [int(t) for t in args.tasks.split(",")], args.rounds,
-                               args.steps, {k: STEP_STRATEGIES[k] for k in chosen})
+                               args.steps, {k: STEP_STRATEGIES[k] for k in chosen}, args.interleave)
         _merge(saved, measured, args.strategies is not None)
         write_json(args.out, {**saved, "environment": environment()})
     if "e" in args.sections:
         text = {k: STEP_STRATEGIES[k] for k in TEXT_STRATEGIES if k in chosen}
         measured = step_ratios(Case("text", args.text_steps), [int(t) for t in args.text_tasks.split(",")],
-                               args.rounds, args.text_steps, text)
+                               args.rounds, args.text_steps, text, args.interleave)
         saved["text"] = saved.get("text", {})
         _merge(saved["text"], measured, args.strategies is not None)
         write_json(args.out, {**saved, "environment": environment()})

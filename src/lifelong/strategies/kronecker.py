@@ -59,10 +59,16 @@ class _Step:
     la: Tensor | None = None
     tau: float = 0.0
     sigma: float = 0.0
-    a_t: Tensor | None = None  # U^T, contiguous: skinny products are several times faster this way round
-    scale: Tensor | None = None  # la lg^T  [kA, kG]
-    tau_la: Tensor | None = None  # tau la  [kA, 1]
+    # the truncated step's operands, laid out once so that every product reads contiguous memory
+    u_w: Tensor | None = None  # U's rows for the weight's columns  [cols, kA]
+    u_w_t: Tensor | None = None  # their transpose  [kA, cols]
+    u_b: Tensor | None = None  # U's row for the bias column  [kA]
+    g_t: Tensor | None = None  # V^T  [kG, out]
+    scale_t: Tensor | None = None  # lg la^T  [kG, kA]
+    tau_la: Tensor | None = None  # tau la  [kA]
     g_side: Tensor | None = None  # sigma V diag(lg)  [out, kG]
+    const_w: Tensor | None = None  # const's weight columns  [out, cols]
+    const_b: Tensor | None = None  # const's bias column  [out]
 
     def dense(self) -> tuple[Tensor, Tensor]:
         """(G, A) as the step applies them."""
@@ -235,10 +241,15 @@ class KroneckerPenalty:
                 self._steps[name] = _Step(g=g, a=a, const=_pull_constant(layer, g, a))
             else:
                 ua, la, sigma, ug, lg, tau = truncated
-                step = _Step(g=ug, a=ua, const=layer["force"], lg=lg, la=la, tau=tau, sigma=sigma,
-                             a_t=ua.T.contiguous(), scale=torch.outer(la, lg), tau_la=(tau * la).unsqueeze(1),
-                             g_side=(sigma * ug * lg).contiguous())
+                step = _Step(g=ug, a=ua, const=layer["force"], lg=lg, la=la, tau=tau, sigma=sigma)
                 step.const = _pull_constant(layer, *step.dense())
+                cols = inp - 1 if layer["bias"] else inp
+                step.u_w, step.u_w_t = ua[:cols].contiguous(), ua[:cols].T.contiguous()
+                step.u_b = ua[cols].clone() if layer["bias"] else None
+                step.g_t, step.scale_t, step.tau_la = ug.T.contiguous(), torch.outer(lg, la), tau * la
+                step.g_side = (sigma * ug * lg).contiguous()
+                step.const_w = step.const[:, :cols].contiguous()
+                step.const_b = step.const[:, cols].clone() if layer["bias"] else None
                 self._steps[name] = step
         return self._steps[name]
 
@@ -268,22 +279,25 @@ class KroneckerPenalty:
                 if bias is not None and bias_grad is not None:
                     bias_grad.add_(update[:, cols], alpha=lam)
                 continue
-            assert step.a_t is not None and step.scale is not None and step.tau_la is not None
-            assert step.g_side is not None
+            assert step.u_w is not None and step.u_w_t is not None and step.g_t is not None
+            assert step.scale_t is not None and step.tau_la is not None and step.g_side is not None
+            assert step.const_w is not None
             # G W~ A = V lg (V^T W~ U) la U^T + tau W~ U la U^T + sigma V lg V^T W~ + tau sigma W~: the first two
-            # as one product with U^T, the third with V^T W~; skinny products in the transposed form, [kA, out]
-            wu_t = step.a_t[:, :cols] @ w2.T  # (W~ U)^T
-            if bias is not None:
-                wu_t.addr_(step.a_t[:, cols], bias)
-            vw = step.g.T @ w2  # V^T W  [kG, cols]
-            core = (wu_t @ step.g).mul_(step.scale)  # la (U^T W~^T V) lg  [kA, kG]
-            left_t = torch.addmm(wu_t.mul_(step.tau_la), core, step.g.T)  # [kA, out]
-            g2.addmm_(left_t.T, step.a_t[:, :cols], alpha=lam)
+            # as one product with U^T, the third with V^T W~; each skinny product reads W (or writes the
+            # gradient) once, in the orientation that keeps both operands contiguous
+            wu = w2 @ step.u_w  # W~ U  [out, kA]
+            if bias is not None and step.u_b is not None:
+                wu.addr_(bias, step.u_b)
+            vw = step.g_t @ w2  # V^T W  [kG, cols]
+            core = (step.g_t @ wu).mul_(step.scale_t)  # lg (V^T W~ U) la  [kG, kA]
+            left = torch.addmm(wu.mul_(step.tau_la), step.g, core)  # (V lg V^T + tau) W~ U la  [out, kA]
+            g2.addmm_(left, step.u_w_t, alpha=lam)
             g2.addmm_(step.g_side, vw, alpha=lam)
-            g2.add_(w2, alpha=lam * step.tau * step.sigma).add_(step.const[:, :cols], alpha=lam)
-            if bias is not None and bias_grad is not None:
-                update = torch.addmv(step.const[:, cols], left_t.T, step.a_t[:, cols])
-                update.addmv_(step.g_side, step.g.T @ bias).add_(bias, alpha=step.tau * step.sigma)
+            g2.add_(w2, alpha=lam * step.tau * step.sigma).add_(step.const_w, alpha=lam)
+            if bias is not None and bias_grad is not None and step.u_b is not None:
+                assert step.const_b is not None
+                update = torch.addmv(step.const_b, left, step.u_b)
+                update.addmv_(step.g_side, step.g_t @ bias).add_(bias, alpha=step.tau * step.sigma)
                 bias_grad.add_(update, alpha=lam)
         self.diagonal.add_gradient_(model)
 
