@@ -114,6 +114,8 @@ def run_settings(settings: dict[str, Setting], prefix: str, description: str) ->
                 _write(out, name, seeds, sources, _with_kept(results, done, args.strategies, final=False),
                        complete=False)
         results = _with_kept(results, done, args.strategies)
+        # the tuning files behind every strategy in the file, the kept ones' included
+        sources = {s: tuned_options(setting, s)[1] for s in dict.fromkeys(r["strategy"] for r in results)}
         rows = _write(out, name, seeds, sources, results, complete=True)
         first = results[0]
         table = _table(rows, first["scenario"])

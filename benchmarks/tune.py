@@ -11,6 +11,14 @@ naive's (a strength that stops learning would otherwise win on retention alone).
 
 A grid key `learner.OPTION` varies the training regime for this strategy (A-GEM's SGD learning rate).
 
+`--reuse FILE` (repeatable) searches one coordinate after another: the rows of an earlier tuning of the
+same strategy, seed and regime join this one's candidates (and its file), and grid points measured
+there are not run again:
+
+    python benchmarks/tune.py --setting language:finetune-task --strategy online-kfac-ewc \
+        --grid strength=1e4 --grid learner.lr=2e-4,3e-4 \
+        --reuse results/tuning/clinc150-task-finetune-online-kfac-ewc.json
+
 `--setting MODULE:NAME` takes the exact regime of a benchmark script's setting (benchmarks/MODULE.py)
 and writes results/tuning/<the setting's tuning key>-<strategy>.json, which that script then reads.
 """
@@ -53,6 +61,37 @@ def _naive(base: RunConfig, args: argparse.Namespace, key: str) -> dict:
     return keep
 
 
+def _plain(options: dict[str, Any], base: RunConfig) -> dict[str, Any]:
+    """A grid point's options without `learner.` keys at the regime's own value (so a point that
+    does not name the learning rate and one that names the regime's rate are the same point)."""
+    return {k: v for k, v in options.items()
+            if not (k.startswith("learner.") and getattr(base.learner, k.removeprefix("learner."), None) == v)}
+
+
+def _point(options: dict[str, Any]) -> str:
+    return json.dumps(options, sort_keys=True)
+
+
+def _reused_rows(paths: list[str], args: argparse.Namespace, base: RunConfig) -> list[dict[str, Any]]:
+    """The rows of earlier tunings of this strategy in this regime (validation split, seed, setting or
+    flags), each marked with its file; one row per grid point."""
+    same = ("setting", "validation") if args.setting else tuple(_regime(args))
+    rows: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        saved = json.loads(Path(path).read_text())
+        ran = saved.get("learner", {})
+        if (saved.get("strategy") != args.strategy or saved.get("split") != "valid" or saved.get("seed") != args.seed
+                or any(ran.get(k) != getattr(args, k) for k in same)):
+            raise SystemExit(f"{path}: not a validation tuning of {args.strategy} with seed {args.seed} in this "
+                             "regime; its rows cannot join this one")
+        for row in saved["rows"]:
+            if row.get("strategy") == "naive":
+                continue
+            options = _plain(row["options"], base)
+            rows.setdefault(_point(options), {**row, "options": options, "from": row.get("from", str(path))})
+    return list(rows.values())
+
+
 def _from_setting(args: argparse.Namespace) -> tuple[RunConfig, str, dict[str, Any]]:
     """The naive run config of a benchmark setting, scored on validation data, its tuning key, and
     the setting's fixed options for the strategy (e.g. its memory budget)."""
@@ -92,6 +131,8 @@ def main() -> int:
     p.add_argument("--validation", type=float, default=0.1)
     p.add_argument("--max-plasticity-loss", type=float, default=0.05)
     p.add_argument("--out", help="JSON file (default: results/tuning/BENCHMARK-SCENARIO-STRATEGY.json)")
+    p.add_argument("--reuse", action="append", default=[], metavar="FILE",
+                   help="an earlier tuning's rows join the candidates; its grid points are not run again")
     args = p.parse_args()
 
     grid = {}
@@ -115,12 +156,20 @@ def main() -> int:
                  ("average_accuracy", "learning_accuracy", "average_retention", "seconds")}})
     print(f"naive: final {naive['average_accuracy']:.3f} learning {naive['learning_accuracy']:.3f} "
           f"retention {naive['average_retention']:.3f}", flush=True)
+    reused = _reused_rows(args.reuse, args, base)
+    measured = {_point(r["options"]) for r in reused}
+    for r in reused:
+        print(f"{args.strategy} {r['options']}: final {r['average_accuracy']:.3f} learning "
+              f"{r['learning_accuracy']:.3f} retention {r['average_retention']:.3f} (from {r['from']})", flush=True)
+    rows += reused
     for values in itertools.product(*grid.values()):
         options = {**fixed, **dict(zip(grid, values, strict=True))}
+        if _point(_plain(options, base)) in measured:
+            continue
         learner = {k.removeprefix("learner."): options.pop(k) for k in list(options) if k.startswith("learner.")}
         r = run(replace(base, strategy=args.strategy, strategy_options=options,
                         learner=replace(base.learner, **learner))).record
-        options.update({f"learner.{k}": v for k, v in learner.items()})
+        options = _plain({**options, **{f"learner.{k}": v for k, v in learner.items()}}, base)
         rows.append({"options": options, "strategy": args.strategy, **{k: r[k] for k in
                      ("average_accuracy", "learning_accuracy", "average_retention", "seconds")}})
         print(f"{args.strategy} {options}: final {r['average_accuracy']:.3f} learning {r['learning_accuracy']:.3f} "
