@@ -54,21 +54,18 @@ class _Step:
 
     g: Tensor
     a: Tensor
-    const: Tensor  # c - G W* A with the factors as the step applies them  [out, in~]
+    const: Tensor  # c - G W* A with the factors as the step applies them  [out, in~]; truncated: [out, cols]
     lg: Tensor | None = None
     la: Tensor | None = None
     tau: float = 0.0
     sigma: float = 0.0
     # the truncated step's operands, laid out once so that every product reads contiguous memory
-    u_w: Tensor | None = None  # U's rows for the weight's columns  [cols, kA]
-    u_w_t: Tensor | None = None  # their transpose  [kA, cols]
-    u_b: Tensor | None = None  # U's row for the bias column  [kA]
+    u_w_t: Tensor | None = None  # U's rows for the weight's columns, transposed  [kA, cols]
     g_t: Tensor | None = None  # V^T  [kG, out]
     scale_t: Tensor | None = None  # lg la^T  [kG, kA]
     tau_la: Tensor | None = None  # tau la  [kA]
     g_side: Tensor | None = None  # sigma V diag(lg)  [out, kG]
-    const_w: Tensor | None = None  # const's weight columns  [out, cols]
-    const_b: Tensor | None = None  # const's bias column  [out]
+    const_b: Tensor | None = None  # const's bias column  [out] (truncated; `const` then holds the rest)
 
     def dense(self) -> tuple[Tensor, Tensor]:
         """(G, A) as the step applies them."""
@@ -242,14 +239,13 @@ class KroneckerPenalty:
             else:
                 ua, la, sigma, ug, lg, tau = truncated
                 step = _Step(g=ug, a=ua, const=layer["force"], lg=lg, la=la, tau=tau, sigma=sigma)
-                step.const = _pull_constant(layer, *step.dense())
+                const = _pull_constant(layer, *step.dense())
                 cols = inp - 1 if layer["bias"] else inp
-                step.u_w, step.u_w_t = ua[:cols].contiguous(), ua[:cols].T.contiguous()
-                step.u_b = ua[cols].clone() if layer["bias"] else None
+                step.const = const[:, :cols].contiguous()  # the bias column apart, so the weight's part is contiguous
+                step.const_b = const[:, cols].clone() if layer["bias"] else None
+                step.u_w_t = ua[:cols].T.contiguous()
                 step.g_t, step.scale_t, step.tau_la = ug.T.contiguous(), torch.outer(lg, la), tau * la
                 step.g_side = (sigma * ug * lg).contiguous()
-                step.const_w = step.const[:, :cols].contiguous()
-                step.const_b = step.const[:, cols].clone() if layer["bias"] else None
                 self._steps[name] = step
         return self._steps[name]
 
@@ -279,24 +275,23 @@ class KroneckerPenalty:
                 if bias is not None and bias_grad is not None:
                     bias_grad.add_(update[:, cols], alpha=lam)
                 continue
-            assert step.u_w is not None and step.u_w_t is not None and step.g_t is not None
+            assert step.u_w_t is not None and step.g_t is not None
             assert step.scale_t is not None and step.tau_la is not None and step.g_side is not None
-            assert step.const_w is not None
             # G W~ A = V lg (V^T W~ U) la U^T + tau W~ U la U^T + sigma V lg V^T W~ + tau sigma W~: the first two
             # as one product with U^T, the third with V^T W~; each skinny product reads W (or writes the
             # gradient) once, in the orientation that keeps both operands contiguous
-            wu = w2 @ step.u_w  # W~ U  [out, kA]
-            if bias is not None and step.u_b is not None:
-                wu.addr_(bias, step.u_b)
+            wu = w2 @ step.a[:cols]  # W~ U  [out, kA] (U is contiguous, so its first rows are too)
+            if bias is not None:
+                wu.addr_(bias, step.a[cols])
             vw = step.g_t @ w2  # V^T W  [kG, cols]
             core = (step.g_t @ wu).mul_(step.scale_t)  # lg (V^T W~ U) la  [kG, kA]
             left = torch.addmm(wu.mul_(step.tau_la), step.g, core)  # (V lg V^T + tau) W~ U la  [out, kA]
             g2.addmm_(left, step.u_w_t, alpha=lam)
             g2.addmm_(step.g_side, vw, alpha=lam)
-            g2.add_(w2, alpha=lam * step.tau * step.sigma).add_(step.const_w, alpha=lam)
-            if bias is not None and bias_grad is not None and step.u_b is not None:
+            g2.add_(w2, alpha=lam * step.tau * step.sigma).add_(step.const, alpha=lam)
+            if bias is not None and bias_grad is not None:
                 assert step.const_b is not None
-                update = torch.addmv(step.const_b, left, step.u_b)
+                update = torch.addmv(step.const_b, left, step.a[cols])
                 update.addmv_(step.g_side, step.g_t @ bias).add_(bias, alpha=step.tau * step.sigma)
                 bias_grad.add_(update, alpha=lam)
         self.diagonal.add_gradient_(model)
