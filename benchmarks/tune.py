@@ -19,6 +19,10 @@ there are not run again:
         --grid strength=1e4 --grid learner.lr=2e-4,3e-4 \
         --reuse results/tuning/clinc150-task-finetune-online-kfac-ewc.json
 
+`--seeds 0,1,2` measures every grid point on each seed and chooses on the means (naive's floor is the
+mean of naive's seeds too); rows of earlier tunings join under their own seed, so a single-seed search
+and its later seeds make one choice.
+
 `--setting MODULE:NAME` takes the exact regime of a benchmark script's setting (benchmarks/MODULE.py)
 and writes results/tuning/<the setting's tuning key>-<strategy>.json, which that script then reads.
 """
@@ -47,9 +51,10 @@ def _regime(args: argparse.Namespace) -> dict:
 
 def _naive(base: RunConfig, args: argparse.Namespace, key: str) -> dict:
     """Naive's validation run in this regime: the floor the rule compares with. Reused when an
-    earlier tuning of the same setting ran it in the same regime (saves one run per strategy)."""
-    path = Path(f"results/tuning/{key}-naive.json")
-    regime = base.to_dict() if args.setting else _regime(args)
+    earlier tuning of the same setting ran it in the same regime (saves one run per strategy);
+    one file per seed, so that tunings of several seeds do not overwrite each other's."""
+    path = Path(f"results/tuning/{key}-naive{'' if base.seed == 0 else f'-seed{base.seed}'}.json")
+    regime = base.to_dict() if args.setting else {**_regime(args), "seed": base.seed}
     if path.exists():
         saved = json.loads(path.read_text())
         if saved.get("regime") == json.loads(json.dumps(regime)):
@@ -72,24 +77,51 @@ def _point(options: dict[str, Any]) -> str:
     return json.dumps(options, sort_keys=True)
 
 
-def _reused_rows(paths: list[str], args: argparse.Namespace, base: RunConfig) -> list[dict[str, Any]]:
-    """The rows of earlier tunings of this strategy in this regime (validation split, seed, setting or
-    flags), each marked with its file; one row per grid point."""
-    same = ("setting", "validation") if args.setting else tuple(_regime(args))
-    rows: dict[str, dict[str, Any]] = {}
+def _reused_rows(paths: list[str], args: argparse.Namespace, base: RunConfig,
+                 seeds: list[int]) -> list[dict[str, Any]]:
+    """The rows of earlier tunings of this strategy in this regime (validation split, one of these seeds,
+    setting or flags), each marked with its file and seed; one row per grid point and seed."""
+    same = ("setting", "validation") if args.setting else tuple(k for k in _regime(args) if k != "seed")
+    rows: dict[tuple[int, str], dict[str, Any]] = {}
     for path in paths:
         saved = json.loads(Path(path).read_text())
         ran = saved.get("learner", {})
-        if (saved.get("strategy") != args.strategy or saved.get("split") != "valid" or saved.get("seed") != args.seed
+        if (saved.get("strategy") != args.strategy or saved.get("split") != "valid"
+                or not set(saved.get("seeds", [saved.get("seed")])) & set(seeds)
                 or any(ran.get(k) != getattr(args, k) for k in same)):
-            raise SystemExit(f"{path}: not a validation tuning of {args.strategy} with seed {args.seed} in this "
-                             "regime; its rows cannot join this one")
+            raise SystemExit(f"{path}: not a validation tuning of {args.strategy} with seed {_seeds_text(seeds)} "
+                             "in this regime; its rows cannot join this one")
         for row in saved["rows"]:
-            if row.get("strategy") == "naive":
+            seed = row.get("seed", saved.get("seed"))
+            if row.get("strategy") == "naive" or seed not in seeds:
                 continue
             options = _plain(row["options"], base)
-            rows.setdefault(_point(options), {**row, "options": options, "from": row.get("from", str(path))})
+            rows.setdefault((seed, _point(options)),
+                            {**row, "options": options, "seed": seed, "from": row.get("from", str(path))})
     return list(rows.values())
+
+
+def _seeds_text(seeds: list[int]) -> str:
+    return ",".join(map(str, seeds))
+
+
+def _choose(rows: list[dict[str, Any]], naive: list[dict[str, Any]], seeds: list[int],
+            margin: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The grid point with the best final accuracy, averaged over the seeds, among those whose mean
+    learning accuracy stays within `margin` of naive's mean; points not measured on every seed are
+    not candidates. Returns the chosen row and one row of means a point."""
+    keys = ("average_accuracy", "learning_accuracy", "average_retention")
+    by_point: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_point.setdefault(_point(r["options"]), []).append(r)
+    means = [{"options": rs[0]["options"], "seeds": sorted(r["seed"] for r in rs),
+              **{k: sum(r[k] for r in rs) / len(rs) for k in keys}}
+             for rs in by_point.values() if {r["seed"] for r in rs} >= set(seeds)]
+    if not means:
+        raise SystemExit(f"no grid point was measured on every seed ({_seeds_text(seeds)})")
+    floor = sum(n["learning_accuracy"] for n in naive) / len(naive) - margin
+    eligible = [m for m in means if m["learning_accuracy"] >= floor] or means
+    return max(eligible, key=lambda m: m["average_accuracy"]), means
 
 
 def _from_setting(args: argparse.Namespace) -> tuple[RunConfig, str, dict[str, Any]]:
@@ -124,6 +156,7 @@ def main() -> int:
     p.add_argument("--strategy", required=True)
     p.add_argument("--grid", action="append", default=[], help="OPTION=v1,v2,... (repeatable)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", help="comma-separated seeds; the choice is on their mean (default: --seed)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--dropout", type=float, default=0.0)
@@ -150,41 +183,61 @@ def main() -> int:
                          ModelConfig("mlp", tuple(int(h) for h in args.hidden.split(",")), args.dropout),
                          args.seed, "valid")
         key = f"{args.benchmark}-{check(base.stream)[0]}"
-    rows = []
-    naive = _naive(base, args, key)
-    rows.append({"options": {}, "strategy": "naive", **{k: naive[k] for k in
-                 ("average_accuracy", "learning_accuracy", "average_retention", "seconds")}})
-    print(f"naive: final {naive['average_accuracy']:.3f} learning {naive['learning_accuracy']:.3f} "
-          f"retention {naive['average_retention']:.3f}", flush=True)
-    reused = _reused_rows(args.reuse, args, base)
-    measured = {_point(r["options"]) for r in reused}
-    for r in reused:
-        print(f"{args.strategy} {r['options']}: final {r['average_accuracy']:.3f} learning "
-              f"{r['learning_accuracy']:.3f} retention {r['average_retention']:.3f} (from {r['from']})", flush=True)
-    rows += reused
-    for values in itertools.product(*grid.values()):
-        options = {**fixed, **dict(zip(grid, values, strict=True))}
-        if _point(_plain(options, base)) in measured:
-            continue
-        learner = {k.removeprefix("learner."): options.pop(k) for k in list(options) if k.startswith("learner.")}
-        r = run(replace(base, strategy=args.strategy, strategy_options=options,
-                        learner=replace(base.learner, **learner))).record
-        options = _plain({**options, **{f"learner.{k}": v for k, v in learner.items()}}, base)
-        rows.append({"options": options, "strategy": args.strategy, **{k: r[k] for k in
-                     ("average_accuracy", "learning_accuracy", "average_retention", "seconds")}})
-        print(f"{args.strategy} {options}: final {r['average_accuracy']:.3f} learning {r['learning_accuracy']:.3f} "
-              f"retention {r['average_retention']:.3f} ({r['seconds']:.0f} s)", flush=True)
-    floor = naive["learning_accuracy"] - args.max_plasticity_loss
-    eligible = [r for r in rows[1:] if r["learning_accuracy"] >= floor] or rows[1:]
-    best = max(eligible, key=lambda r: r["average_accuracy"])
-    print(f"chosen on validation: {best['options']}", flush=True)
-    scenario = naive["scenario"]
+    seeds = [int(v) for v in args.seeds.split(",")] if args.seeds else [args.seed]
     out = args.out or f"results/tuning/{key}-{'+'.join(split_name(args.strategy))}.json"
-    write_json(out, {"benchmark": base.stream.benchmark, "scenario": scenario, "strategy": args.strategy,
-                     "split": "valid", "validation": args.validation, "seed": args.seed,
-                     "learner": vars(args), "rows": rows, "chosen": best["options"],
-                     "rule": f"best final accuracy with learning accuracy >= naive's - {args.max_plasticity_loss}",
-                     "environment": environment()})
+
+    partial = Path(out).with_suffix(".partial.json")
+
+    def save(chosen: dict[str, Any] | None, means: list[dict[str, Any]]) -> None:
+        """The rows so far go to OUT.partial.json after every run (a stopped search keeps them, and
+        `--reuse` takes them); OUT itself, which benchmarks read their choice from, only gets the end."""
+        rule = (f"best final accuracy (mean of seeds {_seeds_text(seeds)}) with learning accuracy >= naive's - "
+                f"{args.max_plasticity_loss}")
+        write_json(out if chosen is not None else partial, {
+            "benchmark": base.stream.benchmark, "scenario": naives[0]["scenario"], "strategy": args.strategy,
+            "split": "valid", "validation": args.validation, "seed": seeds[0], "seeds": seeds,
+            "learner": vars(args), "rows": rows, "means": means, "chosen": chosen, "rule": rule,
+            "environment": environment()})
+
+    reused = _reused_rows(args.reuse, args, base, seeds)
+    rows: list[dict[str, Any]] = []
+    naives = []
+    for seed in seeds:
+        seeded_base = replace(base, seed=seed)
+        naive = _naive(seeded_base, args, key)
+        naives.append(naive)
+        rows.append({"options": {}, "strategy": "naive", "seed": seed, **{k: naive[k] for k in
+                     ("average_accuracy", "learning_accuracy", "average_retention", "seconds")}})
+        print(f"seed {seed} naive: final {naive['average_accuracy']:.3f} learning {naive['learning_accuracy']:.3f} "
+              f"retention {naive['average_retention']:.3f}", flush=True)
+        mine = [r for r in reused if r["seed"] == seed]
+        for r in mine:
+            print(f"seed {seed} {args.strategy} {r['options']}: final {r['average_accuracy']:.3f} learning "
+                  f"{r['learning_accuracy']:.3f} retention {r['average_retention']:.3f} (from {r['from']})", flush=True)
+        rows += mine
+        measured = {_point(r["options"]) for r in mine}
+        for values in itertools.product(*grid.values()):
+            options = {**fixed, **dict(zip(grid, values, strict=True))}
+            if _point(_plain(options, base)) in measured:
+                continue
+            learner = {k.removeprefix("learner."): options.pop(k) for k in list(options) if k.startswith("learner.")}
+            r = run(replace(seeded_base, strategy=args.strategy, strategy_options=options,
+                            learner=replace(base.learner, **learner))).record
+            options = _plain({**options, **{f"learner.{k}": v for k, v in learner.items()}}, base)
+            rows.append({"options": options, "strategy": args.strategy, "seed": seed, **{k: r[k] for k in
+                         ("average_accuracy", "learning_accuracy", "average_retention", "seconds")}})
+            print(f"seed {seed} {args.strategy} {options}: final {r['average_accuracy']:.3f} learning "
+                  f"{r['learning_accuracy']:.3f} retention {r['average_retention']:.3f} ({r['seconds']:.0f} s)",
+                  flush=True)
+            save(None, [])
+    best, means = _choose([r for r in rows if r["strategy"] != "naive"], naives, seeds, args.max_plasticity_loss)
+    if len(seeds) > 1:
+        for m in means:
+            print(f"mean of seeds {_seeds_text(seeds)} {m['options']}: final {m['average_accuracy']:.3f} learning "
+                  f"{m['learning_accuracy']:.3f} retention {m['average_retention']:.3f}", flush=True)
+    print(f"chosen on validation: {best['options']}", flush=True)
+    save(best["options"], means)
+    partial.unlink(missing_ok=True)
     print(f"written to {Path(out)}")
     return 0
 
