@@ -39,26 +39,27 @@ def test_rows_of_another_strategy_are_refused(tmp_path):
 
 
 def test_several_seeds_choose_on_the_means_of_points_measured_on_every_seed(tmp_path):
-    # a seed-1 file made from seed 0's rows (relabelled, one point shifted) stands in for a second seed's
-    # tuning: the choice must average the two and ignore the points seed 1 lacks
-    main = json.loads(MAIN.read_text())
-    other = {**main, "seed": 1, "rows": [{**r, "average_accuracy": r["average_accuracy"] - (0.2 if r["options"] ==
-                                          {"strength": 1e4} else 0.0)} for r in main["rows"]
-                                         if r["strategy"] == "naive" or r["options"] in ({"strength": 1e4},
-                                                                                         {"strength": 3e4})]}
-    second = tmp_path / "seed1.json"
-    second.write_text(json.dumps(other))
-    out = tmp_path / "tuned.json"  # naive's seed-1 floor is its real validation run (results/tuning)
-    done = _tune("--strategy", "online-kfac-ewc", "--grid", "strength=1e4,3e4", "--grid", "learner.lr=1e-4",
-                 "--seeds", "0,1", "--reuse", str(MAIN), "--reuse", str(second), "--out", str(out))
+    # the rate-and-strength grid of the preset, measured on validation seeds 0-2 (nothing runs here)
+    probes = [str(p) for p in sorted(TUNING.glob("valid-probe-clinc150-task-finetune-online-kfac-ewc-joint-*.json"))]
+    reuse = [a for p in [str(MAIN), *probes] for a in ("--reuse", p)]
+    grid = ("--grid", "strength=5e3,1e4,2e4", "--grid", "learner.lr=1e-4,2e-4")
+    out = tmp_path / "tuned.json"
+    done = _tune("--strategy", "online-kfac-ewc", *grid, "--seeds", "0,1,2", *reuse, "--out", str(out))
     assert done.returncode == 0, done.stderr
     saved = json.loads(out.read_text())
-    assert saved["seeds"] == [0, 1] and all("from" in r for r in saved["rows"] if r["strategy"] != "naive")
+    measured = [r for r in saved["rows"] if r["strategy"] != "naive"]
+    assert saved["seeds"] == [0, 1, 2] and all("from" in r for r in measured)  # nothing ran
+    rows = {(r["seed"], json.dumps(r["options"], sort_keys=True)): r for r in measured}
     means = {json.dumps(m["options"], sort_keys=True): m for m in saved["means"]}
-    assert set(means) == {json.dumps({"strength": 1e4}), json.dumps({"strength": 3e4})}
-    rows = {(r["seed"], json.dumps(r["options"], sort_keys=True)): r for r in saved["rows"]}
+    assert len(means) >= 6  # the whole grid, and every earlier point measured on the three seeds
     for point, m in means.items():
-        assert abs(m["average_accuracy"] - (rows[(0, point)]["average_accuracy"] +
-                                            rows[(1, point)]["average_accuracy"]) / 2) < 1e-12
-    # seed 0 alone chose 1e4; seed 1's 0.2 drop there moves the mean choice to 3e4
-    assert saved["chosen"] == {"strength": 3e4}
+        assert abs(m["average_accuracy"] - sum(rows[(s, point)]["average_accuracy"] for s in (0, 1, 2)) / 3) < 1e-12
+    best = max(saved["means"], key=lambda m: m["average_accuracy"])
+    assert saved["chosen"] == best["options"] == json.loads(MAIN.read_text())["chosen"]
+    # one seed alone can choose otherwise: what the means are for
+    alone = tmp_path / "seed2.json"
+    seed2 = [a for p in (MAIN, TUNING / "valid-probe-clinc150-task-finetune-online-kfac-ewc-joint-seed2.json")
+             for a in ("--reuse", str(p))]
+    done = _tune("--strategy", "online-kfac-ewc", *grid, "--seed", "2", *seed2, "--out", str(alone))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(alone.read_text())["chosen"] != saved["chosen"]
