@@ -73,6 +73,14 @@ def _plain(options: dict[str, Any], base: RunConfig) -> dict[str, Any]:
             if not (k.startswith("learner.") and getattr(base.learner, k.removeprefix("learner."), None) == v)}
 
 
+SCORES = ("average_accuracy", "learning_accuracy", "average_retention")
+
+
+def _scores(r: dict[str, Any]) -> str:
+    return (f"final {r['average_accuracy']:.3f} learning {r['learning_accuracy']:.3f} "
+            f"retention {r['average_retention']:.3f}")
+
+
 def _point(options: dict[str, Any]) -> str:
     return json.dumps(options, sort_keys=True)
 
@@ -110,12 +118,11 @@ def _choose(rows: list[dict[str, Any]], naive: list[dict[str, Any]], seeds: list
     """The grid point with the best final accuracy, averaged over the seeds, among those whose mean
     learning accuracy stays within `margin` of naive's mean; points not measured on every seed are
     not candidates. Returns the chosen row and one row of means a point."""
-    keys = ("average_accuracy", "learning_accuracy", "average_retention")
     by_point: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by_point.setdefault(_point(r["options"]), []).append(r)
     means = [{"options": rs[0]["options"], "seeds": sorted(r["seed"] for r in rs),
-              **{k: sum(r[k] for r in rs) / len(rs) for k in keys}}
+              **{k: sum(r[k] for r in rs) / len(rs) for k in SCORES}}
              for rs in by_point.values() if {r["seed"] for r in rs} >= set(seeds)]
     if not means:
         raise SystemExit(f"no grid point was measured on every seed ({_seeds_text(seeds)})")
@@ -206,14 +213,12 @@ def main() -> int:
         seeded_base = replace(base, seed=seed)
         naive = _naive(seeded_base, args, key)
         naives.append(naive)
-        rows.append({"options": {}, "strategy": "naive", "seed": seed, **{k: naive[k] for k in
-                     ("average_accuracy", "learning_accuracy", "average_retention", "seconds")}})
-        print(f"seed {seed} naive: final {naive['average_accuracy']:.3f} learning {naive['learning_accuracy']:.3f} "
-              f"retention {naive['average_retention']:.3f}", flush=True)
+        rows.append({"options": {}, "strategy": "naive", "seed": seed,
+                     **{k: naive[k] for k in (*SCORES, "seconds")}})
+        print(f"seed {seed} naive: {_scores(naive)}", flush=True)
         mine = [r for r in reused if r["seed"] == seed]
         for r in mine:
-            print(f"seed {seed} {args.strategy} {r['options']}: final {r['average_accuracy']:.3f} learning "
-                  f"{r['learning_accuracy']:.3f} retention {r['average_retention']:.3f} (from {r['from']})", flush=True)
+            print(f"seed {seed} {args.strategy} {r['options']}: {_scores(r)} (from {r['from']})", flush=True)
         rows += mine
         measured = {_point(r["options"]) for r in mine}
         for values in itertools.product(*grid.values()):
@@ -224,17 +229,14 @@ def main() -> int:
             r = run(replace(seeded_base, strategy=args.strategy, strategy_options=options,
                             learner=replace(base.learner, **learner))).record
             options = _plain({**options, **{f"learner.{k}": v for k, v in learner.items()}}, base)
-            rows.append({"options": options, "strategy": args.strategy, "seed": seed, **{k: r[k] for k in
-                         ("average_accuracy", "learning_accuracy", "average_retention", "seconds")}})
-            print(f"seed {seed} {args.strategy} {options}: final {r['average_accuracy']:.3f} learning "
-                  f"{r['learning_accuracy']:.3f} retention {r['average_retention']:.3f} ({r['seconds']:.0f} s)",
-                  flush=True)
+            rows.append({"options": options, "strategy": args.strategy, "seed": seed,
+                         **{k: r[k] for k in (*SCORES, "seconds")}})
+            print(f"seed {seed} {args.strategy} {options}: {_scores(r)} ({r['seconds']:.0f} s)", flush=True)
             save(None, [])
     best, means = _choose([r for r in rows if r["strategy"] != "naive"], naives, seeds, args.max_plasticity_loss)
     if len(seeds) > 1:
         for m in means:
-            print(f"mean of seeds {_seeds_text(seeds)} {m['options']}: final {m['average_accuracy']:.3f} learning "
-                  f"{m['learning_accuracy']:.3f} retention {m['average_retention']:.3f}", flush=True)
+            print(f"mean of seeds {_seeds_text(seeds)} {m['options']}: {_scores(m)}", flush=True)
     print(f"chosen on validation: {best['options']}", flush=True)
     save(best["options"], means)
     partial.unlink(missing_ok=True)
