@@ -68,6 +68,10 @@ SETTINGS: dict[str, dict[str, Any]] = {
                                    facts=FactsConfig(batches=10, entities_per_batch=4, background_entities=100)),
               "sizes": ["gpt-1m"]},
 }
+# twice the steps on each fact batch, for every method alike (the same data and pre-trained model; steps are
+# not in the pre-training key); its options are facts' choices unless its own validation chose otherwise
+SETTINGS["facts-long"] = {**SETTINGS["facts"], "data": replace(SETTINGS["facts"]["data"], steps=240),
+                          "tuned_as": "facts"}
 # name -> (strategy, options). Values chosen on validation (results/tuning/lm-*.json) override these.
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "naive": ("naive", {}),
@@ -128,7 +132,8 @@ def _options(setting: str, size: str, method: str, extra: dict[str, Any]) -> tup
     strategy, options = METHODS[method]
     options = dict(options)
     for part in TUNED_FROM.get(method, [method]):
-        tuned = _tuning_file(setting, size, part)
+        tuned = _tuning_file(setting, size, part) or _tuning_file(SETTINGS[setting].get("tuned_as", setting),
+                                                                  size, part)
         if tuned is not None:
             options.update(json.loads(tuned.read_text())["chosen"])
     options.update(extra)

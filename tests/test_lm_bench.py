@@ -75,3 +75,17 @@ def test_the_untouched_model_row_is_row_0_over_the_domains() -> None:
     run = {"config": {"model": "gpt-0.2m", "options": {}}, "parameters": 1, "metrics": {"pretrained": 1.0},
            "scores": scores}
     assert "| gpt-0.2m | 0.300 |" in lm.pretrained_table([run, run])
+
+
+def test_facts_long_is_facts_with_twice_the_steps_and_facts_choices() -> None:
+    """The more-steps variant changes only the steps on each batch (so the same pre-trained model is
+    reused) and, without its own validation, takes the options chosen on facts' validation."""
+    from dataclasses import replace
+
+    facts, long = lm.SETTINGS["facts"], lm.SETTINGS["facts-long"]
+    assert long["data"].steps == 2 * facts["data"].steps
+    assert replace(long["data"], steps=facts["data"].steps) == facts["data"]
+    assert lm._options("facts-long", "gpt-1m", "replay", {})[1]["select"] == "distinct"  # facts' gpt-1m choice
+    # the budget is a share of every token trained on, so the same share buys more tokens
+    assert lm._options("facts-long", "gpt-1m", "replay", {"replay": 0.01})[1]["tokens"] > \
+        lm._options("facts", "gpt-1m", "replay", {"replay": 0.01})[1]["tokens"]
