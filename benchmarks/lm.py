@@ -70,7 +70,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 # twice the steps on each fact batch, for every method alike (the same data and pre-trained model; steps are
 # not in the pre-training key); its options are facts' choices unless its own validation chose otherwise
-SETTINGS["facts-long"] = {**SETTINGS["facts"], "data": replace(SETTINGS["facts"]["data"], steps=240),
+SETTINGS["facts-long"] = {**SETTINGS["facts"], "data": replace(SETTINGS["facts"]["data"],
+                                                               steps=2 * SETTINGS["facts"]["data"].steps),
                           "tuned_as": "facts"}
 # name -> (strategy, options). Values chosen on validation (results/tuning/lm-*.json) override these.
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -118,13 +119,15 @@ def _budget(data: LMDataConfig, share: float, domains: int) -> int:
 
 def _tuning_file(setting: str, size: str, method: str) -> Path | None:
     """results/tuning/lm-<setting>-<size>-<method>.json, else the one of the nearest smaller size tuned
-    (any preset: a size run without its own tuning takes the choice of the largest tuned below it)."""
+    (any preset: a size run without its own tuning takes the choice of the largest tuned below it);
+    a setting with no tuning of its own at any of those sizes takes that of the setting it is `tuned_as`."""
     presets = list(PRESETS)
     candidates = list(reversed(presets[: presets.index(size) + 1])) if size in presets else [size]
-    for s in candidates:
-        path = ROOT / "results" / "tuning" / f"lm-{setting}-{s}-{method}.json"
-        if path.exists():
-            return path
+    for name in dict.fromkeys([setting, SETTINGS[setting].get("tuned_as", setting)]):
+        for s in candidates:
+            path = ROOT / "results" / "tuning" / f"lm-{name}-{s}-{method}.json"
+            if path.exists():
+                return path
     return None
 
 
@@ -132,8 +135,7 @@ def _options(setting: str, size: str, method: str, extra: dict[str, Any]) -> tup
     strategy, options = METHODS[method]
     options = dict(options)
     for part in TUNED_FROM.get(method, [method]):
-        tuned = _tuning_file(setting, size, part) or _tuning_file(SETTINGS[setting].get("tuned_as", setting),
-                                                                  size, part)
+        tuned = _tuning_file(setting, size, part)
         if tuned is not None:
             options.update(json.loads(tuned.read_text())["chosen"])
     options.update(extra)

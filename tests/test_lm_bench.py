@@ -3,6 +3,7 @@ exact-match matrix, and its column in the facts table (pure functions of saved r
 
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,8 +81,6 @@ def test_the_untouched_model_row_is_row_0_over_the_domains() -> None:
 def test_facts_long_is_facts_with_twice_the_steps_and_facts_choices() -> None:
     """The more-steps variant changes only the steps on each batch (so the same pre-trained model is
     reused) and, without its own validation, takes the options chosen on facts' validation."""
-    from dataclasses import replace
-
     facts, long = lm.SETTINGS["facts"], lm.SETTINGS["facts-long"]
     assert long["data"].steps == 2 * facts["data"].steps
     assert replace(long["data"], steps=facts["data"].steps) == facts["data"]
