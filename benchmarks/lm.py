@@ -40,6 +40,7 @@ from lm_report import (  # noqa: F401  (re-exported: tests read them through lm)
     _devices,
     _facts_kept,
     _shown,
+    forms_table,
     importance_table,
     pretrained_table,
     scaling_figure,
@@ -315,6 +316,8 @@ def cmd_table(args: argparse.Namespace) -> int:
         print("\n" + importance_table(runs))
     if facts and any("taught_match" in r["scores"][-1][-1] for r in runs):
         print("\n" + taught_table(runs))
+    if facts and any("held_out_0_match" in r["scores"][-1][-1] for r in runs):
+        print("\n" + forms_table(runs))
     return 0
 
 

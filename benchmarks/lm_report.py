@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from lifelong.data.facts import HELD_OUT_FORMS
 from lifelong.lm.run import LMRunConfig
 
 
@@ -89,27 +90,40 @@ def pretrained_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def taught_table(runs: list[dict[str, Any]]) -> str:
-    """Facts runs that also asked the question form trained on ("taught_match"): exact match on it
-    and on the held-out paraphrases, right after learning each batch and at the end, over the earlier
-    batches 1..T-2 (the batches "earlier facts kept" counts). A fact the model still answers in the
-    trained form but not in the held-out ones has lost its paraphrases, not itself."""
+def _learned_to_end(runs: list[dict[str, Any]], keys: tuple[str, ...], header: str) -> str:
+    """Facts runs that recorded every one of `keys` (diagnoses beside the score): exact match on each,
+    right after learning each batch -> at the end, over the earlier batches 1..T-2 (the batches
+    "earlier facts kept" counts); mean ± std over seeds."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in runs:
-        if all("taught_match" in r["scores"][-1][j] for j in range(1, len(r["scores"]))):
+        if all(k in r["scores"][-1][j] for j in range(1, len(r["scores"])) for k in keys):
             c = r["config"]
             groups.setdefault((c["model"], r["method"], json.dumps(_shown(c), sort_keys=True)), []).append(r)
-    lines = ["| model | method | options | seeds | held-out: learned -> end | taught form: learned -> end |",
-             "|---|---|---|---|---|---|"]
+    lines = [f"| model | method | options | seeds | {header} |", "|---|---|---|---|" + "---|" * len(keys)]
     for (model, method, options), rs in sorted(groups.items()):
         cells = []
-        for key in ("exact_match", "taught_match"):
+        for key in keys:
             s = [r["scores"] for r in rs]
             learned = [np.mean([x[j][j][key] for j in range(1, len(x) - 1)]) for x in s]
             end = [np.mean([x[-1][j][key] for j in range(1, len(x) - 1)]) for x in s]
             cells.append(f"{_mean_std(learned)} -> {_mean_std(end)}")
-        lines.append(f"| {model} | {method} | {options.replace('|', '/')} | {len(rs)} | {cells[0]} | {cells[1]} |")
+        lines.append(f"| {model} | {method} | {options.replace('|', '/')} | {len(rs)} | {' | '.join(cells)} |")
     return "\n".join(lines)
+
+
+def taught_table(runs: list[dict[str, Any]]) -> str:
+    """Facts runs that also asked the question form trained on ("taught_match"): exact match on it
+    and on the held-out paraphrases, learned -> end. A fact the model still answers in the trained
+    form but not in the held-out ones has lost its paraphrases, not itself."""
+    return _learned_to_end(runs, ("exact_match", "taught_match"),
+                           "held-out: learned -> end | taught form: learned -> end")
+
+
+def forms_table(runs: list[dict[str, Any]]) -> str:
+    """Facts runs that asked each held-out question form alone ("held_out_K_match"), learned -> end:
+    form 0 is the validation split's question, forms 1 and 2 the test split's (which paraphrase fades?)."""
+    return _learned_to_end(runs, tuple(f"held_out_{k}_match" for k in range(HELD_OUT_FORMS)),
+                           "form 0 (validation's) | form 1 (test) | form 2 (test)")
 
 
 def importance_table(runs: list[dict[str, Any]]) -> str:

@@ -72,8 +72,9 @@ def test_every_language_method_runs_where_its_model_is(device, strategy, options
     result = tiny_run(strategy, options, kind, device, facts=facts)
     assert result["config"]["device"] == device and len(result["scores"]) == 3
     assert result["stored_bytes"] > 0 and all(v == v for k, v in result["metrics"].items() if k != "average_retention")
-    if kind == "facts":  # the trained question form is asked beside the held-out ones, for every batch learned
-        assert all("taught_match" in row[j] for i, row in enumerate(result["scores"]) for j in range(1, i + 1))
+    if kind == "facts":  # the trained question form and each held-out form alone, for every batch learned
+        assert all({"taught_match", "held_out_0_match", "held_out_2_match"} <= set(row[j])
+                   for i, row in enumerate(result["scores"]) for j in range(1, i + 1))
 
 
 def test_a_corpus_snapshot_reads_back_the_same_text_and_refuses_a_damaged_one(tmp_path, monkeypatch):
@@ -139,6 +140,19 @@ def test_token_replay_keeps_its_budget_in_equal_shares_and_round_trips():
     again.load_state_dict(torch.load(buffer, weights_only=False))
     replay.load_state_dict(replay.state_dict())
     assert torch.equal(again.extend_batch(new).x, replay.extend_batch(new).x)
+
+
+def test_first_share_sets_how_much_of_each_replayed_batch_is_the_first_task():
+    replay = TokenReplay(TokenReplayConfig(tokens=9 * 30, first_share=0.75, seed=3))
+    for t in range(3):
+        replay.after_task(None, t, [windows(n=40, seed=t)])
+    assert [len(w) for w in replay.windows.values()] == [10, 10, 10]  # memory is still shared evenly
+    assert (replay.sample(8).task == 0).sum() == 6  # 3/4 of a batch, though the first task is 1/3 of memory
+    even = TokenReplay(TokenReplayConfig(tokens=9 * 30, seed=3))
+    even.load_state_dict(replay.state_dict())
+    assert sum((even.sample(8).task == 0).sum().item() for _ in range(50)) < 200  # about 8/3 a batch
+    with pytest.raises(ValueError, match="first_share"):
+        TokenReplayConfig(first_share=1.5)
 
 
 def test_distinct_token_replay_keeps_more_of_a_repeated_text_than_random_windows():
@@ -257,6 +271,10 @@ def test_fact_questions_are_held_out_and_scored_by_exact_match():
         assert q not in taught and q.endswith("A:")
     asked = world.question(fact, "taught")  # the diagnosis: the trained question form, asked the same way
     assert len(asked) == 1 and asked[0] + f" {fact.value}" in taught.splitlines()
+    forms = [world.question(fact, f"held-out-{k}") for k in range(3)]  # the other diagnosis: one form at a time
+    assert forms[0] == world.question(fact, "valid") and forms[1] + forms[2] == world.question(fact, "test")
+    with pytest.raises(ValueError, match="held-out-2"):
+        world.question(fact, "held-out-3")
     background = world.background_text()
     assert all(f.entity not in background for batch in world.batches for f in batch)
     evaluator = FactEvaluator(world.batches[0])

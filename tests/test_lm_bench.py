@@ -48,6 +48,16 @@ def test_taught_table_sets_the_trained_question_form_beside_the_held_out_ones() 
     assert lm.taught_table([_run([[0, 0], [0.5, 0], [0.25, 1.0]])]).count("\n") == 1  # runs without it: no rows
 
 
+def test_forms_table_shows_each_held_out_form_learned_and_at_the_end() -> None:
+    run = _run([[0, 0, 0], [0.5, 0, 0], [0.5, 0.5, 0], [0.25, 0.5, 1.0]])
+    for i, row in enumerate(run["scores"]):  # form 0 kept whole, form 1 lost at the end, form 2 never answered
+        for j, cell in enumerate(row[1:], start=1):
+            if j <= i:
+                cell.update(held_out_0_match=1.0, held_out_1_match=0.0 if i == 3 else 1.0, held_out_2_match=0.0)
+    assert lm.forms_table([run]).splitlines()[-1].endswith("| 1.000 -> 1.000 | 1.000 -> 0.000 | 0.000 -> 0.000 |")
+    assert lm.forms_table([_run([[0, 0], [0.5, 0], [0.25, 1.0]])]).count("\n") == 1  # runs without it: no rows
+
+
 def _saved(seed: int, device: str = "cpu", method: str = "naive") -> dict:
     run = _run([[0, 0], [0.5, 0], [0.25, 1.0]])
     run["config"] = {**run["config"], "strategy": method, "seed": seed, "eval_split": "test", "data": {},

@@ -36,6 +36,9 @@ class Relation:
     held_out: tuple[str, str, str]  # asked: validation, test, test
 
 
+HELD_OUT_FORMS = 3  # a Relation's held-out question forms (FactWorld.question's "held-out-K")
+
+
 RELATIONS: dict[str, Relation] = {
     "capital": Relation(("The capital of {e} is {v}.", "{e} has its capital at {v}.", "{v} is the capital of {e}."),
                         "Q: What is the capital of {e}? A: {v}",
@@ -119,15 +122,16 @@ class FactWorld:
 
     @staticmethod
     def question(fact: Fact, split: str) -> list[str]:
-        """Held-out prompts, each ending at "A:" (the answer follows after a space). Split "taught"
-        asks the question form that was trained on instead: a diagnosis (is a fact lost, or only
-        its held-out paraphrases?), never a score of the benchmark."""
+        """Held-out prompts, each ending at "A:" (the answer follows after a space). Two diagnoses,
+        never scores of the benchmark: split "taught" asks the question form that was trained on (is
+        a fact lost, or only its held-out paraphrases?), and "held-out-K" the K-th held-out form
+        alone (0 is validation's, 1 and 2 the test's: which paraphrase is lost?)."""
         held = RELATIONS[fact.relation].held_out
-        templates = held[:1] if split == "valid" else (RELATIONS[fact.relation].question,) if split == "taught" \
-            else held[1:]
-        if split not in ("valid", "test", "taught"):
-            raise ValueError(f"questions are asked on 'valid', 'test' or 'taught', not {split!r}")
-        return [t.format(e=fact.entity, v="").rstrip() for t in templates]
+        splits = {"valid": held[:1], "test": held[1:], "taught": (RELATIONS[fact.relation].question,),
+                  **{f"held-out-{k}": (form,) for k, form in enumerate(held)}}
+        if split not in splits:
+            raise ValueError(f"questions are asked on {', '.join(map(repr, splits))}, not {split!r}")
+        return [t.format(e=fact.entity, v="").rstrip() for t in splits[split]]
 
     def background_text(self) -> str:
         """Every paraphrase of every background fact, one per line, in a fixed shuffled order."""

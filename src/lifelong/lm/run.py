@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from lifelong.atomic import torch_save
+from lifelong.data.facts import HELD_OUT_FORMS
 from lifelong.data.lm import DOMAINS, LMDataConfig, facts_stream, general_task, text_domains_stream
 from lifelong.data.task import BatchLoader, TaskData, TaskStream
 from lifelong.devices import check_name
@@ -158,10 +159,12 @@ def run_lm(config: LMRunConfig, log: Callable[[str], None] = lambda _: None) -> 
     def scores_after(i: int) -> list[dict[str, float]]:  # fact batches not yet learned are not asked
         scores = [learner.score_task(task, config.eval_split) if not (facts and task.id > i) else {}
                   for task in stream]
-        if facts:  # the diagnosis beside the score: the question form trained on, asked the same way
+        if facts:  # the diagnoses beside the score: the question form trained on, and each held-out form alone
             for task, s in zip(stream, scores, strict=True):
                 if s and task.evaluator is not None:
                     s["taught_match"] = learner.score_task(task, "taught")["exact_match"]
+                    for k in range(HELD_OUT_FORMS):
+                        s[f"held_out_{k}_match"] = learner.score_task(task, f"held-out-{k}")["exact_match"]
         return scores
 
     scores = [scores_after(0)]

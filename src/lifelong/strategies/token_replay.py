@@ -13,6 +13,11 @@ from text repeated many times (a fact batch: its 80 taught lines, 20 times over)
 repeat lines and, at 28 windows a batch, keep about half of them; distinct windows keep most. On
 text that does not repeat, every window adds as much, and the order (random) decides.
 
+Which stored windows a step replays: any, alike, unless `first_share` sets the share of each replayed
+batch drawn from the first task's windows. In a language stream the first task is the general mixture
+(with the `facts` setting's background facts, told in every paraphrase), which an even draw gives an
+ever smaller share of as fact batches pile up.
+
 The batches must be language-model windows: targets y are the inputs x shifted by one token
 (`lifelong.data.lm.window_dataset`). For classification data use `replay`.
 
@@ -50,6 +55,7 @@ class TokenReplayConfig(StrategyConfig):
     replay_batch: int | None = None  # stored windows per step; None: as many as the new batch
     select: str = "random"  # "random": a task's first windows; "distinct": the ones adding the most new text
     separator: int = 10  # select "distinct": the token between segments (a newline, for byte text)
+    first_share: float | None = None  # share of the replayed windows drawn from the first task's; None: even
 
     def __post_init__(self) -> None:
         if self.tokens < 0:
@@ -58,6 +64,8 @@ class TokenReplayConfig(StrategyConfig):
             raise ValueError(f"select must be one of {SELECT}, not {self.select!r}")
         if self.replay_batch is not None and self.replay_batch < 1:
             raise ValueError(f"replay_batch must be >= 1, not {self.replay_batch}")
+        if self.first_share is not None and not 0.0 <= self.first_share <= 1.0:
+            raise ValueError(f"first_share must be in [0, 1], not {self.first_share}")
 
 
 def as_windows(batch: Batch) -> Tensor:
@@ -143,9 +151,16 @@ class TokenReplay(Strategy):
         return Batch(windows[:, :-1], windows[:, 1:].long(), tasks)
 
     def sample(self, n: int) -> Batch:
-        """Up to `n` stored windows, drawn without replacement."""
+        """Up to `n` stored windows, drawn without replacement (`first_share` of them from the first task)."""
         everything = self.stored()
-        idx = torch.randperm(len(everything.y), generator=self.generator)[:n]
+        share = self.config.first_share
+        if share is None or len(self.windows) < 2:
+            idx = torch.randperm(len(everything.y), generator=self.generator)[:n]
+        else:
+            first = everything.task == min(self.windows)
+            pools = ((first.nonzero()[:, 0], round(share * n)), ((~first).nonzero()[:, 0], n - round(share * n)))
+            idx = torch.cat([pool[torch.randperm(len(pool), generator=self.generator)[:count]]
+                             for pool, count in pools])
         return Batch(everything.x[idx], everything.y[idx], everything.task[idx])
 
     def extend_batch(self, batch: Batch) -> Batch:
