@@ -101,9 +101,8 @@ def _learned_to_end(runs: list[dict[str, Any]], keys: tuple[str, ...], header: s
             groups.setdefault((c["model"], r["method"], json.dumps(_shown(c), sort_keys=True)), []).append(r)
     lines = [f"| model | method | options | seeds | {header} |", "|---|---|---|---|" + "---|" * len(keys)]
     for (model, method, options), rs in sorted(groups.items()):
-        cells = []
+        cells, s = [], [r["scores"] for r in rs]
         for key in keys:
-            s = [r["scores"] for r in rs]
             learned = [np.mean([x[j][j][key] for j in range(1, len(x) - 1)]) for x in s]
             end = [np.mean([x[-1][j][key] for j in range(1, len(x) - 1)]) for x in s]
             cells.append(f"{_mean_std(learned)} -> {_mean_std(end)}")

@@ -157,8 +157,8 @@ class TokenReplay(Strategy):
         if share is None or len(self.windows) < 2:
             idx = torch.randperm(len(everything.y), generator=self.generator)[:n]
         else:
-            first = everything.task == min(self.windows)
-            pools = ((first.nonzero()[:, 0], round(share * n)), ((~first).nonzero()[:, 0], n - round(share * n)))
+            first, wanted = everything.task == min(self.windows), round(share * n)
+            pools = ((first.nonzero()[:, 0], wanted), ((~first).nonzero()[:, 0], n - wanted))
             idx = torch.cat([pool[torch.randperm(len(pool), generator=self.generator)[:count]]
                              for pool, count in pools])
         return Batch(everything.x[idx], everything.y[idx], everything.task[idx])
