@@ -158,6 +158,9 @@ def _config(args: argparse.Namespace, size: str, strategy: str, options: dict[st
                        seed=seed, cache_dir=str(CACHE), device=args.device, **run)
 
 
+JSON_WORDS = ("true", "false", "null")  # --set values read as JSON (with numbers, lists and objects)
+
+
 def _parse_sets(items: list[str]) -> list[dict[str, Any]]:
     """--set ewc.strength=1,10 --set ewc.samples=64 -> one options dict per combination."""
     axes = []
@@ -165,8 +168,9 @@ def _parse_sets(items: list[str]) -> list[dict[str, Any]]:
         key, _, values = item.partition("=")
         if not values:
             raise SystemExit(f"--set takes OPTION=VALUE[,VALUE...], not {item!r}")
-        axes.append([(key.split(".", 1)[-1], json.loads(v) if v[:1].isdigit() or v[:1] in "-[{" else v)
-                     for v in values.split(",")])
+        as_json = [json.loads(v) if v[:1].isdigit() or v[:1] in "-[{" or v in JSON_WORDS else v
+                   for v in values.split(",")]
+        axes.append([(key.split(".", 1)[-1], v) for v in as_json])
     return [dict(combo) for combo in itertools.product(*axes)] or [{}]
 
 

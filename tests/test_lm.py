@@ -208,6 +208,28 @@ def test_distillation_is_zero_against_itself_and_resumes_to_the_same_loss():
         LMDistillConfig(source="memory")
 
 
+def test_generated_text_can_start_at_line_starts_and_keep_every_tasks_samples():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8))
+    strategy = LMDistill(LMDistillConfig(source="generated", generated_tokens=4 * 9, start="line", keep_generated=True))
+    strategy.after_task(model, 0, [windows()])
+    first = strategy.generated.clone()
+    assert first.shape == (4, 9) and bool((first[:, 0] == 10).all())  # every sample begins a line
+    strategy.after_task(model, 1, [windows()])
+    assert strategy.generated.shape == (8, 9) and torch.equal(strategy.generated[:4], first)  # task 0's kept
+    resumed = LMDistill(LMDistillConfig(source="generated", generated_tokens=4 * 9, start="line", keep_generated=True))
+    resumed.load_state_dict(strategy.state_dict())
+    assert torch.equal(resumed.generated, strategy.generated)
+    text = b"Vorland has its capital at Quesmir.\nQ: Who leads Vorland? A: Ka Tor\nVorland exports tea.\n"
+    lines = torch.tensor([list(text[i:i + 9]) for i in range(0, 72, 6)], dtype=torch.uint8)
+    words = LMDistill(LMDistillConfig(source="generated", generated_tokens=6 * 9, start="word"))
+    words.after_task(model, 0, [(lines, lines)])
+    starts = {bytes(row[:10].tolist()).split(b" ")[0] + b" " for row in words.generated}
+    assert words.generated.shape == (5, 10) and starts <= {b"\nQ: ", b"\nVorland "}  # the teacher goes on from a word
+    with pytest.raises(ValueError, match="start must be one of"):
+        LMDistillConfig(start="sentence")
+
+
 def test_token_kl_is_the_mean_kl_per_token():
     s, t = torch.randn(2, 3, 5), torch.randn(2, 3, 5)
     p = torch.softmax(t, -1)

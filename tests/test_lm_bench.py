@@ -98,3 +98,9 @@ def test_facts_long_is_facts_with_twice_the_steps_and_facts_choices() -> None:
     # the budget is a share of every token trained on, so the same share buys more tokens
     assert lm._options("facts-long", "gpt-1m", "replay", {"replay": 0.01})[1]["tokens"] > \
         lm._options("facts", "gpt-1m", "replay", {"replay": 0.01})[1]["tokens"]
+
+
+def test_set_values_are_json_numbers_lists_and_flags_else_strings() -> None:
+    combos = lm._parse_sets(["weight=0.3,1", "keep_generated=true", "start=word"])
+    assert combos == [{"weight": 0.3, "keep_generated": True, "start": "word"},
+                      {"weight": 1, "keep_generated": True, "start": "word"}]

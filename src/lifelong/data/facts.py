@@ -37,6 +37,7 @@ class Relation:
 
 
 HELD_OUT_FORMS = 3  # a Relation's held-out question forms (FactWorld.question's "held-out-K")
+SPLIT_FORMS = {"valid": (0,), "test": (1, 2)}  # the held-out forms each split asks, one question a form
 
 
 RELATIONS: dict[str, Relation] = {
@@ -127,7 +128,8 @@ class FactWorld:
         a fact lost, or only its held-out paraphrases?), and "held-out-K" the K-th held-out form
         alone (0 is validation's, 1 and 2 the test's: which paraphrase is lost?)."""
         held = RELATIONS[fact.relation].held_out
-        splits = {"valid": held[:1], "test": held[1:], "taught": (RELATIONS[fact.relation].question,),
+        splits = {**{split: tuple(held[k] for k in forms) for split, forms in SPLIT_FORMS.items()},
+                  "taught": (RELATIONS[fact.relation].question,),
                   **{f"held-out-{k}": (form,) for k, form in enumerate(held)}}
         if split not in splits:
             raise ValueError(f"questions are asked on {', '.join(map(repr, splits))}, not {split!r}")

@@ -27,9 +27,9 @@ from typing import Any
 import torch
 
 from lifelong.atomic import torch_save
-from lifelong.data.facts import HELD_OUT_FORMS
+from lifelong.data.facts import HELD_OUT_FORMS, SPLIT_FORMS
 from lifelong.data.lm import DOMAINS, LMDataConfig, facts_stream, general_task, text_domains_stream
-from lifelong.data.task import BatchLoader, TaskData, TaskStream
+from lifelong.data.task import BatchLoader, Task, TaskData, TaskStream
 from lifelong.devices import check_name
 from lifelong.evaluation import summary
 from lifelong.learner import LearnerConfig
@@ -156,16 +156,20 @@ def run_lm(config: LMRunConfig, log: Callable[[str], None] = lambda _: None) -> 
                                                        device=config.device))
     facts = stream[1].evaluator is not None
 
+    def fact_scores(task: Task) -> dict[str, float]:
+        """The split's exact match, and beside it two diagnoses: the question form trained on, and each
+        held-out form alone. Each form is asked once: the split's score is the mean over its forms (each
+        form asks one question a fact, so this is the share of the split's questions answered)."""
+        forms = [learner.score_task(task, f"held-out-{k}")["exact_match"] for k in range(HELD_OUT_FORMS)]
+        asked = SPLIT_FORMS[config.eval_split]
+        return {"exact_match": sum(forms[k] for k in asked) / len(asked),
+                "taught_match": learner.score_task(task, "taught")["exact_match"],
+                **{f"held_out_{k}_match": m for k, m in enumerate(forms)}}
+
     def scores_after(i: int) -> list[dict[str, float]]:  # fact batches not yet learned are not asked
-        scores = [learner.score_task(task, config.eval_split) if not (facts and task.id > i) else {}
-                  for task in stream]
-        if facts:  # the diagnoses beside the score: the question form trained on, and each held-out form alone
-            for task, s in zip(stream, scores, strict=True):
-                if s and task.evaluator is not None:
-                    s["taught_match"] = learner.score_task(task, "taught")["exact_match"]
-                    for k in range(HELD_OUT_FORMS):
-                        s[f"held_out_{k}_match"] = learner.score_task(task, f"held-out-{k}")["exact_match"]
-        return scores
+        return [{} if facts and task.id > i else
+                fact_scores(task) if task.evaluator is not None else learner.score_task(task, config.eval_split)
+                for task in stream]
 
     scores = [scores_after(0)]
     tasks: list[dict[str, Any]] = []

@@ -13,8 +13,15 @@ on one of three kinds of text (`source`):
 - ``replay``: the stored windows that `token-replay` adds to each batch (compose them:
   `token-replay+lm-distill`); the student's logits for them come from the batch's own forward pass, so
   the cost is one teacher forward pass on the replayed rows;
-- ``generated``: windows sampled from the teacher itself after each task (`generated_tokens` of them,
-  kept), so no old text is stored; costs one more student forward and backward per step;
+- ``generated``: windows sampled from the teacher itself after each task (`generated_tokens` of them),
+  so no old text is stored; costs one more student forward and backward per step. Each sample starts
+  from a training window's first token (``start="window"``), at a line start (``start="line"``: the
+  teacher writes whole lines, as it would begin one), or from a line start and the first word of one
+  of the task's lines (``start="word"``: the teacher writes on what those lines are about, e.g. after
+  an entity's name, in words of its own); ``keep_generated`` keeps every task's samples
+  (the set grows by `generated_tokens` a task, each task's as its model wrote them right after
+  learning it) instead of the last task's alone (pseudo-rehearsal: Robins 1995; for language models
+  LAMOL, Sun et al. 2020, and self-synthesized rehearsal, Huang et al. 2024);
 - ``new``: the current task's own batch (LwF): no stored text at all.
 
 The teacher is state (its weights count in the stored bytes); `teacher_dtype="bf16"` halves it.
@@ -43,6 +50,9 @@ from lifelong.data.task import Batch
 from lifelong.strategies.base import Strategy, StrategyConfig
 
 SOURCES = ("replay", "generated", "new")
+STARTS = ("window", "line", "word")
+SPACE = 32
+NEWLINE = 10  # the byte a line starts after
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -53,6 +63,9 @@ class LMDistillConfig(StrategyConfig):
     source: str = "replay"  # "replay" (compose with token-replay), "generated" or "new"
     generated_tokens: int = 32_768  # source "generated": tokens sampled from the teacher after each task
     generated_batch: int = 16  # source "generated": windows distilled on per step
+    start: str = "window"  # source "generated": a sample starts from a window's first token, a newline ("line"),
+    # or a newline and the first word of one of the task's lines ("word")
+    keep_generated: bool = False  # source "generated": every task's samples kept, not only the last task's
     teacher_dtype: str = "fp32"  # or "bf16"
     age_decay: float = 1.0  # source "replay": a row's weight x age_decay ** (tasks since its task was learned)
     first_weight: float | None = None  # source "replay": task 0's rows' weight; None: as any other task's
@@ -60,6 +73,8 @@ class LMDistillConfig(StrategyConfig):
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, not {self.source!r}")
+        if self.start not in STARTS:
+            raise ValueError(f"start must be one of {STARTS}, not {self.start!r}")
         if self.teacher_dtype not in DTYPES:
             raise ValueError(f"teacher_dtype must be one of {tuple(DTYPES)}, not {self.teacher_dtype!r}")
         if self.weight < 0 or self.temperature <= 0 or self.generated_tokens < 0 or self.generated_batch < 1:
@@ -78,6 +93,22 @@ def token_kl(student: Tensor, teacher: Tensor, temperature: float, rows: Tensor 
         return F.kl_div(s, t, reduction="batchmean", log_target=True) * temperature ** 2
     per_row = F.kl_div(s, t, reduction="none", log_target=True).sum(-1).reshape(len(rows), -1).mean(1)
     return (per_row * rows).sum() / len(rows) * temperature ** 2
+
+
+def line_words(x: Tensor, longest: int = 24) -> list[Tensor]:
+    """Every newline in the windows `x` [N, L] with the first word after it, through its space (at
+    most `longest` tokens; a word cut by its window's end is left out).
+
+    >>> [bytes(p.tolist()) for p in line_words(torch.tensor([list(b"a\\nVorland has\\nQ: ")]))]
+    [b'\\nVorland ', b'\\nQ: ']
+    """
+    out = []
+    for row in x.long():
+        for i in (row == NEWLINE).nonzero().flatten().tolist():
+            ends = (row[i + 1:i + longest] == SPACE).nonzero()
+            if len(ends):
+                out.append(row[i:i + 2 + int(ends[0])].clone())
+    return out
 
 
 class LMDistill(Strategy):
@@ -105,16 +136,31 @@ class LMDistill(Strategy):
         self.teacher = copy.deepcopy(model).to(dtype).eval().requires_grad_(False)
         self.teacher_state = {k: v.detach().clone() for k, v in self.teacher.state_dict().items()}
         if self.config.source == "generated":
-            self.generated = self._generate(model, batches)
+            new = self._generate(model, batches)
+            keep = self.config.keep_generated and self.generated is not None
+            self.generated = torch.cat([self.generated, new]) if keep else new  # type: ignore[list-item]
 
     def _generate(self, model: nn.Module, batches: Iterable[Any]) -> Tensor:
         """Windows of text sampled from the model (temperature 1), each started from the first
-        token of one of the task's windows."""
+        token of one of the task's windows, or from a newline (`start="line"`)."""
         first = next(iter(batches))
         x = first[0] if not isinstance(first, Batch) else first.x
         length = x.shape[1] + 1
         count = max(1, self.config.generated_tokens // length)
-        starts = x[torch.randint(len(x), (count,), generator=self.generator), :1]
+        if self.config.start == "word":
+            prompts = line_words(x)
+            if prompts:
+                picks = torch.randint(len(prompts), (count,), generator=self.generator).tolist()
+                by_length: dict[int, list[Tensor]] = {}
+                for i in picks:  # prompts of one length are sampled as one batch
+                    by_length.setdefault(len(prompts[i]), []).append(prompts[i])
+                out = torch.cat([model.generate(torch.stack(group).long(), length - n, temperature=1.0,  # type: ignore[operator]
+                                                generator=self.generator) for n, group in sorted(by_length.items())])
+                return out.to(x.dtype)
+        if self.config.start == "window":
+            starts = x[torch.randint(len(x), (count,), generator=self.generator), :1]
+        else:  # "line", or "word" where the windows hold no whole first word of a line
+            starts = torch.full((count, 1), NEWLINE, dtype=torch.long, device=x.device)
         out = model.generate(starts.long(), length - 1, temperature=1.0, generator=self.generator)  # type: ignore[operator]
         return out.to(x.dtype)
 
