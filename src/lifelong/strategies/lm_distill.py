@@ -142,13 +142,14 @@ class LMDistill(Strategy):
 
     def _generate(self, model: nn.Module, batches: Iterable[Any]) -> Tensor:
         """Windows of text sampled from the model (temperature 1), each started from the first
-        token of one of the task's windows, or from a newline (`start="line"`)."""
+        token of one of the task's windows, from a newline (`start="line"`), or from a newline and the
+        first word of one of the windows' lines (`start="word"`); every window is as long as the task's."""
         first = next(iter(batches))
         x = first[0] if not isinstance(first, Batch) else first.x
         length = x.shape[1] + 1
         count = max(1, self.config.generated_tokens // length)
         if self.config.start == "word":
-            prompts = line_words(x)
+            prompts = line_words(x, longest=min(24, length - 1))  # a prompt leaves room to write
             if prompts:
                 picks = torch.randint(len(prompts), (count,), generator=self.generator).tolist()
                 by_length: dict[int, list[Tensor]] = {}
