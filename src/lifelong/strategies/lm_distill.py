@@ -46,13 +46,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lifelong.data.lm import NEWLINE
 from lifelong.data.task import Batch
 from lifelong.strategies.base import Strategy, StrategyConfig
 
 SOURCES = ("replay", "generated", "new")
 STARTS = ("window", "line", "word")
 SPACE = 32
-NEWLINE = 10  # the byte a line starts after
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
