@@ -155,6 +155,33 @@ def test_first_share_sets_how_much_of_each_replayed_batch_is_the_first_task():
         TokenReplayConfig(first_share=1.5)
 
 
+def test_replay_weight_fixes_the_old_windows_share_of_the_loss_whatever_their_number():
+    replay = TokenReplay(TokenReplayConfig(tokens=9 * 40, replay_batch=8, replay_weight=0.25, seed=2))
+    replay.after_task(None, 0, [windows(n=40, seed=0)])
+    replay.before_task(None, 1)
+    batch = replay.extend_batch(windows(n=4, seed=1)._replace(task=torch.ones(4, dtype=torch.long)))
+    assert len(batch.y) == 12
+    logits = torch.randn(12, batch.y.shape[1], 256)
+    new, old = batch.task == 1, batch.task == 0
+    expected = 0.75 * next_token_loss(logits[new], batch.y[new]) + 0.25 * next_token_loss(logits[old], batch.y[old])
+    assert torch.allclose(replay.loss(None, batch, logits), expected)
+    by_count = TokenReplay(TokenReplayConfig(tokens=9 * 40, replay_batch=8))
+    by_count.before_task(None, 1)
+    assert torch.allclose(by_count.loss(None, batch, logits), next_token_loss(logits, batch.y))  # 8 of 12: 2/3
+    with pytest.raises(ValueError, match="replay_weight"):
+        TokenReplayConfig(replay_weight=-0.1)
+
+
+@needs_wordnet
+def test_in_a_run_a_replay_weight_equal_to_the_replayed_share_changes_nothing_and_another_does():
+    options = {"tokens": 2 * 33 * 8, "replay_batch": 8}
+    by_count = tiny_run("token-replay", options)["scores"][-1]
+    same = tiny_run("token-replay", {**options, "replay_weight": 2 / 3})["scores"][-1]  # 8 of 12 windows
+    other = tiny_run("token-replay", {**options, "replay_weight": 0.1})["scores"][-1]
+    assert [s["loss"] for s in same] == pytest.approx([s["loss"] for s in by_count], rel=1e-4)
+    assert [s["loss"] for s in other] != pytest.approx([s["loss"] for s in by_count], rel=1e-3)
+
+
 def test_distinct_token_replay_keeps_more_of_a_repeated_text_than_random_windows():
     # a "fact batch": 12 lines of 7 bytes, each round of them shuffled, 20 rounds (as facts_stream builds it)
     lines = [bytes([65 + i]) * 6 for i in range(12)]

@@ -18,6 +18,12 @@ batch drawn from the first task's windows. In a language stream the first task i
 (with the `facts` setting's background facts, told in every paraphrase), which an even draw gives an
 ever smaller share of as fact batches pile up.
 
+How much the replayed windows weigh: by default the loss is the mean over every window of the step,
+so `replay_batch` sets both how much of the memory a step sees and the old text's share of the
+gradient (16 new and 32 old windows: two thirds). `replay_weight` fixes that share instead (the
+loss is `(1 - w)` times the new windows' mean plus `w` times the replayed ones'), so that a step can
+see more of the memory without the new text weighing less.
+
 The batches must be language-model windows: targets y are the inputs x shifted by one token
 (`lifelong.data.lm.window_dataset`). For classification data use `replay`.
 
@@ -56,6 +62,7 @@ class TokenReplayConfig(StrategyConfig):
     select: str = "random"  # "random": a task's first windows; "distinct": the ones adding the most new text
     separator: int = 10  # select "distinct": the token between segments (a newline, for byte text)
     first_share: float | None = None  # share of the replayed windows drawn from the first task's; None: even
+    replay_weight: float | None = None  # the replayed windows' share of the loss; None: their share of the windows
 
     def __post_init__(self) -> None:
         if self.tokens < 0:
@@ -66,6 +73,8 @@ class TokenReplayConfig(StrategyConfig):
             raise ValueError(f"replay_batch must be >= 1, not {self.replay_batch}")
         if self.first_share is not None and not 0.0 <= self.first_share <= 1.0:
             raise ValueError(f"first_share must be in [0, 1], not {self.first_share}")
+        if self.replay_weight is not None and not 0.0 <= self.replay_weight <= 1.0:
+            raise ValueError(f"replay_weight must be in [0, 1], not {self.replay_weight}")
 
 
 def as_windows(batch: Batch) -> Tensor:
@@ -118,6 +127,21 @@ class TokenReplay(Strategy):
         self.config = config or TokenReplayConfig()
         self.windows: dict[int, Tensor] = {}  # task id -> stored windows [n, L + 1]
         self.generator = torch.Generator().manual_seed(self.config.seed)
+        self.task_id: int | None = None  # the task being learned: its windows are the new ones
+
+    def before_task(self, model: nn.Module, task_id: int) -> None:
+        self.task_id = task_id
+
+    def loss(self, model: nn.Module, batch: Batch, logits: Tensor) -> Tensor:
+        weight, task_id = self.config.replay_weight, self.task_id
+        if weight is None or task_id is None:
+            return super().loss(model, batch, logits)
+        old: Tensor = batch.task != task_id
+        if not old.any() or old.all():
+            return super().loss(model, batch, logits)
+        new_loss, old_loss = (Strategy.loss(self, model, Batch(batch.x[rows], batch.y[rows], batch.task[rows]),
+                                            logits[rows]) for rows in (~old, old))
+        return (1.0 - weight) * new_loss + weight * old_loss
 
     @property
     def nbytes(self) -> int:
