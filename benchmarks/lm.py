@@ -312,6 +312,8 @@ def cmd_table(args: argparse.Namespace) -> int:
         runs = [r for r in runs if r["method"] in wanted]
     if args.sizes:
         runs = [r for r in runs if r["config"]["model"] in args.sizes.split(",")]
+    if args.seeds:  # one seed's runs alone: what a mean over seeds hides
+        runs = [r for r in runs if str(r["config"]["seed"]) in args.seeds.split(",")]
     facts = SETTINGS[args.setting]["benchmark"] == "facts"
     print(table(runs, facts=facts))
     if not facts and any(r["metrics"].get("pretrained") for r in runs):
@@ -346,6 +348,7 @@ def main() -> int:
         if name == "table":
             q.add_argument("--methods", default=None, help="only these methods (and their replay@ controls)")
             q.add_argument("--sizes", default=None, help="only these GPT presets, comma-separated")
+            q.add_argument("--seeds", default=None, help="only these seeds, comma-separated")
             q.add_argument("--importance", action="store_true",
                            help="also the seconds after each task (EWC's Fisher) against its training seconds")
         if name == "choose":

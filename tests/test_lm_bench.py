@@ -104,3 +104,16 @@ def test_set_values_are_json_numbers_lists_and_flags_else_strings() -> None:
     combos = lm._parse_sets(["weight=0.3,1", "keep_generated=true", "start=word"])
     assert combos == [{"weight": 0.3, "keep_generated": True, "start": "word"},
                       {"weight": 1, "keep_generated": True, "start": "word"}]
+
+
+def test_the_table_can_show_one_seed_alone(tmp_path: Path, monkeypatch, capsys) -> None:
+    from lifelong.reporting import write_json
+
+    out = tmp_path / "lm-facts.json"
+    runs = [_saved(0), _saved(1)]
+    runs[1]["metrics"] = {**runs[1]["metrics"], "average_accuracy": 0.5}
+    write_json(out, {"runs": runs})
+    monkeypatch.setattr(sys, "argv", ["lm.py", "table", "--setting", "facts", "--out", str(out), "--seeds", "1"])
+    assert lm.main() == 0
+    row = capsys.readouterr().out.split("\n| gpt-0.2m")[1]
+    assert row.startswith(" | naive | {} | 1 | 0.500 |")  # seed 1's run alone, not the mean of both
