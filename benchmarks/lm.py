@@ -42,6 +42,7 @@ from lm_report import (  # noqa: F401  (re-exported: tests read them through lm)
     _shown,
     forms_table,
     importance_table,
+    per_batch_table,
     pretrained_table,
     scaling_figure,
     table,
@@ -320,6 +321,8 @@ def cmd_table(args: argparse.Namespace) -> int:
         print("\n" + pretrained_table(runs))
     if args.importance:
         print("\n" + importance_table(runs))
+    if facts:
+        print("\n" + per_batch_table(runs))
     if facts and any("taught_match" in r["scores"][-1][-1] for r in runs):
         print("\n" + taught_table(runs))
     if facts and any("held_out_0_match" in r["scores"][-1][-1] for r in runs):

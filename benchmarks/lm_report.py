@@ -44,13 +44,19 @@ def _devices(runs: list[dict[str, Any]]) -> str:
     return next(iter(counts)) if len(counts) == 1 else ", ".join(f"{k} {n}" for k, n in counts.items())
 
 
-def table(runs: list[dict[str, Any]], facts: bool = False) -> str:
-    """Mean ± std over seeds per (size, method, options)."""
+def _groups(runs: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
+    """The runs by (parameters, size, method, shown options): one table row each, its runs the seeds."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in runs:
         c = r["config"]
         groups.setdefault((r["parameters"], c["model"], r["method"], json.dumps(_shown(c), sort_keys=True)),
                           []).append(r)
+    return groups
+
+
+def table(runs: list[dict[str, Any]], facts: bool = False) -> str:
+    """Mean ± std over seeds per (size, method, options)."""
+    groups = _groups(runs)
     score = "exact match" if facts else "next-byte acc"
     head = (f"| model | method | options | seeds | final {score} | learning | retention | "
             + ("earlier facts kept | " if facts else "old-domain loss rise | ")
@@ -94,13 +100,10 @@ def _learned_to_end(runs: list[dict[str, Any]], keys: tuple[str, ...], header: s
     """Facts runs that recorded every one of `keys` (diagnoses beside the score): exact match on each,
     right after learning each batch -> at the end, over the earlier batches 1..T-2 (the batches
     "earlier facts kept" counts); mean ± std over seeds."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in runs:
-        if all(k in r["scores"][-1][j] for j in range(1, len(r["scores"])) for k in keys):
-            c = r["config"]
-            groups.setdefault((c["model"], r["method"], json.dumps(_shown(c), sort_keys=True)), []).append(r)
+    groups = _groups([r for r in runs if all(k in r["scores"][-1][j] for j in range(1, len(r["scores"]))
+                                             for k in keys)])
     lines = [f"| model | method | options | seeds | {header} |", "|---|---|---|---|" + "---|" * len(keys)]
-    for (model, method, options), rs in sorted(groups.items()):
+    for (_, model, method, options), rs in sorted(groups.items()):
         cells, s = [], [r["scores"] for r in rs]
         for key in keys:
             learned = [np.mean([x[j][j][key] for j in range(1, len(x) - 1)]) for x in s]
@@ -125,15 +128,35 @@ def forms_table(runs: list[dict[str, Any]]) -> str:
                            "form 0 (validation's) | form 1 (test) | form 2 (test)")
 
 
+def _batch_ratios(run: dict[str, Any]) -> list[float]:
+    """Each earlier batch's (1..T-2) exact match at the end over its exact match right after learning it;
+    a batch learned at 0 has no ratio (nothing to keep) and is left out."""
+    s = run["scores"]
+    return [s[-1][j]["exact_match"] / s[j][j]["exact_match"] for j in range(1, len(s) - 1)
+            if s[j][j]["exact_match"] > 0]
+
+
+def per_batch_table(runs: list[dict[str, Any]], floor: float = 0.9) -> str:
+    """The facts target read batch by batch: the worst earlier batch's end / learned ratio of each seed
+    (in seed order), and how many earlier batches of all seeds end under `floor` of their just-learned
+    exact match. "Earlier facts kept" pools the batches, so one lost batch can hide behind others."""
+    lines = [f"| model | method | options | seeds | worst earlier batch, end / learned, per seed | "
+             f"earlier batches under {floor:.0%} of learned |", "|---|---|---|---|---|---|"]
+    for (_, model, method, options), rs in sorted(_groups(runs).items()):
+        rs = sorted(rs, key=lambda r: r["config"].get("seed", 0))
+        ratios = [_batch_ratios(r) for r in rs]
+        worst = ", ".join(f"{min(x):.3f}" if x else "-" for x in ratios)
+        under = sum(v < floor for x in ratios for v in x)
+        lines.append(f"| {model} | {method} | {options.replace('|', '/')} | {len(rs)} | {worst} | "
+                     f"{under} of {sum(map(len, ratios))} |")
+    return "\n".join(lines)
+
+
 def importance_table(runs: list[dict[str, Any]]) -> str:
     """Per (size, method, options): the seconds after each learned task (EWC's Fisher pass; nothing
     for the other methods) against the seconds training on it, summed over the learned tasks (1..T-1),
     both wall clock in the same run."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in runs:
-        c = r["config"]
-        groups.setdefault((r["parameters"], c["model"], r["method"], json.dumps(_shown(c), sort_keys=True)),
-                          []).append(r)
+    groups = _groups(runs)
     lines = ["| model | method | options | seeds | training s per task | after-task s per task | "
              "after-task / training |", "|---|---|---|---|---|---|---|"]
     for (_, model, method, options), rs in sorted(groups.items()):

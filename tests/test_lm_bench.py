@@ -58,6 +58,15 @@ def test_forms_table_shows_each_held_out_form_learned_and_at_the_end() -> None:
     assert lm.forms_table([_run([[0, 0], [0.5, 0], [0.25, 1.0]])]).count("\n") == 1  # runs without it: no rows
 
 
+def test_per_batch_table_reads_the_facts_target_batch_by_batch() -> None:
+    # earlier batches 1..3 learned at 0.5, 0.0 and 1.0; at the end 0.25 (0.5 of learned), 0.5 and 1.0
+    one = _run([[0, 0, 0, 0], [0.5, 0, 0, 0], [0.5, 0.0, 0, 0], [0.5, 0.0, 1.0, 0], [0.25, 0.5, 1.0, 1.0]])
+    two = _run([[0, 0], [0.5, 0], [0.5, 1.0]])  # a second seed: its one earlier batch kept whole
+    one["config"]["seed"], two["config"]["seed"] = 0, 1
+    # batch 2 was learned at 0: no ratio, so 2 ratios on seed 0 and 1 on seed 1, one of them under 90 %
+    assert lm.per_batch_table([two, one]).splitlines()[-1].endswith("| 2 | 0.500, 1.000 | 1 of 3 |")
+
+
 def _saved(seed: int, device: str = "cpu", method: str = "naive") -> dict:
     run = _run([[0, 0], [0.5, 0], [0.25, 1.0]])
     run["config"] = {**run["config"], "strategy": method, "seed": seed, "eval_split": "test", "data": {},
