@@ -136,19 +136,33 @@ def _batch_ratios(run: dict[str, Any]) -> list[float]:
             if s[j][j]["exact_match"] > 0]
 
 
+def _old_batch_steps(run: dict[str, Any]) -> list[float]:
+    """How an earlier batch's exact match moves from one row to the next once it is old (rows k >= j+2,
+    so the fall from the just-trained peak is left out): the reading's own noise, against which a
+    per-batch floor is read."""
+    s = run["scores"]
+    return [s[k][j]["exact_match"] - s[k - 1][j]["exact_match"]
+            for k in range(3, len(s)) for j in range(1, k - 1)]
+
+
 def per_batch_table(runs: list[dict[str, Any]], floor: float = 0.9) -> str:
     """The facts target read batch by batch: the worst earlier batch's end / learned ratio of each seed
-    (in seed order), and how many earlier batches of all seeds end under `floor` of their just-learned
-    exact match. "Earlier facts kept" pools the batches, so one lost batch can hide behind others."""
+    (in seed order), how many earlier batches of all seeds end under `floor` of their just-learned
+    exact match, and the standard deviation of an old batch's row-to-row change (pooled over seeds).
+    "Earlier facts kept" pools the batches, so one lost batch can hide behind others; the last column
+    says how far one reading moves by itself."""
     lines = [f"| model | method | options | seeds | worst earlier batch, end / learned, per seed | "
-             f"earlier batches under {floor:.0%} of learned |", "|---|---|---|---|---|---|"]
+             f"earlier batches under {floor:.0%} of learned | an old batch's row-to-row change, sd |",
+             "|---|---|---|---|---|---|---|"]
     for (_, model, method, options), rs in sorted(_groups(runs).items()):
         rs = sorted(rs, key=lambda r: r["config"].get("seed", 0))
         ratios = [_batch_ratios(r) for r in rs]
         worst = ", ".join(f"{min(x):.3f}" if x else "-" for x in ratios)
         under = sum(v < floor for x in ratios for v in x)
+        steps = [v for r in rs for v in _old_batch_steps(r)]
+        spread = f"{float(np.std(steps)):.3f}" if steps else "-"
         lines.append(f"| {model} | {method} | {options.replace('|', '/')} | {len(rs)} | {worst} | "
-                     f"{under} of {sum(map(len, ratios))} |")
+                     f"{under} of {sum(map(len, ratios))} | {spread} |")
     return "\n".join(lines)
 
 
