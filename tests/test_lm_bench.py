@@ -65,8 +65,10 @@ def test_per_batch_table_reads_the_facts_target_batch_by_batch() -> None:
     one["config"]["seed"], two["config"]["seed"] = 0, 1
     # batch 2 was learned at 0: no ratio, so 2 ratios on seed 0 and 1 on seed 1, one of them under 90 %.
     # Once old, batch 1 moves 0.5 -> 0.5 -> 0.25 and batch 2 0.0 -> 0.5 (rows 3 and 4): steps 0, -0.25
-    # and +0.5, whose sd is 0.312; seed 1 is too short to have an old batch.
-    assert lm.per_batch_table([two, one]).splitlines()[-1].endswith("| 2 | 0.500, 1.000 | 1 of 3 | 0.312 |")
+    # and +0.5, whose sd is 0.312; seed 1 is too short to have an old batch. The batch under 90 % went
+    # 0.5 -> 0.25; the others 1.0 -> 1.0 (seed 0) and 0.5 -> 0.5 (seed 1).
+    assert lm.per_batch_table([two, one]).splitlines()[-1].endswith(
+        "| 2 | 0.500, 1.000 | 1 of 3 | 0.500 -> 0.250 | 0.750 -> 0.750 | 0.312 |")
 
 
 def _saved(seed: int, device: str = "cpu", method: str = "naive") -> dict:
