@@ -128,16 +128,16 @@ def forms_table(runs: list[dict[str, Any]]) -> str:
                            "form 0 (validation's) | form 1 (test) | form 2 (test)")
 
 
-def _batch_pairs(run: dict[str, Any]) -> list[tuple[float, float]]:
-    """Each earlier batch's (1..T-2) exact match right after learning it and at the end; a batch learned
-    at 0 has no ratio (nothing to keep) and is left out."""
+def _batch_pairs(run: dict[str, Any]) -> list[tuple[float, float, int]]:
+    """Each earlier batch's (1..T-2) exact match right after learning it and at the end, and how many
+    batches were learned after it; a batch learned at 0 has no ratio (nothing to keep) and is left out."""
     s = run["scores"]
-    return [(s[j][j]["exact_match"], s[-1][j]["exact_match"]) for j in range(1, len(s) - 1)
+    return [(s[j][j]["exact_match"], s[-1][j]["exact_match"], len(s) - 1 - j) for j in range(1, len(s) - 1)
             if s[j][j]["exact_match"] > 0]
 
 
-def _learned_to_end_mean(pairs: list[tuple[float, float]]) -> str:
-    return f"{np.mean([a for a, _ in pairs]):.3f} -> {np.mean([b for _, b in pairs]):.3f}" if pairs else "-"
+def _learned_to_end_mean(pairs: list[tuple[float, float, int]]) -> str:
+    return f"{np.mean([p[0] for p in pairs]):.3f} -> {np.mean([p[1] for p in pairs]):.3f}" if pairs else "-"
 
 
 def _old_batch_steps(run: dict[str, Any]) -> list[float]:
@@ -152,22 +152,27 @@ def _old_batch_steps(run: dict[str, Any]) -> list[float]:
 def per_batch_table(runs: list[dict[str, Any]], floor: float = 0.9) -> str:
     """The facts target read batch by batch: the worst earlier batch's end / learned ratio of each seed
     (in seed order), how many earlier batches of all seeds end under `floor` of their just-learned
-    exact match, what those batches and the others went from and to (means), and the standard deviation
-    of an old batch's row-to-row change (pooled over seeds). "Earlier facts kept" pools the batches, so
-    one lost batch can hide behind others; the last column says how far one reading moves by itself."""
+    exact match, what those batches and the others went from and to (means), how many batches each of
+    those was learned before the end (a batch falls from its just-trained peak and replay may lift it
+    again later, so a short batch that is recent differs from an old one lost), and the standard
+    deviation of an old batch's row-to-row change (pooled over seeds). "Earlier facts kept" pools the
+    batches, so one lost batch can hide behind others; the last column says how far one reading moves
+    by itself."""
     lines = [f"| model | method | options | seeds | worst earlier batch, end / learned, per seed | "
-             f"earlier batches under {floor:.0%} of learned | those: learned -> end | the others: "
-             "learned -> end | an old batch's row-to-row change, sd |", "|---|---|---|---|---|---|---|---|---|"]
+             f"earlier batches under {floor:.0%} of learned | those: learned -> end | those: batches learned "
+             "after each | the others: learned -> end | an old batch's row-to-row change, sd |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for (_, model, method, options), rs in sorted(_groups(runs).items()):
         rs = sorted(rs, key=lambda r: r["config"].get("seed", 0))
         pairs = [_batch_pairs(r) for r in rs]
-        worst = ", ".join(f"{min(b / a for a, b in x):.3f}" if x else "-" for x in pairs)
+        worst = ", ".join(f"{min(p[1] / p[0] for p in x):.3f}" if x else "-" for x in pairs)
         under = [p for x in pairs for p in x if p[1] / p[0] < floor]
+        after = ", ".join(str(p[2]) for p in sorted(under, key=lambda p: p[2])) or "-"
         kept = [p for x in pairs for p in x if p[1] / p[0] >= floor]
         steps = [v for r in rs for v in _old_batch_steps(r)]
         spread = f"{float(np.std(steps)):.3f}" if steps else "-"
         lines.append(f"| {model} | {method} | {options.replace('|', '/')} | {len(rs)} | {worst} | "
-                     f"{len(under)} of {len(under) + len(kept)} | {_learned_to_end_mean(under)} | "
+                     f"{len(under)} of {len(under) + len(kept)} | {_learned_to_end_mean(under)} | {after} | "
                      f"{_learned_to_end_mean(kept)} | {spread} |")
     return "\n".join(lines)
 

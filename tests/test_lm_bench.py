@@ -11,6 +11,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))  # as the benchmark scripts import 
 
 import lm  # noqa: E402
 
+from lifelong.data.facts import FactWorld  # noqa: E402
+from lifelong.lm.run import LMRunConfig, _pretrain_key  # noqa: E402
+
 
 def _run(matrix: list[list[float]]) -> dict:
     """A saved facts run: row i = exact match of every batch after learning batch i (row/column 0:
@@ -66,9 +69,9 @@ def test_per_batch_table_reads_the_facts_target_batch_by_batch() -> None:
     # batch 2 was learned at 0: no ratio, so 2 ratios on seed 0 and 1 on seed 1, one of them under 90 %.
     # Once old, batch 1 moves 0.5 -> 0.5 -> 0.25 and batch 2 0.0 -> 0.5 (rows 3 and 4): steps 0, -0.25
     # and +0.5, whose sd is 0.312; seed 1 is too short to have an old batch. The batch under 90 % went
-    # 0.5 -> 0.25; the others 1.0 -> 1.0 (seed 0) and 0.5 -> 0.5 (seed 1).
+    # 0.5 -> 0.25 with 3 batches learned after it; the others 1.0 -> 1.0 (seed 0) and 0.5 -> 0.5 (seed 1).
     assert lm.per_batch_table([two, one]).splitlines()[-1].endswith(
-        "| 2 | 0.500, 1.000 | 1 of 3 | 0.500 -> 0.250 | 0.750 -> 0.750 | 0.312 |")
+        "| 2 | 0.500, 1.000 | 1 of 3 | 0.500 -> 0.250 | 3 | 0.750 -> 0.750 | 0.312 |")
 
 
 def _saved(seed: int, device: str = "cpu", method: str = "naive") -> dict:
@@ -111,6 +114,18 @@ def test_facts_long_is_facts_with_twice_the_steps_and_facts_choices() -> None:
     # the budget is a share of every token trained on, so the same share buys more tokens
     assert lm._options("facts-long", "gpt-1m", "replay", {"replay": 0.01})[1]["tokens"] > \
         lm._options("facts", "gpt-1m", "replay", {"replay": 0.01})[1]["tokens"]
+
+
+def test_facts_wide_reads_each_batch_on_twice_the_facts_after_the_same_pre_training() -> None:
+    """The wider variant doubles the facts of a batch and the steps on it (facts-long's steps per fact);
+    the background facts, and so the pre-trained model, are facts-long's."""
+    long, wide = lm.SETTINGS["facts-long"]["data"], lm.SETTINGS["facts-wide"]["data"]
+    assert (wide.steps, wide.facts.entities_per_batch) == (2 * long.steps, 2 * long.facts.entities_per_batch)
+    worlds = [FactWorld(d.facts) for d in (long, wide)]
+    assert worlds[0].background == worlds[1].background
+    assert [len(w.batches[0]) for w in worlds] == [20, 40]
+    keys = {_pretrain_key(LMRunConfig("facts", "gpt-1m", "naive", {}, d)) for d in (long, wide)}
+    assert len(keys) == 1
 
 
 def test_set_values_are_json_numbers_lists_and_flags_else_strings() -> None:
