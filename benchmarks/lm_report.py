@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -128,16 +128,22 @@ def forms_table(runs: list[dict[str, Any]]) -> str:
                            "form 0 (validation's) | form 1 (test) | form 2 (test)")
 
 
-def _batch_pairs(run: dict[str, Any]) -> list[tuple[float, float, int]]:
-    """Each earlier batch's (1..T-2) exact match right after learning it and at the end, and how many
-    batches were learned after it; a batch learned at 0 has no ratio (nothing to keep) and is left out."""
+class _Batch(NamedTuple):
+    learned: float  # exact match right after learning the batch
+    end: float  # exact match after the last batch
+    learned_after: int  # batches learned after it
+
+
+def _batch_pairs(run: dict[str, Any]) -> list[_Batch]:
+    """Each earlier batch (1..T-2); a batch learned at 0 has no ratio (nothing to keep) and is left out."""
     s = run["scores"]
-    return [(s[j][j]["exact_match"], s[-1][j]["exact_match"], len(s) - 1 - j) for j in range(1, len(s) - 1)
+    return [_Batch(s[j][j]["exact_match"], s[-1][j]["exact_match"], len(s) - 1 - j) for j in range(1, len(s) - 1)
             if s[j][j]["exact_match"] > 0]
 
 
-def _learned_to_end_mean(pairs: list[tuple[float, float, int]]) -> str:
-    return f"{np.mean([p[0] for p in pairs]):.3f} -> {np.mean([p[1] for p in pairs]):.3f}" if pairs else "-"
+def _learned_to_end_mean(batches: list[_Batch]) -> str:
+    return (f"{np.mean([b.learned for b in batches]):.3f} -> {np.mean([b.end for b in batches]):.3f}"
+            if batches else "-")
 
 
 def _old_batch_steps(run: dict[str, Any]) -> list[float]:
@@ -165,10 +171,10 @@ def per_batch_table(runs: list[dict[str, Any]], floor: float = 0.9) -> str:
     for (_, model, method, options), rs in sorted(_groups(runs).items()):
         rs = sorted(rs, key=lambda r: r["config"].get("seed", 0))
         pairs = [_batch_pairs(r) for r in rs]
-        worst = ", ".join(f"{min(p[1] / p[0] for p in x):.3f}" if x else "-" for x in pairs)
-        under = [p for x in pairs for p in x if p[1] / p[0] < floor]
-        after = ", ".join(str(p[2]) for p in sorted(under, key=lambda p: p[2])) or "-"
-        kept = [p for x in pairs for p in x if p[1] / p[0] >= floor]
+        worst = ", ".join(f"{min(b.end / b.learned for b in x):.3f}" if x else "-" for x in pairs)
+        under = [b for x in pairs for b in x if b.end / b.learned < floor]
+        after = ", ".join(str(n) for n in sorted(b.learned_after for b in under)) or "-"
+        kept = [b for x in pairs for b in x if b.end / b.learned >= floor]
         steps = [v for r in rs for v in _old_batch_steps(r)]
         spread = f"{float(np.std(steps)):.3f}" if steps else "-"
         lines.append(f"| {model} | {method} | {options.replace('|', '/')} | {len(rs)} | {worst} | "
