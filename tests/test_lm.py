@@ -2,13 +2,14 @@
 
 import io
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from lifelong.data.facts import FactsConfig, FactWorld
-from lifelong.data.lm import FactEvaluator, LMDataConfig, sample_windows, window_dataset
+from lifelong.data.facts import FactsConfig, FactWorld, asked_forms
+from lifelong.data.lm import FactEvaluator, LMDataConfig, facts_stream, sample_windows, window_dataset
 from lifelong.data.task import Batch
 from lifelong.importance.estimate import IGNORE_INDEX
 from lifelong.lm.learner import next_token_loss
@@ -329,3 +330,22 @@ def test_fact_questions_are_held_out_and_scored_by_exact_match():
     evaluator = FactEvaluator(world.batches[0])
     assert evaluator(Oracle(world), 1, "test") == 1.0
     assert evaluator(Oracle(world, wrong="capital"), 1, "test") == pytest.approx(4 / 5)
+
+
+def test_a_valid_facts_world_validates_on_its_own_facts_in_the_tests_forms():
+    config = FactsConfig(batches=2, entities_per_batch=3, background_entities=5)
+    plain, own = FactWorld(config), FactWorld(replace(config, valid_facts=True))
+    # the same background and test facts (validation's are drawn after them), so the same pre-training
+    assert (own.background, own.batches) == (plain.background, plain.batches)
+    assert own.stream("test") == plain.stream("test") == plain.stream("valid") == plain.batches
+    tested = {f.entity for batch in own.batches for f in batch} | {f.entity for f in own.background}
+    assert len(own.stream("valid")) == 2 and not tested & {f.entity for b in own.stream("valid") for f in b}
+    # validation then asks the test's forms (the entity-first one among them), not form 0
+    assert asked_forms(own.config, "valid") == asked_forms(own.config, "test") == asked_forms(config, "test") == (1, 2)
+    assert asked_forms(config, "valid") == (0,)
+    data = LMDataConfig(pretrain_steps=1, steps=2, batch_size=4, eval_windows=5, facts=own.config)
+    stream = facts_stream(data, domains=("python-code",), split="valid")
+    assert stream[1].evaluator.facts == own.valid_batches[0]
+    # off, the field is left out of a saved configuration: runs saved before it keep their keys
+    assert "valid_facts" not in LMRunConfig("facts", data=replace(data, facts=config)).to_dict()["data"]["facts"]
+    assert LMRunConfig("facts", data=data).to_dict()["data"]["facts"]["valid_facts"] is True

@@ -1,9 +1,10 @@
 """benchmarks/lm.py's facts bookkeeping: the share of earlier facts kept, computed from the saved
 exact-match matrix, and its column in the facts table (pure functions of saved runs; no training)."""
 
+import argparse
 import math
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,6 +127,21 @@ def test_facts_wide_reads_each_batch_on_twice_the_facts_after_the_same_pre_train
     assert [len(w.batches[0]) for w in worlds] == [20, 40]
     keys = {_pretrain_key(LMRunConfig("facts", "gpt-1m", "naive", {}, d)) for d in (long, wide)}
     assert len(keys) == 1
+
+
+def test_facts_wide_validates_on_facts_of_its_own_and_its_test_runs_are_unchanged() -> None:
+    def config(split: str) -> LMRunConfig:
+        args = argparse.Namespace(setting="facts-wide", split=split, device="cpu")
+        return lm._config(args, "gpt-1m", "naive", {}, 0)
+
+    valid, test = config("valid"), config("test")
+    assert valid.data.facts.valid_facts and not test.data.facts.valid_facts
+    assert _pretrain_key(valid) == _pretrain_key(test)  # the same pre-trained model
+    # a test run's saved configuration is what it was before validation had facts of its own (`--resume`)
+    assert test.to_dict()["data"] == {**asdict(test.data), "facts": {
+        k: v for k, v in asdict(test.data.facts).items() if k != "valid_facts"}}
+    assert not lm._config(argparse.Namespace(setting="facts-long", split="valid", device="cpu"), "gpt-1m", "naive",
+                          {}, 0).data.facts.valid_facts  # facts-long keeps its validation (form 0)
 
 
 def test_set_values_are_json_numbers_lists_and_flags_else_strings() -> None:

@@ -3,7 +3,10 @@
 Each fact is (entity, relation, value), e.g. (Vorlandia, capital, Quesmir). It is *taught* in three
 statement paraphrases and one question form ("Q: What is the capital of Vorlandia? A: Quesmir") and
 *asked* in three held-out question paraphrases: one for validation (tuning), two for the test. A
-model answers by greedy generation after "A: ", scored by exact match of the line it writes.
+world made with `valid_facts` gives validation fact batches of its own instead (other entities, drawn
+after the test's), asked in the test's two forms, so that tuning sees every form the test asks
+without seeing the test's facts. A model answers by greedy generation after "A: ", scored by exact
+match of the line it writes.
 
 Background entities (every paraphrase, held-out questions included) belong to the general
 pre-training mixture, so that a model learns the question forms on them; the entities of the fact
@@ -77,10 +80,18 @@ class FactsConfig:
     entities_per_batch: int = 8  # each with every relation: 40 facts a batch by default
     background_entities: int = 300  # in the general pre-training mixture
     world_seed: int = 0  # the world is fixed; a run's seed changes training, not the facts
+    # True: validation learns fact batches of its own (as many, other entities) and asks them in the test's
+    # forms; False: validation asks the test's own facts in held-out form 0 (it trains as the test run does)
+    valid_facts: bool = False
 
     def __post_init__(self) -> None:
         if min(self.batches, self.entities_per_batch, self.background_entities) < 1:
             raise ValueError("batches, entities_per_batch and background_entities must be >= 1")
+
+
+def asked_forms(config: FactsConfig, split: str) -> tuple[int, ...]:
+    """The held-out forms a run on `split` is scored on (a `valid_facts` world asks the test's forms)."""
+    return SPLIT_FORMS["test" if config.valid_facts else split]
 
 
 class FactWorld:
@@ -92,7 +103,8 @@ class FactWorld:
         rng = random.Random(c.world_seed)
         names: set[str] = set()
 
-        needed = 6 * (c.background_entities + c.batches * c.entities_per_batch)
+        streams = 2 if c.valid_facts else 1
+        needed = 6 * (c.background_entities + streams * c.batches * c.entities_per_batch)
         if needed > len(SYLLABLES) ** 3 // 4:  # keeps the draw of a new unique name quick
             raise ValueError(f"a world of {needed // 6} entities needs more names than the syllables give")
 
@@ -111,9 +123,18 @@ class FactWorld:
             return [Fact(entity, r, values[r]) for r in RELATIONS]
 
         suffixes = ("ia", "land", "or", "istan", "ara")
+
+        def batch() -> list[Fact]:
+            return [f for _ in range(c.entities_per_batch) for f in facts(word(2, rng.choice(suffixes)))]
+
         self.background = [f for _ in range(c.background_entities) for f in facts(word(2, rng.choice(suffixes)))]
-        self.batches = [[f for _ in range(c.entities_per_batch) for f in facts(word(2, rng.choice(suffixes)))]
-                        for _ in range(c.batches)]
+        self.batches = [batch() for _ in range(c.batches)]
+        # drawn after everything else, so that a world with them has the same background and test facts
+        self.valid_batches = [batch() for _ in range(c.batches)] if c.valid_facts else []
+
+    def stream(self, split: str) -> list[list[Fact]]:
+        """The fact batches a run on `split` learns: the test's, or validation's own in a `valid_facts` world."""
+        return self.valid_batches if split == "valid" and self.config.valid_facts else self.batches
 
     @staticmethod
     def taught(fact: Fact) -> list[str]:

@@ -84,9 +84,14 @@ class LMDataConfig:
             raise ValueError(f"general_facts must be in [0, 1), not {self.general_facts}")
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields, less `facts.valid_facts` when it is off: it came later, and runs saved before it
+        (which it would not have changed) keep their configuration, so `--resume` still finds them."""
         from dataclasses import asdict
 
-        return asdict(self)
+        out = asdict(self)
+        if not self.facts.valid_facts:
+            del out["facts"]["valid_facts"]
+        return out
 
 
 _CORPORA: dict[tuple[str, int, str | None], Corpus] = {}
@@ -174,9 +179,10 @@ NEWLINE = 10
 
 
 def facts_stream(config: LMDataConfig | None = None, repeats: int = 20,
-                 domains: Sequence[str] = DOMAINS) -> TaskStream:
+                 domains: Sequence[str] = DOMAINS, split: str = "test") -> TaskStream:
     """Task 0 the general mixture (it holds the background facts), then one task per fact batch:
     training windows over its taught lines (shuffled, `repeats` times over), scored by `FactEvaluator`.
+    The batches are `split`'s (`FactWorld.stream`: validation's own in a `valid_facts` world).
 
     >>> s = facts_stream(LMDataConfig(pretrain_steps=1, steps=2, batch_size=4, eval_windows=5,
     ...                               facts=FactsConfig(batches=2, entities_per_batch=2, background_entities=3)),
@@ -188,7 +194,7 @@ def facts_stream(config: LMDataConfig | None = None, repeats: int = 20,
     generator = torch.Generator().manual_seed(config.seed)
     world = FactWorld(config.facts)
     tasks = [general_task(config, generator, domains)]
-    for k, batch in enumerate(world.batches, start=1):
+    for k, batch in enumerate(world.stream(split), start=1):
         lines = [line for f in batch for line in world.taught(f)]
         rounds = []
         for _ in range(repeats):

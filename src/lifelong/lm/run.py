@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from lifelong.atomic import torch_save
-from lifelong.data.facts import HELD_OUT_FORMS, SPLIT_FORMS
+from lifelong.data.facts import HELD_OUT_FORMS, asked_forms
 from lifelong.data.lm import DOMAINS, LMDataConfig, facts_stream, general_task, text_domains_stream
 from lifelong.data.task import BatchLoader, Task, TaskData, TaskStream
 from lifelong.devices import check_name
@@ -75,22 +75,22 @@ class LMRunConfig:
         check_name(self.device)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "data": self.data.to_dict()}
 
 
 def build_stream(config: LMRunConfig) -> TaskStream:
     data = replace(config.data, seed=config.seed)
     if config.benchmark == "facts":
-        return facts_stream(data, domains=config.domains)
+        return facts_stream(data, domains=config.domains, split=config.eval_split)
     return text_domains_stream(data, config.domains)
 
 
 def _pretrain_key(config: LMRunConfig) -> str:
     # the stream's fact batches are drawn after the background facts, so they do not change pre-training
-    d = replace(config.data, facts=replace(config.data.facts, batches=10, entities_per_batch=8))
+    d = replace(config.data, facts=replace(config.data.facts, batches=10, entities_per_batch=8, valid_facts=False))
     what = {"model": asdict(gpt_config(config.model, block_size=d.length)), "lr": config.pretrain_lr,
             "seed": config.pretrain_seed, "domains": list(config.domains),
-            "data": {k: v for k, v in asdict(d).items() if k not in ("steps", "seed", "eval_windows")}}
+            "data": {k: v for k, v in d.to_dict().items() if k not in ("steps", "seed", "eval_windows")}}
     return hashlib.blake2b(json.dumps(what, sort_keys=True).encode(), digest_size=8).hexdigest()
 
 
@@ -161,7 +161,7 @@ def run_lm(config: LMRunConfig, log: Callable[[str], None] = lambda _: None) -> 
         held-out form alone. Each form is asked once: the split's score is the mean over its forms (each
         form asks one question a fact, so this is the share of the split's questions answered)."""
         forms = [learner.score_task(task, f"held-out-{k}")["exact_match"] for k in range(HELD_OUT_FORMS)]
-        asked = SPLIT_FORMS[config.eval_split]
+        asked = asked_forms(config.data.facts, config.eval_split)
         return {"exact_match": sum(forms[k] for k in asked) / len(asked),
                 "taught_match": learner.score_task(task, "taught")["exact_match"],
                 **{f"held_out_{k}_match": m for k, m in enumerate(forms)}}
