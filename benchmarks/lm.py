@@ -9,7 +9,9 @@
 
 Settings (SETTINGS below): `probe` is the issue's probe (no pre-training, 4 domains of 300 steps of
 32 x 128 bytes); `domains` pre-trains on the general mixture first, then learns the 4 domains;
-`facts` pre-trains the same way, then learns 10 batches of new facts. A method is a strategy name
+`facts` pre-trains the same way, then learns 10 batches of new facts (`facts-long`: twice the steps;
+`facts-wide`: twice the facts a batch, validated on fact batches of its own in the test's question
+forms, where the other facts settings validate on the test's facts in a third form). A method is a strategy name
 with options (METHODS); `replay=` in a method's options is the replay budget as a share of the text
 the run trains on, turned into tokens here. `--equal-bytes` adds, for each method that stores more
 than the plain replay, a token-replay run given exactly that method's stored bytes.
