@@ -123,9 +123,10 @@ def taught_table(runs: list[dict[str, Any]]) -> str:
 
 def forms_table(runs: list[dict[str, Any]]) -> str:
     """Facts runs that asked each held-out question form alone ("held_out_K_match"), learned -> end:
-    form 0 is the validation split's question, forms 1 and 2 the test split's (which paraphrase fades?)."""
+    form 0 is the validation split's question where validation asks the test's facts, forms 1 and 2 the
+    test split's, which a `valid_facts` validation asks of its own facts (which paraphrase fades?)."""
     return _learned_to_end(runs, tuple(f"held_out_{k}_match" for k in range(HELD_OUT_FORMS)),
-                           "form 0 (validation's) | form 1 (test) | form 2 (test)")
+                           "form 0 (validation's, without own facts) | form 1 (test) | form 2 (test, entity first)")
 
 
 class _Batch(NamedTuple):
