@@ -2,10 +2,13 @@
 exact-match matrix, and its column in the facts table (pure functions of saved runs; no training)."""
 
 import argparse
+import json
 import math
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))  # as the benchmark scripts import it
@@ -161,3 +164,62 @@ def test_the_table_can_show_one_seed_alone(tmp_path: Path, monkeypatch, capsys) 
     assert lm.main() == 0
     row = capsys.readouterr().out.split("\n| gpt-0.2m")[1]
     assert row.startswith(" | naive | {} | 1 | 0.500 |")  # seed 1's run alone, not the mean of both
+
+
+def test_the_plasticity_floor_asks_for_half_the_baselines_gain_where_it_learns_little() -> None:
+    # full fine-tuning learns far above the untouched model: 5 points below it is the binding floor
+    assert lm.plasticity_floor(0.442, 0.313) == pytest.approx(0.392)
+    # LoRA adapters learn 0.057 above it: 5 points would let a frozen model pass; half the gain binds
+    assert lm.plasticity_floor(0.370, 0.313) == pytest.approx(0.3415)
+    assert lm.plasticity_floor(0.370, None) == pytest.approx(0.320)  # no untouched score (facts): 5 points
+
+
+def test_the_lora_methods_take_the_rank_chosen_for_sequential_lora(tmp_path: Path, monkeypatch) -> None:
+    from lifelong.reporting import write_json
+
+    monkeypatch.setattr(lm, "ROOT", tmp_path)
+    write_json(tmp_path / "results" / "tuning" / "lm-domains-gpt-1m-lora.json", {"chosen": {"lora": 32}})
+    write_json(tmp_path / "results" / "tuning" / "lm-domains-gpt-1m-lora-ewc.json", {"chosen": {"strength": 0.1}})
+    assert lm._options("domains", "gpt-1m", "lora-ewc", {})[1] == {"lora": 32, "strength": 0.1, "samples": 128}
+    assert lm._options("domains", "gpt-1m", "olora", {})[1]["lora"] == 32
+    assert lm._options("domains", "gpt-4m", "lora", {})[1] == {"lora": 32}  # a larger size takes gpt-1m's
+    assert lm._options("domains", "gpt-0.2m", "lora", {})[1] == {"lora": 8}  # none at or below: the default
+
+
+def test_choose_holds_the_lora_rank_and_asks_the_adapters_to_learn(tmp_path: Path, monkeypatch) -> None:
+    from lifelong.reporting import write_json
+
+    monkeypatch.setattr(lm, "ROOT", tmp_path)
+    valid = argparse.Namespace(setting="domains", split="valid", device="cpu")
+
+    def run(method: str, strategy: str, options: dict, final: float, learning: float) -> dict:
+        row0 = [{"loss": 2.0, "accuracy": 0.3}] + [{"loss": 2.0, "accuracy": 0.31}] * 4  # untouched: 0.31
+        return {"config": lm._config(valid, "gpt-1m", strategy, options, 0).to_dict(), "method": method,
+                "scores": [row0], "metrics": {"pretrained": True, "average_accuracy": final,
+                                              "learning_accuracy": learning, "average_retention": 1.0,
+                                              "general_loss_ratio": 1.0}}
+
+    write_json(tmp_path / "results" / "lm-domains-valid.json", {"runs": [
+        run("naive", "naive", {}, 0.28, 0.44),
+        run("lora", "naive", {"lora": 8}, 0.30, 0.33),  # ends higher, but learns under naive's - 0.05
+        run("lora", "naive", {"lora": 64}, 0.25, 0.40),
+        run("lora-ewc", "ewc", {"lora": 8, "strength": 1, "samples": 128}, 0.40, 0.33),  # another LoRA model
+        run("lora-ewc", "ewc", {"lora": 64, "strength": 1, "samples": 128}, 0.35, 0.32),  # keeps what it never learned
+        run("lora-ewc", "ewc", {"lora": 64, "strength": 0.1, "samples": 128}, 0.30, 0.38)]})
+    for method in ("lora", "lora-ewc"):
+        monkeypatch.setattr(sys, "argv", ["lm.py", "choose", "--setting", "domains", "--method", method,
+                                          "--sizes", "gpt-1m"])
+        assert lm.main() == 0
+    tuning = tmp_path / "results" / "tuning"
+    assert json.loads((tuning / "lm-domains-gpt-1m-lora.json").read_text())["chosen"] == {"lora": 64}
+    chosen = json.loads((tuning / "lm-domains-gpt-1m-lora-ewc.json").read_text())
+    assert chosen["fixed"] == {"lora": 64} and chosen["chosen"] == {"strength": 0.1}  # floor 0.355, not 0.35
+
+
+def test_the_equal_bytes_control_takes_the_bytes_of_the_run_with_the_same_options() -> None:
+    args = argparse.Namespace(setting="domains", split="test", device="cpu")
+    runs = [{"config": lm._config(args, "gpt-1m", "ewc", {"lora": rank, "strength": 1}, 0).to_dict(),
+             "method": "lora-ewc", "stored_bytes": stored} for rank, stored in ((8, 136_128), (64, 1_053_632))]
+    control = lm._equal_bytes_options(args, "gpt-1m", 0, "ewc", {"lora": 64, "strength": 1}, runs)
+    assert control == {"tokens": 1_053_632, "lora": 64}  # not the first lora-ewc run of the seed (rank 8)
+    assert lm._equal_bytes_options(args, "gpt-1m", 1, "ewc", {"lora": 64, "strength": 1}, runs) is None

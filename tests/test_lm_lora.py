@@ -85,7 +85,7 @@ def test_the_benchmark_keys_a_lora_run_apart_from_full_fine_tuning():
     import lm
 
     args = type("Args", (), {"setting": "domains", "split": "valid", "device": "cpu"})()
-    strategy, options = lm._options("domains", "gpt-0.2m", "lora", {})
+    strategy, options = lm._options("domains", "gpt-0.2m", "lora", {"lora": 8})
     lora = lm._config(args, "gpt-0.2m", strategy, options, 0)
     naive = lm._config(args, "gpt-0.2m", "naive", {}, 0)
     assert lora.lora_rank == 8 and lora.options == {} and naive.lora_rank == 0
