@@ -7,13 +7,13 @@
     python benchmarks/lm.py snapshot --dir corpora/      # the text, for a machine without it (LIFELONG_CORPORA)
     python benchmarks/lm.py merge --setting domains part-*.json   # runs from elsewhere (a GPU host) into the file
 
-Settings (SETTINGS below): `probe` is the issue's probe (no pre-training, 4 domains of 300 steps of
+Settings (SETTINGS in lm_methods.py): `probe` is the issue's probe (no pre-training, 4 domains of 300 steps of
 32 x 128 bytes); `domains` pre-trains on the general mixture first, then learns the 4 domains;
 `facts` pre-trains the same way, then learns 10 batches of new facts (`facts-long`: twice the steps;
 `facts-wide`: twice the facts a batch, validated on fact batches of its own in the test's question
 forms, where the other facts settings validate on the test's facts in a third form). A method is a strategy name
-with options (METHODS); `replay=` in a method's options is the replay budget as a share of the text
-the run trains on, turned into tokens here. `--equal-bytes` adds, for each method that stores more
+with options (METHODS, lm_methods.py); `replay=` in a method's options is the replay budget as a share of the text
+the run trains on, turned into tokens by `_options`. `--equal-bytes` adds, for each method that stores more
 than the plain replay, a token-replay run given exactly that method's stored bytes.
 
 Runs go to results/lm-<setting>[-valid].json (`--out`), one entry per (size, method, options, seed):
@@ -38,6 +38,19 @@ import torch
 from lm_jobs import load as _load
 from lm_jobs import merge_runs, run_processes, save_run
 from lm_jobs import run_key as _key
+from lm_methods import (
+    BASELINE,
+    METHODS,
+    NO_EQUAL_BYTES,
+    PLASTICITY_FLOOR,
+    PLASTICITY_GAIN,
+    SETTINGS,
+    TUNED_FROM,
+    TUNING,
+    _options,
+    plasticity_floor,
+    tuned_options,
+)
 from lm_report import (  # noqa: F401  (re-exported: tests read them through lm)
     _devices,
     _facts_kept,
@@ -52,128 +65,11 @@ from lm_report import (  # noqa: F401  (re-exported: tests read them through lm)
 )
 
 from lifelong.data.corpora import SNAPSHOT_ENV, save_snapshot
-from lifelong.data.facts import FactsConfig
-from lifelong.data.lm import LMDataConfig
 from lifelong.lm.run import LMRunConfig, run_lm
-from lifelong.models.gpt import PRESETS
 from lifelong.reporting import environment, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("LIFELONG_CACHE", Path.home() / ".cache" / "lifelong")) / "lm"
-
-SETTINGS: dict[str, dict[str, Any]] = {
-    "probe": {"benchmark": "text-domains", "data": LMDataConfig(pretrain_steps=0, steps=300, batch_size=32),
-              "sizes": ["gpt-1m"]},
-    "domains": {"benchmark": "text-domains", "data": LMDataConfig(pretrain_steps=600, steps=150, batch_size=16),
-                "sizes": ["gpt-0.2m", "gpt-1m", "gpt-4m"]},
-    # half of the facts setting's pre-training is background facts, so that the question forms are known
-    "facts": {"benchmark": "facts",
-              "data": LMDataConfig(pretrain_steps=600, steps=120, batch_size=16, general_facts=0.5,
-                                   facts=FactsConfig(batches=10, entities_per_batch=4, background_entities=100)),
-              "sizes": ["gpt-1m"]},
-}
-# twice the steps on each fact batch, for every method alike (the same data and pre-trained model; steps are
-# not in the pre-training key); its options are facts' choices unless its own validation chose otherwise
-SETTINGS["facts-long"] = {**SETTINGS["facts"], "data": replace(SETTINGS["facts"]["data"],
-                                                               steps=2 * SETTINGS["facts"]["data"].steps),
-                          "tuned_as": "facts"}
-# twice the facts a batch (8 entities: 40 facts, 80 test questions) at facts-long's steps per fact (480 a
-# batch): each batch read on twice the questions, to tell a reading's noise from loss in the per-batch target
-_long = SETTINGS["facts-long"]["data"]
-# Its validation learns fact batches of its own, asked in the test's forms (`valid_facts`), so that tuning
-# sees the entity-first form the test asks; the test runs are the same with or without it.
-SETTINGS["facts-wide"] = {**SETTINGS["facts-long"], "data": replace(
-    _long, steps=2 * _long.steps, facts=replace(_long.facts, entities_per_batch=2 * _long.facts.entities_per_batch)),
-    "valid_facts": True}
-# name -> (strategy, options). Values chosen on validation (results/tuning/lm-*.json) override these.
-METHODS: dict[str, tuple[str, dict[str, Any]]] = {
-    "naive": ("naive", {}),
-    "joint": ("joint", {}),
-    "ewc": ("ewc", {"strength": 1.0, "samples": 128}),
-    "online-ewc": ("online-ewc", {"strength": 1.0, "samples": 128, "gamma": 0.9}),
-    # issue 18's methods beyond the diagonal (they run on a GPT: tests/test_lm.py)
-    "kfac-ewc": ("kfac-ewc", {"strength": 1.0, "samples": 128}),
-    "online-kfac-ewc": ("online-kfac-ewc", {"strength": 1.0, "samples": 128}),
-    "online-kfac-ewc+replay": ("online-kfac-ewc+token-replay", {"strength": 1.0, "samples": 128, "replay": 0.01}),
-    "gpm": ("gpm", {"samples": 128}),
-    "replay": ("token-replay", {"replay": 0.01}),
-    # LoRA on the GPT (lifelong.lm.lora): `lora` is the adapters' rank (LMRunConfig.lora_rank), not a
-    # strategy option; the pre-trained GPT is frozen and only the adapters train, in every LoRA method
-    "lora": ("naive", {"lora": 8}),  # sequential LoRA: one adapter trained through every task
-    "lora-ewc": ("ewc", {"lora": 8, "strength": 1.0, "samples": 128}),  # EWC on the adapters
-    "olora": ("olora", {"lora": 8, "mode": "project"}),  # an adapter per task, orthogonal, folded after it
-    "lora-fold": ("olora", {"lora": 8, "mode": "loss", "orth_weight": 0.0}),  # olora without orthogonality
-    "lora+replay": ("token-replay", {"lora": 8, "replay": 0.01}),
-    "lora-ewc+replay": ("ewc+token-replay", {"lora": 8, "strength": 1.0, "samples": 128, "replay": 0.01}),
-    "ewc+replay": ("ewc+token-replay", {"strength": 1.0, "samples": 128, "replay": 0.01}),
-    "distill+replay": ("token-replay+lm-distill", {"replay": 0.01, "weight": 1.0}),
-    "distill-generated": ("lm-distill", {"source": "generated", "replay": 0.01, "weight": 1.0}),
-    "ewc+distill+replay": ("ewc+token-replay+lm-distill", {"strength": 1.0, "samples": 128, "replay": 0.01,
-                                                         "weight": 1.0}),
-}
-
-
-# a composition takes the options chosen for its parts (as benchmarks/tune.py does for the other benchmarks)
-# (the LoRA methods take the adapters' rank chosen for sequential LoRA, `lora`: one LoRA model for them all)
-TUNED_FROM = {"ewc+replay": ["ewc"], "online-kfac-ewc+replay": ["online-kfac-ewc"],
-              "ewc+distill+replay": ["ewc", "distill+replay"], "lora+replay": ["lora"],
-              "lora-ewc": ["lora", "lora-ewc"], "olora": ["lora", "olora"], "lora-fold": ["lora", "lora-fold"],
-              "lora-ewc+replay": ["lora", "lora-ewc"]}
-# nothing stored, everything stored, or the control itself
-NO_EQUAL_BYTES = ("naive", "joint", "replay", "lora", "lora+replay")
-# the reference whose learning accuracy the choice must stay near (a LoRA method: sequential LoRA)
-BASELINE = {"lora-ewc": "lora", "olora": "lora", "lora-fold": "lora", "lora-ewc+replay": "lora"}
-PLASTICITY_FLOOR = 0.05  # a choice's learning accuracy within 5 points of naive's, as in benchmarks/tune.py
-PLASTICITY_GAIN = 0.5  # ... and at least half of what the baseline learns above the untouched model
-
-
-def plasticity_floor(baseline_learning: float, untouched: float | None) -> float:
-    """The least learning accuracy `choose` accepts: within PLASTICITY_FLOOR of the baseline's and, where
-    the untouched (pre-trained) model's score is known, at least PLASTICITY_GAIN of the baseline's gain
-    over it. The second bound binds only where the baseline itself learns little (LoRA adapters learn
-    0.06 above the untouched gpt-1m): there 5 points is most of the learning, and a penalty that keeps
-    the adapters where they started would pass it, keeping everything of nothing."""
-    floor = baseline_learning - PLASTICITY_FLOOR
-    if untouched is None:
-        return floor
-    return max(floor, untouched + PLASTICITY_GAIN * (baseline_learning - untouched))
-
-
-def _budget(data: LMDataConfig, share: float, domains: int) -> int:
-    """`share` of every token the run trains on (general mixture and every later task)."""
-    windows = (data.pretrain_steps + domains * data.steps) * data.batch_size
-    return int(share * windows * (data.length + 1))
-
-
-def _tuning_file(setting: str, size: str, method: str) -> Path | None:
-    """results/tuning/lm-<setting>-<size>-<method>.json, else the one of the nearest smaller size tuned
-    (any preset: a size run without its own tuning takes the choice of the largest tuned below it);
-    a setting with no tuning of its own at any of those sizes takes that of the setting it is `tuned_as`."""
-    presets = list(PRESETS)
-    candidates = list(reversed(presets[: presets.index(size) + 1])) if size in presets else [size]
-    for name in dict.fromkeys([setting, SETTINGS[setting].get("tuned_as", setting)]):
-        for s in candidates:
-            path = ROOT / "results" / "tuning" / f"lm-{name}-{s}-{method}.json"
-            if path.exists():
-                return path
-    return None
-
-
-def _options(setting: str, size: str, method: str, extra: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    strategy, options = METHODS[method]
-    options = dict(options)
-    for part in TUNED_FROM.get(method, [method]):
-        tuned = _tuning_file(setting, size, part)
-        if tuned is not None:
-            options.update(json.loads(tuned.read_text())["chosen"])
-    options.update(extra)
-    s = SETTINGS[setting]
-    domains = s["data"].facts.batches if s["benchmark"] == "facts" else 4
-    if "replay" in options:  # a share of the text -> tokens (generated text for distill's own source)
-        tokens = _budget(s["data"], float(options.pop("replay")), domains)
-        options["generated_tokens" if strategy == "lm-distill" else "tokens"] = tokens
-    return strategy, options
-
 
 def _config(args: argparse.Namespace, size: str, strategy: str, options: dict[str, Any], seed: int) -> LMRunConfig:
     """The run of `strategy` with `options`; `lora` (the adapters' rank) and `lr` (Adam's learning rate) are
@@ -218,11 +114,16 @@ def _combinations(args: argparse.Namespace) -> list[tuple[str, int, str, dict[st
     return combos
 
 
+def _planned_key(args: argparse.Namespace, size: str, strategy: str, options: dict[str, Any], seed: int) -> str:
+    """The key (lm_jobs.run_key) that the run of `strategy` with `options` has, or will have once it ran."""
+    return _key({"config": _config(args, size, strategy, options, seed).to_dict()})
+
+
 def _equal_bytes_options(args: argparse.Namespace, size: str, seed: int, strategy: str, options: dict[str, Any],
                          runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The token-replay control's options for the run of `strategy` with `options` (None until it has run):
     a budget of exactly its stored bytes, in the same model (LoRA adapters of the same rank, the same lr)."""
-    key = _key({"config": _config(args, size, strategy, options, seed).to_dict()})
+    key = _planned_key(args, size, strategy, options, seed)
     ref = next((r for r in runs if _key(r) == key), None)
     if ref is None:
         return None
@@ -275,12 +176,12 @@ def run_parallel(args: argparse.Namespace) -> int:
     queue: list[tuple[str, list[str]]] = []
     for size, seed, method, extra in _combinations(args):
         strategy, options = _options(args.setting, size, method, extra)
-        probe = {"config": _config(args, size, strategy, options, seed).to_dict()}
         mine = [r for r in saved["runs"] if r["config"]["model"] == size and r["config"]["seed"] == seed
                 and r["method"] in (method, f"replay@{method}")]
-        control = _equal_bytes_options(args, size, seed, strategy, options, saved["runs"])
-        missing = _key(probe) not in done or (args.equal_bytes and method not in NO_EQUAL_BYTES and _key(
-            {"config": _config(args, size, "token-replay", control or {}, seed).to_dict()}) not in done)
+        missing = _planned_key(args, size, strategy, options, seed) not in done
+        if not missing and args.equal_bytes and method not in NO_EQUAL_BYTES:  # its control, once it has run
+            control = _equal_bytes_options(args, size, seed, strategy, options, saved["runs"]) or {}
+            missing = _planned_key(args, size, "token-replay", control, seed) not in done
         if args.resume and not missing:
             continue
         values = "-".join(f"{k}{v}" for k, v in extra.items())
@@ -329,33 +230,34 @@ def cmd_choose(args: argparse.Namespace) -> int:
     valid = argparse.Namespace(setting=args.setting, split="valid", device="cpu")
     for size in args.sizes.split(","):
         baseline = BASELINE.get(args.method, "naive")
-        configured = _key({"config": _config(valid, size, *_options(args.setting, size, baseline, {}), 0).to_dict()})
-        naive = sorted((r for r in runs if r["method"] == baseline and r["config"]["model"] == size),
-                       key=lambda r: _key(r) != configured)  # the configured baseline first, if it ran
+        configured = _planned_key(valid, size, *_options(args.setting, size, baseline, {}), 0)
+        baselines = sorted((r for r in runs if r["method"] == baseline and r["config"]["model"] == size),
+                           key=lambda r: _key(r) != configured)  # the configured baseline first, if it ran
         fixed: dict[str, Any] = {}
         for part in TUNED_FROM.get(args.method, []):
-            tuned = _tuning_file(args.setting, size, part) if part != args.method else None
-            fixed.update(json.loads(tuned.read_text())["chosen"] if tuned else {})
+            fixed.update(tuned_options(args.setting, size, part) if part != args.method else {})
         tried = [r for r in runs if r["method"] == args.method and r["config"]["model"] == size
                  and all(_shown(r["config"]).get(k) == v for k, v in fixed.items())]
-        if not naive or not tried:
+        if not baselines or not tried:
             print(f"{size}: no validation runs of {baseline} and {args.method}", file=sys.stderr)
             continue
-        floor = plasticity_floor(naive[0]["metrics"]["learning_accuracy"], _untouched(naive[0]))
+        reference = baselines[0]
+        floor = plasticity_floor(reference["metrics"]["learning_accuracy"], _untouched(reference))
         ok = [r for r in tried if r["metrics"]["learning_accuracy"] >= floor] or tried
         best = max(ok, key=lambda r: r["metrics"]["average_accuracy"])
         shown = [_shown(r["config"]) for r in tried]
         varied = {k for o in shown for k, v in o.items() if any(q.get(k) != v for q in shown)}
-        chosen = {k: _shown(best["config"])[k] for k in sorted(varied) if k in _shown(best["config"])}
-        path = ROOT / "results" / "tuning" / f"lm-{args.setting}-{size}-{args.method}.json"
+        best_shown = shown[tried.index(best)]
+        chosen = {k: best_shown[k] for k in sorted(varied) if k in best_shown}
+        path = TUNING / f"lm-{args.setting}-{size}-{args.method}.json"
         write_json(path, {"setting": args.setting, "size": size, "method": args.method, "chosen": chosen,
                           "rule": f"best final validation accuracy with learning accuracy >= {floor:.4f}: "
                                   f"{baseline}'s - {PLASTICITY_FLOOR}, and at least {PLASTICITY_GAIN} of its gain "
                                   "over the untouched model",
                           "fixed": fixed,
-                          "baseline": {"method": baseline, "options": _shown(naive[0]["config"]), **{
-                              k: naive[0]["metrics"][k] for k in ("average_accuracy", "learning_accuracy")}},
-                          "untouched": _untouched(naive[0]),
+                          "baseline": {"method": baseline, "options": _shown(reference["config"]), **{
+                              k: reference["metrics"][k] for k in ("average_accuracy", "learning_accuracy")}},
+                          "untouched": _untouched(reference),
                           "tried": [{"options": o, **{k: r["metrics"][k] for k in (
                               "average_accuracy", "learning_accuracy", "average_retention", "general_loss_ratio")}}
                               for o, r in zip(shown, tried, strict=True)]})

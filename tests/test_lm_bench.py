@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))  # as the benchmark scripts import it
 
 import lm  # noqa: E402
+import lm_methods  # noqa: E402
 
 from lifelong.data.facts import FactWorld  # noqa: E402
 from lifelong.lm.run import LMRunConfig, _pretrain_key  # noqa: E402
@@ -177,7 +178,7 @@ def test_the_plasticity_floor_asks_for_half_the_baselines_gain_where_it_learns_l
 def test_the_lora_methods_take_the_rank_chosen_for_sequential_lora(tmp_path: Path, monkeypatch) -> None:
     from lifelong.reporting import write_json
 
-    monkeypatch.setattr(lm, "ROOT", tmp_path)
+    monkeypatch.setattr(lm_methods, "TUNING", tmp_path / "results" / "tuning")
     write_json(tmp_path / "results" / "tuning" / "lm-domains-gpt-1m-lora.json", {"chosen": {"lora": 32}})
     write_json(tmp_path / "results" / "tuning" / "lm-domains-gpt-1m-lora-ewc.json", {"chosen": {"strength": 0.1}})
     assert lm._options("domains", "gpt-1m", "lora-ewc", {})[1] == {"lora": 32, "strength": 0.1, "samples": 128}
@@ -189,7 +190,9 @@ def test_the_lora_methods_take_the_rank_chosen_for_sequential_lora(tmp_path: Pat
 def test_choose_holds_the_lora_rank_and_asks_the_adapters_to_learn(tmp_path: Path, monkeypatch) -> None:
     from lifelong.reporting import write_json
 
-    monkeypatch.setattr(lm, "ROOT", tmp_path)
+    monkeypatch.setattr(lm, "ROOT", tmp_path)  # the validation runs' file; choose writes and reads tuning here:
+    for module in (lm, lm_methods):
+        monkeypatch.setattr(module, "TUNING", tmp_path / "results" / "tuning")
     valid = argparse.Namespace(setting="domains", split="valid", device="cpu")
 
     def run(method: str, strategy: str, options: dict, final: float, learning: float) -> dict:
