@@ -291,10 +291,33 @@ def cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def configured_runs(setting: str, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs at the options each method is configured with at its size now (validation's choices): a
+    method also run at other options (LoRA ranks, strengths tried before a size had its own validation)
+    counts once, at the options its table row and README figure name. Equal-bytes controls are left out."""
+    args = argparse.Namespace(setting=setting, split="test", device="cpu")
+    return [r for r in runs if r["method"] in METHODS and _key(r) == _planned_key(
+        args, r["config"]["model"], *_options(setting, r["config"]["model"], r["method"], {}), r["config"]["seed"])]
+
+
+def untuned_runs(runs: list[dict[str, Any]], configured: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs of a method at a size where it ran only at other options than those configured now (gpt-16m's,
+    before any validation there), where they are one set of options, of a method configured at another size."""
+    have = {(r["method"], r["config"]["model"]) for r in configured}
+    by: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in runs:
+        if r["method"] in METHODS and (r["method"], r["config"]["model"]) not in have:
+            by.setdefault((r["method"], r["config"]["model"]), []).append(r)
+    return [r for (method, _), rs in by.items() if any(m == method for m, _ in have)
+            and len({json.dumps(_shown(r["config"]), sort_keys=True) for r in rs}) == 1 for r in rs]
+
+
 def cmd_figure(args: argparse.Namespace) -> int:
-    """docs/figures/lm-scaling.png, from results/lm-domains.json and results/lm-cost.json."""
+    """docs/figures/lm-scaling.png, from results/lm-domains.json (the configured runs) and results/lm-cost.json."""
     out = ROOT / "docs" / "figures" / "lm-scaling.png"
-    scaling_figure(_load(ROOT / "results" / "lm-domains.json")["runs"], ROOT / "results" / "lm-cost.json", out)
+    runs = _load(ROOT / "results" / "lm-domains.json")["runs"]
+    configured = configured_runs("domains", runs)
+    scaling_figure(configured, ROOT / "results" / "lm-cost.json", out, untuned_runs(runs, configured))
     print(f"written to {out.relative_to(ROOT)}")
     return 0
 

@@ -4,6 +4,7 @@ the saved runs; no training)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -199,8 +200,11 @@ def importance_table(runs: list[dict[str, Any]]) -> str:
                      f"{_mean_std(after)} | {_mean_std([a / t for a, t in zip(after, train, strict=True)])} |")
     return "\n".join(lines)
 
-def scaling_figure(runs: list[dict[str, Any]], cost_path: Path, out: Path) -> None:
-    """Naive forgetting, each method's gain over naive, and EWC's cost (from `cost_path`), against size."""
+def scaling_figure(runs: list[dict[str, Any]], cost_path: Path, out: Path,
+                   untuned: Sequence[dict[str, Any]] = ()) -> None:
+    """Naive forgetting, each method's gain over naive, and EWC's cost (from `cost_path`), against size.
+    `runs` hold one set of options per method and size; `untuned` ones (a size that ran a method only at
+    other options) are drawn as open markers beside the method's line, not joined to it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -209,7 +213,7 @@ def scaling_figure(runs: list[dict[str, Any]], cost_path: Path, out: Path) -> No
     by: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for r in runs:
         by.setdefault((r["method"], r["parameters"]), []).append(r["metrics"])
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5.5))
     sizes = sorted({p for _, p in by})
     naive = {p: np.mean([m["average_accuracy"] for m in by[("naive", p)]]) for p in sizes if ("naive", p) in by}
     for key, label in (("average_retention", "retention"), ("general_loss_ratio", "general loss after / before")):
@@ -218,15 +222,24 @@ def scaling_figure(runs: list[dict[str, Any]], cost_path: Path, out: Path) -> No
         axes[0].errorbar(xs, [np.mean(y) for y in ys], [np.std(y) for y in ys], marker="o", label=f"naive {label}")
     axes[0].set(xscale="log", xlabel="parameters", title="naive fine-tuning: forgetting vs size")
     axes[0].legend()
-    for method in sorted({m for m, _ in by} - {"naive"}):
+    other: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in untuned:
+        other.setdefault((r["method"], r["parameters"]), []).append(r["metrics"])
+    colours = plt.get_cmap("tab20").colors
+    for i, method in enumerate(sorted({m for m, _ in by} - {"naive"})):
         xs = [p for p in sizes if (method, p) in by and p in naive]
-        if xs and not method.startswith("replay@"):
-            gains = [[m["average_accuracy"] - naive[p] for m in by[(method, p)]] for p in xs]
-            axes[1].errorbar(xs, [np.mean(g) for g in gains], [np.std(g) for g in gains], marker="o", label=method)
+        gains = [[m["average_accuracy"] - naive[p] for m in by[(method, p)]] for p in xs]
+        style = {"color": colours[i % len(colours)], "marker": "osD^v"[i % 5], "capsize": 2}
+        axes[1].errorbar(xs, [np.mean(g) for g in gains], [np.std(g) for g in gains], label=method, **style)
+        open_xs = [p for (m, p) in other if m == method and p in naive]
+        if open_xs:
+            gains = [[m["average_accuracy"] - naive[p] for m in other[(method, p)]] for p in open_xs]
+            axes[1].errorbar(open_xs, [np.mean(g) for g in gains], [np.std(g) for g in gains], ls="none",
+                             mfc="none", **style)
     axes[1].axhline(0, color="grey", lw=0.5)
     axes[1].set(xscale="log", xlabel="parameters", ylabel="final next-byte accuracy - naive's",
-                title="benefit vs size (text-domains)")
-    axes[1].legend(fontsize=8)
+                title="benefit vs size (text-domains; open: other options)")
+    axes[1].legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.15))
     if cost_path.exists():
         cost = json.loads(cost_path.read_text()).get("single", [])
         xs = [r["parameters"] for r in cost]

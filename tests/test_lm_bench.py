@@ -226,3 +226,27 @@ def test_the_equal_bytes_control_takes_the_bytes_of_the_run_with_the_same_option
     control = lm._equal_bytes_options(args, "gpt-1m", 0, "ewc", {"lora": 64, "strength": 1}, runs)
     assert control == {"tokens": 1_053_632, "lora": 64}  # not the first lora-ewc run of the seed (rank 8)
     assert lm._equal_bytes_options(args, "gpt-1m", 1, "ewc", {"lora": 64, "strength": 1}, runs) is None
+
+
+def test_the_scaling_figure_takes_each_method_at_its_configured_options_alone(tmp_path: Path, monkeypatch) -> None:
+    from lifelong.reporting import write_json
+
+    monkeypatch.setattr(lm_methods, "TUNING", tmp_path / "results" / "tuning")
+    write_json(tmp_path / "results" / "tuning" / "lm-domains-gpt-1m-lora.json", {"chosen": {"lora": 64}})
+    args = argparse.Namespace(setting="domains", split="test", device="cpu")
+
+    def run(size: str, method: str, strategy: str, options: dict, seed: int = 0) -> dict:
+        return {"config": lm._config(args, size, strategy, options, seed).to_dict(), "method": method}
+
+    runs = [run("gpt-1m", "lora", "naive", {"lora": rank}, seed) for rank in (8, 64) for seed in (0, 1)]
+    runs += [run("gpt-1m", "naive", "naive", {}), run("gpt-1m", "replay@lora-ewc", "token-replay", {"tokens": 9})]
+    runs += [run("gpt-16m", "ewc+replay", "ewc+token-replay", {"strength": 100.0, "samples": 128, "tokens": 24768})]
+    runs += [run("gpt-16m", "lora-fold", "olora", {"lora": 8, "mode": "loss", "orth_weight": 0.0})]
+    runs += [run("gpt-0.2m", "ewc+replay", "ewc+token-replay", lm._options("domains", "gpt-0.2m", "ewc+replay", {})[1])]
+    configured = lm.configured_runs("domains", runs)
+    assert [(r["config"]["model"], r["method"], r["config"]["lora_rank"]) for r in configured] == [
+        ("gpt-1m", "lora", 64), ("gpt-1m", "lora", 64), ("gpt-1m", "naive", 0), ("gpt-0.2m", "ewc+replay", 0)]
+    # gpt-16m's EWC + replay ran only before validation (another strength): drawn apart, not pooled; lora-fold
+    # has no configured run anywhere, so no line to stand beside
+    assert [(r["config"]["model"], r["method"]) for r in lm.untuned_runs(runs, configured)] == [
+        ("gpt-16m", "ewc+replay")]
