@@ -300,7 +300,7 @@ def configured_runs(setting: str, runs: list[dict[str, Any]]) -> list[dict[str, 
         args, r["config"]["model"], *_options(setting, r["config"]["model"], r["method"], {}), r["config"]["seed"])]
 
 
-def untuned_runs(runs: list[dict[str, Any]], configured: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def runs_at_other_options(runs: list[dict[str, Any]], configured: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The runs of a method at a size where it ran only at other options than those configured now (gpt-16m's,
     before any validation there), where they are one set of options, of a method configured at another size."""
     have = {(r["method"], r["config"]["model"]) for r in configured}
@@ -317,7 +317,7 @@ def cmd_figure(args: argparse.Namespace) -> int:
     out = ROOT / "docs" / "figures" / "lm-scaling.png"
     runs = _load(ROOT / "results" / "lm-domains.json")["runs"]
     configured = configured_runs("domains", runs)
-    scaling_figure(configured, ROOT / "results" / "lm-cost.json", out, untuned_runs(runs, configured))
+    scaling_figure(configured, ROOT / "results" / "lm-cost.json", out, runs_at_other_options(runs, configured))
     print(f"written to {out.relative_to(ROOT)}")
     return 0
 

@@ -2,7 +2,12 @@
 # Issue 20's language-model runs on one GPU host: benchmarks/lm.py's own runs, on CUDA, many at a time
 # (a GPT of 1-16M parameters leaves an H200 mostly idle; one process per run fills it).
 #
-#   benchmarks/lm_gpu.sh [SECONDS]   # stops SECONDS after its start; every finished run is already saved
+#   benchmarks/lm_gpu.sh [SECONDS] [PLAN]   # stops SECONDS after its start; every finished run is already saved
+#
+# PLAN `next` (the default) runs what docs/language-models.md's "To finish" leaves to a GPU: gpt-16m's own
+# validation, `choose` and 3 test seeds of every domains method, and `facts-wide` at gpt-4m with gpt-1m's
+# dose. PLAN `ran` is what the H200 ran in earlier sessions (facts at gpt-1m, the scaling runs), kept as
+# the record; every run resumes, so either plan skips what the result files already hold.
 #
 # The host needs no Debian text packages: the corpora travel as snapshots made where they are installed
 # (`python benchmarks/lm.py snapshot --dir .gpu/corpora`), and the cached pre-trained gpt-1m of the CPU runs
@@ -13,6 +18,7 @@ cd "$(dirname "$0")/.."
 export LIFELONG_CORPORA=${LIFELONG_CORPORA:-$PWD/.gpu/corpora} LIFELONG_CACHE=${LIFELONG_CACHE:-$PWD/.gpu/cache}
 export OMP_NUM_THREADS=1 PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 budget=${1:-480}
+plan=${2:-next}
 py=${PYTHON:-python3}
 device=${LM_DEVICE:-cuda}
 mkdir -p logs/gpu
@@ -25,6 +31,35 @@ timeout "$(left)" "$py" -m pytest -q -x -p no:cacheprovider tests/test_lm.py -k 
     | tail -n 5
 [ "${PIPESTATUS[0]}" = 0 ] || exit 1
 
+if [ "$plan" = next ]; then
+(   # gpt-16m: validation at its own size (seed 0), the choices, then 3 test seeds with equal-bytes controls
+    v() { lm --setting domains --split valid --sizes gpt-16m --seeds 0 "$@"; }
+    v --methods naive  # alone first: it pre-trains gpt-16m once, for every run after it (the cache)
+    v --methods replay &
+    v --methods ewc --set strength=0.003,0.01,0.03 --jobs 3 &
+    v --methods online-kfac-ewc --set strength=0.01,0.03,0.1 --jobs 3 &
+    v --methods gpm --set threshold=0.97,0.99 --jobs 2 &
+    v --methods distill+replay --set weight=0.1,0.3,1 --jobs 3 &
+    v --methods lora --set lora=64,128,256 --jobs 3 &
+    wait
+    for m in ewc online-kfac-ewc gpm distill+replay lora; do
+        "$py" benchmarks/lm.py choose --setting domains --method "$m" --sizes gpt-16m; done
+    v --methods lora-ewc --set strength=0.003,0.01,0.03 --jobs 3 &
+    v --methods olora --set mode=inputs,loss --jobs 2 &
+    wait
+    for m in lora-ewc olora; do "$py" benchmarks/lm.py choose --setting domains --method "$m" --sizes gpt-16m; done
+    lm --setting domains --sizes gpt-16m --seeds 0,1,2 --equal-bytes --jobs 12 --methods \
+       naive,replay,ewc+replay,distill+replay,online-kfac-ewc,online-kfac-ewc+replay,gpm,lora,lora-ewc,olora
+) > logs/gpu/gpt-16m.log 2>&1 &
+(   # facts-wide at gpt-4m: naive, and gpt-1m's dose (everything replayed, 64 windows a step) alone and
+    # under the teacher at 0.03 (docs/lm-facts.md, "facts-wide: validation on facts of its own")
+    w() { lm --setting facts-wide --sizes gpt-4m --seeds 0,1,2 --jobs 3 "$@"; }
+    w --methods naive --seeds 0 && w --methods naive  # seed 0 alone first: it pre-trains gpt-4m once
+    w --methods replay --set replay=1 --set select=distinct --set replay_batch=64 &
+    w --methods distill+replay --set replay=1 --set select=distinct --set replay_batch=64 --set weight=0.03 &
+    wait
+) > logs/gpu/facts-wide.log 2>&1 &
+else
 (   # facts at gpt-1m: the validation grid, the choice, then 3 seeds on the test questions
     lm --setting facts --split valid --sizes gpt-1m --methods naive,replay --jobs 2 &
     lm --setting facts --split valid --sizes gpt-1m --methods ewc --set strength=0.001,0.003,0.01 --jobs 3 &
@@ -43,6 +78,7 @@ timeout "$(left)" "$py" -m pytest -q -x -p no:cacheprovider tests/test_lm.py -k 
     lm --setting probe --sizes gpt-1m --methods naive,replay,joint --seeds 0,1,2 --jobs 8
     lm --setting probe --sizes gpt-1m --methods ewc,ewc+replay --set strength=0.01,0.1 --seeds 0,1,2 --jobs 8
 ) > logs/gpu/domains.log 2>&1 &
+fi
 while [ -n "$(jobs -r)" ]; do sleep 20; echo "[$SECONDS s] $(cat logs/gpu/*.log | grep -c ': done') jobs done"; done
 wait
 grep -h "FAILED\|failed\|Error" logs/gpu/*.log | head -20

@@ -201,9 +201,9 @@ def importance_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 def scaling_figure(runs: list[dict[str, Any]], cost_path: Path, out: Path,
-                   untuned: Sequence[dict[str, Any]] = ()) -> None:
+                   other_options: Sequence[dict[str, Any]] = ()) -> None:
     """Naive forgetting, each method's gain over naive, and EWC's cost (from `cost_path`), against size.
-    `runs` hold one set of options per method and size; `untuned` ones (a size that ran a method only at
+    `runs` hold one set of options per method and size; `other_options` (a size that ran a method only at
     other options) are drawn as open markers beside the method's line, not joined to it."""
     import matplotlib
 
@@ -223,7 +223,7 @@ def scaling_figure(runs: list[dict[str, Any]], cost_path: Path, out: Path,
     axes[0].set(xscale="log", xlabel="parameters", title="naive fine-tuning: forgetting vs size")
     axes[0].legend()
     other: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for r in untuned:
+    for r in other_options:
         other.setdefault((r["method"], r["parameters"]), []).append(r["metrics"])
     colours = plt.get_cmap("tab20").colors
     for i, method in enumerate(sorted({m for m, _ in by} - {"naive"})):

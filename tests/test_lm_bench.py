@@ -248,5 +248,5 @@ def test_the_scaling_figure_takes_each_method_at_its_configured_options_alone(tm
         ("gpt-1m", "lora", 64), ("gpt-1m", "lora", 64), ("gpt-1m", "naive", 0), ("gpt-0.2m", "ewc+replay", 0)]
     # gpt-16m's EWC + replay ran only before validation (another strength): drawn apart, not pooled; lora-fold
     # has no configured run anywhere, so no line to stand beside
-    assert [(r["config"]["model"], r["method"]) for r in lm.untuned_runs(runs, configured)] == [
+    assert [(r["config"]["model"], r["method"]) for r in lm.runs_at_other_options(runs, configured)] == [
         ("gpt-16m", "ewc+replay")]
