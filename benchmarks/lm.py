@@ -149,7 +149,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                     continue
             config = _config(args, size, strat, opts, seed)
             probe = {"config": config.to_dict()}
-            if args.resume and _key(probe) in done:
+            # re-read where it is not known done: another process sharing the file may have run it since
+            if args.resume and (_key(probe) in done or _key(probe) in {_key(r) for r in _load(out)["runs"]}):
                 continue
             print(f"[{time.strftime('%H:%M:%S')}] {args.setting} {size} {label} {opts} seed {seed}", flush=True)
             result = run_lm(config, log=lambda m: print("   ", m, flush=True))

@@ -250,3 +250,27 @@ def test_the_scaling_figure_takes_each_method_at_its_configured_options_alone(tm
     # has no configured run anywhere, so no line to stand beside
     assert [(r["config"]["model"], r["method"]) for r in lm.runs_at_other_options(runs, configured)] == [
         ("gpt-16m", "ewc+replay")]
+
+
+def test_resume_skips_a_run_that_another_process_finished_meanwhile(tmp_path: Path, monkeypatch) -> None:
+    from lifelong.reporting import write_json
+
+    out = tmp_path / "lm-domains.json"
+    write_json(out, {"runs": []})
+    ran: list[int] = []
+
+    def run_lm(config: LMRunConfig, log=None) -> dict:  # a stand-in: the real one trains for minutes
+        ran.append(config.seed)
+        result = {"config": config.to_dict(), "stored_bytes": 0, "seconds": 1.0, "metrics": {
+            "average_accuracy": 0.3, "learning_accuracy": 0.4, "average_retention": 0.7, "general_loss_ratio": 1.1}}
+        if config.seed == 0:  # meanwhile a second command, sharing the file, finished seed 1
+            other = {**result, "config": replace(config, seed=1).to_dict(), "method": "naive"}
+            write_json(out, {"runs": json.loads(out.read_text())["runs"] + [other]})
+        return result
+
+    monkeypatch.setattr(lm, "run_lm", run_lm)
+    monkeypatch.setattr(sys, "argv", ["lm.py", "run", "--setting", "domains", "--sizes", "gpt-0.2m", "--methods",
+                                      "naive", "--seeds", "0,1", "--out", str(out), "--resume"])
+    assert lm.main() == 0
+    assert ran == [0]  # seed 1 was not trained again
+    assert sorted(r["config"]["seed"] for r in json.loads(out.read_text())["runs"]) == [0, 1]
