@@ -228,6 +228,8 @@ def scaling_figure(runs: list[dict[str, Any]], cost_path: Path, out: Path,
     colours = plt.get_cmap("tab20").colors
     for i, method in enumerate(sorted({m for m, _ in by} - {"naive"})):
         xs = [p for p in sizes if (method, p) in by and p in naive]
+        if not xs:  # run only at sizes without a naive run: no gain to draw
+            continue
         gains = [[m["average_accuracy"] - naive[p] for m in by[(method, p)]] for p in xs]
         style = {"color": colours[i % len(colours)], "marker": "osD^v"[i % 5], "capsize": 2}
         axes[1].errorbar(xs, [np.mean(g) for g in gains], [np.std(g) for g in gains], label=method, **style)
