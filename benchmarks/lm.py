@@ -25,11 +25,13 @@ values are tried one run each (tuning on `--split valid`); `table` prints the Ma
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -165,6 +167,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _missing(args: argparse.Namespace, size: str, seed: int, method: str, strategy: str, options: dict[str, Any],
+             runs: list[dict[str, Any]]) -> bool:
+    """Whether the run of `method`, or (under --equal-bytes) its control once the run is there, is not in `runs`."""
+    done = {_key(r) for r in runs}
+    if _planned_key(args, size, strategy, options, seed) not in done:
+        return True
+    if not args.equal_bytes or method in NO_EQUAL_BYTES:
+        return False
+    control = _equal_bytes_options(args, size, seed, strategy, options, runs) or {}
+    return _planned_key(args, size, "token-replay", control, seed) not in done
+
+
 def run_parallel(args: argparse.Namespace) -> int:
     """`run --jobs N`: every (size, seed, method, options) as its own process, N at a time (small GPTs
     leave a GPU mostly idle, one process each fills it), each writing a part file beside the output
@@ -173,17 +187,13 @@ def run_parallel(args: argparse.Namespace) -> int:
     parts = out.with_name(out.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
     saved = _load(out)
-    done = {_key(r) for r in saved["runs"]}
-    queue: list[tuple[str, list[str]]] = []
+    queue: list[tuple[str, list[str], Callable[[], bool]]] = []
     for size, seed, method, extra in _combinations(args):
         strategy, options = _options(args.setting, size, method, extra)
         mine = [r for r in saved["runs"] if r["config"]["model"] == size and r["config"]["seed"] == seed
                 and r["method"] in (method, f"replay@{method}")]
-        missing = _planned_key(args, size, strategy, options, seed) not in done
-        if not missing and args.equal_bytes and method not in NO_EQUAL_BYTES:  # its control, once it has run
-            control = _equal_bytes_options(args, size, seed, strategy, options, saved["runs"]) or {}
-            missing = _planned_key(args, size, "token-replay", control, seed) not in done
-        if args.resume and not missing:
+        missing = functools.partial(_missing, args, size, seed, method, strategy, options)
+        if args.resume and not missing(saved["runs"]):
             continue
         values = "-".join(f"{k}{v}" for k, v in extra.items())
         name = f"{size}-{method.replace('+', '_')}-s{seed}{'-' + values if values else ''}"
@@ -195,7 +205,8 @@ def run_parallel(args: argparse.Namespace) -> int:
                    "--out", str(part), "--resume"]
         command += [a for k, v in extra.items() for a in ("--set", f"{k}={v if isinstance(v, str) else json.dumps(v)}")]
         command += ["--equal-bytes"] if args.equal_bytes else []
-        queue.append((name, command))
+        # checked again as the job starts: another command sharing `out` may have run it by then
+        queue.append((name, command, lambda m=missing: not args.resume or m(_load(out)["runs"])))
     return run_processes(queue, args.jobs, parts, out, args.setting, args.split)
 
 

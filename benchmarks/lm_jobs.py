@@ -8,9 +8,9 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from lm_report import _shown
 
@@ -77,27 +77,53 @@ def merge_runs(out: Path, setting: str, split: str, files: list[Path]) -> int:
     return added
 
 
-def run_processes(queue: list[tuple[str, list[str]]], jobs: int, parts: Path, out: Path, setting: str,
-                  split: str) -> int:
-    """Each (name, command) of `queue` as its own process, `jobs` at a time, logging to `parts/<name>.log`
-    and writing `parts/<name>.json`, merged into `out` as each finishes. 1 if any failed."""
+def _claim(path: Path) -> IO[str] | None:
+    """An exclusive, non-blocking lock on `path`, held (by the open file) until it is closed; None where
+    another process holds it: that process is running the job now."""
+    import fcntl
+
+    handle = open(path, "w")  # noqa: SIM115  (the open file holds the lock: the caller closes it)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+def run_processes(queue: list[tuple[str, list[str], Callable[[], bool]]], jobs: int, parts: Path, out: Path,
+                  setting: str, split: str) -> int:
+    """Each (name, command, wanted) of `queue` as its own process, `jobs` at a time, logging to
+    `parts/<name>.log` and writing `parts/<name>.json`, merged into `out` as each finishes. 1 if any failed.
+
+    Two `--jobs` commands may share `out`: just before a job starts, `wanted()` (which re-reads `out`)
+    says whether it is still missing, and a lock on `parts/<name>.claim` skips a job that the other
+    command is running now, so neither trains a run twice nor truncates the other's log."""
     print(f"[{time.strftime('%H:%M:%S')}] {len(queue)} job(s), {jobs} at a time; logs in {parts}/", flush=True)
     queue = list(queue)
-    running: dict[str, subprocess.Popen] = {}
+    running: dict[str, tuple[subprocess.Popen, IO[str]]] = {}
     failed = []
     while queue or running:
         while queue and len(running) < jobs:
-            name, command = queue.pop(0)
+            name, command, wanted = queue.pop(0)
+            claim = _claim(parts / f"{name}.claim")
+            if claim is None or not wanted():
+                if claim is not None:
+                    claim.close()
+                why = "running in another process" if claim is None else "done meanwhile"
+                print(f"[{time.strftime('%H:%M:%S')}] {name}: skipped, {why}", flush=True)
+                continue
             with open(parts / f"{name}.log", "w") as log:
-                running[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+                running[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), claim)
         time.sleep(0.5)
-        for name, proc in list(running.items()):
+        for name, (proc, claim) in list(running.items()):
             if proc.poll() is None:
                 continue
             del running[name]
             if proc.returncode != 0:
                 failed.append(name)
             merge_runs(out, setting, split, [parts / f"{name}.json"])
+            claim.close()  # after the merge: a command that claims it next finds the run in `out`
             print(f"[{time.strftime('%H:%M:%S')}] {name}: {'done' if proc.returncode == 0 else 'FAILED'} "
                   f"({len(queue)} waiting, {len(running)} running)", flush=True)
     if failed:

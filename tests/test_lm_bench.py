@@ -274,3 +274,42 @@ def test_resume_skips_a_run_that_another_process_finished_meanwhile(tmp_path: Pa
     assert lm.main() == 0
     assert ran == [0]  # seed 1 was not trained again
     assert sorted(r["config"]["seed"] for r in json.loads(out.read_text())["runs"]) == [0, 1]
+
+
+def test_jobs_start_only_what_is_still_missing_and_not_running_elsewhere(tmp_path: Path, monkeypatch) -> None:
+    import fcntl
+
+    import lm_jobs
+
+    from lifelong.reporting import write_json
+
+    out, parts = tmp_path / "lm-domains.json", tmp_path / "lm-domains.json.parts"
+    parts.mkdir()
+    write_json(out, {"runs": []})
+    config = LMRunConfig(model="gpt-0.2m", strategy="naive").to_dict()
+
+    def job(name: str, seed: int, wanted: bool) -> tuple[str, list[str], object]:
+        run = {"config": {**config, "seed": seed}, "method": "naive", "setting": "domains"}
+        write = f"import json, sys; json.dump({{'runs': [{run!r}]}}, open(sys.argv[1], 'w'))"
+        return name, [sys.executable, "-c", write, str(parts / f"{name}.json")], lambda: wanted
+
+    with open(parts / "elsewhere.claim", "w") as held:  # another command is running this job now
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        queue = [job("missing", 0, True), job("done-meanwhile", 1, False), job("elsewhere", 2, True)]
+        assert lm_jobs.run_processes(queue, 2, parts, out, "domains", "test") == 0
+    assert [r["config"]["seed"] for r in json.loads(out.read_text())["runs"]] == [0]
+    assert sorted(p.name for p in parts.glob("*.log")) == ["missing.log"]  # the other's log is left alone
+
+    # run --jobs asks the result file again as each job starts, not only when it queues them
+    queued: list = []
+    monkeypatch.setattr(lm, "run_processes", lambda queue, *a: queued.extend(queue) or 0)
+    monkeypatch.setattr(sys, "argv", ["lm.py", "run", "--setting", "domains", "--sizes", "gpt-0.2m", "--methods",
+                                      "naive", "--seeds", "3", "--out", str(out), "--resume", "--jobs", "2"])
+    assert lm.main() == 0
+    ((name, _, wanted),) = queued
+    assert name == "gpt-0.2m-naive-s3"
+    assert wanted()
+    args = argparse.Namespace(setting="domains", split="test", device="cpu")
+    planned = {"config": lm._config(args, "gpt-0.2m", "naive", {}, 3).to_dict(), "method": "naive"}
+    write_json(out, {"runs": json.loads(out.read_text())["runs"] + [planned]})
+    assert not wanted()
