@@ -5,6 +5,9 @@ A task's data is an `ArrayDataset` of windows: inputs x [N, L] (uint8 bytes) and
 any other dataset. Task 0 is always the *general mixture* (pre-training); later tasks are domains
 (`text_domains_stream`) or batches of new facts (`facts_stream`).
 
+Your own text: `read_text` (a file, or a folder's files) and `text_stream` (one task per named text,
+each split into train / valid / test by position) make the same kind of stream, without pre-training.
+
 - Training windows are drawn at random offsets (seeded), `steps * batch_size` of them, so one epoch is
   exactly `steps` optimizer steps;
 - evaluation windows are fixed, evenly spaced over the held-out split (the same for every run).
@@ -16,8 +19,9 @@ installed Debian packages, and a share of each domain's sources) plus the backgr
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -204,3 +208,60 @@ def facts_stream(config: LMDataConfig | None = None, repeats: int = 20,
         train = sample_windows(text, config.steps * config.batch_size, config.length, generator)
         tasks.append(Task(k, window_dataset(train), None, (), f"facts-{k}", None, FactEvaluator(batch)))
     return TaskStream(tasks, 256, "domain", "facts")
+
+
+def read_text(path: str | os.PathLike) -> bytes:
+    """A file's bytes, or a folder's text files joined by blank lines: every file below it in sorted path
+    order, less hidden ones and those that are not UTF-8 (compiled `.pyc`, images: bytes of no language)."""
+    root = Path(path)
+    if root.is_file():
+        return root.read_bytes()
+    if not root.is_dir():
+        raise FileNotFoundError(f"no file or folder {root}")
+    parts = []
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        if any(part.startswith(".") for part in file.relative_to(root).parts):
+            continue
+        raw = file.read_bytes()
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        parts.append(raw)
+    if not parts:
+        raise ValueError(f"folder {root} has no UTF-8 text files")
+    return b"\n\n".join(parts)
+
+
+def text_stream(texts: Mapping[str, bytes | str], config: LMDataConfig | None = None,
+                held_out: float = 0.1) -> TaskStream:
+    """One task per named text, in the mapping's order: its first `1 - held_out` of the bytes train (windows
+    at random offsets, `config.steps * config.batch_size` of them), the rest is cut in two halves, valid
+    then test (evenly spaced windows). Split by position, so no held-out window overlaps a trained one.
+
+    >>> s = text_stream({"a": "x" * 3000, "b": "y" * 3000}, LMDataConfig(length=32, steps=2, batch_size=4))
+    >>> [t.name for t in s], s[1].train.x.shape, len(s[1].test)
+    (['a', 'b'], torch.Size([8, 32]), 64)
+    """
+    config = config or LMDataConfig()
+    if not texts:
+        raise ValueError("text_stream needs at least one text")
+    if not 0 < held_out < 1:
+        raise ValueError(f"held_out must be in (0, 1), not {held_out}")
+    generator = torch.Generator().manual_seed(config.seed)
+    tasks = []
+    for k, (name, text) in enumerate(texts.items()):
+        data = encode(text) if isinstance(text, str) else torch.frombuffer(bytearray(text), dtype=torch.uint8)
+        cut = int(data.numel() * (1 - held_out))
+        middle = cut + (data.numel() - cut) // 2
+        train, valid, test = data[:cut], data[cut:middle], data[middle:]
+        least = config.length + 2
+        if min(train.numel(), valid.numel(), test.numel()) < least:
+            raise ValueError(f"text {name!r} has {data.numel():,} bytes: too short for windows of {least - 1} bytes "
+                             f"in each of train, valid and test (held_out={held_out}); give it at least "
+                             f"{int(2 * least / held_out) + 1:,} bytes, or a shorter window length")
+        windows = sample_windows(train, config.steps * config.batch_size, config.length, generator)
+        tasks.append(Task(k, window_dataset(windows), window_dataset(spaced_windows(test, config.eval_windows,
+                                                                                   config.length)),
+                          (), name, window_dataset(spaced_windows(valid, config.eval_windows, config.length))))
+    return TaskStream(tasks, 256, "domain", "own-text")
