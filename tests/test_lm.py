@@ -143,6 +143,21 @@ def test_token_replay_keeps_its_budget_in_equal_shares_and_round_trips():
     assert torch.equal(again.extend_batch(new).x, replay.extend_batch(new).x)
 
 
+def test_token_replay_draws_from_the_memory_as_a_whole_and_sees_each_change_of_it():
+    replay = TokenReplay(TokenReplayConfig(tokens=9 * 30, seed=4))
+    replay.after_task(None, 0, [windows(n=40, seed=0)])
+    state = replay.generator.get_state()
+    drawn = replay.sample(5)
+    stored = replay.stored()
+    replay.generator.set_state(state)
+    idx = torch.randperm(len(stored.y), generator=replay.generator)[:5]  # the draw over the joined memory
+    assert torch.equal(drawn.x, stored.x[idx]) and torch.equal(drawn.y, stored.y[idx])
+    replay.after_task(None, 1, [windows(n=40, seed=1)])  # the memory changed: the next draws see task 1
+    assert len(replay.stored().y) == 30 and set(replay.sample(30).task.tolist()) == {0, 1}
+    replay.load_state_dict({**replay.state_dict(), "windows": {7: replay.windows[0]}})
+    assert set(replay.sample(30).task.tolist()) == {7}
+
+
 def test_first_share_sets_how_much_of_each_replayed_batch_is_the_first_task():
     replay = TokenReplay(TokenReplayConfig(tokens=9 * 30, first_share=0.75, seed=3))
     for t in range(3):

@@ -128,6 +128,7 @@ class TokenReplay(Strategy):
         self.windows: dict[int, Tensor] = {}  # task id -> stored windows [n, L + 1]
         self.generator = torch.Generator().manual_seed(self.config.seed)
         self.task_id: int | None = None  # the task being learned: its windows are the new ones
+        self._joined: tuple[Tensor, Tensor] | None = None  # every stored window and its task, joined once
 
     def before_task(self, model: nn.Module, task_id: int) -> None:
         self.task_id = task_id
@@ -167,25 +168,34 @@ class TokenReplay(Strategy):
             kept = torch.cat(collected)
             kept = distinct_windows(kept, quota, self.config.separator) if distinct else kept
             self.windows[task_id] = kept.clone()
+        self._joined = None
+
+    def _stored_windows(self) -> tuple[Tensor, Tensor]:
+        """Every stored window [M, L + 1] and its task id, joined once per change of the memory rather
+        than at every step: a step's cost then does not grow with the memory (nor with the tasks)."""
+        if self._joined is None:
+            self._joined = (torch.cat(list(self.windows.values())),
+                            torch.cat([torch.full((len(w),), t, dtype=torch.long) for t, w in self.windows.items()]))
+        return self._joined
 
     def stored(self) -> Batch:
         """Everything in memory as one batch (task ids say where each window came from)."""
-        windows = torch.cat(list(self.windows.values()))
-        tasks = torch.cat([torch.full((len(w),), t, dtype=torch.long) for t, w in self.windows.items()])
+        windows, tasks = self._stored_windows()
         return Batch(windows[:, :-1], windows[:, 1:].long(), tasks)
 
     def sample(self, n: int) -> Batch:
         """Up to `n` stored windows, drawn without replacement (`first_share` of them from the first task)."""
-        everything = self.stored()
+        windows, tasks = self._stored_windows()
         share = self.config.first_share
         if share is None or len(self.windows) < 2:
-            idx = torch.randperm(len(everything.y), generator=self.generator)[:n]
+            idx = torch.randperm(len(tasks), generator=self.generator)[:n]
         else:
-            first, wanted = everything.task == min(self.windows), round(share * n)
+            first, wanted = tasks == min(self.windows), round(share * n)
             pools = ((first.nonzero()[:, 0], wanted), ((~first).nonzero()[:, 0], n - wanted))
             idx = torch.cat([pool[torch.randperm(len(pool), generator=self.generator)[:count]]
                              for pool, count in pools])
-        return Batch(everything.x[idx], everything.y[idx], everything.task[idx])
+        chosen = windows[idx]  # only the drawn rows become targets (int64), not the whole memory
+        return Batch(chosen[:, :-1], chosen[:, 1:].long(), tasks[idx])
 
     def extend_batch(self, batch: Batch) -> Batch:
         if not self.windows:
@@ -202,3 +212,4 @@ class TokenReplay(Strategy):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.windows = {int(t): w.clone() for t, w in state["windows"].items()}
         self.generator.set_state(state["generator"])
+        self._joined = None
