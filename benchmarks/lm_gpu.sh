@@ -13,6 +13,16 @@
 # (`python benchmarks/lm.py snapshot --dir .gpu/corpora`), and the cached pre-trained gpt-1m of the CPU runs
 # in .gpu/cache/lm (so that gpt-1m's GPU seeds continue from the same model). Runs are merged into
 # results/lm-<setting>[-valid].json; on the machine they came from: `python benchmarks/lm.py merge`.
+#
+# On a lent GPU (the device tool's `run`, 10 minutes a command): at home, once,
+#   python benchmarks/lm.py snapshot --dir .gpu/corpora && mkdir -p .gpu/cache/lm
+#   cp ~/.cache/lifelong/lm/pretrain-gpt-{1m,4m}-*.pt .gpu/cache/lm/ && echo /.gpu/ >> .git/info/exclude
+# then run `bash benchmarks/lm_gpu.sh 540` with carry [".gpu"] and timeout_s 600; $OUT/lm-gpu.tgz comes
+# back: `tar xzf lm-gpu.tgz -C /tmp/gpu`, `python benchmarks/lm.py merge --setting S [--split valid]
+# /tmp/gpu/results/lm-S[-valid].json` per setting, and the new results/tuning files copied in.
+#
+# A rehearsal on a CPU, in a clone (its result files are the clone's), with small GPTs in place of plan
+# `next`'s sizes: LM_DEVICE=cpu LM_BIG=gpt-0.2m LM_WIDE=gpt-0.2m benchmarks/lm_gpu.sh 3000
 set -u
 cd "$(dirname "$0")/.."
 export LIFELONG_CORPORA=${LIFELONG_CORPORA:-$PWD/.gpu/corpora} LIFELONG_CACHE=${LIFELONG_CACHE:-$PWD/.gpu/cache}
@@ -21,6 +31,8 @@ budget=${1:-480}
 plan=${2:-next}
 py=${PYTHON:-python3}
 device=${LM_DEVICE:-cuda}
+big=${LM_BIG:-gpt-16m}  # plan next: the size that gets options of its own
+wide=${LM_WIDE:-gpt-4m}  # plan next: the size that facts-wide runs at
 mkdir -p logs/gpu
 left() { echo $((budget - SECONDS > 5 ? budget - SECONDS : 5)); }
 lm() { [ $((budget - SECONDS)) -gt 20 ] && timeout "$(left)" "$py" benchmarks/lm.py run --device "$device" --resume "$@"; }
@@ -33,7 +45,7 @@ timeout "$(left)" "$py" -m pytest -q -x -p no:cacheprovider tests/test_lm.py -k 
 
 if [ "$plan" = next ]; then
 (   # gpt-16m: validation at its own size (seed 0), the choices, then 3 test seeds with equal-bytes controls
-    v() { lm --setting domains --split valid --sizes gpt-16m --seeds 0 "$@"; }
+    v() { lm --setting domains --split valid --sizes "$big" --seeds 0 "$@"; }
     v --methods naive  # alone first: it pre-trains gpt-16m once, for every run after it (the cache)
     v --methods replay &
     v --methods ewc --set strength=0.003,0.01,0.03 --jobs 3 &
@@ -43,17 +55,17 @@ if [ "$plan" = next ]; then
     v --methods lora --set lora=64,128,256 --jobs 3 &
     wait
     for m in ewc online-kfac-ewc gpm distill+replay lora; do
-        "$py" benchmarks/lm.py choose --setting domains --method "$m" --sizes gpt-16m; done
+        "$py" benchmarks/lm.py choose --setting domains --method "$m" --sizes "$big"; done
     v --methods lora-ewc --set strength=0.003,0.01,0.03 --jobs 3 &
     v --methods olora --set mode=inputs,loss --jobs 2 &
     wait
-    for m in lora-ewc olora; do "$py" benchmarks/lm.py choose --setting domains --method "$m" --sizes gpt-16m; done
-    lm --setting domains --sizes gpt-16m --seeds 0,1,2 --equal-bytes --jobs 12 --methods \
+    for m in lora-ewc olora; do "$py" benchmarks/lm.py choose --setting domains --method "$m" --sizes "$big"; done
+    lm --setting domains --sizes "$big" --seeds 0,1,2 --equal-bytes --jobs 12 --methods \
        naive,replay,ewc+replay,distill+replay,online-kfac-ewc,online-kfac-ewc+replay,gpm,lora,lora-ewc,olora
-) > logs/gpu/gpt-16m.log 2>&1 &
+) > logs/gpu/"$big".log 2>&1 &
 (   # facts-wide at gpt-4m: naive, and gpt-1m's dose (everything replayed, 64 windows a step) alone and
     # under the teacher at 0.03 (docs/lm-facts.md, "facts-wide: validation on facts of its own")
-    w() { lm --setting facts-wide --sizes gpt-4m --seeds 0,1,2 --jobs 3 "$@"; }
+    w() { lm --setting facts-wide --sizes "$wide" --seeds 0,1,2 --jobs 3 "$@"; }
     w --methods naive --seeds 0 && w --methods naive  # seed 0 alone first: it pre-trains gpt-4m once
     w --methods replay --set replay=1 --set select=distinct --set replay_batch=64 &
     w --methods distill+replay --set replay=1 --set select=distinct --set replay_batch=64 --set weight=0.03 &
@@ -83,3 +95,7 @@ while [ -n "$(jobs -r)" ]; do sleep 20; echo "[$SECONDS s] $(cat logs/gpu/*.log 
 wait
 grep -h "FAILED\|failed\|Error" logs/gpu/*.log | head -20
 echo "finished at $SECONDS s"
+# on the device tool's machine: everything back in one file (it returns at most 8), merged at home
+if [ -n "${OUT:-}" ]; then
+    tar czf "$OUT/lm-gpu.tgz" results/lm-*.json results/tuning/lm-*.json logs/gpu && ls -l "$OUT/lm-gpu.tgz"
+fi
