@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import sys
 
 import torch
@@ -58,8 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     model = GPT(gpt_config(args.model, block_size=args.length))
     if args.init:
-        saved = torch.load(args.init, map_location="cpu", weights_only=True)
-        model.load_state_dict(saved.get("model", saved))  # a benchmark cache keeps it under "model"
+        try:
+            saved = torch.load(args.init, map_location="cpu", weights_only=True)
+            model.load_state_dict(saved.get("model", saved))  # a benchmark cache keeps it under "model"
+        except (OSError, RuntimeError, AttributeError, KeyError, pickle.UnpicklingError) as e:  # missing, corrupt, size
+            print(f"error: --init {args.init} is not a {args.model} state dict ({str(e).splitlines()[0]})",
+                  file=sys.stderr)
+            return 2
     learner = LMLearner(model, strategy, LearnerConfig(batch_size=args.batch_size, lr=args.lr, optimizer="adam",
                                                        seed=args.seed))
     matrix = AccuracyMatrix(len(stream))

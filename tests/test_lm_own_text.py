@@ -77,6 +77,7 @@ def test_the_example_learns_text_after_text_and_saves_the_gpt_it_scored(tmp_path
     ([str(STDLIB / "textwrap.py"), "--strategy", "no-such"], "no-such"),
     ([str(STDLIB / "textwrap.py"), "--options", "{not json"], "error"),
     ([str(STDLIB / "textwrap.py"), "--options", '{"no_such_option": 1}'], "no_such_option"),
+    ([str(STDLIB / "textwrap.py"), "--init", str(STDLIB / "textwrap.py")], "is not a gpt-1m state dict"),
 ])
 def test_bad_input_is_a_clear_error_and_exit_code_2(args: list[str], message: str, capsys) -> None:
     assert lm_own_text.main(args) == 2
