@@ -85,8 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"final {metrics['average_accuracy']:.3f}  learning {metrics['learning_accuracy']:.3f}  "
               f"retention {metrics['average_retention']:.3f}" + (f"  saved {args.save}" if args.save else ""))
     if args.prompt:
-        out = model.generate(encode(args.prompt).unsqueeze(0), 80, temperature=0)
-        print(decode(out[0, len(encode(args.prompt)):]))
+        prompt = encode(args.prompt)
+        out = model.generate(prompt.unsqueeze(0), 80, temperature=0)
+        print(decode(out[0, len(prompt):]))
     return 0
 
 
