@@ -324,10 +324,21 @@ def runs_at_other_options(runs: list[dict[str, Any]], configured: list[dict[str,
             and len({json.dumps(_shown(r["config"]), sort_keys=True) for r in rs}) == 1 for r in rs]
 
 
+def replace_runs(runs: list[dict[str, Any]], others: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`runs` with every run of the same configuration as one in `others` replaced by that one."""
+    keys = {_key(r) for r in others}
+    return [r for r in runs if _key(r) not in keys] + others
+
+
 def cmd_figure(args: argparse.Namespace) -> int:
-    """docs/figures/lm-scaling.png, from results/lm-domains.json (the configured runs) and results/lm-cost.json."""
+    """docs/figures/lm-scaling.png, from results/lm-domains.json (the configured runs) and results/lm-cost.json.
+    A run in a `--replace-from` file replaces the run of the same configuration (a run key leaves out the
+    device), so that a size whose methods trained on another device than its baselines is drawn from one
+    device: gpt-16m's own options ran on the CPU, its first naive and replay seeds on a GPU."""
     out = ROOT / "docs" / "figures" / "lm-scaling.png"
     runs = _load(ROOT / "results" / "lm-domains.json")["runs"]
+    for path in args.replace_from:
+        runs = replace_runs(runs, _load(Path(path))["runs"])
     configured = configured_runs("domains", runs)
     scaling_figure(configured, ROOT / "results" / "lm-cost.json", out, runs_at_other_options(runs, configured))
     print(f"written to {out.relative_to(ROOT)}")
@@ -363,6 +374,9 @@ def main() -> int:
             q.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
             q.add_argument("--jobs", type=int, default=1, help="runs at a time, one process each")
             q.add_argument("--resume", action="store_true")
+        if name == "figure":
+            q.add_argument("--replace-from", action="append", default=[], metavar="FILE",
+                           help="a result file whose runs replace those of the same configuration")
         if name == "merge":
             q.add_argument("files", nargs="+")
     args = p.parse_args()

@@ -252,6 +252,20 @@ def test_the_scaling_figure_takes_each_method_at_its_configured_options_alone(tm
         ("gpt-16m", "ewc+replay")]
 
 
+def test_the_figure_draws_a_size_from_one_device_when_told_where_its_runs_are() -> None:
+    args = argparse.Namespace(setting="domains", split="test", device="cpu")
+
+    def run(size: str, seed: int, device: str) -> dict:
+        config = lm._config(args, size, "naive", {}, seed).to_dict()
+        return {"config": {**config, "device": device}, "method": "naive"}
+
+    gpu = [run("gpt-16m", seed, "cuda") for seed in (0, 1, 2)] + [run("gpt-4m", 0, "cuda")]
+    cpu = [run("gpt-16m", seed, "cpu") for seed in (0, 1)]
+    merged = lm.replace_runs(gpu, cpu)
+    assert sorted((r["config"]["model"], r["config"]["seed"], r["config"]["device"]) for r in merged) == [
+        ("gpt-16m", 0, "cpu"), ("gpt-16m", 1, "cpu"), ("gpt-16m", 2, "cuda"), ("gpt-4m", 0, "cuda")]
+
+
 def test_resume_skips_a_run_that_another_process_finished_meanwhile(tmp_path: Path, monkeypatch) -> None:
     from lifelong.reporting import write_json
 
