@@ -4,6 +4,7 @@
     python benchmarks/lm.py run --setting domains --split valid --methods ewc --set ewc.strength=10,100
     python benchmarks/lm.py choose --setting domains --method ewc --sizes gpt-0.2m,gpt-1m
     python benchmarks/lm.py table --setting domains [--importance]
+    python benchmarks/lm.py compare --against equal-bytes ewc distill+replay   # per seed, minus the control
     python benchmarks/lm.py snapshot --dir corpora/      # the text, for a machine without it (LIFELONG_CORPORA)
     python benchmarks/lm.py merge --setting domains part-*.json   # runs from elsewhere (a GPU host) into the file
 
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lm_compare import compare, markdown
 from lm_jobs import load as _load
 from lm_jobs import merge_runs, run_processes, save_run
 from lm_jobs import run_key as _key
@@ -303,11 +305,11 @@ def cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
-def configured_runs(setting: str, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def configured_runs(setting: str, runs: list[dict[str, Any]], split: str = "test") -> list[dict[str, Any]]:
     """The runs at the options each method is configured with at its size now (validation's choices): a
     method also run at other options (LoRA ranks, strengths tried before a size had its own validation)
     counts once, at the options its table row and README figure name. Equal-bytes controls are left out."""
-    args = argparse.Namespace(setting=setting, split="test", device="cpu")
+    args = argparse.Namespace(setting=setting, split=split, device="cpu")
     return [r for r in runs if r["method"] in METHODS and _key(r) == _planned_key(
         args, r["config"]["model"], *_options(setting, r["config"]["model"], r["method"], {}), r["config"]["seed"])]
 
@@ -345,12 +347,28 @@ def cmd_figure(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Per seed, each method's metric minus `--against`'s (lm_compare.py)."""
+    runs = [r for path in [_out(args), *map(Path, args.also)] for r in _load(path)["runs"]]
+    if args.device:
+        runs = [r for r in runs if r["config"].get("device", "cpu").split(":")[0] == args.device]
+    rows = [row for method in args.methods for row in compare(
+        runs, configured_runs(args.setting, runs, args.split), method, args.against, args.metric,
+        args.sizes.split(",") if args.sizes else None)]
+    if not rows:
+        print(f"no runs of {', '.join(args.methods)} in {_out(args)}{' or ' if args.also else ''}"
+              f"{', '.join(args.also)} (with --sizes/--device as given)", file=sys.stderr)
+        return 1
+    print(json.dumps(rows, indent=1) if args.json else markdown(rows))
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     snap = sub.add_parser("snapshot", help="write the text corpora to a folder (read back with LIFELONG_CORPORA)")
     snap.add_argument("--dir", required=True)
-    for name in ("run", "table", "choose", "figure", "merge"):
+    for name in ("run", "table", "choose", "figure", "merge", "compare"):
         q = sub.add_parser(name)
         q.add_argument("--setting", choices=list(SETTINGS), default="domains")
         q.add_argument("--split", choices=["test", "valid"], default="test")
@@ -379,9 +397,18 @@ def main() -> int:
                            help="a result file whose runs replace those of the same configuration")
         if name == "merge":
             q.add_argument("files", nargs="+")
+        if name == "compare":
+            q.add_argument("methods", nargs="+", metavar="METHOD[:OPTION=VALUE...]")
+            q.add_argument("--against", required=True,
+                           help="METHOD[:OPTION=VALUE...], or equal-bytes: each run's own equal-bytes control")
+            q.add_argument("--metric", default="average_accuracy", help="a run's metric (default: final accuracy)")
+            q.add_argument("--sizes", default=None, help="only these GPT presets, comma-separated")
+            q.add_argument("--device", default=None, choices=["cpu", "cuda"], help="only runs trained there")
+            q.add_argument("--also", action="append", default=[], metavar="FILE", help="runs from this file too")
+            q.add_argument("--json", action="store_true", help="the rows as JSON")
     args = p.parse_args()
     return {"run": cmd_run, "table": cmd_table, "choose": cmd_choose, "figure": cmd_figure, "merge": cmd_merge,
-            "snapshot": cmd_snapshot}[args.command](args)
+            "compare": cmd_compare, "snapshot": cmd_snapshot}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -327,3 +327,40 @@ def test_jobs_start_only_what_is_still_missing_and_not_running_elsewhere(tmp_pat
     planned = {"config": lm._config(args, "gpt-0.2m", "naive", {}, 3).to_dict(), "method": "naive"}
     write_json(out, {"runs": json.loads(out.read_text())["runs"] + [planned]})
     assert not wanted()
+
+
+def _domains_run(size: str, method: str, strategy: str, options: dict, seed: int, accuracy: float,
+                 device: str = "cpu", stored: int = 0) -> dict:
+    args = argparse.Namespace(setting="domains", split="test", device="cpu")
+    config = {**lm._config(args, size, strategy, options, seed).to_dict(), "device": device}
+    return {"config": config, "method": method, "stored_bytes": stored, "metrics": {"average_accuracy": accuracy}}
+
+
+def test_compare_pairs_runs_by_seed_at_configured_or_named_options(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(lm_methods, "TUNING", tmp_path / "tuning")  # nothing tuned: the defaults are configured
+    ewc = lm._options("domains", "gpt-1m", "ewc", {})[1]
+    runs = [_domains_run("gpt-1m", "ewc", "ewc", ewc, s, 0.30 + s / 100, stored=100) for s in (0, 1, 2)]
+    runs += [_domains_run("gpt-1m", "ewc", "ewc", {**ewc, "strength": 7}, s, 0.9) for s in (0, 1)]  # other options
+    runs += [_domains_run("gpt-1m", "replay@ewc", "token-replay", {"tokens": 100}, s, 0.32) for s in (0, 1)]
+    runs += [_domains_run("gpt-1m", "replay@ewc", "token-replay", {"tokens": 55}, 2, 0.99)]  # another run's bytes
+    configured = lm.configured_runs("domains", runs)
+    [row] = lm.compare(runs, configured, "ewc", "equal-bytes")
+    assert row["seeds"] == [0, 1, 2] and [round(d, 3) for d in row["differences"][:2]] == [-0.02, -0.01]
+    assert row["differences"][2] is None and (row["ahead"], row["paired"]) == (0, 2)  # seed 2 has no control
+    assert "| 0, 1, 2 | -0.020, -0.010, n/a | -0.015 | 0 of 2 |" in lm.markdown([row])
+    [named] = lm.compare(runs, configured, "ewc:strength=7", "replay@ewc:tokens=100")
+    assert [round(d, 3) for d in named["differences"]] == [0.58, 0.58] and named["ahead"] == 2
+    on_gpu = _domains_run("gpt-1m", "ewc", "ewc", ewc, 0, 0.5, device="cuda")
+    with pytest.raises(SystemExit, match="more than one run"):  # seed 0 on two devices, neither named
+        lm.compare([*runs, on_gpu], [*configured, on_gpu], "ewc", "equal-bytes")
+    with pytest.raises(SystemExit, match="METHOD:OPTION=VALUE"):
+        lm.compare(runs, configured, "ewc:strength", "equal-bytes")
+
+
+def test_compare_prints_the_per_seed_gains_the_docs_quote_from_the_committed_runs(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(sys, "argv", ["lm.py", "compare", "--sizes", "gpt-16m", "--device", "cpu", "--also",
+                                      str(ROOT / "results" / "lm-domains-gpt-16m-cpu.json"),
+                                      "--against", "replay:tokens=247680000", "distill+replay", "ewc+replay"])
+    assert lm.main() == 0
+    out = capsys.readouterr().out  # docs/language-models.md, "gpt-16m on the CPU"
+    assert "| -0.042, -0.050, -0.047 | -0.046 | 0 of 3 |" in out and "| -0.053, -0.051, -0.056 |" in out

@@ -1,0 +1,106 @@
+"""Per-seed differences between two methods' runs: what a mean ± spread over seeds hides, and what a claim
+"A beats B on every seed" rests on.
+
+    python benchmarks/lm.py compare --sizes gpt-16m --device cpu --also results/lm-domains-gpt-16m-cpu.json \\
+        --against replay distill+replay ewc+replay
+    python benchmarks/lm.py compare --against equal-bytes ewc ewc+replay distill+replay
+
+A method named alone is its runs at the options it is configured with at each size now (validation's
+choice, the table's and the figure's row; all its runs where none is at those options, as for a control
+`replay@METHOD`); `METHOD:option=value[:option=value]` is its runs whose options include those values,
+whatever is configured (`replay:tokens=247680000`). `--against
+equal-bytes` pairs each run with its own equal-bytes control (`replay@METHOD`, given the run's stored bytes,
+in the same model). Runs pair by size and seed; a seed where either side has no run is shown and not counted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lm_report import _devices, _shown
+
+EQUAL_BYTES = "equal-bytes"
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """'replay:tokens=24768:lr=0.001' -> ('replay', {'tokens': 24768, 'lr': 0.001}), values read as `--set`'s."""
+    from lm import _parse_sets  # here, not at the top: lm imports this module
+
+    method, *pairs = spec.split(":")
+    bad = [p for p in pairs if "=" not in p or "," in p]
+    if not method or bad:
+        raise SystemExit(f"a method to compare is METHOD or METHOD:OPTION=VALUE[:OPTION=VALUE], not {spec!r}")
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        options.update(_parse_sets([pair])[0])
+    return method, options
+
+
+def _matching(spec: str, runs: list[dict[str, Any]], configured: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    method, options = parse_spec(spec)
+    pool = [r for r in (runs if options or not any(c["method"] == method for c in configured) else configured)
+            if r["method"] == method]
+    return [r for r in pool if all(_shown(r["config"]).get(k) == v for k, v in options.items())]
+
+
+def _one(found: list[dict[str, Any]], what: str) -> dict[str, Any] | None:
+    if len(found) > 1:
+        seen = "; ".join(f"{_shown(r['config'])} on {r['config'].get('device', 'cpu')}" for r in found)
+        raise SystemExit(f"{what} is more than one run ({seen}): name the options (METHOD:OPTION=VALUE) "
+                         "or the device (--device)")
+    return found[0] if found else None
+
+
+def _control(run: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The run's equal-bytes control: token replay given exactly its stored bytes, in the same model."""
+    c = run["config"]
+    want = {"tokens": int(run["stored_bytes"]), **{k: v for k, v in _shown(c).items() if k in ("lora", "lr")}}
+    return _one([r for r in runs if r["method"] == f"replay@{run['method']}" and r["config"]["model"] == c["model"]
+                 and r["config"]["seed"] == c["seed"] and _shown(r["config"]) == want],
+                f"the equal-bytes control of {run['method']} at {c['model']}, seed {c['seed']}")
+
+
+def compare(runs: list[dict[str, Any]], configured: list[dict[str, Any]], method: str, against: str,
+            metric: str = "average_accuracy", sizes: list[str] | None = None) -> list[dict[str, Any]]:
+    """One row per size: `method`'s metric minus `against`'s, seed by seed."""
+    a_runs = _matching(method, runs, configured)
+    rows = []
+    for size in sizes or list(dict.fromkeys(r["config"]["model"] for r in a_runs)):
+        at = [r for r in a_runs if r["config"]["model"] == size]
+        b_at = [] if against == EQUAL_BYTES else [r for r in _matching(against, runs, configured)
+                                                  if r["config"]["model"] == size]
+        seeds = sorted({r["config"]["seed"] for r in at})
+        pairs = []
+        for seed in seeds:
+            a = _one([r for r in at if r["config"]["seed"] == seed], f"{method} at {size}, seed {seed}")
+            b = _control(a, runs) if against == EQUAL_BYTES else _one(
+                [r for r in b_at if r["config"]["seed"] == seed], f"{against} at {size}, seed {seed}")
+            pairs.append((seed, a, b))
+        if not pairs:
+            continue
+        for _, a, b in pairs:
+            for r in (a, b):
+                if r is not None and metric not in r["metrics"]:
+                    raise SystemExit(f"no metric {metric!r} in the runs; they have {', '.join(sorted(r['metrics']))}")
+        diffs = [None if b is None else a["metrics"][metric] - b["metrics"][metric] for _, a, b in pairs]
+        done = [d for d in diffs if d is not None]
+        rows.append({
+            "model": size, "method": method, "against": against, "metric": metric,
+            "devices": f"{_devices([a for _, a, _ in pairs])} / "
+                       f"{_devices([b for _, _, b in pairs if b is not None]) if done else '-'}",
+            "seeds": [s for s, _, _ in pairs], "differences": diffs,
+            "mean": sum(done) / len(done) if done else None, "ahead": sum(d > 0 for d in done), "paired": len(done)})
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    def signed(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:+.3f}"
+
+    lines = ["| model | method | against | metric | devices | seeds | method - against, per seed | mean | ahead on |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['method']} | {r['against']} | {r['metric']} | {r['devices']} | "
+                     f"{', '.join(map(str, r['seeds']))} | {', '.join(signed(d) for d in r['differences'])} | "
+                     f"{signed(r['mean'])} | {r['ahead']} of {r['paired']} |")
+    return "\n".join(lines)
