@@ -11,6 +11,9 @@ choice, the table's and the figure's row; all its runs where none is at those op
 whatever is configured (`replay:tokens=247680000`). `--against
 equal-bytes` pairs each run with its own equal-bytes control (`replay@METHOD`, given the run's stored bytes,
 in the same model). Runs pair by size and seed; a seed where either side has no run is shown and not counted.
+A pair counts as starting from one model when both runs name the same pre-trained weights (their fingerprint),
+or, for runs saved before that was recorded, score the same before the first domain (row 0 of the matrix):
+`same start` says on how many seeds that holds, since a pre-training redone elsewhere is another model.
 """
 
 from __future__ import annotations
@@ -51,6 +54,12 @@ def _one(found: list[dict[str, Any]], what: str) -> dict[str, Any] | None:
     return found[0] if found else None
 
 
+def same_start(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Did the two runs start from the same pre-trained model?"""
+    wa, wb = a.get("pretrain", {}).get("weights"), b.get("pretrain", {}).get("weights")
+    return wa == wb if wa and wb else a["scores"][0] == b["scores"][0]
+
+
 def _control(run: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The run's equal-bytes control: token replay given exactly its stored bytes, in the same model."""
     c = run["config"]
@@ -89,7 +98,8 @@ def compare(runs: list[dict[str, Any]], configured: list[dict[str, Any]], method
             "devices": f"{_devices([a for _, a, _ in pairs])} / "
                        f"{_devices([b for _, _, b in pairs if b is not None]) if done else '-'}",
             "seeds": [s for s, _, _ in pairs], "differences": diffs,
-            "mean": sum(done) / len(done) if done else None, "ahead": sum(d > 0 for d in done), "paired": len(done)})
+            "mean": sum(done) / len(done) if done else None, "ahead": sum(d > 0 for d in done), "paired": len(done),
+            "same_start": sum(same_start(a, b) for _, a, b in pairs if b is not None)})
     return rows
 
 
@@ -97,10 +107,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     def signed(v: float | None) -> str:
         return "n/a" if v is None else f"{v:+.3f}"
 
-    lines = ["| model | method | against | metric | devices | seeds | method - against, per seed | mean | ahead on |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | method | against | metric | devices | seeds | method - against, per seed | mean | ahead on "
+             "| same start |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['method']} | {r['against']} | {r['metric']} | {r['devices']} | "
                      f"{', '.join(map(str, r['seeds']))} | {', '.join(signed(d) for d in r['differences'])} | "
-                     f"{signed(r['mean'])} | {r['ahead']} of {r['paired']} |")
+                     f"{signed(r['mean'])} | {r['ahead']} of {r['paired']} | {r['same_start']} of {r['paired']} |")
     return "\n".join(lines)

@@ -364,3 +364,21 @@ def test_a_valid_facts_world_validates_on_its_own_facts_in_the_tests_forms():
     # off, the field is left out of a saved configuration: runs saved before it keep their keys
     assert "valid_facts" not in LMRunConfig("facts", data=replace(data, facts=config)).to_dict()["data"]["facts"]
     assert LMRunConfig("facts", data=data).to_dict()["data"]["facts"]["valid_facts"] is True
+
+
+@needs_wordnet
+def test_a_run_names_the_pretrained_weights_it_started_from_whether_trained_or_cached(tmp_path):
+    """Runs compared with each other must start from one pre-trained model; a cache lost and pre-trained
+    again (another thread count sums in another order) gives another, which the fingerprint shows."""
+    from lifelong.lm.run import pretrained_model, weights_fingerprint
+
+    data = LMDataConfig(pretrain_steps=3, steps=2, batch_size=4, length=32, eval_windows=4)
+    cfg = LMRunConfig("text-domains", "gpt-0.2m", "naive", {}, data, domains=("python-code", "wordnet"),
+                      cache_dir=str(tmp_path))
+    trained, made = pretrained_model(cfg)
+    cached, loaded = pretrained_model(cfg)
+    assert not made["cached"] and loaded["cached"] and made["weights"] == loaded["weights"]
+    assert (loaded["threads"], loaded["device"]) == (torch.get_num_threads(), "cpu")  # how the cached model was made
+    with torch.no_grad():
+        next(cached.parameters()).view(-1)[0] += 1e-6
+    assert weights_fingerprint(cached) != made["weights"] == weights_fingerprint(trained)

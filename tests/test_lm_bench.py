@@ -330,10 +330,11 @@ def test_jobs_start_only_what_is_still_missing_and_not_running_elsewhere(tmp_pat
 
 
 def _domains_run(size: str, method: str, strategy: str, options: dict, seed: int, accuracy: float,
-                 device: str = "cpu", stored: int = 0) -> dict:
+                 device: str = "cpu", stored: int = 0, before: float = 3.0) -> dict:
     args = argparse.Namespace(setting="domains", split="test", device="cpu")
     config = {**lm._config(args, size, strategy, options, seed).to_dict(), "device": device}
-    return {"config": config, "method": method, "stored_bytes": stored, "metrics": {"average_accuracy": accuracy}}
+    return {"config": config, "method": method, "stored_bytes": stored, "metrics": {"average_accuracy": accuracy},
+            "scores": [[{"loss": before}]]}  # row 0: the pre-trained model, before the first domain
 
 
 def test_compare_pairs_runs_by_seed_at_configured_or_named_options(tmp_path: Path, monkeypatch) -> None:
@@ -341,13 +342,14 @@ def test_compare_pairs_runs_by_seed_at_configured_or_named_options(tmp_path: Pat
     ewc = lm._options("domains", "gpt-1m", "ewc", {})[1]
     runs = [_domains_run("gpt-1m", "ewc", "ewc", ewc, s, 0.30 + s / 100, stored=100) for s in (0, 1, 2)]
     runs += [_domains_run("gpt-1m", "ewc", "ewc", {**ewc, "strength": 7}, s, 0.9) for s in (0, 1)]  # other options
-    runs += [_domains_run("gpt-1m", "replay@ewc", "token-replay", {"tokens": 100}, s, 0.32) for s in (0, 1)]
+    runs += [_domains_run("gpt-1m", "replay@ewc", "token-replay", {"tokens": 100}, s, 0.32, before=3.0 + s)
+             for s in (0, 1)]  # seed 1's control started from another pre-trained model
     runs += [_domains_run("gpt-1m", "replay@ewc", "token-replay", {"tokens": 55}, 2, 0.99)]  # another run's bytes
     configured = lm.configured_runs("domains", runs)
     [row] = lm.compare(runs, configured, "ewc", "equal-bytes")
     assert row["seeds"] == [0, 1, 2] and [round(d, 3) for d in row["differences"][:2]] == [-0.02, -0.01]
     assert row["differences"][2] is None and (row["ahead"], row["paired"]) == (0, 2)  # seed 2 has no control
-    assert "| 0, 1, 2 | -0.020, -0.010, n/a | -0.015 | 0 of 2 |" in lm.markdown([row])
+    assert "| 0, 1, 2 | -0.020, -0.010, n/a | -0.015 | 0 of 2 | 1 of 2 |" in lm.markdown([row])
     [named] = lm.compare(runs, configured, "ewc:strength=7", "replay@ewc:tokens=100")
     assert [round(d, 3) for d in named["differences"]] == [0.58, 0.58] and named["ahead"] == 2
     on_gpu = _domains_run("gpt-1m", "ewc", "ewc", ewc, 0, 0.5, device="cuda")
@@ -364,3 +366,5 @@ def test_compare_prints_the_per_seed_gains_the_docs_quote_from_the_committed_run
     assert lm.main() == 0
     out = capsys.readouterr().out  # docs/language-models.md, "gpt-16m on the CPU"
     assert "| -0.042, -0.050, -0.047 | -0.046 | 0 of 3 |" in out and "| -0.053, -0.051, -0.056 |" in out
+    # the control ran after gpt-16m's pre-training was redone (one thread, not two): another start model
+    assert out.count("| 0 of 3 | 0 of 3 |") == 2

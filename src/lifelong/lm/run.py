@@ -94,8 +94,20 @@ def _pretrain_key(config: LMRunConfig) -> str:
     return hashlib.blake2b(json.dumps(what, sort_keys=True).encode(), digest_size=8).hexdigest()
 
 
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """A short hash of the model's weights: two runs with one fingerprint started from the same model. A
+    pre-training redone elsewhere (another thread count or device sums in another order) gives another one."""
+    h = hashlib.blake2b(digest_size=8)
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def pretrained_model(config: LMRunConfig, log: Callable[[str], None] = lambda _: None) -> tuple[GPT, dict[str, Any]]:
-    """The GPT after pre-training on the general mixture (from the cache when it is there)."""
+    """The GPT after pre-training on the general mixture (from the cache when it is there). Its info names
+    the weights (`weights`, a fingerprint) and how they were made (`threads`, `device`; runs that pre-trained
+    before these were recorded lack them)."""
     d = config.data
     model_config = gpt_config(config.model, block_size=d.length)
     torch.manual_seed(config.pretrain_seed if d.pretrain_steps else config.seed)
@@ -107,20 +119,23 @@ def pretrained_model(config: LMRunConfig, log: Callable[[str], None] = lambda _:
     if path is not None and path.exists():
         saved = torch.load(path, weights_only=True, map_location="cpu")
         model.load_state_dict(saved["model"])
-        return model, {**info, "seconds": float(saved["seconds"]), "cached": True, "path": str(path)}
+        made = {k: saved[k] for k in ("threads", "device") if k in saved}
+        return model, {**info, "seconds": float(saved["seconds"]), "cached": True, "path": str(path), **made,
+                       "weights": weights_fingerprint(model)}
     general = general_task(replace(d, seed=config.pretrain_seed), torch.Generator().manual_seed(config.pretrain_seed),
                            config.domains)
     learner = LMLearner(model, Naive(), LearnerConfig(batch_size=d.batch_size, lr=config.pretrain_lr, optimizer="adam",
                                                        seed=config.pretrain_seed, device=config.device))
     log(f"pre-training {config.model} ({model_config.num_parameters:,} parameters) for {d.pretrain_steps} steps")
     stats = learner.fit(TaskStream([general], 256, "domain"), 0)
-    info["seconds"] = stats["train_seconds"]
+    info.update(seconds=stats["train_seconds"], threads=torch.get_num_threads(), device=str(learner.device))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         # written whole or not at all: parallel runs of one size may share the cache
-        torch_save(path, {"model": {k: v.cpu() for k, v in model.state_dict().items()}, "seconds": info["seconds"]})
+        torch_save(path, {"model": {k: v.cpu() for k, v in model.state_dict().items()},
+                          **{k: info[k] for k in ("seconds", "threads", "device")}})
         info["path"] = str(path)
-    return model, info
+    return model, {**info, "weights": weights_fingerprint(model)}
 
 
 def _metrics(stream: TaskStream, scores: list[list[dict[str, float]]], pretrained: bool) -> dict[str, float]:
