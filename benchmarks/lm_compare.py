@@ -73,11 +73,11 @@ def compare(runs: list[dict[str, Any]], configured: list[dict[str, Any]], method
             metric: str = "average_accuracy", sizes: list[str] | None = None) -> list[dict[str, Any]]:
     """One row per size: `method`'s metric minus `against`'s, seed by seed."""
     a_runs = _matching(method, runs, configured)
+    b_runs = [] if against == EQUAL_BYTES else _matching(against, runs, configured)
     rows = []
     for size in sizes or list(dict.fromkeys(r["config"]["model"] for r in a_runs)):
         at = [r for r in a_runs if r["config"]["model"] == size]
-        b_at = [] if against == EQUAL_BYTES else [r for r in _matching(against, runs, configured)
-                                                  if r["config"]["model"] == size]
+        b_at = [r for r in b_runs if r["config"]["model"] == size]
         seeds = sorted({r["config"]["seed"] for r in at})
         pairs = []
         for seed in seeds:
