@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lm_plan import parse_sets
 from lm_report import _devices, _shown
 
 EQUAL_BYTES = "equal-bytes"
@@ -27,15 +28,13 @@ EQUAL_BYTES = "equal-bytes"
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """'replay:tokens=24768:lr=0.001' -> ('replay', {'tokens': 24768, 'lr': 0.001}), values read as `--set`'s."""
-    from lm import _parse_sets  # here, not at the top: lm imports this module
-
     method, *pairs = spec.split(":")
     bad = [p for p in pairs if "=" not in p or "," in p]
     if not method or bad:
         raise SystemExit(f"a method to compare is METHOD or METHOD:OPTION=VALUE[:OPTION=VALUE], not {spec!r}")
     options: dict[str, Any] = {}
     for pair in pairs:
-        options.update(_parse_sets([pair])[0])
+        options.update(parse_sets([pair])[0])
     return method, options
 
 

@@ -14,7 +14,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))  # as the benchmark scripts import it
 
 import lm  # noqa: E402
+import lm_compare  # noqa: E402
+import lm_jobs  # noqa: E402
 import lm_methods  # noqa: E402
+import lm_plan  # noqa: E402
+import lm_report  # noqa: E402
+import lm_results  # noqa: E402
 
 from lifelong.data.facts import FactWorld  # noqa: E402
 from lifelong.lm.run import LMRunConfig, _pretrain_key  # noqa: E402
@@ -33,12 +38,12 @@ def test_facts_kept_is_the_share_of_earlier_just_learned_answers_still_given() -
     # general row, then 3 batches: just learned 0.5, 0.0, 1.0 (the last batch does not count as earlier)
     matrix = [[0, 0, 0], [0.5, 0, 0], [0.5, 0.0, 0], [0.25, 0.5, 1.0]]
     # earlier batches 1 and 2: at the end 0.25 + 0.5, just learned 0.5 + 0.0
-    assert math.isclose(lm._facts_kept(_run(matrix)), 0.75 / 0.5)
-    assert math.isnan(lm._facts_kept(_run([[0, 0], [0.0, 0], [0.0, 1.0]])))  # nothing learned: undefined
+    assert math.isclose(lm_report._facts_kept(_run(matrix)), 0.75 / 0.5)
+    assert math.isnan(lm_report._facts_kept(_run([[0, 0], [0.0, 0], [0.0, 1.0]])))  # nothing learned: undefined
 
 
 def test_facts_table_has_the_kept_column() -> None:
-    text = lm.table([_run([[0, 0], [0.5, 0], [0.25, 1.0]])], facts=True)
+    text = lm_report.table([_run([[0, 0], [0.5, 0], [0.25, 1.0]])], facts=True)
     head, _, row = text.splitlines()
     assert "earlier facts kept" in head and "loss rise" not in head
     assert row.split(" | ")[head.split(" | ").index("earlier facts kept")] == "0.500"
@@ -50,10 +55,10 @@ def test_taught_table_sets_the_trained_question_form_beside_the_held_out_ones() 
         for j, cell in enumerate(row[1:], start=1):
             if j <= i:
                 cell["taught_match"] = 1.0
-    text = lm.taught_table([run])
+    text = lm_report.taught_table([run])
     # earlier batches 1 and 2: held-out learned (0.5 + 0.5) / 2 -> end (0.25 + 0.5) / 2; taught 1 -> 1
     assert text.splitlines()[-1].endswith("| 1 | 0.500 -> 0.375 | 1.000 -> 1.000 |")
-    assert lm.taught_table([_run([[0, 0], [0.5, 0], [0.25, 1.0]])]).count("\n") == 1  # runs without it: no rows
+    assert lm_report.taught_table([_run([[0, 0], [0.5, 0], [0.25, 1.0]])]).count("\n") == 1  # runs without it: no rows
 
 
 def test_forms_table_shows_each_held_out_form_learned_and_at_the_end() -> None:
@@ -62,8 +67,9 @@ def test_forms_table_shows_each_held_out_form_learned_and_at_the_end() -> None:
         for j, cell in enumerate(row[1:], start=1):
             if j <= i:
                 cell.update(held_out_0_match=1.0, held_out_1_match=0.0 if i == 3 else 1.0, held_out_2_match=0.0)
-    assert lm.forms_table([run]).splitlines()[-1].endswith("| 1.000 -> 1.000 | 1.000 -> 0.000 | 0.000 -> 0.000 |")
-    assert lm.forms_table([_run([[0, 0], [0.5, 0], [0.25, 1.0]])]).count("\n") == 1  # runs without it: no rows
+    last = lm_report.forms_table([run]).splitlines()[-1]
+    assert last.endswith("| 1.000 -> 1.000 | 1.000 -> 0.000 | 0.000 -> 0.000 |")
+    assert lm_report.forms_table([_run([[0, 0], [0.5, 0], [0.25, 1.0]])]).count("\n") == 1  # runs without it: no rows
 
 
 def test_per_batch_table_reads_the_facts_target_batch_by_batch() -> None:
@@ -75,7 +81,7 @@ def test_per_batch_table_reads_the_facts_target_batch_by_batch() -> None:
     # Once old, batch 1 moves 0.5 -> 0.5 -> 0.25 and batch 2 0.0 -> 0.5 (rows 3 and 4): steps 0, -0.25
     # and +0.5, whose sd is 0.312; seed 1 is too short to have an old batch. The batch under 90 % went
     # 0.5 -> 0.25 with 3 batches learned after it; the others 1.0 -> 1.0 (seed 0) and 0.5 -> 0.5 (seed 1).
-    assert lm.per_batch_table([two, one]).splitlines()[-1].endswith(
+    assert lm_report.per_batch_table([two, one]).splitlines()[-1].endswith(
         "| 2 | 0.500, 1.000 | 1 of 3 | 0.500 -> 0.250 | 3 | 0.750 -> 0.750 | 0.312 |")
 
 
@@ -92,12 +98,12 @@ def test_merged_runs_join_once_and_the_table_says_where_they_ran(tmp_path: Path)
     out, part = tmp_path / "lm-facts.json", tmp_path / "part.json"
     write_json(out, {"runs": [_saved(0)]})
     write_json(part, {"runs": [_saved(0, "cuda"), _saved(1, "cuda"), {**_saved(2), "setting": "domains"}]})
-    assert lm.merge_runs(out, "facts", "test", [part]) == 1  # seed 0 is there already; seed 2 is another setting
-    assert lm.merge_runs(out, "facts", "test", [part]) == 0
-    runs = lm._load(out)["runs"]
+    assert lm_jobs.merge_runs(out, "facts", "test", [part]) == 1  # seed 0 is there already; seed 2 is another setting
+    assert lm_jobs.merge_runs(out, "facts", "test", [part]) == 0
+    runs = lm_jobs.load(out)["runs"]
     assert [(r["config"]["seed"], r["config"]["device"]) for r in runs] == [(0, "cpu"), (1, "cuda")]
-    assert lm._devices(runs) == "cpu 1, cuda 1" and lm._devices(runs[:1]) == "cpu"
-    assert lm.table(runs, facts=True).splitlines()[2].endswith("| cpu 1, cuda 1 |")
+    assert lm_report._devices(runs) == "cpu 1, cuda 1" and lm_report._devices(runs[:1]) == "cpu"
+    assert lm_report.table(runs, facts=True).splitlines()[2].endswith("| cpu 1, cuda 1 |")
 
 
 def test_the_untouched_model_row_is_row_0_over_the_domains() -> None:
@@ -106,25 +112,25 @@ def test_the_untouched_model_row_is_row_0_over_the_domains() -> None:
               [{"loss": 2.0, "accuracy": 0.1}, {"loss": 2.0, "accuracy": 0.8}, {"loss": 2.0, "accuracy": 0.8}]]
     run = {"config": {"model": "gpt-0.2m", "options": {}}, "parameters": 1, "metrics": {"pretrained": 1.0},
            "scores": scores}
-    assert "| gpt-0.2m | 0.300 |" in lm.pretrained_table([run, run])
+    assert "| gpt-0.2m | 0.300 |" in lm_report.pretrained_table([run, run])
 
 
 def test_facts_long_is_facts_with_twice_the_steps_and_facts_choices() -> None:
     """The more-steps variant changes only the steps on each batch (so the same pre-trained model is
     reused) and, without its own validation, takes the options chosen on facts' validation."""
-    facts, long = lm.SETTINGS["facts"], lm.SETTINGS["facts-long"]
+    facts, long = lm_methods.SETTINGS["facts"], lm_methods.SETTINGS["facts-long"]
     assert long["data"].steps == 2 * facts["data"].steps
     assert replace(long["data"], steps=facts["data"].steps) == facts["data"]
-    assert lm._options("facts-long", "gpt-1m", "replay", {})[1]["select"] == "distinct"  # facts' gpt-1m choice
+    assert lm_methods._options("facts-long", "gpt-1m", "replay", {})[1]["select"] == "distinct"  # facts' gpt-1m choice
     # the budget is a share of every token trained on, so the same share buys more tokens
-    assert lm._options("facts-long", "gpt-1m", "replay", {"replay": 0.01})[1]["tokens"] > \
-        lm._options("facts", "gpt-1m", "replay", {"replay": 0.01})[1]["tokens"]
+    assert lm_methods._options("facts-long", "gpt-1m", "replay", {"replay": 0.01})[1]["tokens"] > \
+        lm_methods._options("facts", "gpt-1m", "replay", {"replay": 0.01})[1]["tokens"]
 
 
 def test_facts_wide_reads_each_batch_on_twice_the_facts_after_the_same_pre_training() -> None:
     """The wider variant doubles the facts of a batch and the steps on it (facts-long's steps per fact);
     the background facts, and so the pre-trained model, are facts-long's."""
-    long, wide = lm.SETTINGS["facts-long"]["data"], lm.SETTINGS["facts-wide"]["data"]
+    long, wide = lm_methods.SETTINGS["facts-long"]["data"], lm_methods.SETTINGS["facts-wide"]["data"]
     assert (wide.steps, wide.facts.entities_per_batch) == (2 * long.steps, 2 * long.facts.entities_per_batch)
     worlds = [FactWorld(d.facts) for d in (long, wide)]
     assert worlds[0].background == worlds[1].background
@@ -136,7 +142,7 @@ def test_facts_wide_reads_each_batch_on_twice_the_facts_after_the_same_pre_train
 def test_facts_wide_validates_on_facts_of_its_own_and_its_test_runs_are_unchanged() -> None:
     def config(split: str) -> LMRunConfig:
         args = argparse.Namespace(setting="facts-wide", split=split, device="cpu")
-        return lm._config(args, "gpt-1m", "naive", {}, 0)
+        return lm_plan.run_config(args, "gpt-1m", "naive", {}, 0)
 
     valid, test = config("valid"), config("test")
     assert valid.data.facts.valid_facts and not test.data.facts.valid_facts
@@ -144,12 +150,12 @@ def test_facts_wide_validates_on_facts_of_its_own_and_its_test_runs_are_unchange
     # a test run's saved configuration is what it was before validation had facts of its own (`--resume`)
     assert test.to_dict()["data"] == {**asdict(test.data), "facts": {
         k: v for k, v in asdict(test.data.facts).items() if k != "valid_facts"}}
-    assert not lm._config(argparse.Namespace(setting="facts-long", split="valid", device="cpu"), "gpt-1m", "naive",
-                          {}, 0).data.facts.valid_facts  # facts-long keeps its validation (form 0)
+    assert not lm_plan.run_config(argparse.Namespace(setting="facts-long", split="valid", device="cpu"), "gpt-1m",
+                                  "naive", {}, 0).data.facts.valid_facts  # facts-long keeps its validation (form 0)
 
 
 def test_set_values_are_json_numbers_lists_and_flags_else_strings() -> None:
-    combos = lm._parse_sets(["weight=0.3,1", "keep_generated=true", "start=word"])
+    combos = lm_plan.parse_sets(["weight=0.3,1", "keep_generated=true", "start=word"])
     assert combos == [{"weight": 0.3, "keep_generated": True, "start": "word"},
                       {"weight": 1, "keep_generated": True, "start": "word"}]
 
@@ -169,10 +175,10 @@ def test_the_table_can_show_one_seed_alone(tmp_path: Path, monkeypatch, capsys) 
 
 def test_the_plasticity_floor_asks_for_half_the_baselines_gain_where_it_learns_little() -> None:
     # full fine-tuning learns far above the untouched model: 5 points below it is the binding floor
-    assert lm.plasticity_floor(0.442, 0.313) == pytest.approx(0.392)
+    assert lm_methods.plasticity_floor(0.442, 0.313) == pytest.approx(0.392)
     # LoRA adapters learn 0.057 above it: 5 points would let a frozen model pass; half the gain binds
-    assert lm.plasticity_floor(0.370, 0.313) == pytest.approx(0.3415)
-    assert lm.plasticity_floor(0.370, None) == pytest.approx(0.320)  # no untouched score (facts): 5 points
+    assert lm_methods.plasticity_floor(0.370, 0.313) == pytest.approx(0.3415)
+    assert lm_methods.plasticity_floor(0.370, None) == pytest.approx(0.320)  # no untouched score (facts): 5 points
 
 
 def test_the_lora_methods_take_the_rank_chosen_for_sequential_lora(tmp_path: Path, monkeypatch) -> None:
@@ -181,23 +187,23 @@ def test_the_lora_methods_take_the_rank_chosen_for_sequential_lora(tmp_path: Pat
     monkeypatch.setattr(lm_methods, "TUNING", tmp_path / "results" / "tuning")
     write_json(tmp_path / "results" / "tuning" / "lm-domains-gpt-1m-lora.json", {"chosen": {"lora": 32}})
     write_json(tmp_path / "results" / "tuning" / "lm-domains-gpt-1m-lora-ewc.json", {"chosen": {"strength": 0.1}})
-    assert lm._options("domains", "gpt-1m", "lora-ewc", {})[1] == {"lora": 32, "strength": 0.1, "samples": 128}
-    assert lm._options("domains", "gpt-1m", "olora", {})[1]["lora"] == 32
-    assert lm._options("domains", "gpt-4m", "lora", {})[1] == {"lora": 32}  # a larger size takes gpt-1m's
-    assert lm._options("domains", "gpt-0.2m", "lora", {})[1] == {"lora": 8}  # none at or below: the default
+    assert lm_methods._options("domains", "gpt-1m", "lora-ewc", {})[1] == {"lora": 32, "strength": 0.1, "samples": 128}
+    assert lm_methods._options("domains", "gpt-1m", "olora", {})[1]["lora"] == 32
+    assert lm_methods._options("domains", "gpt-4m", "lora", {})[1] == {"lora": 32}  # a larger size takes gpt-1m's
+    assert lm_methods._options("domains", "gpt-0.2m", "lora", {})[1] == {"lora": 8}  # none at or below: the default
 
 
 def test_choose_holds_the_lora_rank_and_asks_the_adapters_to_learn(tmp_path: Path, monkeypatch) -> None:
     from lifelong.reporting import write_json
 
-    monkeypatch.setattr(lm, "ROOT", tmp_path)  # the validation runs' file; choose writes and reads tuning here:
-    for module in (lm, lm_methods):
+    monkeypatch.setattr(lm_results, "ROOT", tmp_path)  # the validation runs' file; choose writes and reads tuning here:
+    for module in (lm_results, lm_methods):
         monkeypatch.setattr(module, "TUNING", tmp_path / "results" / "tuning")
     valid = argparse.Namespace(setting="domains", split="valid", device="cpu")
 
     def run(method: str, strategy: str, options: dict, final: float, learning: float) -> dict:
         row0 = [{"loss": 2.0, "accuracy": 0.3}] + [{"loss": 2.0, "accuracy": 0.31}] * 4  # untouched: 0.31
-        return {"config": lm._config(valid, "gpt-1m", strategy, options, 0).to_dict(), "method": method,
+        return {"config": lm_plan.run_config(valid, "gpt-1m", strategy, options, 0).to_dict(), "method": method,
                 "scores": [row0], "metrics": {"pretrained": True, "average_accuracy": final,
                                               "learning_accuracy": learning, "average_retention": 1.0,
                                               "general_loss_ratio": 1.0}}
@@ -221,7 +227,7 @@ def test_choose_holds_the_lora_rank_and_asks_the_adapters_to_learn(tmp_path: Pat
 
 def test_the_equal_bytes_control_takes_the_bytes_of_the_run_with_the_same_options() -> None:
     args = argparse.Namespace(setting="domains", split="test", device="cpu")
-    runs = [{"config": lm._config(args, "gpt-1m", "ewc", {"lora": rank, "strength": 1}, 0).to_dict(),
+    runs = [{"config": lm_plan.run_config(args, "gpt-1m", "ewc", {"lora": rank, "strength": 1}, 0).to_dict(),
              "method": "lora-ewc", "stored_bytes": stored} for rank, stored in ((8, 136_128), (64, 1_053_632))]
     control = lm._equal_bytes_options(args, "gpt-1m", 0, "ewc", {"lora": 64, "strength": 1}, runs)
     assert control == {"tokens": 1_053_632, "lora": 64}  # not the first lora-ewc run of the seed (rank 8)
@@ -236,19 +242,20 @@ def test_the_scaling_figure_takes_each_method_at_its_configured_options_alone(tm
     args = argparse.Namespace(setting="domains", split="test", device="cpu")
 
     def run(size: str, method: str, strategy: str, options: dict, seed: int = 0) -> dict:
-        return {"config": lm._config(args, size, strategy, options, seed).to_dict(), "method": method}
+        return {"config": lm_plan.run_config(args, size, strategy, options, seed).to_dict(), "method": method}
 
     runs = [run("gpt-1m", "lora", "naive", {"lora": rank}, seed) for rank in (8, 64) for seed in (0, 1)]
     runs += [run("gpt-1m", "naive", "naive", {}), run("gpt-1m", "replay@lora-ewc", "token-replay", {"tokens": 9})]
     runs += [run("gpt-16m", "ewc+replay", "ewc+token-replay", {"strength": 100.0, "samples": 128, "tokens": 24768})]
     runs += [run("gpt-16m", "lora-fold", "olora", {"lora": 8, "mode": "loss", "orth_weight": 0.0})]
-    runs += [run("gpt-0.2m", "ewc+replay", "ewc+token-replay", lm._options("domains", "gpt-0.2m", "ewc+replay", {})[1])]
-    configured = lm.configured_runs("domains", runs)
+    small = lm_methods._options("domains", "gpt-0.2m", "ewc+replay", {})[1]
+    runs += [run("gpt-0.2m", "ewc+replay", "ewc+token-replay", small)]
+    configured = lm_plan.configured_runs("domains", runs)
     assert [(r["config"]["model"], r["method"], r["config"]["lora_rank"]) for r in configured] == [
         ("gpt-1m", "lora", 64), ("gpt-1m", "lora", 64), ("gpt-1m", "naive", 0), ("gpt-0.2m", "ewc+replay", 0)]
     # gpt-16m's EWC + replay ran only before validation (another strength): drawn apart, not pooled; lora-fold
     # has no configured run anywhere, so no line to stand beside
-    assert [(r["config"]["model"], r["method"]) for r in lm.runs_at_other_options(runs, configured)] == [
+    assert [(r["config"]["model"], r["method"]) for r in lm_results.runs_at_other_options(runs, configured)] == [
         ("gpt-16m", "ewc+replay")]
 
 
@@ -256,12 +263,12 @@ def test_the_figure_draws_a_size_from_one_device_when_told_where_its_runs_are() 
     args = argparse.Namespace(setting="domains", split="test", device="cpu")
 
     def run(size: str, seed: int, device: str) -> dict:
-        config = lm._config(args, size, "naive", {}, seed).to_dict()
+        config = lm_plan.run_config(args, size, "naive", {}, seed).to_dict()
         return {"config": {**config, "device": device}, "method": "naive"}
 
     gpu = [run("gpt-16m", seed, "cuda") for seed in (0, 1, 2)] + [run("gpt-4m", 0, "cuda")]
     cpu = [run("gpt-16m", seed, "cpu") for seed in (0, 1)]
-    merged = lm.replace_runs(gpu, cpu)
+    merged = lm_results.replace_runs(gpu, cpu)
     assert sorted((r["config"]["model"], r["config"]["seed"], r["config"]["device"]) for r in merged) == [
         ("gpt-16m", 0, "cpu"), ("gpt-16m", 1, "cpu"), ("gpt-16m", 2, "cuda"), ("gpt-4m", 0, "cuda")]
 
@@ -293,8 +300,6 @@ def test_resume_skips_a_run_that_another_process_finished_meanwhile(tmp_path: Pa
 def test_jobs_start_only_what_is_still_missing_and_not_running_elsewhere(tmp_path: Path, monkeypatch) -> None:
     import fcntl
 
-    import lm_jobs
-
     from lifelong.reporting import write_json
 
     out, parts = tmp_path / "lm-domains.json", tmp_path / "lm-domains.json.parts"
@@ -324,7 +329,7 @@ def test_jobs_start_only_what_is_still_missing_and_not_running_elsewhere(tmp_pat
     assert name == "gpt-0.2m-naive-s3"
     assert wanted()
     args = argparse.Namespace(setting="domains", split="test", device="cpu")
-    planned = {"config": lm._config(args, "gpt-0.2m", "naive", {}, 3).to_dict(), "method": "naive"}
+    planned = {"config": lm_plan.run_config(args, "gpt-0.2m", "naive", {}, 3).to_dict(), "method": "naive"}
     write_json(out, {"runs": json.loads(out.read_text())["runs"] + [planned]})
     assert not wanted()
 
@@ -332,31 +337,31 @@ def test_jobs_start_only_what_is_still_missing_and_not_running_elsewhere(tmp_pat
 def _domains_run(size: str, method: str, strategy: str, options: dict, seed: int, accuracy: float,
                  device: str = "cpu", stored: int = 0, before: float = 3.0) -> dict:
     args = argparse.Namespace(setting="domains", split="test", device="cpu")
-    config = {**lm._config(args, size, strategy, options, seed).to_dict(), "device": device}
+    config = {**lm_plan.run_config(args, size, strategy, options, seed).to_dict(), "device": device}
     return {"config": config, "method": method, "stored_bytes": stored, "metrics": {"average_accuracy": accuracy},
             "scores": [[{"loss": before}]]}  # row 0: the pre-trained model, before the first domain
 
 
 def test_compare_pairs_runs_by_seed_at_configured_or_named_options(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(lm_methods, "TUNING", tmp_path / "tuning")  # nothing tuned: the defaults are configured
-    ewc = lm._options("domains", "gpt-1m", "ewc", {})[1]
+    ewc = lm_methods._options("domains", "gpt-1m", "ewc", {})[1]
     runs = [_domains_run("gpt-1m", "ewc", "ewc", ewc, s, 0.30 + s / 100, stored=100) for s in (0, 1, 2)]
     runs += [_domains_run("gpt-1m", "ewc", "ewc", {**ewc, "strength": 7}, s, 0.9) for s in (0, 1)]  # other options
     runs += [_domains_run("gpt-1m", "replay@ewc", "token-replay", {"tokens": 100}, s, 0.32, before=3.0 + s)
              for s in (0, 1)]  # seed 1's control started from another pre-trained model
     runs += [_domains_run("gpt-1m", "replay@ewc", "token-replay", {"tokens": 55}, 2, 0.99)]  # another run's bytes
-    configured = lm.configured_runs("domains", runs)
-    [row] = lm.compare(runs, configured, "ewc", "equal-bytes")
+    configured = lm_plan.configured_runs("domains", runs)
+    [row] = lm_compare.compare(runs, configured, "ewc", "equal-bytes")
     assert row["seeds"] == [0, 1, 2] and [round(d, 3) for d in row["differences"][:2]] == [-0.02, -0.01]
     assert row["differences"][2] is None and (row["ahead"], row["paired"]) == (0, 2)  # seed 2 has no control
-    assert "| 0, 1, 2 | -0.020, -0.010, n/a | -0.015 | 0 of 2 | 1 of 2 |" in lm.markdown([row])
-    [named] = lm.compare(runs, configured, "ewc:strength=7", "replay@ewc:tokens=100")
+    assert "| 0, 1, 2 | -0.020, -0.010, n/a | -0.015 | 0 of 2 | 1 of 2 |" in lm_compare.markdown([row])
+    [named] = lm_compare.compare(runs, configured, "ewc:strength=7", "replay@ewc:tokens=100")
     assert [round(d, 3) for d in named["differences"]] == [0.58, 0.58] and named["ahead"] == 2
     on_gpu = _domains_run("gpt-1m", "ewc", "ewc", ewc, 0, 0.5, device="cuda")
     with pytest.raises(SystemExit, match="more than one run"):  # seed 0 on two devices, neither named
-        lm.compare([*runs, on_gpu], [*configured, on_gpu], "ewc", "equal-bytes")
+        lm_compare.compare([*runs, on_gpu], [*configured, on_gpu], "ewc", "equal-bytes")
     with pytest.raises(SystemExit, match="METHOD:OPTION=VALUE"):
-        lm.compare(runs, configured, "ewc:strength", "equal-bytes")
+        lm_compare.compare(runs, configured, "ewc:strength", "equal-bytes")
 
 
 def test_compare_prints_the_per_seed_gains_the_docs_quote_from_the_committed_runs(monkeypatch, capsys) -> None:

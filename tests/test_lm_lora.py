@@ -82,19 +82,23 @@ def test_orthogonal_lora_runs_on_a_gpt_and_keeps_one_basis_per_adapted_layer(mod
 
 def test_the_benchmark_keys_a_lora_run_apart_from_full_fine_tuning():
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    import lm
+    import lm_jobs
+    import lm_methods
+    import lm_plan
+    import lm_report
 
     args = type("Args", (), {"setting": "domains", "split": "valid", "device": "cpu"})()
-    strategy, options = lm._options("domains", "gpt-0.2m", "lora", {"lora": 8})
-    lora = lm._config(args, "gpt-0.2m", strategy, options, 0)
-    naive = lm._config(args, "gpt-0.2m", "naive", {}, 0)
+    strategy, options = lm_methods._options("domains", "gpt-0.2m", "lora", {"lora": 8})
+    lora = lm_plan.run_config(args, "gpt-0.2m", strategy, options, 0)
+    naive = lm_plan.run_config(args, "gpt-0.2m", "naive", {}, 0)
     assert lora.lora_rank == 8 and lora.options == {} and naive.lora_rank == 0
-    assert lm._key({"config": lora.to_dict()}) != lm._key({"config": naive.to_dict()})
-    assert lm._shown(lora.to_dict()) == {"lora": 8}
+    assert lm_jobs.run_key({"config": lora.to_dict()}) != lm_jobs.run_key({"config": naive.to_dict()})
+    assert lm_report._shown(lora.to_dict()) == {"lora": 8}
     # a learning rate other than the default is the run's, and keyed and shown too
-    faster = lm._config(args, "gpt-0.2m", "naive", {"lora": 8, "lr": 0.003}, 0)
-    assert faster.lr == 0.003 and faster.options == {} and lm._shown(faster.to_dict()) == {"lora": 8, "lr": 0.003}
-    assert lm._key({"config": faster.to_dict()}) != lm._key({"config": lora.to_dict()})
+    faster = lm_plan.run_config(args, "gpt-0.2m", "naive", {"lora": 8, "lr": 0.003}, 0)
+    assert faster.lr == 0.003 and faster.options == {}
+    assert lm_report._shown(faster.to_dict()) == {"lora": 8, "lr": 0.003}
+    assert lm_jobs.run_key({"config": faster.to_dict()}) != lm_jobs.run_key({"config": lora.to_dict()})
 
 
 def test_a_continual_learning_rate_keeps_the_same_pre_trained_model():

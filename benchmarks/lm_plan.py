@@ -1,0 +1,66 @@
+"""What a run of benchmarks/lm.py is before it runs: its configuration from (setting, size, method, options, seed),
+its key in a result file, the `--set` grid, and which saved runs are at the options configured now."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from lm_jobs import run_key
+from lm_methods import METHODS, SETTINGS, _options
+
+from lifelong.lm.run import LMRunConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("LIFELONG_CACHE", Path.home() / ".cache" / "lifelong")) / "lm"
+JSON_WORDS = ("true", "false", "null")  # --set values read as JSON (with numbers, lists and objects)
+
+
+def run_config(args: argparse.Namespace, size: str, strategy: str, options: dict[str, Any], seed: int) -> LMRunConfig:
+    """The run of `strategy` with `options`; `lora` (the adapters' rank) and `lr` (Adam's learning rate) are
+    the run's options, not the strategy's."""
+    setting = SETTINGS[args.setting]
+    options = dict(options)
+    run = {"lora_rank": int(options.pop("lora", 0)), "lr": float(options.pop("lr", LMRunConfig.lr))}
+    data = setting["data"]
+    if args.split == "valid" and setting.get("valid_facts"):
+        data = replace(data, facts=replace(data.facts, valid_facts=True))
+    return LMRunConfig(setting["benchmark"], size, strategy, options, replace(data), eval_split=args.split,
+                       seed=seed, cache_dir=str(CACHE), device=args.device, **run)
+
+
+def parse_sets(items: list[str]) -> list[dict[str, Any]]:
+    """--set ewc.strength=1,10 --set ewc.samples=64 -> one options dict per combination."""
+    axes = []
+    for item in items:
+        key, _, values = item.partition("=")
+        if not values:
+            raise SystemExit(f"--set takes OPTION=VALUE[,VALUE...], not {item!r}")
+        as_json = [json.loads(v) if v[:1].isdigit() or v[:1] in "-[{" or v in JSON_WORDS else v
+                   for v in values.split(",")]
+        axes.append([(key.split(".", 1)[-1], v) for v in as_json])
+    return [dict(combo) for combo in itertools.product(*axes)] or [{}]
+
+
+def result_path(args: argparse.Namespace) -> Path:
+    """The setting's result file (`--out` where given)."""
+    return Path(args.out or ROOT / "results" / f"lm-{args.setting}{'-valid' if args.split == 'valid' else ''}.json")
+
+
+def planned_key(args: argparse.Namespace, size: str, strategy: str, options: dict[str, Any], seed: int) -> str:
+    """The key (lm_jobs.run_key) that the run of `strategy` with `options` has, or will have once it ran."""
+    return run_key({"config": run_config(args, size, strategy, options, seed).to_dict()})
+
+
+def configured_runs(setting: str, runs: list[dict[str, Any]], split: str = "test") -> list[dict[str, Any]]:
+    """The runs at the options each method is configured with at its size now (validation's choices): a
+    method also run at other options (LoRA ranks, strengths tried before a size had its own validation)
+    counts once, at the options its table row and README figure name. Equal-bytes controls are left out."""
+    args = argparse.Namespace(setting=setting, split=split, device="cpu")
+    return [r for r in runs if r["method"] in METHODS and run_key(r) == planned_key(
+        args, r["config"]["model"], *_options(setting, r["config"]["model"], r["method"], {}), r["config"]["seed"])]
