@@ -14,6 +14,8 @@ in the same model). Runs pair by size and seed; a seed where either side has no 
 A pair counts as starting from one model when both runs name the same pre-trained weights (their fingerprint),
 or, for runs saved before that was recorded, score the same before the first domain (row 0 of the matrix):
 `same start` says on how many seeds that holds, since a pre-training redone elsewhere is another model.
+Where `--against` has several runs for a seed (one per pre-trained model, from two files), the one that
+shares the method's start is taken; the method's own runs must be one per seed (pass the files that hold them).
 """
 
 from __future__ import annotations
@@ -59,13 +61,21 @@ def same_start(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return wa == wb if wa and wb else a["scores"][0] == b["scores"][0]
 
 
+def _partner(run: dict[str, Any], found: list[dict[str, Any]], what: str) -> dict[str, Any] | None:
+    """The one run of `found` to set beside `run`: where there are several (the same configuration trained from
+    two pre-trained models, in two files), the one that shares `run`'s start."""
+    same = [r for r in found if same_start(run, r)]
+    return _one(same if len(found) > 1 and same else found, what)
+
+
 def _control(run: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The run's equal-bytes control: token replay given exactly its stored bytes, in the same model."""
     c = run["config"]
     want = {"tokens": int(run["stored_bytes"]), **{k: v for k, v in _shown(c).items() if k in ("lora", "lr")}}
-    return _one([r for r in runs if r["method"] == f"replay@{run['method']}" and r["config"]["model"] == c["model"]
-                 and r["config"]["seed"] == c["seed"] and _shown(r["config"]) == want],
-                f"the equal-bytes control of {run['method']} at {c['model']}, seed {c['seed']}")
+    return _partner(run, [r for r in runs if r["method"] == f"replay@{run['method']}"
+                          and r["config"]["model"] == c["model"] and r["config"]["seed"] == c["seed"]
+                          and _shown(r["config"]) == want],
+                    f"the equal-bytes control of {run['method']} at {c['model']}, seed {c['seed']}")
 
 
 def compare(runs: list[dict[str, Any]], configured: list[dict[str, Any]], method: str, against: str,
@@ -81,8 +91,8 @@ def compare(runs: list[dict[str, Any]], configured: list[dict[str, Any]], method
         pairs = []
         for seed in seeds:
             a = _one([r for r in at if r["config"]["seed"] == seed], f"{method} at {size}, seed {seed}")
-            b = _control(a, runs) if against == EQUAL_BYTES else _one(
-                [r for r in b_at if r["config"]["seed"] == seed], f"{against} at {size}, seed {seed}")
+            b = _control(a, runs) if against == EQUAL_BYTES else _partner(
+                a, [r for r in b_at if r["config"]["seed"] == seed], f"{against} at {size}, seed {seed}")
             pairs.append((seed, a, b))
         if not pairs:
             continue

@@ -362,6 +362,12 @@ def test_compare_pairs_runs_by_seed_at_configured_or_named_options(tmp_path: Pat
         lm_compare.compare([*runs, on_gpu], [*configured, on_gpu], "ewc", "equal-bytes")
     with pytest.raises(SystemExit, match="METHOD:OPTION=VALUE"):
         lm_compare.compare(runs, configured, "ewc:strength", "equal-bytes")
+    # seed 1's control also run from the ewc run's start (another file): that one pairs, not the other
+    rerun = _domains_run("gpt-1m", "replay@ewc", "token-replay", {"tokens": 100}, 1, 0.25)
+    [row] = lm_compare.compare([*runs, rerun], configured, "ewc", "equal-bytes")
+    assert [round(d, 3) for d in row["differences"][:2]] == [-0.02, 0.06] and row["same_start"] == 2
+    [row] = lm_compare.compare([*runs, rerun], configured, "ewc", "replay@ewc:tokens=100")
+    assert [round(d, 3) for d in row["differences"][:2]] == [-0.02, 0.06] and row["same_start"] == 2
 
 
 def test_compare_prints_the_per_seed_gains_the_docs_quote_from_the_committed_runs(monkeypatch, capsys) -> None:
