@@ -379,3 +379,18 @@ def test_compare_prints_the_per_seed_gains_the_docs_quote_from_the_committed_run
     assert "| -0.042, -0.050, -0.047 | -0.046 | 0 of 3 |" in out and "| -0.053, -0.051, -0.056 |" in out
     # the control ran after gpt-16m's pre-training was redone (one thread, not two): another start model
     assert out.count("| 0 of 3 | 0 of 3 |") == 2
+    # the methods ran again from the control's start (their own file): every pair shares it, and 1 % replay,
+    # in both files, pairs with the run from the same start
+    results = ROOT / "results"
+    monkeypatch.setattr(sys, "argv", ["lm.py", "compare", "--sizes", "gpt-16m", "--device", "cpu", "--out",
+                                      str(results / "lm-domains-gpt-16m-cpu-pretrain2.json"), "--also",
+                                      str(results / "lm-domains-gpt-16m-cpu.json"),
+                                      "--against", "replay:tokens=247680000", "ewc+replay"])
+    assert lm.main() == 0
+    assert "| -0.045, -0.051, -0.056 | -0.051 | 0 of 3 | 3 of 3 |" in capsys.readouterr().out
+    monkeypatch.setattr(sys, "argv", ["lm.py", "compare", "--sizes", "gpt-16m", "--device", "cpu", "--out",
+                                      str(results / "lm-domains-gpt-16m-cpu-pretrain2.json"), "--also",
+                                      str(results / "lm-domains.json"), "--against", "replay",
+                                      "online-kfac-ewc+replay"])
+    assert lm.main() == 0
+    assert "| +0.010, +0.001, +0.023 | +0.011 | 3 of 3 | 3 of 3 |" in capsys.readouterr().out
