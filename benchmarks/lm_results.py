@@ -50,8 +50,8 @@ def cmd_choose(args: argparse.Namespace) -> int:
     """Pick a method's options from the validation runs: the best final validation accuracy among the
     options that learn at least plasticity_floor() (seed 0 of the baseline, as configured now). Options
     fixed by a part the method is tuned from (the LoRA rank) are held: only runs with them count."""
-    runs = load(ROOT / "results" / f"lm-{args.setting}-valid.json")["runs"]
-    valid = argparse.Namespace(setting=args.setting, split="valid", device="cpu")
+    valid = argparse.Namespace(setting=args.setting, split="valid", device="cpu", out=None)
+    runs = load(result_path(valid))["runs"]
     for size in args.sizes.split(","):
         baseline = BASELINE.get(args.method, "naive")
         configured = planned_key(valid, size, *_options(args.setting, size, baseline, {}), 0)

@@ -196,7 +196,8 @@ def test_the_lora_methods_take_the_rank_chosen_for_sequential_lora(tmp_path: Pat
 def test_choose_holds_the_lora_rank_and_asks_the_adapters_to_learn(tmp_path: Path, monkeypatch) -> None:
     from lifelong.reporting import write_json
 
-    monkeypatch.setattr(lm_results, "ROOT", tmp_path)  # the validation runs' file; choose writes and reads tuning here:
+    for module in (lm_plan, lm_results):  # the validation runs' file; choose writes and reads tuning here:
+        monkeypatch.setattr(module, "ROOT", tmp_path)
     for module in (lm_results, lm_methods):
         monkeypatch.setattr(module, "TUNING", tmp_path / "results" / "tuning")
     valid = argparse.Namespace(setting="domains", split="valid", device="cpu")
