@@ -81,15 +81,22 @@ def table(runs: list[dict[str, Any]], facts: bool = False) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
+def untouched_accuracy(run: dict[str, Any]) -> float | None:
+    """The pre-trained model's mean next-token accuracy over the domains before it learns any (row 0 of the
+    run's matrix), where recorded (facts runs score exact match, where the untouched model answers next to
+    nothing: None)."""
+    if not run["metrics"].get("pretrained") or "accuracy" not in run["scores"][0][-1]:
+        return None
+    return float(np.mean([s["accuracy"] for s in run["scores"][0][1:]]))
+
+
 def pretrained_table(runs: list[dict[str, Any]]) -> str:
     """Per size: the pre-trained model's mean next-byte accuracy over the domains before it learns any (row 0
     of every run's matrix), the score of not training at all: a final accuracy below it is a net loss."""
     by: dict[tuple[int, str], list[float]] = {}
     for r in runs:
-        if r["metrics"].get("pretrained"):
-            row = r["scores"][0][1:]
-            by.setdefault((r["parameters"], r["config"]["model"]), []).append(
-                float(np.mean([s["accuracy"] for s in row])))
+        if (untouched := untouched_accuracy(r)) is not None:
+            by.setdefault((r["parameters"], r["config"]["model"]), []).append(untouched)
     lines = ["| model | before the domains (pre-trained, untouched): mean next-byte acc over the domains |",
              "|---|---|"]
     lines += [f"| {model} | {_mean_std(v) if len(set(v)) > 1 else f'{v[0]:.3f}'} |"

@@ -33,17 +33,10 @@ from lm_report import (
     scaling_figure,
     table,
     taught_table,
+    untouched_accuracy,
 )
 
 from lifelong.reporting import write_json
-
-
-def _untouched(run: dict[str, Any]) -> float | None:
-    """The pre-trained model's mean next-token accuracy over the domains before it learns any (row 0), where
-    recorded (facts runs score exact match, where the untouched model answers next to nothing: None)."""
-    if not run["metrics"].get("pretrained") or "accuracy" not in run["scores"][0][-1]:
-        return None
-    return float(sum(s["accuracy"] for s in run["scores"][0][1:]) / (len(run["scores"][0]) - 1))
 
 
 def cmd_choose(args: argparse.Namespace) -> int:
@@ -66,7 +59,7 @@ def cmd_choose(args: argparse.Namespace) -> int:
             print(f"{size}: no validation runs of {baseline} and {args.method}", file=sys.stderr)
             continue
         reference = baselines[0]
-        floor = plasticity_floor(reference["metrics"]["learning_accuracy"], _untouched(reference))
+        floor = plasticity_floor(reference["metrics"]["learning_accuracy"], untouched_accuracy(reference))
         ok = [r for r in tried if r["metrics"]["learning_accuracy"] >= floor] or tried
         best = max(ok, key=lambda r: r["metrics"]["average_accuracy"])
         shown = [_shown(r["config"]) for r in tried]
@@ -81,7 +74,7 @@ def cmd_choose(args: argparse.Namespace) -> int:
                           "fixed": fixed,
                           "baseline": {"method": baseline, "options": _shown(reference["config"]), **{
                               k: reference["metrics"][k] for k in ("average_accuracy", "learning_accuracy")}},
-                          "untouched": _untouched(reference),
+                          "untouched": untouched_accuracy(reference),
                           "tried": [{"options": o, **{k: r["metrics"][k] for k in (
                               "average_accuracy", "learning_accuracy", "average_retention", "general_loss_ratio")}}
                               for o, r in zip(shown, tried, strict=True)]})
@@ -134,12 +127,16 @@ def replace_runs(runs: list[dict[str, Any]], others: list[dict[str, Any]]) -> li
 
 
 def cmd_figure(args: argparse.Namespace) -> int:
-    """docs/figures/lm-scaling.png, from results/lm-domains.json (the configured runs) and results/lm-cost.json.
+    """docs/figures/lm-scaling.png, from the domains result file (`--out`, else results/lm-domains.json: the
+    configured runs) and results/lm-cost.json.
     A run in a `--replace-from` file replaces the run of the same configuration (a run key leaves out the
     device), so that a size whose methods trained on another device than its baselines is drawn from one
     device: gpt-16m's own options ran on the CPU, its first naive and replay seeds on a GPU."""
+    if args.setting != "domains":
+        print("figure draws the text-domains scaling study: use --setting domains", file=sys.stderr)
+        return 2
     out = ROOT / "docs" / "figures" / "lm-scaling.png"
-    runs = load(ROOT / "results" / "lm-domains.json")["runs"]
+    runs = load(result_path(args))["runs"]
     for path in args.replace_from:
         runs = replace_runs(runs, load(Path(path))["runs"])
     configured = configured_runs("domains", runs)
