@@ -81,6 +81,7 @@ def table(runs: list[dict[str, Any]], facts: bool = False) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
+
 def untouched_accuracy(run: dict[str, Any]) -> float | None:
     """The pre-trained model's mean next-token accuracy over the domains before it learns any (row 0 of the
     run's matrix), where recorded (facts runs score exact match, where the untouched model answers next to

@@ -59,7 +59,8 @@ def cmd_choose(args: argparse.Namespace) -> int:
             print(f"{size}: no validation runs of {baseline} and {args.method}", file=sys.stderr)
             continue
         reference = baselines[0]
-        floor = plasticity_floor(reference["metrics"]["learning_accuracy"], untouched_accuracy(reference))
+        untouched = untouched_accuracy(reference)
+        floor = plasticity_floor(reference["metrics"]["learning_accuracy"], untouched)
         ok = [r for r in tried if r["metrics"]["learning_accuracy"] >= floor] or tried
         best = max(ok, key=lambda r: r["metrics"]["average_accuracy"])
         shown = [_shown(r["config"]) for r in tried]
@@ -74,7 +75,7 @@ def cmd_choose(args: argparse.Namespace) -> int:
                           "fixed": fixed,
                           "baseline": {"method": baseline, "options": _shown(reference["config"]), **{
                               k: reference["metrics"][k] for k in ("average_accuracy", "learning_accuracy")}},
-                          "untouched": untouched_accuracy(reference),
+                          "untouched": untouched,
                           "tried": [{"options": o, **{k: r["metrics"][k] for k in (
                               "average_accuracy", "learning_accuracy", "average_retention", "general_loss_ratio")}}
                               for o, r in zip(shown, tried, strict=True)]})
