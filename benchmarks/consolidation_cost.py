@@ -26,6 +26,8 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,8 @@ from lifelong.strategies.base import state_nbytes
 from lifelong.strategies.kronecker import KroneckerPenalty
 
 ROOT = Path(__file__).resolve().parent.parent
-STEP_STRATEGIES = {"naive": ("naive", {}), "ewc": ("ewc", {}), "kfac-ewc": ("kfac-ewc", {}),
+STEP_STRATEGIES: dict[str, tuple[str, dict[str, Any]]] = {
+                   "naive": ("naive", {}), "ewc": ("ewc", {}), "kfac-ewc": ("kfac-ewc", {}),
                    "kfac-ewc energy 0.99": ("kfac-ewc", {"energy": 0.99}),
                    "kfac-ewc energy 0.95": ("kfac-ewc", {"energy": 0.95}),
                    "kfac-ewc energy 0.9": ("kfac-ewc", {"energy": 0.9}),
@@ -94,14 +97,13 @@ def merge_accuracy() -> list[dict[str, Any]]:
             _load(model, probe)
             row: dict[str, Any] = {"merge": merge, "tasks": t, "layers": {}}
             for name in factors:
-                exact = sum(torch.kron(f[name].A, f[name].G) for f, _ in per_task[:t])
+                kron = [torch.kron(f[name].A, f[name].G) for f, _ in per_task[:t]]
+                exact = torch.stack(kron).sum(0)
                 layer = penalty.layers[name]
                 merged = torch.kron(layer["A"] * layer["scale"], layer["G"])
                 d = [(probe[name] - a[name]).T.flatten() for _, a in per_task[:t]]
-                grad_exact = sum(torch.kron(f[name].A, f[name].G) @ v for (f, _), v in zip(per_task[:t], d,
-                                                                                            strict=True))
-                value_exact = sum(v @ torch.kron(f[name].A, f[name].G) @ v for (f, _), v in zip(per_task[:t], d,
-                                                                                                 strict=True))
+                grad_exact = torch.stack([k @ v for k, v in zip(kron, d, strict=True)]).sum(0)
+                value_exact = torch.stack([v @ k @ v for k, v in zip(kron, d, strict=True)]).sum(0)
                 dm = probe[name] - layer["anchor"]
                 curved = layer["scale"] * layer["G"] @ dm @ layer["A"]
                 grad_merged = (curved + layer["force"]).T.flatten()
@@ -138,12 +140,12 @@ def importance_times(n: int = 10_000, rounds: int = 5) -> dict[str, float]:
     interleaved rounds, so that a neighbour's burst touches every kind alike rather than one."""
     model, x, y = _vision(n)
     batches = [(x[i: i + 1024], y[i: i + 1024]) for i in range(0, n, 1024)]
-    jobs = {f"diagonal {k}": (lambda k=k: fisher_diagonal(model, batches, fisher=k)) for k in
-            ("empirical", "true", "exact", "batched")}
-    jobs.update({f"kronecker {k}": (lambda k=k: kronecker_factors(model, batches, fisher=k)) for k in
-                 ("true", "empirical", "exact")})
-    gpm = build_strategy("gpm")
-    jobs["gpm bases (300 samples)"] = lambda: gpm.after_task(model, 0, batches)
+    jobs: dict[str, Callable[[], Any]] = {
+        f"diagonal {k}": partial(fisher_diagonal, model, batches, fisher=k)
+        for k in ("empirical", "true", "exact", "batched")}
+    jobs.update({f"kronecker {k}": partial(kronecker_factors, model, batches, fisher=k)
+                 for k in ("true", "empirical", "exact")})
+    jobs["gpm bases (300 samples)"] = partial(build_strategy("gpm").after_task, model, 0, batches)
     times: dict[str, list[float]] = {name: [] for name in jobs}
     for _ in range(rounds):
         for name, job in jobs.items():

@@ -118,7 +118,8 @@ def tune(name: str, setting: Setting, methods: list[str]) -> None:
 
     if "naive" in methods:
         score("naive", {})
-    grids = {m: [{"options": o, **score(m, o)} for o in setting.grid[m]] for m in methods if m in setting.grid}
+    grids: dict[str, list[dict[str, Any]]] = {
+        m: [{"options": o, **score(m, o)} for o in setting.grid[m]] for m in methods if m in setting.grid}
     saved = {_key(r["config"]) for r in _load(tuning_file)["runs"]}
     if any(_key(setting.config("naive", {}, s, "valid").to_dict()) not in saved for s in VALIDATION_SEEDS):
         print("naive's validation runs are missing: rerun `tune` with naive to write the choices")

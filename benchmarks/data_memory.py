@@ -165,7 +165,8 @@ def main() -> int:
         print(f"already measured: {config}")
         return 0
     path = Path(args.dir) / f"big-{args.size_mb}mb.csv"
-    facts = {"file": str(path), "bytes": path.stat().st_size} if path.exists() else generate(path, args.size_mb)
+    facts: dict[str, Any] = ({"file": str(path), "bytes": path.stat().st_size} if path.exists()
+                             else generate(path, args.size_mb))
     command = [sys.executable, __file__, "--child", str(path), "--reader", args.reader] + (["--quick"] if args.quick
                                                                                            else [])
     started = time.perf_counter()

@@ -101,7 +101,9 @@ class PerTaskEWC(EWC):
         params = trainable(model)
         for fisher, anchor in self.terms:
             for n, f in fisher.items():
-                params[n].grad.add_(f * (params[n] - anchor[n]), alpha=self.config.strength)
+                grad = params[n].grad
+                if grad is not None:  # a parameter this loss did not reach
+                    grad.add_(f * (params[n] - anchor[n]), alpha=self.config.strength)
 
 
 def run_variant(name: str, seed: int, split: str, tasks: int, epochs: int) -> dict[str, Any]:

@@ -117,6 +117,10 @@ def _missing(args: argparse.Namespace, size: str, seed: int, method: str, strate
     return planned_key(args, size, "token-replay", control, seed) not in done
 
 
+def _still_missing(resume: bool, missing: Callable[[list[dict[str, Any]]], bool], out: Path) -> bool:
+    return not resume or missing(load(out)["runs"])
+
+
 def run_parallel(args: argparse.Namespace) -> int:
     """`run --jobs N`: every (size, seed, method, options) as its own process, N at a time (small GPTs
     leave a GPU mostly idle, one process each fills it), each writing a part file beside the output
@@ -144,7 +148,7 @@ def run_parallel(args: argparse.Namespace) -> int:
         command += [a for k, v in extra.items() for a in ("--set", f"{k}={v if isinstance(v, str) else json.dumps(v)}")]
         command += ["--equal-bytes"] if args.equal_bytes else []
         # checked again as the job starts: another command sharing `out` may have run it by then
-        queue.append((name, command, lambda m=missing: not args.resume or m(load(out)["runs"])))
+        queue.append((name, command, functools.partial(_still_missing, args.resume, missing, out)))
     return run_processes(queue, args.jobs, parts, out, args.setting, args.split)
 
 

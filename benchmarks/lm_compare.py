@@ -91,6 +91,7 @@ def compare(runs: list[dict[str, Any]], configured: list[dict[str, Any]], method
         pairs = []
         for seed in seeds:
             a = _one([r for r in at if r["config"]["seed"] == seed], f"{method} at {size}, seed {seed}")
+            assert a is not None  # the seeds are those of `at`'s runs
             b = _control(a, runs) if against == EQUAL_BYTES else _partner(
                 a, [r for r in b_at if r["config"]["seed"] == seed], f"{against} at {size}, seed {seed}")
             pairs.append((seed, a, b))

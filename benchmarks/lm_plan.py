@@ -26,7 +26,7 @@ def run_config(args: argparse.Namespace, size: str, strategy: str, options: dict
     the run's options, not the strategy's."""
     setting = SETTINGS[args.setting]
     options = dict(options)
-    run = {"lora_rank": int(options.pop("lora", 0)), "lr": float(options.pop("lr", LMRunConfig.lr))}
+    run: dict[str, Any] = {"lora_rank": int(options.pop("lora", 0)), "lr": float(options.pop("lr", LMRunConfig.lr))}
     data = setting["data"]
     if args.split == "valid" and setting.get("valid_facts"):
         data = replace(data, facts=replace(data.facts, valid_facts=True))

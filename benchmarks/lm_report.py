@@ -233,7 +233,8 @@ def scaling_figure(runs: list[dict[str, Any]], cost_path: Path, out: Path,
     other: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for r in other_options:
         other.setdefault((r["method"], r["parameters"]), []).append(r["metrics"])
-    colours = plt.get_cmap("tab20").colors
+    tab20 = plt.get_cmap("tab20")
+    colours = [tab20(i) for i in range(tab20.N)]
     for i, method in enumerate(sorted({m for m, _ in by} - {"naive"})):
         xs = [p for p in sizes if (method, p) in by and p in naive]
         if not xs:  # run only at sizes without a naive run: no gain to draw

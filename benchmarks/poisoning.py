@@ -344,8 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     for c in missed:
         print("  " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in c.items()))
     sybil = sybil_targets(summary)
-    for line in sybil:
-        print("  " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in line.items()))
+    for target in sybil:
+        print("  " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in target.items()))
     seconds = time.perf_counter() - started
     # a rerun keeps the earlier commands that measured the rows it kept
     history: list[str] = []

@@ -42,7 +42,7 @@ def check_seed(name: str, seed: int, work: Path, config: ScreenConfig) -> list[d
     attacks = dict(TUNE_ATTACKS)
     if world.test is not None:  # a feature-collision attacker aims at test inputs of its class A
         attacks["adaptive-collision"] = (0.1,)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for attack, rates in attacks.items():
         for rate in rates:
             sc = make_scenario(world, "targeted" if attack == "clean" else attack, rate, 100 + seed, saved=saved)
@@ -51,14 +51,13 @@ def check_seed(name: str, seed: int, work: Path, config: ScreenConfig) -> list[d
                                       _reference(saved), replace(config, source_volume=floor),
                                       task=len(saved.spec.tasks) - 1)
                 own = sorted({h.index for h in result.holds if h.screen == "source-outlier"})
+                found, own_found = detection(result.held, sc.poison), detection(own, sc.poison)
                 rows.append({"world": name, "seed": seed, "attack": attack, "rate": rate, "source_volume": floor,
-                             **detection(result.held, sc.poison), "source_outlier": detection(own, sc.poison)})
-                r = rows[-1]
-                recall = r["recall"] if r["recall"] is None else round(r["recall"], 3)
-                own_row = r["source_outlier"]
+                             **found, "source_outlier": own_found})
+                recall = found["recall"] if found["recall"] is None else round(found["recall"], 3)
                 print(f"  {name} {seed} {attack:18s} {rate:4.2f} floor {int(floor)}: recall {recall} clean held "
-                      f"{r['clean_held']:.3f} | source-outlier held {own_row['held']} "
-                      f"clean {own_row['clean_held']:.3f}", flush=True)
+                      f"{found['clean_held']:.3f} | source-outlier held {own_found['held']} "
+                      f"clean {own_found['clean_held']:.3f}", flush=True)
     return rows
 
 

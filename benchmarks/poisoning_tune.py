@@ -65,7 +65,8 @@ def _screens(saved: Any, sc: Any, attack: str, rate: float) -> dict[str, dict[st
     """Detection of every screens combination on one scenario: the other screens once per SCREEN_GRID
     entry, the collision screen once per COLLISION_GRID entry on every example, the union held, as
     `screen` runs it (see the module docstring)."""
-    only = {flag: False for flag in ("source_limits", "label_noise", "source_outliers", "backdoor", "guard_agreement")}
+    only: dict[str, Any] = {flag: False for flag in ("source_limits", "label_noise", "source_outliers", "backdoor",
+                                                     "guard_agreement")}
     collided = [defend_screens(saved, sc, replace(ScreenConfig(), **extra, **only))[0] for extra in COLLISION_GRID]
     out = {}
     for i, params in enumerate(SCREEN_GRID):

@@ -96,7 +96,7 @@ def tune_seed(name: str, seed: int, work: Path, base_config: ScreenConfig,
     # the current model is the reported runs' clean model (as in poisoning_tune); only the feedback differs
     world.base_dir = train_base(make("report", seed), seed, work / f"{name}-{seed}")
     saved = load_model(world.base_dir)
-    only = {flag: False for flag in OTHERS}
+    only: dict[str, Any] = {flag: False for flag in OTHERS}
     out: dict[str, list[dict[str, Any]]] = {}
     for attack, rates in TUNE_ATTACKS.items():
         for rate in rates:

@@ -49,6 +49,8 @@ def main() -> int:
     rows.append({"ranks": 1, "wall_seconds": seconds, **{k: single[k] for k in (
         "average_accuracy", "learning_accuracy", "average_retention")}})
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    if torchrun is None:
+        raise SystemExit(f"no torchrun beside {sys.executable}: install torch in that environment")
     seconds, multi = _timed([torchrun, "--nproc_per_node", str(args.ranks), *base, "--distributed"])
     rows.append({"ranks": args.ranks, "wall_seconds": seconds, **{k: multi[k] for k in (
         "average_accuracy", "learning_accuracy", "average_retention")}})

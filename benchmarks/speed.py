@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -199,9 +200,10 @@ def end_to_end(tasks: int, strategies: list[str]) -> dict[str, float]:
     return out
 
 
-OPTION_VARIANTS = {"bf16 importance": {"storage": "bf16"}, "top 1 %": {"keep": 0.01},
-                   "Fisher from 1,024 samples": {"samples": 1024}, "top 10 %": {"keep": 0.1},
-                   "Fisher from 256 samples": {"samples": 256}}
+OPTION_VARIANTS: dict[str, dict[str, Any]] = {
+    "bf16 importance": {"storage": "bf16"}, "top 1 %": {"keep": 0.01},
+    "Fisher from 1,024 samples": {"samples": 1024}, "top 10 %": {"keep": 0.1},
+    "Fisher from 256 samples": {"samples": 256}}
 
 
 def consolidation_options() -> Iterator[dict]:
@@ -305,9 +307,9 @@ def importance_section(result: dict, models: dict, n: int) -> None:
     print("a. importance throughput (samples/s)", flush=True)
     # the encoder's rows use 256 queries (64 in the loop) and one timing each: a 22.7M-parameter
     # transformer's per-sample loop takes minutes on 2 cores
-    result["importance"] = [importance_row(name, *args, n) if "MiniLM" not in name else
-                            importance_row(name, args[0], args[1][:256], args[2][:256], min(n, 256), repeat=1)
-                            for name, args in models.items()]
+    result["importance"] = [importance_row(name, model, x, y, n) if "MiniLM" not in name else
+                            importance_row(name, model, x[:256], y[:256], min(n, 256), repeat=1)
+                            for name, (model, x, y) in models.items()]
     for row in result["importance"]:
         vmap = f"{row['vmap_samples_per_s']:.0f}" if row["vmap_samples_per_s"] else "fails (data-dependent mask code)"
         print(f"  {row['model']}: loop {row['loop_samples_per_s']:.0f}, vmap {vmap}, "
