@@ -74,7 +74,7 @@ import numpy as np
 import torch
 from poisoning_defences import defend_art, defend_screens, detection
 from poisoning_progress import progress_file, rerun_progress
-from poisoning_tables import print_tables, summarise, sybil_targets, targets
+from poisoning_tables import print_tables, summarise, sybil_targets, target_line, targets
 from poisoning_tune import RESULTS, TUNING, load_tuning, tune
 from poisoning_worlds import Scenario, World, clinc_world, fmnist_world, make_scenario, train_base
 from torch import Tensor
@@ -342,10 +342,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nscreens: {len(missed)} of {sum(c['defence'] == 'screens' for c in checks)} attack x rate lines "
           "(<= 30 %) miss a target or do worse than a peer on a line:")
     for c in missed:
-        print("  " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in c.items()))
+        print(target_line(c))
     sybil = sybil_targets(summary)
     for target in sybil:
-        print("  " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in target.items()))
+        print(target_line(target))
     seconds = time.perf_counter() - started
     # a rerun keeps the earlier commands that measured the rows it kept
     history: list[str] = []

@@ -88,6 +88,11 @@ def targets(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def target_line(row: dict[str, Any]) -> str:
+    """One target check as a printed line: its keys and values, floats to 3 places."""
+    return "  " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+
+
 def sybil_targets(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Issue 22's targets for the screens at targeted-sybil 30 %: attack success <= 5 %, clean feedback
     held <= 5 %, the new task's accuracy within 2 points of the clean run (no poison, no defence)."""
@@ -169,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(data["rows"])
     print(focus_table(summary, args.attacks.split(",")))
     for line in sybil_targets(summary):
-        print("  " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in line.items()))
+        print(target_line(line))
     return 0
 
 
