@@ -15,7 +15,8 @@ Settings (SETTINGS in lm_methods.py): `probe` is the issue's probe (no pre-train
 forms, where the other facts settings validate on the test's facts in a third form). A method is a strategy name
 with options (METHODS, lm_methods.py); `replay=` in a method's options is the replay budget as a share of the text
 the run trains on, turned into tokens by `_options`. `--equal-bytes` adds, for each method that stores more
-than the plain replay, a token-replay run given exactly that method's stored bytes.
+than the plain replay, a token-replay run given that method's stored bytes (capped at the budget that keeps
+every window the run trains on: past it every budget is one run, shared by every method storing more).
 
 Runs go to results/lm-<setting>[-valid].json (`--out`), one entry per (size, method, options, seed):
 a run already there with the same configuration is not run again (`--resume`). Processes may share a
@@ -41,7 +42,7 @@ from typing import Any
 import torch
 from lm_jobs import load, merge_runs, run_key, run_processes, save_run
 from lm_methods import METHODS, NO_EQUAL_BYTES, SETTINGS, _options
-from lm_plan import parse_sets, planned_key, result_path, run_config
+from lm_plan import equal_bytes_control, parse_sets, planned_key, result_path, run_config, same_run_key
 from lm_results import cmd_choose, cmd_compare, cmd_figure, cmd_table
 
 from lifelong.data.corpora import SNAPSHOT_ENV, save_snapshot
@@ -62,12 +63,13 @@ def _combinations(args: argparse.Namespace) -> list[tuple[str, int, str, dict[st
 def _equal_bytes_options(args: argparse.Namespace, size: str, seed: int, strategy: str, options: dict[str, Any],
                          runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The token-replay control's options for the run of `strategy` with `options` (None until it has run):
-    a budget of exactly its stored bytes, in the same model (LoRA adapters of the same rank, the same lr)."""
+    a budget of its stored bytes (at most what keeps all the text), in the same model (LoRA rank, lr)."""
     key = planned_key(args, size, strategy, options, seed)
     ref = next((r for r in runs if run_key(r) == key), None)
     if ref is None:
         return None
-    return {"tokens": int(ref["stored_bytes"]), **{k: options[k] for k in ("lora", "lr") if k in options}}
+    return {"tokens": equal_bytes_control(ref)["options"]["tokens"],
+            **{k: options[k] for k in ("lora", "lr") if k in options}}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -76,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     out = result_path(args)
     saved = load(out)
-    done = {run_key(r) for r in saved["runs"]}
+    done = {same_run_key(r) for r in saved["runs"]}
     for size, seed, method, extra in _combinations(args):
         strategy, options = _options(args.setting, size, method, extra)
         plans: list[tuple[str, str, dict[str, Any] | None]] = [(method, strategy, options)]
@@ -90,13 +92,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             config = run_config(args, size, strat, opts, seed)
             probe = {"config": config.to_dict()}
             # re-read where it is not known done: another process sharing the file may have run it since
-            if args.resume and (run_key(probe) in done or run_key(probe) in {run_key(r) for r in load(out)["runs"]}):
+            key = same_run_key(probe)
+            if args.resume and (key in done or key in {same_run_key(r) for r in load(out)["runs"]}):
                 continue
             print(f"[{time.strftime('%H:%M:%S')}] {args.setting} {size} {label} {opts} seed {seed}", flush=True)
             result = run_lm(config, log=lambda m: print("   ", m, flush=True))
             result.update({"method": label, "setting": args.setting, "environment": environment()})
             saved["runs"] = [r for r in saved["runs"] if run_key(r) != run_key(result)] + [result]
-            done.add(run_key(result))
+            done.add(same_run_key(result))
             save_run(out, result)
             m = result["metrics"]
             print(f"    final {m['average_accuracy']:.3f} learning {m['learning_accuracy']:.3f} retention "
@@ -108,13 +111,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _missing(args: argparse.Namespace, size: str, seed: int, method: str, strategy: str, options: dict[str, Any],
              runs: list[dict[str, Any]]) -> bool:
     """Whether the run of `method`, or (under --equal-bytes) its control once the run is there, is not in `runs`."""
-    done = {run_key(r) for r in runs}
-    if planned_key(args, size, strategy, options, seed) not in done:
+    done = {same_run_key(r) for r in runs}
+    if same_run_key({"config": run_config(args, size, strategy, options, seed).to_dict()}) not in done:
         return True
     if not args.equal_bytes or method in NO_EQUAL_BYTES:
         return False
     control = _equal_bytes_options(args, size, seed, strategy, options, runs) or {}
-    return planned_key(args, size, "token-replay", control, seed) not in done
+    return same_run_key({"config": run_config(args, size, "token-replay", control, seed).to_dict()}) not in done
 
 
 def _still_missing(resume: bool, missing: Callable[[list[dict[str, Any]]], bool], out: Path) -> bool:
@@ -133,7 +136,7 @@ def run_parallel(args: argparse.Namespace) -> int:
     for size, seed, method, extra in _combinations(args):
         strategy, options = _options(args.setting, size, method, extra)
         mine = [r for r in saved["runs"] if r["config"]["model"] == size and r["config"]["seed"] == seed
-                and r["method"] in (method, f"replay@{method}")]
+                and (r["method"] == method or r["config"]["strategy"] == "token-replay")]  # and any control
         missing = functools.partial(_missing, args, size, seed, method, strategy, options)
         if args.resume and not missing(saved["runs"]):
             continue

@@ -10,7 +10,9 @@ choice, the table's and the figure's row; all its runs where none is at those op
 `replay@METHOD`); `METHOD:option=value[:option=value]` is its runs whose options include those values,
 whatever is configured (`replay:tokens=247680000`). `--against
 equal-bytes` pairs each run with its own equal-bytes control (`replay@METHOD`, given the run's stored bytes,
-in the same model). Runs pair by size and seed; a seed where either side has no run is shown and not counted.
+in the same model), or, where it has none, a run of that configuration from the same pre-trained model (every
+method that stores more than the whole text shares one: lm_plan.equal_bytes_control). Runs pair by size and
+seed; a seed where either side has no run is shown and not counted.
 A pair counts as starting from one model when both runs name the same pre-trained weights (their fingerprint),
 or, for runs saved before that was recorded, score the same before the first domain (row 0 of the matrix):
 `same start` says on how many seeds that holds, since a pre-training redone elsewhere is another model.
@@ -22,7 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from lm_plan import parse_sets
+from lm_jobs import run_key
+from lm_plan import equal_bytes_control, parse_sets, same_run_key
 from lm_report import _devices, _shown
 
 EQUAL_BYTES = "equal-bytes"
@@ -69,13 +72,15 @@ def _partner(run: dict[str, Any], found: list[dict[str, Any]], what: str) -> dic
 
 
 def _control(run: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The run's equal-bytes control: token replay given exactly its stored bytes, in the same model."""
+    """The run's equal-bytes control: token replay given its stored bytes (lm_plan.equal_bytes_control), in
+    the same model. The run's own (`replay@METHOD`) first; where it has none, a run of the same configuration
+    asked for another method stands in, if it started from the same pre-trained model."""
     c = run["config"]
-    want = {"tokens": int(run["stored_bytes"]), **{k: v for k, v in _shown(c).items() if k in ("lora", "lr")}}
-    return _partner(run, [r for r in runs if r["method"] == f"replay@{run['method']}"
-                          and r["config"]["model"] == c["model"] and r["config"]["seed"] == c["seed"]
-                          and _shown(r["config"]) == want],
-                    f"the equal-bytes control of {run['method']} at {c['model']}, seed {c['seed']}")
+    key = run_key({"config": equal_bytes_control(run)})
+    found = [r for r in runs if same_run_key(r) == key]
+    own = [r for r in found if r["method"] == f"replay@{run['method']}"]
+    what = f"the equal-bytes control of {run['method']} at {c['model']}, seed {c['seed']}"
+    return _partner(run, own, what) if own else _one([r for r in found if same_start(run, r)], what)
 
 
 def compare(runs: list[dict[str, Any]], configured: list[dict[str, Any]], method: str, against: str,

@@ -14,7 +14,8 @@ from typing import Any
 from lm_jobs import run_key
 from lm_methods import METHODS, SETTINGS, _options
 
-from lifelong.lm.run import LMRunConfig
+from lifelong.lm.run import LMRunConfig, train_windows
+from lifelong.strategies.token_replay import keep_all_budget
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("LIFELONG_CACHE", Path.home() / ".cache" / "lifelong")) / "lm"
@@ -55,6 +56,33 @@ def result_path(args: argparse.Namespace) -> Path:
 def planned_key(args: argparse.Namespace, size: str, strategy: str, options: dict[str, Any], seed: int) -> str:
     """The key (lm_jobs.run_key) that the run of `strategy` with `options` has, or will have once it ran."""
     return run_key({"config": run_config(args, size, strategy, options, seed).to_dict()})
+
+
+def keep_all_tokens(config: LMRunConfig) -> int:
+    """The least token-replay budget that keeps every window the run trains on (6,192,000 in `domains`)."""
+    return keep_all_budget(train_windows(config), config.data.length + 1)
+
+
+def same_run_key(run: dict[str, Any]) -> str:
+    """`run_key`, with a token-replay budget past `keep_all_tokens` written as that budget: runs asked with two
+    such budgets keep and replay the very same windows, so they are one run (the equal-bytes control of a
+    method that stores 25 MB and of one that stores 28 MB, where all the text is 2.5 MB)."""
+    c = run["config"]
+    tokens = c["options"].get("tokens")
+    if tokens is None or "token-replay" not in c["strategy"].split("+"):
+        return run_key(run)
+    capped = min(int(tokens), keep_all_tokens(LMRunConfig.from_dict(c)))
+    return run_key({**run, "config": {**c, "options": {**c["options"], "tokens": capped}}})
+
+
+def equal_bytes_control(run: dict[str, Any]) -> dict[str, Any]:
+    """The configuration (a saved run's `config`) of `run`'s equal-bytes control: token replay given a budget of
+    the run's stored bytes, in the same model (LoRA adapters of the same rank, the same lr) on the same data.
+    A budget past `keep_all_tokens` is written as that budget, so that every method storing more than the
+    whole text shares one control."""
+    c = run["config"]
+    tokens = min(int(run["stored_bytes"]), keep_all_tokens(LMRunConfig.from_dict(c)))
+    return {**c, "strategy": "token-replay", "options": {"tokens": tokens}}
 
 
 def configured_runs(setting: str, runs: list[dict[str, Any]], split: str = "test") -> list[dict[str, Any]]:

@@ -13,11 +13,11 @@ from lifelong.data.lm import FactEvaluator, LMDataConfig, facts_stream, sample_w
 from lifelong.data.task import Batch
 from lifelong.importance.estimate import IGNORE_INDEX
 from lifelong.lm.learner import next_token_loss
-from lifelong.lm.run import LMRunConfig, run_lm
+from lifelong.lm.run import LMRunConfig, build_stream, run_lm, train_windows
 from lifelong.models.gpt import GPT, GPTConfig
 from lifelong.strategies import build_strategy
 from lifelong.strategies.lm_distill import LMDistill, LMDistillConfig, token_kl
-from lifelong.strategies.token_replay import TokenReplay, TokenReplayConfig
+from lifelong.strategies.token_replay import TokenReplay, TokenReplayConfig, keep_all_budget
 
 _snapshots = os.environ.get("LIFELONG_CORPORA")
 needs_wordnet = pytest.mark.skipif(
@@ -215,6 +215,43 @@ def test_distinct_token_replay_keeps_more_of_a_repeated_text_than_random_windows
     assert len(lines_kept("distinct")) == 12 > len(lines_kept("random")) == 10  # every line, in 5 windows
     with pytest.raises(ValueError, match="select"):
         TokenReplayConfig(select="best")
+
+
+def test_past_the_budget_that_keeps_every_window_a_larger_budget_keeps_and_draws_the_same():
+    tasks = [windows(n=10, seed=0), windows(n=6, seed=1), windows(n=6, seed=2)]
+    budget = keep_all_budget([10, 6, 6], window_tokens=9)
+
+    def memory(tokens):
+        replay = TokenReplay(TokenReplayConfig(tokens=tokens, seed=5))
+        for t, batch in enumerate(tasks):
+            replay.after_task(None, t, [batch])
+        return replay
+
+    kept, larger, short = memory(budget), memory(5 * budget), memory(budget - 1)
+    assert [len(w) for w in kept.windows.values()] == [10, 6, 6] and kept.nbytes == 22 * 9
+    assert all(torch.equal(kept.windows[t], larger.windows[t]) for t in range(3))
+    assert torch.equal(kept.sample(7).x, larger.sample(7).x)  # the same draws too: one run
+    assert [len(w) for w in short.windows.values()] == [9, 6, 6]  # a token less and the largest task gives one up
+
+
+@needs_wordnet
+@pytest.mark.parametrize("benchmark", ["text-domains", "facts"])
+def test_train_windows_counts_every_task_the_strategy_meets(benchmark):
+    data = LMDataConfig(pretrain_steps=3, steps=2, batch_size=4, length=32, eval_windows=4,
+                        facts=FactsConfig(batches=2, entities_per_batch=2, background_entities=3))
+    for d in (data, replace(data, pretrain_steps=0)):
+        config = LMRunConfig(benchmark, "gpt-0.2m", "token-replay", {}, d, domains=("python-code", "wordnet"))
+        stream = build_stream(config)
+        met = stream.tasks if d.pretrain_steps else stream.tasks[1:]  # no pre-training: no general task
+        assert train_windows(config) == [len(task.train) for task in met]
+
+
+@needs_wordnet
+def test_a_run_asked_for_more_than_keeps_every_window_is_the_run_that_keeps_them_all():
+    tokens = keep_all_budget([6 * 4, 4 * 4, 4 * 4], window_tokens=33)  # tiny_run: general mixture, 2 domains
+    kept, larger = tiny_run("token-replay", {"tokens": tokens}), tiny_run("token-replay", {"tokens": 4 * tokens})
+    assert kept["scores"] == larger["scores"] and kept["stored_bytes"] == larger["stored_bytes"]
+    assert tiny_run("token-replay", {"tokens": tokens - 1})["stored_bytes"] < kept["stored_bytes"]
 
 
 def test_token_replay_refuses_data_that_is_not_text_windows():

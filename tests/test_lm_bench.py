@@ -371,6 +371,36 @@ def test_compare_pairs_runs_by_seed_at_configured_or_named_options(tmp_path: Pat
     assert [round(d, 3) for d in row["differences"][:2]] == [-0.02, 0.06] and row["same_start"] == 2
 
 
+def test_every_method_storing_more_than_the_text_shares_one_equal_bytes_control(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(lm_methods, "TUNING", tmp_path / "tuning")  # nothing tuned: the defaults are configured
+    args = argparse.Namespace(setting="domains", split="test", device="cpu", equal_bytes=True)
+    everything = 6_192_000  # replay keeps every window of the run: 5 tasks of at most 9,600 windows of 129 bytes
+    assert lm_plan.keep_all_tokens(lm_plan.run_config(args, "gpt-1m", "naive", {}, 0)) == everything
+    lora_ewc, olora = (lm_methods._options("domains", "gpt-1m", m, {"lora": 64}) for m in ("lora-ewc", "olora"))
+    runs = [_domains_run("gpt-1m", "lora-ewc", *lora_ewc, 0, 0.20, stored=25_170_880),
+            _domains_run("gpt-1m", "olora", *olora, 0, 0.25, stored=28_133_376),
+            # lora-ewc's control, saved when a control's budget was the method's whole stored bytes
+            _domains_run("gpt-1m", "replay@lora-ewc", "token-replay", {"tokens": 25_170_880, "lora": 64}, 0, 0.34)]
+    assert lm._equal_bytes_options(args, "gpt-1m", 0, *olora, runs) == {"tokens": everything, "lora": 64}
+    assert not lm._missing(args, "gpt-1m", 0, "olora", *olora, runs)  # so `run --resume` does not train it again
+    [row] = lm_compare.compare(runs, runs, "olora", "equal-bytes")
+    assert [round(d, 3) for d in row["differences"]] == [-0.09]
+    # a method's own control comes first; another method's stands in only from the same pre-trained model
+    own = _domains_run("gpt-1m", "replay@olora", "token-replay", {"tokens": everything, "lora": 64}, 0, 0.35)
+    assert [round(d, 3) for d in lm_compare.compare([*runs, own], runs, "olora", "equal-bytes")[0]["differences"]] \
+        == [-0.1]
+    runs[2]["scores"] = [[{"loss": 2.5}]]  # another start
+    assert lm_compare.compare(runs, runs, "olora", "equal-bytes")[0]["differences"] == [None]
+    assert lm._missing(args, "gpt-1m", 0, "olora", *olora, runs[:2])  # with no control at all, it is to run
+
+
+def test_every_committed_run_configuration_reads_back() -> None:
+    for path in sorted((ROOT / "results").glob("lm-*.json")):
+        for run in json.loads(path.read_text()).get("runs", []):
+            config = LMRunConfig.from_dict(run["config"])
+            assert lm_jobs.run_key({"config": config.to_dict()}) == lm_jobs.run_key(run), path.name
+
+
 def test_compare_prints_the_per_seed_gains_the_docs_quote_from_the_committed_runs(monkeypatch, capsys) -> None:
     monkeypatch.setattr(sys, "argv", ["lm.py", "compare", "--sizes", "gpt-16m", "--device", "cpu", "--also",
                                       str(ROOT / "results" / "lm-domains-gpt-16m-cpu.json"),

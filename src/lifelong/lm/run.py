@@ -20,14 +20,14 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from lifelong.atomic import torch_save
-from lifelong.data.facts import HELD_OUT_FORMS, asked_forms
+from lifelong.data.facts import HELD_OUT_FORMS, FactsConfig, asked_forms
 from lifelong.data.lm import DOMAINS, LMDataConfig, facts_stream, general_task, text_domains_stream
 from lifelong.data.task import BatchLoader, Task, TaskData, TaskStream
 from lifelong.devices import check_name
@@ -76,6 +76,27 @@ class LMRunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "data": self.data.to_dict()}
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> LMRunConfig:
+        """The configuration `to_dict` wrote (a saved run's), also one saved before later fields existed."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in saved.items() if k in known and k != "data" and v is not None}
+        data = dict(saved["data"])
+        facts = FactsConfig(**data.pop("facts", {}))
+        if "domains" in values:
+            values["domains"] = tuple(values["domains"])
+        return cls(**values, data=LMDataConfig(**data, facts=facts))
+
+
+def train_windows(config: LMRunConfig) -> list[int]:
+    """The training windows of each task the run's strategy meets: the general mixture first where the
+    model is pre-trained (`pretrain_steps * batch_size`), then every domain or fact batch (`steps *
+    batch_size` each). A token-replay budget of `keep_all_budget(train_windows(c), c.data.length + 1)`
+    keeps them all."""
+    d = config.data
+    later = d.facts.batches if config.benchmark == "facts" else len(config.domains)
+    return [d.pretrain_steps * d.batch_size] * (d.pretrain_steps > 0) + [d.steps * d.batch_size] * later
 
 
 def build_stream(config: LMRunConfig) -> TaskStream:

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,6 +118,18 @@ def distinct_windows(windows: Tensor, count: int, separator: int) -> Tensor:
         chosen.append(i)
         kept |= segments[i]
     return windows[chosen]
+
+
+def keep_all_budget(windows_per_task: Sequence[int], window_tokens: int) -> int:
+    """The least `tokens` with which token-replay keeps every window of every task, each `window_tokens`
+    long: after the last of T tasks each keeps `tokens // (window_tokens * T)` windows (and more before), so
+    the largest task decides. Past this budget a larger one keeps, and draws from, the very same windows:
+    the two runs are one run.
+
+    >>> keep_all_budget([24, 16, 16], window_tokens=33)
+    2376
+    """
+    return window_tokens * len(windows_per_task) * max(windows_per_task, default=0)
 
 
 class TokenReplay(Strategy):
