@@ -1,5 +1,6 @@
-"""benchmarks/lm.py's facts bookkeeping: the share of earlier facts kept, computed from the saved
-exact-match matrix, and its column in the facts table (pure functions of saved runs; no training)."""
+"""benchmarks/lm.py's bookkeeping, with no training: the facts tables (the share of earlier facts kept, from
+the saved exact-match matrix), merged and resumed runs, the settings, `choose` and the LoRA rank, and the
+figure. `compare` and the equal-bytes control: test_lm_compare.py."""
 
 import argparse
 import json
@@ -14,7 +15,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))  # as the benchmark scripts import it
 
 import lm  # noqa: E402
-import lm_compare  # noqa: E402
 import lm_jobs  # noqa: E402
 import lm_methods  # noqa: E402
 import lm_plan  # noqa: E402
@@ -226,15 +226,6 @@ def test_choose_holds_the_lora_rank_and_asks_the_adapters_to_learn(tmp_path: Pat
     assert chosen["fixed"] == {"lora": 64} and chosen["chosen"] == {"strength": 0.1}  # floor 0.355, not 0.35
 
 
-def test_the_equal_bytes_control_takes_the_bytes_of_the_run_with_the_same_options() -> None:
-    args = argparse.Namespace(setting="domains", split="test", device="cpu")
-    runs = [{"config": lm_plan.run_config(args, "gpt-1m", "ewc", {"lora": rank, "strength": 1}, 0).to_dict(),
-             "method": "lora-ewc", "stored_bytes": stored} for rank, stored in ((8, 136_128), (64, 1_053_632))]
-    control = lm._equal_bytes_options(args, "gpt-1m", 0, "ewc", {"lora": 64, "strength": 1}, runs)
-    assert control == {"tokens": 1_053_632, "lora": 64}  # not the first lora-ewc run of the seed (rank 8)
-    assert lm._equal_bytes_options(args, "gpt-1m", 1, "ewc", {"lora": 64, "strength": 1}, runs) is None
-
-
 def test_the_scaling_figure_takes_each_method_at_its_configured_options_alone(tmp_path: Path, monkeypatch) -> None:
     from lifelong.reporting import write_json
 
@@ -333,95 +324,3 @@ def test_jobs_start_only_what_is_still_missing_and_not_running_elsewhere(tmp_pat
     planned = {"config": lm_plan.run_config(args, "gpt-0.2m", "naive", {}, 3).to_dict(), "method": "naive"}
     write_json(out, {"runs": json.loads(out.read_text())["runs"] + [planned]})
     assert not wanted()
-
-
-def _domains_run(size: str, method: str, strategy: str, options: dict, seed: int, accuracy: float,
-                 device: str = "cpu", stored: int = 0, before: float = 3.0) -> dict:
-    args = argparse.Namespace(setting="domains", split="test", device="cpu")
-    config = {**lm_plan.run_config(args, size, strategy, options, seed).to_dict(), "device": device}
-    return {"config": config, "method": method, "stored_bytes": stored, "metrics": {"average_accuracy": accuracy},
-            "scores": [[{"loss": before}]]}  # row 0: the pre-trained model, before the first domain
-
-
-def test_compare_pairs_runs_by_seed_at_configured_or_named_options(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(lm_methods, "TUNING", tmp_path / "tuning")  # nothing tuned: the defaults are configured
-    ewc = lm_methods._options("domains", "gpt-1m", "ewc", {})[1]
-    runs = [_domains_run("gpt-1m", "ewc", "ewc", ewc, s, 0.30 + s / 100, stored=100) for s in (0, 1, 2)]
-    runs += [_domains_run("gpt-1m", "ewc", "ewc", {**ewc, "strength": 7}, s, 0.9) for s in (0, 1)]  # other options
-    runs += [_domains_run("gpt-1m", "replay@ewc", "token-replay", {"tokens": 100}, s, 0.32, before=3.0 + s)
-             for s in (0, 1)]  # seed 1's control started from another pre-trained model
-    runs += [_domains_run("gpt-1m", "replay@ewc", "token-replay", {"tokens": 55}, 2, 0.99)]  # another run's bytes
-    configured = lm_plan.configured_runs("domains", runs)
-    [row] = lm_compare.compare(runs, configured, "ewc", "equal-bytes")
-    assert row["seeds"] == [0, 1, 2] and [round(d, 3) for d in row["differences"][:2]] == [-0.02, -0.01]
-    assert row["differences"][2] is None and (row["ahead"], row["paired"]) == (0, 2)  # seed 2 has no control
-    assert "| 0, 1, 2 | -0.020, -0.010, n/a | -0.015 | 0 of 2 | 1 of 2 |" in lm_compare.markdown([row])
-    [named] = lm_compare.compare(runs, configured, "ewc:strength=7", "replay@ewc:tokens=100")
-    assert [round(d, 3) for d in named["differences"]] == [0.58, 0.58] and named["ahead"] == 2
-    on_gpu = _domains_run("gpt-1m", "ewc", "ewc", ewc, 0, 0.5, device="cuda")
-    with pytest.raises(SystemExit, match="more than one run"):  # seed 0 on two devices, neither named
-        lm_compare.compare([*runs, on_gpu], [*configured, on_gpu], "ewc", "equal-bytes")
-    with pytest.raises(SystemExit, match="METHOD:OPTION=VALUE"):
-        lm_compare.compare(runs, configured, "ewc:strength", "equal-bytes")
-    # seed 1's control also run from the ewc run's start (another file): that one pairs, not the other
-    rerun = _domains_run("gpt-1m", "replay@ewc", "token-replay", {"tokens": 100}, 1, 0.25)
-    [row] = lm_compare.compare([*runs, rerun], configured, "ewc", "equal-bytes")
-    assert [round(d, 3) for d in row["differences"][:2]] == [-0.02, 0.06] and row["same_start"] == 2
-    [row] = lm_compare.compare([*runs, rerun], configured, "ewc", "replay@ewc:tokens=100")
-    assert [round(d, 3) for d in row["differences"][:2]] == [-0.02, 0.06] and row["same_start"] == 2
-
-
-def test_every_method_storing_more_than_the_text_shares_one_equal_bytes_control(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(lm_methods, "TUNING", tmp_path / "tuning")  # nothing tuned: the defaults are configured
-    args = argparse.Namespace(setting="domains", split="test", device="cpu", equal_bytes=True)
-    everything = 6_192_000  # replay keeps every window of the run: 5 tasks of at most 9,600 windows of 129 bytes
-    assert lm_plan.keep_all_tokens(lm_plan.run_config(args, "gpt-1m", "naive", {}, 0)) == everything
-    lora_ewc, olora = (lm_methods._options("domains", "gpt-1m", m, {"lora": 64}) for m in ("lora-ewc", "olora"))
-    runs = [_domains_run("gpt-1m", "lora-ewc", *lora_ewc, 0, 0.20, stored=25_170_880),
-            _domains_run("gpt-1m", "olora", *olora, 0, 0.25, stored=28_133_376),
-            # lora-ewc's control, saved when a control's budget was the method's whole stored bytes
-            _domains_run("gpt-1m", "replay@lora-ewc", "token-replay", {"tokens": 25_170_880, "lora": 64}, 0, 0.34)]
-    assert lm._equal_bytes_options(args, "gpt-1m", 0, *olora, runs) == {"tokens": everything, "lora": 64}
-    assert not lm._missing(args, "gpt-1m", 0, "olora", *olora, runs)  # so `run --resume` does not train it again
-    [row] = lm_compare.compare(runs, runs, "olora", "equal-bytes")
-    assert [round(d, 3) for d in row["differences"]] == [-0.09]
-    # a method's own control comes first; another method's stands in only from the same pre-trained model
-    own = _domains_run("gpt-1m", "replay@olora", "token-replay", {"tokens": everything, "lora": 64}, 0, 0.35)
-    assert [round(d, 3) for d in lm_compare.compare([*runs, own], runs, "olora", "equal-bytes")[0]["differences"]] \
-        == [-0.1]
-    runs[2]["scores"] = [[{"loss": 2.5}]]  # another start
-    assert lm_compare.compare(runs, runs, "olora", "equal-bytes")[0]["differences"] == [None]
-    assert lm._missing(args, "gpt-1m", 0, "olora", *olora, runs[:2])  # with no control at all, it is to run
-
-
-def test_every_committed_run_configuration_reads_back() -> None:
-    for path in sorted((ROOT / "results").glob("lm-*.json")):
-        for run in json.loads(path.read_text()).get("runs", []):
-            config = LMRunConfig.from_dict(run["config"])
-            assert lm_jobs.run_key({"config": config.to_dict()}) == lm_jobs.run_key(run), path.name
-
-
-def test_compare_prints_the_per_seed_gains_the_docs_quote_from_the_committed_runs(monkeypatch, capsys) -> None:
-    monkeypatch.setattr(sys, "argv", ["lm.py", "compare", "--sizes", "gpt-16m", "--device", "cpu", "--also",
-                                      str(ROOT / "results" / "lm-domains-gpt-16m-cpu.json"),
-                                      "--against", "replay:tokens=247680000", "distill+replay", "ewc+replay"])
-    assert lm.main() == 0
-    out = capsys.readouterr().out  # docs/language-models.md, "gpt-16m on the CPU"
-    assert "| -0.042, -0.050, -0.047 | -0.046 | 0 of 3 |" in out and "| -0.053, -0.051, -0.056 |" in out
-    # the control ran after gpt-16m's pre-training was redone (one thread, not two): another start model
-    assert out.count("| 0 of 3 | 0 of 3 |") == 2
-    # the methods ran again from the control's start (their own file): every pair shares it, and 1 % replay,
-    # in both files, pairs with the run from the same start
-    results = ROOT / "results"
-    monkeypatch.setattr(sys, "argv", ["lm.py", "compare", "--sizes", "gpt-16m", "--device", "cpu", "--out",
-                                      str(results / "lm-domains-gpt-16m-cpu-pretrain2.json"), "--also",
-                                      str(results / "lm-domains-gpt-16m-cpu.json"),
-                                      "--against", "replay:tokens=247680000", "ewc+replay"])
-    assert lm.main() == 0
-    assert "| -0.045, -0.051, -0.056 | -0.051 | 0 of 3 | 3 of 3 |" in capsys.readouterr().out
-    monkeypatch.setattr(sys, "argv", ["lm.py", "compare", "--sizes", "gpt-16m", "--device", "cpu", "--out",
-                                      str(results / "lm-domains-gpt-16m-cpu-pretrain2.json"), "--also",
-                                      str(results / "lm-domains.json"), "--against", "replay",
-                                      "online-kfac-ewc+replay"])
-    assert lm.main() == 0
-    assert "| +0.010, +0.001, +0.023 | +0.011 | 3 of 3 | 3 of 3 |" in capsys.readouterr().out

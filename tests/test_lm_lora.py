@@ -1,12 +1,12 @@
 """LoRA on the GPT (lifelong.lm.lora): only the adapters train, EWC and olora run on them, and
 benchmarks/lm.py keeps a LoRA run apart from the full fine-tuning run of the same strategy."""
 
-import os
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from lm_util import needs_wordnet
 
 from lifelong.data.lm import LMDataConfig
 from lifelong.lm.lora import GPTLoRAConfig, adapter_parameters, add_lora
@@ -14,11 +14,6 @@ from lifelong.lm.run import LMRunConfig, run_lm
 from lifelong.models.gpt import GPT, GPTConfig, gpt_config
 
 ROOT = Path(__file__).resolve().parent.parent
-_snapshots = os.environ.get("LIFELONG_CORPORA")
-needs_wordnet = pytest.mark.skipif(
-    not Path(os.environ.get("LIFELONG_WORDNET", "/usr/share/wordnet"), "data.noun").exists()
-    and not (_snapshots and Path(_snapshots, "wordnet-4000000.pt.gz").exists()),
-    reason="WordNet not installed: run scripts/ensure-text-data.sh")
 
 
 def tiny_lora_run(strategy, options, rank=4):
