@@ -19,7 +19,9 @@ than the plain replay, a token-replay run given that method's stored bytes (capp
 every window the run trains on: past it every budget is one run, shared by every method storing more).
 
 Runs go to results/lm-<setting>[-valid].json (`--out`), one entry per (size, method, options, seed):
-a run already there with the same configuration is not run again (`--resume`). Processes may share a
+a run already there with the same configuration is not run again (`--resume`; it says so on stderr where that run
+started from other pre-trained weights than this machine's cached ones, which `compare` would not pair with runs
+trained here: those go to another `--out`). Processes may share a
 file (each run is added under a lock); `--jobs N` runs N at a time, one process each (a GPU). `--set`
 values are tried one run each (tuning on `--split valid`); `table` prints the Markdown tables from the file.
 
@@ -46,7 +48,7 @@ from lm_plan import equal_bytes_control, parse_sets, planned_key, result_path, r
 from lm_results import cmd_choose, cmd_compare, cmd_figure, cmd_table
 
 from lifelong.data.corpora import SNAPSHOT_ENV, save_snapshot
-from lifelong.lm.run import run_lm
+from lifelong.lm.run import LMRunConfig, cached_start, pretrain_cache_path, run_lm
 from lifelong.reporting import environment, write_json
 
 
@@ -72,6 +74,36 @@ def _equal_bytes_options(args: argparse.Namespace, size: str, seed: int, strateg
             **{k: options[k] for k in ("lora", "lr") if k in options}}
 
 
+_STARTS: dict[Path, str | None] = {}  # cache file -> the fingerprint of its weights (loaded once a command)
+
+
+def _other_start(config: LMRunConfig, runs: list[dict[str, Any]]) -> str | None:
+    """A line for a run `--resume` skips where the saved one started from other pre-trained weights than a run
+    here would (this machine's cached model), or may have (weights not recorded, trained on another device):
+    `compare` pairs runs from one start only, so a run trained here would have no partner in the file."""
+    key = same_run_key({"config": config.to_dict()})
+    saved = [r for r in runs if same_run_key(r) == key]
+    path = pretrain_cache_path(config)
+    if not saved or path is None:
+        return None
+    if path not in _STARTS:
+        _STARTS[path] = cached_start(config)
+    mine = _STARTS[path]
+    weights = {r.get("pretrain", {}).get("weights") for r in saved}
+    if mine in weights:
+        return None
+    unknown = [r for r in saved if r.get("pretrain", {}).get("weights") is None]
+    unrecorded = sorted({r["config"].get("device", "cpu") for r in unknown} - {config.device})
+    other = sorted(weights - {None, mine}) if mine is not None else []
+    if not other and not unrecorded:
+        return None
+    why = (f"done from other pre-trained weights ({', '.join(other)}) than this machine's ({mine})" if other else
+           f"done on {', '.join(unrecorded)} before runs recorded their pre-trained weights: it may not share "
+           "this machine's start")
+    return (f"{config.model} {config.strategy} {config.options} seed {config.seed}: skipped, {why}; `compare` "
+            "pairs runs from one start, so runs to pair with this machine's go to another --out")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     if args.jobs > 1:
         return run_parallel(args)
@@ -94,6 +126,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             # re-read where it is not known done: another process sharing the file may have run it since
             key = same_run_key(probe)
             if args.resume and (key in done or key in {same_run_key(r) for r in load(out)["runs"]}):
+                if note := _other_start(config, load(out)["runs"]):
+                    print(note, file=sys.stderr, flush=True)
                 continue
             print(f"[{time.strftime('%H:%M:%S')}] {args.setting} {size} {label} {opts} seed {seed}", flush=True)
             result = run_lm(config, log=lambda m: print("   ", m, flush=True))
@@ -139,6 +173,8 @@ def run_parallel(args: argparse.Namespace) -> int:
                 and (r["method"] == method or r["config"]["strategy"] == "token-replay")]  # and any control
         missing = functools.partial(_missing, args, size, seed, method, strategy, options)
         if args.resume and not missing(saved["runs"]):
+            if note := _other_start(run_config(args, size, strategy, options, seed), saved["runs"]):
+                print(note, file=sys.stderr, flush=True)
             continue
         values = "-".join(f"{k}{v}" for k, v in extra.items())
         name = f"{size}-{method.replace('+', '_')}-s{seed}{'-' + values if values else ''}"

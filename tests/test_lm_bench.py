@@ -324,3 +324,38 @@ def test_jobs_start_only_what_is_still_missing_and_not_running_elsewhere(tmp_pat
     planned = {"config": lm_plan.run_config(args, "gpt-0.2m", "naive", {}, 3).to_dict(), "method": "naive"}
     write_json(out, {"runs": json.loads(out.read_text())["runs"] + [planned]})
     assert not wanted()
+
+
+def test_resume_says_when_the_run_it_skips_started_from_other_weights(tmp_path: Path, monkeypatch, capsys) -> None:
+    import torch
+
+    from lifelong.lm.run import pretrain_cache_path, weights_fingerprint
+    from lifelong.models.gpt import GPT, gpt_config
+    from lifelong.reporting import write_json
+
+    monkeypatch.setattr(lm_plan, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(lm, "_STARTS", {})
+    args = argparse.Namespace(setting="domains", split="test", device="cpu")
+    config = lm_plan.run_config(args, "gpt-0.2m", "naive", {}, 0)
+    model = GPT(gpt_config("gpt-0.2m", block_size=config.data.length))  # this machine's cached start
+    path = pretrain_cache_path(config)
+    path.parent.mkdir(parents=True)
+    torch.save({"model": model.state_dict(), "seconds": 1.0}, path)
+    mine = weights_fingerprint(model)
+
+    out = tmp_path / "lm-domains.json"
+    monkeypatch.setattr(lm, "run_lm", lambda *a, **k: pytest.fail("a saved run was trained again"))
+    monkeypatch.setattr(sys, "argv", ["lm.py", "run", "--setting", "domains", "--sizes", "gpt-0.2m", "--methods",
+                                      "naive", "--seeds", "0", "--out", str(out), "--resume"])
+    for weights, said in (("0123456789abcdef", True), (mine, False)):  # from a GPU's pre-training; from this one
+        write_json(out, {"runs": [{"config": config.to_dict(), "method": "naive", "pretrain": {"weights": weights}}]})
+        assert lm.main() == 0
+        err = capsys.readouterr().err
+        assert ("skipped, done from other pre-trained weights (0123456789abcdef)" in err) is said
+        assert (f"than this machine's ({mine})" in err) is said
+    # a GPU's run from before runs recorded their weights: said as possibly another start; a CPU one is not
+    for device, said in (("cuda", True), ("cpu", False)):
+        write_json(out, {"runs": [{"config": {**config.to_dict(), "device": device}, "method": "naive"}]})
+        assert lm.main() == 0
+        err = capsys.readouterr().err
+        assert ("skipped, done on cuda before runs recorded their pre-trained weights" in err) is said

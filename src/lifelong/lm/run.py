@@ -125,6 +125,24 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def pretrain_cache_path(config: LMRunConfig) -> Path | None:
+    """Where the pre-trained model of `config` is cached (None without a cache or pre-training)."""
+    if not config.cache_dir or not config.data.pretrain_steps:
+        return None
+    return Path(config.cache_dir) / f"pretrain-{config.model}-{_pretrain_key(config)}.pt"
+
+
+def cached_start(config: LMRunConfig) -> str | None:
+    """The fingerprint of the pre-trained model a run of `config` would start from on this machine, where the
+    cache holds it; None where the run would pre-train first (its weights are not known before)."""
+    path = pretrain_cache_path(config)
+    if path is None or not path.exists():
+        return None
+    model = GPT(gpt_config(config.model, block_size=config.data.length))
+    model.load_state_dict(torch.load(path, weights_only=True, map_location="cpu")["model"])
+    return weights_fingerprint(model)
+
+
 def pretrained_model(config: LMRunConfig, log: Callable[[str], None] = lambda _: None) -> tuple[GPT, dict[str, Any]]:
     """The GPT after pre-training on the general mixture (from the cache when it is there). Its info names
     the weights (`weights`, a fingerprint) and how they were made (`threads`, `device`; runs that pre-trained
@@ -136,7 +154,7 @@ def pretrained_model(config: LMRunConfig, log: Callable[[str], None] = lambda _:
     info: dict[str, Any] = {"steps": d.pretrain_steps, "seconds": 0.0, "cached": False}
     if d.pretrain_steps == 0:
         return model, info
-    path = Path(config.cache_dir) / f"pretrain-{config.model}-{_pretrain_key(config)}.pt" if config.cache_dir else None
+    path = pretrain_cache_path(config)
     if path is not None and path.exists():
         saved = torch.load(path, weights_only=True, map_location="cpu")
         model.load_state_dict(saved["model"])
