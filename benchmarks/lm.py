@@ -90,7 +90,7 @@ def _other_start(config: LMRunConfig, runs: list[dict[str, Any]]) -> str | None:
         _STARTS[path] = cached_start(config)
     mine = _STARTS[path]
     weights = {r.get("pretrain", {}).get("weights") for r in saved}
-    if mine in weights:
+    if mine is not None and mine in weights:
         return None
     unknown = [r for r in saved if r.get("pretrain", {}).get("weights") is None]
     unrecorded = sorted({r["config"].get("device", "cpu") for r in unknown} - {config.device})
