@@ -125,8 +125,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             probe = {"config": config.to_dict()}
             # re-read where it is not known done: another process sharing the file may have run it since
             key = same_run_key(probe)
-            if args.resume and (key in done or key in {same_run_key(r) for r in load(out)["runs"]}):
-                if note := _other_start(config, load(out)["runs"]):
+            on_disk = load(out)["runs"] if args.resume and key not in done else saved["runs"]
+            if args.resume and (key in done or key in {same_run_key(r) for r in on_disk}):
+                if note := _other_start(config, on_disk):
                     print(note, file=sys.stderr, flush=True)
                 continue
             print(f"[{time.strftime('%H:%M:%S')}] {args.setting} {size} {label} {opts} seed {seed}", flush=True)
