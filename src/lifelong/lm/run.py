@@ -132,6 +132,13 @@ def pretrain_cache_path(config: LMRunConfig) -> Path | None:
     return Path(config.cache_dir) / f"pretrain-{config.model}-{_pretrain_key(config)}.pt"
 
 
+def _load_cached(model: GPT, path: Path) -> dict[str, Any]:
+    """Load the cached pre-trained weights at `path` into `model`; returns the whole cache entry."""
+    saved = torch.load(path, weights_only=True, map_location="cpu")
+    model.load_state_dict(saved["model"])
+    return saved
+
+
 def cached_start(config: LMRunConfig) -> str | None:
     """The fingerprint of the pre-trained model a run of `config` would start from on this machine, where the
     cache holds it; None where the run would pre-train first (its weights are not known before)."""
@@ -139,7 +146,7 @@ def cached_start(config: LMRunConfig) -> str | None:
     if path is None or not path.exists():
         return None
     model = GPT(gpt_config(config.model, block_size=config.data.length))
-    model.load_state_dict(torch.load(path, weights_only=True, map_location="cpu")["model"])
+    _load_cached(model, path)
     return weights_fingerprint(model)
 
 
@@ -156,9 +163,8 @@ def pretrained_model(config: LMRunConfig, log: Callable[[str], None] = lambda _:
         return model, info
     path = pretrain_cache_path(config)
     if path is not None and path.exists():
-        saved = torch.load(path, weights_only=True, map_location="cpu")
-        model.load_state_dict(saved["model"])
-        made = {k: saved[k] for k in ("threads", "device") if k in saved}
+        saved = _load_cached(model, path)
+        made: dict[str, Any] = {k: saved[k] for k in ("threads", "device") if k in saved}
         return model, {**info, "seconds": float(saved["seconds"]), "cached": True, "path": str(path), **made,
                        "weights": weights_fingerprint(model)}
     general = general_task(replace(d, seed=config.pretrain_seed), torch.Generator().manual_seed(config.pretrain_seed),
