@@ -79,7 +79,7 @@ _STARTS: dict[Path, str | None] = {}  # cache file -> the fingerprint of its wei
 
 def _other_start(config: LMRunConfig, runs: list[dict[str, Any]]) -> str | None:
     """A line for a run `--resume` skips where the saved one started from other pre-trained weights than a run
-    here would (this machine's cached model), or may have (weights not recorded, trained on another device):
+    here would (this machine's cached model), or may have (weights not recorded, trained only on another device):
     `compare` pairs runs from one start only, so a run trained here would have no partner in the file."""
     key = same_run_key({"config": config.to_dict()})
     saved = [r for r in runs if same_run_key(r) == key]
@@ -93,7 +93,9 @@ def _other_start(config: LMRunConfig, runs: list[dict[str, Any]]) -> str | None:
     if mine is not None and mine in weights:
         return None
     unknown = [r for r in saved if r.get("pretrain", {}).get("weights") is None]
-    unrecorded = sorted({r["config"].get("device", "cpu") for r in unknown} - {config.device})
+    devices = {r["config"].get("device", "cpu") for r in unknown}
+    # an unrecorded run from this device may be this start (`compare` finds it by its scores before the domains)
+    unrecorded = [] if config.device in devices else sorted(devices)
     other = sorted(weights - {None, mine}) if mine is not None else []
     if not other and not unrecorded:
         return None

@@ -353,9 +353,10 @@ def test_resume_says_when_the_run_it_skips_started_from_other_weights(tmp_path: 
         err = capsys.readouterr().err
         assert ("skipped, done from other pre-trained weights (0123456789abcdef)" in err) is said
         assert (f"than this machine's ({mine})" in err) is said
-    # a GPU's run from before runs recorded their weights: said as possibly another start; a CPU one is not
-    for device, said in (("cuda", True), ("cpu", False)):
-        write_json(out, {"runs": [{"config": {**config.to_dict(), "device": device}, "method": "naive"}]})
+    # a GPU's run from before runs recorded their weights: said as possibly another start; a CPU one is not,
+    # nor a GPU one beside a CPU one (that one may be this start, and `compare` pairs it)
+    for devices, said in ((["cuda"], True), (["cpu"], False), (["cuda", "cpu"], False)):
+        write_json(out, {"runs": [{"config": {**config.to_dict(), "device": d}, "method": "naive"} for d in devices]})
         assert lm.main() == 0
         err = capsys.readouterr().err
         assert ("skipped, done on cuda before runs recorded their pre-trained weights" in err) is said
