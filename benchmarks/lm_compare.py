@@ -8,7 +8,8 @@
 A method named alone is its runs at the options it is configured with at each size now (validation's
 choice, the table's and the figure's row; all its runs where none is at those options, as for a control
 `replay@METHOD`); `METHOD:option=value[:option=value]` is its runs whose options include those values,
-whatever is configured (`replay:tokens=247680000`). `--against
+whatever is configured (`replay:tokens=247680000`; `OPTION=null` is an option left at its default, as in
+`replay:tokens=6192000:replay_batch=null`, to tell a run from one that sets it). `--against
 equal-bytes` pairs each run with its own equal-bytes control (`replay@METHOD`, given the run's stored bytes,
 in the same model), or, where it has none, a run of that configuration from the same pre-trained model (every
 method that stores more than the whole text shares one: lm_plan.equal_bytes_control). Runs pair by size and

@@ -64,6 +64,15 @@ def test_compare_pairs_runs_by_seed_at_configured_or_named_options(tmp_path: Pat
     assert [round(d, 3) for d in row["differences"][:2]] == [-0.02, 0.06] and row["same_start"] == 2
     [row] = lm_compare.compare([*runs, rerun], configured, "ewc", "replay@ewc:tokens=100")
     assert [round(d, 3) for d in row["differences"][:2]] == [-0.02, 0.06] and row["same_start"] == 2
+    # the same control with more replayed windows a step: naming tokens alone is two runs; `=null` is the default
+    more = [_domains_run("gpt-1m", "replay@ewc", "token-replay", {"tokens": 100, "replay_batch": 21}, s, 0.4)
+            for s in (0, 1)]
+    with pytest.raises(SystemExit, match="more than one run"):
+        lm_compare.compare([*runs, *more], configured, "ewc", "replay@ewc:tokens=100")
+    [row] = lm_compare.compare([*runs, *more], configured, "ewc", "replay@ewc:tokens=100:replay_batch=null")
+    assert [round(d, 3) for d in row["differences"][:2]] == [-0.02, -0.01]
+    [row] = lm_compare.compare([*runs, *more], configured, "ewc", "replay@ewc:replay_batch=21")
+    assert [round(d, 3) for d in row["differences"][:2]] == [-0.1, -0.09]
 
 
 def test_every_method_storing_more_than_the_text_shares_one_equal_bytes_control(tmp_path: Path, monkeypatch) -> None:
