@@ -129,3 +129,14 @@ def test_compare_prints_the_per_seed_gains_the_docs_quote_from_the_committed_run
                                       "online-kfac-ewc+replay"])
     assert lm.main() == 0
     assert "| +0.010, +0.001, +0.023 | +0.011 | 3 of 3 | 3 of 3 |" in capsys.readouterr().out
+    # docs/lm-equal-bytes.md, "gpt-16m: the compute-matched control": 37 replayed windows a step against the
+    # teacher on top of all the text, and against 32
+    monkeypatch.setattr(sys, "argv", ["lm.py", "compare", "--sizes", "gpt-16m", "--out",
+                                      str(results / "lm-domains-gpt-16m-cpu-pretrain2.json"), "--against",
+                                      "replay:tokens=6192000:replay_batch=21",
+                                      "distill+replay:tokens=6192000:weight=0.1",
+                                      "replay:tokens=6192000:replay_batch=null"])
+    assert lm.main() == 0
+    out = capsys.readouterr().out
+    assert "| -0.002, -0.031, -0.025 | -0.019 | 0 of 3 | 3 of 3 |" in out
+    assert "| -0.012, -0.019, -0.032 | -0.021 | 0 of 3 | 3 of 3 |" in out
