@@ -140,3 +140,15 @@ def test_compare_prints_the_per_seed_gains_the_docs_quote_from_the_committed_run
     out = capsys.readouterr().out
     assert "| -0.002, -0.031, -0.025 | -0.019 | 0 of 3 | 3 of 3 |" in out
     assert "| -0.012, -0.019, -0.032 | -0.021 | 0 of 3 | 3 of 3 |" in out
+    # the same section, 48 windows a step (32 replayed) against 37, the teacher at 0.1 and 32
+    monkeypatch.setattr(sys, "argv", ["lm.py", "compare", "--sizes", "gpt-16m", "--out",
+                                      str(results / "lm-domains-gpt-16m-cpu-pretrain2.json"), "--against",
+                                      "replay:tokens=6192000:replay_batch=32",
+                                      "replay:tokens=6192000:replay_batch=21",
+                                      "distill+replay:tokens=6192000:weight=0.1",
+                                      "replay:tokens=6192000:replay_batch=null"])
+    assert lm.main() == 0
+    out = capsys.readouterr().out
+    assert "| -0.034, -0.020, -0.022 | -0.025 | 0 of 3 | 3 of 3 |" in out
+    assert "| -0.035, -0.051, -0.047 | -0.045 | 0 of 3 | 3 of 3 |" in out
+    assert "| -0.046, -0.039, -0.054 | -0.046 | 0 of 3 | 3 of 3 |" in out
