@@ -129,26 +129,21 @@ def test_compare_prints_the_per_seed_gains_the_docs_quote_from_the_committed_run
                                       "online-kfac-ewc+replay"])
     assert lm.main() == 0
     assert "| +0.010, +0.001, +0.023 | +0.011 | 3 of 3 | 3 of 3 |" in capsys.readouterr().out
+    def against(*runs: str) -> str:
+        monkeypatch.setattr(sys, "argv", ["lm.py", "compare", "--sizes", "gpt-16m", "--out",
+                                          str(results / "lm-domains-gpt-16m-cpu-pretrain2.json"), "--against", *runs])
+        assert lm.main() == 0
+        return capsys.readouterr().out
+
     # docs/lm-equal-bytes.md, "gpt-16m: the compute-matched control": 37 replayed windows a step against the
     # teacher on top of all the text, and against 32
-    monkeypatch.setattr(sys, "argv", ["lm.py", "compare", "--sizes", "gpt-16m", "--out",
-                                      str(results / "lm-domains-gpt-16m-cpu-pretrain2.json"), "--against",
-                                      "replay:tokens=6192000:replay_batch=21",
-                                      "distill+replay:tokens=6192000:weight=0.1",
-                                      "replay:tokens=6192000:replay_batch=null"])
-    assert lm.main() == 0
-    out = capsys.readouterr().out
+    out = against("replay:tokens=6192000:replay_batch=21", "distill+replay:tokens=6192000:weight=0.1",
+                  "replay:tokens=6192000:replay_batch=null")
     assert "| -0.002, -0.031, -0.025 | -0.019 | 0 of 3 | 3 of 3 |" in out
     assert "| -0.012, -0.019, -0.032 | -0.021 | 0 of 3 | 3 of 3 |" in out
-    # the same section, 48 windows a step (32 replayed) against 37, the teacher at 0.1 and 32
-    monkeypatch.setattr(sys, "argv", ["lm.py", "compare", "--sizes", "gpt-16m", "--out",
-                                      str(results / "lm-domains-gpt-16m-cpu-pretrain2.json"), "--against",
-                                      "replay:tokens=6192000:replay_batch=32",
-                                      "replay:tokens=6192000:replay_batch=21",
-                                      "distill+replay:tokens=6192000:weight=0.1",
-                                      "replay:tokens=6192000:replay_batch=null"])
-    assert lm.main() == 0
-    out = capsys.readouterr().out
+    # "gpt-16m: 48 windows a step on the test seeds": 48 (32 replayed) against 37, the teacher at 0.1 and 32
+    out = against("replay:tokens=6192000:replay_batch=32", "replay:tokens=6192000:replay_batch=21",
+                  "distill+replay:tokens=6192000:weight=0.1", "replay:tokens=6192000:replay_batch=null")
     assert "| -0.034, -0.020, -0.022 | -0.025 | 0 of 3 | 3 of 3 |" in out
     assert "| -0.035, -0.051, -0.047 | -0.045 | 0 of 3 | 3 of 3 |" in out
     assert "| -0.046, -0.039, -0.054 | -0.046 | 0 of 3 | 3 of 3 |" in out
