@@ -137,11 +137,12 @@ def fsdp(size: str, batch: int, steps: int) -> dict[str, Any] | None:
 
 def _save(section: str, row: dict[str, Any]) -> None:
     saved = json.loads(OUT.read_text()) if OUT.exists() else {}
+    env = environment()
     # each row keeps its own machine: rows measured on different hosts sit side by side in one file
-    row = {**row, "environment": environment()}
+    row = {**row, "environment": env}
     entries = [r for r in saved.get(section, []) if r["size"] != row["size"]] + [row]
     saved[section] = sorted(entries, key=lambda r: r.get("parameters", 0))
-    saved["environment"] = environment()
+    saved["environment"] = env
     write_json(OUT, saved)
 
 
