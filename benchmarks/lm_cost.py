@@ -3,6 +3,7 @@ projection to 1B, 70B and 400B from the measured per-parameter costs.
 
     python benchmarks/lm_cost.py measure --sizes gpt-10m,gpt-100m,gpt-350m   # one process per size
     torchrun --nproc_per_node 2 benchmarks/lm_cost.py fsdp --size gpt-10m    # 2 ranks, gloo
+    python benchmarks/lm_cost.py penalty --size gpt-100m                      # the penalty's kernels alone
     python benchmarks/lm_cost.py table
 
 For each size, on random bytes (cost does not depend on the text): Adam steps of `--batch` windows of
@@ -11,7 +12,9 @@ passes over the parameters), so that the machine's load hits both alike; the pen
 also measured alone. Then the per-sample Fisher (lifelong.importance, auto path) over `--batch`
 sequences: seconds per 1,000 tokens, against training's seconds per 1,000 tokens. State bytes: the
 quadratic's tensors per parameter. Under `fsdp`, each of 2 ranks holds half of every parameter and of
-the penalty's state (FSDP2 `fully_shard`, gloo on CPU). Results: results/lm-cost.json, merged per size.
+the penalty's state (FSDP2 `fully_shard`, gloo on CPU). `penalty` times the penalty's gradient alone as
+the library runs it (fp32 and bf16 storage) and as one fused pass (torch.compile), with the bytes each
+moves a parameter: what less memory traffic could save. Results: results/lm-cost.json, merged per size.
 """
 
 from __future__ import annotations
@@ -135,6 +138,81 @@ def fsdp(size: str, batch: int, steps: int) -> dict[str, Any] | None:
     return {"size": size, "ranks": rows} if distributed.is_main() else None
 
 
+# bytes each way of adding the penalty's gradient reads and writes per parameter (float32 grad and theta)
+PENALTY_BYTES = {
+    "fp32, two passes (the library's default)": 16 + 12,  # grad += lam P theta; grad -= lam P m
+    "bf16 precision (the library's storage='bf16')": 12 + 10 + 12,  # t = theta - m; t *= P; grad += lam t
+    "fp32, one fused pass (torch.compile)": 20,  # read grad, P, theta, P m; write grad
+}
+
+
+def _fastest(fn, reps: int) -> float:
+    fn()  # first call allocates (and compiles)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def penalty_kernels(size: str, reps: int) -> dict[str, Any]:
+    """The penalty's gradient alone, three ways, on a model of `size`: seconds, ns and bytes a parameter."""
+    torch.manual_seed(0)
+    model = GPT(gpt_config(size, block_size=LENGTH))
+    params = list(model.parameters())
+    count = sum(p.numel() for p in params)
+    importance = {n: torch.rand_like(p) for n, p in model.named_parameters()}  # the time is the same for any values
+    anchor = {n: p.detach() + 0.01 * torch.randn_like(p) for n, p in model.named_parameters()}  # a nonzero gradient
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    seconds: dict[str, float | None] = {}
+    for storage, name in (("fp32", "fp32, two passes (the library's default)"),
+                          ("bf16", "bf16 precision (the library's storage='bf16')")):
+        q = QuadraticPenalty(strength=1.0, storage=storage)
+        q.add(importance, anchor)
+        seconds[name] = _fastest(lambda q=q: q.add_gradient_(model), reps)
+        if storage == "fp32":
+            slots = q.slots
+            for p in params:
+                p.grad.zero_()  # type: ignore[union-attr]
+            q.add_gradient_(model)
+            expected = [p.grad.clone() for p in params]  # type: ignore[union-attr]
+    del importance, anchor
+    gc.collect()
+    grads = [p.grad.view(-1) for p in params]  # type: ignore[union-attr]
+    values = [p.detach().view(-1) for p in params]
+    precision = [s["precision"].view(-1) for s in slots]
+    weighted_centre = [s["weighted_centre"].view(-1) for s in slots]
+
+    def fused_pass(g: torch.Tensor, p: torch.Tensor, v: torch.Tensor, c: torch.Tensor) -> None:
+        g.add_(p * v - c)
+
+    name = "fp32, one fused pass (torch.compile)"
+    kernel = torch.compile(fused_pass, dynamic=True)  # 1-D and dynamic: one kernel for every tensor
+
+    def fused() -> None:
+        for g, p, v, c in zip(grads, precision, values, weighted_centre, strict=True):
+            kernel(g, p, v, c)
+
+    for g in grads:
+        g.zero_()
+    try:
+        fused()  # the first call compiles
+    except Exception as error:  # no C++ compiler, or a backend that cannot build: say so, keep the rest
+        print(f"{name}: not measured ({type(error).__name__}: {str(error)[:200]})", file=sys.stderr)
+        seconds[name] = None
+    else:
+        for g, e in zip(grads, expected, strict=True):  # the library's gradient, or no timing
+            torch.testing.assert_close(g, e.view(-1))
+        seconds[name] = _fastest(fused, reps)
+    return {"size": size, "parameters": count, "reps": reps, "threads": torch.get_num_threads(),
+            "kernels": {k: {"seconds": v, "bytes_per_parameter": PENALTY_BYTES[k],
+                            "ns_per_parameter": None if v is None else v / count * 1e9,
+                            "gb_per_second": None if v is None else PENALTY_BYTES[k] * count / v / 1e9}
+                        for k, v in seconds.items()}}
+
+
 def _save(section: str, row: dict[str, Any]) -> None:
     saved = json.loads(OUT.read_text()) if OUT.exists() else {}
     env = environment()
@@ -187,6 +265,19 @@ def cmd_table() -> int:
             print(f"\nFSDP {r['size']} rank {rank['rank']}/{rank['ranks']}: {rank['local_parameters']:,} local "
                   f"parameters, state {rank['state_bytes_rank']:,} B ({rank['state_bytes_per_local_parameter']:.2f} "
                   f"B per local parameter), step ratio {rank['step_ratio_min']:.3f}")
+    for r in saved.get("penalty", []):
+        step = next((min(s["naive_step_seconds"]) for s in saved.get("single", []) if s["size"] == r["size"]), None)
+        print(f"\nThe penalty's gradient alone, {r['size']} ({r['parameters']:,} parameters, "
+              f"fastest of {r['reps']}):\n")
+        print("| kernel | bytes moved a parameter | ns a parameter | GB/s | share of a naive step (1,024 tokens) |")
+        print("|---|---|---|---|---|")
+        for name, k in r["kernels"].items():
+            if k["seconds"] is None:
+                print(f"| {name} | {k['bytes_per_parameter']} | not measured | | |")
+                continue
+            share = f"{k['seconds'] / step:.2%}" if step else "n/a"
+            print(f"| {name} | {k['bytes_per_parameter']} | {k['ns_per_parameter']:.2f} | {k['gb_per_second']:.1f} | "
+                  f"{share} |")
     if saved.get("single"):
         print("\n" + projection(saved["single"]))
     return 0
@@ -194,7 +285,7 @@ def cmd_table() -> int:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["measure", "fsdp", "table"])
+    p.add_argument("command", choices=["measure", "fsdp", "penalty", "table"])
     p.add_argument("--sizes", default="gpt-10m,gpt-100m,gpt-350m")
     p.add_argument("--size", default="gpt-10m")
     p.add_argument("--batch", type=int, default=8)
@@ -204,6 +295,13 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     if args.command == "table":
         return cmd_table()
+    if args.command == "penalty":
+        timed = penalty_kernels(args.size, max(args.steps, 5))
+        _save("penalty", timed)
+        for name, k in timed["kernels"].items():
+            if k["seconds"] is not None:
+                print(f"{args.size}: {name}: {k['ns_per_parameter']:.2f} ns a parameter, {k['gb_per_second']:.1f} GB/s")
+        return 0
     if args.command == "fsdp":
         row = fsdp(args.size, args.batch, args.steps)
         if row is not None:

@@ -1,0 +1,25 @@
+"""benchmarks/lm_cost.py's kernel timing: the penalty's gradient as the library adds it, in fp32 and
+bf16 storage, and as one fused pass, which must add the library's gradient before it is timed."""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))  # as the benchmark scripts import it
+
+import lm_cost  # noqa: E402
+
+
+def test_penalty_kernels_times_every_way_and_counts_the_bytes_each_moves() -> None:
+    row = lm_cost.penalty_kernels("gpt-0.2m", reps=1)
+    assert row["parameters"] == 141_056
+    kernels = row["kernels"]
+    assert set(kernels) == set(lm_cost.PENALTY_BYTES)
+    for name in ("fp32, two passes (the library's default)", "bf16 precision (the library's storage='bf16')"):
+        assert kernels[name]["seconds"] > 0
+        assert kernels[name]["ns_per_parameter"] == kernels[name]["seconds"] / 141_056 * 1e9
+    # the fused pass reads and writes less than the library's two passes
+    fused = kernels["fp32, one fused pass (torch.compile)"]
+    assert fused["bytes_per_parameter"] < kernels["fp32, two passes (the library's default)"]["bytes_per_parameter"]
+    # where this machine can compile it, it ran only after matching the library's gradient (assert_close inside)
+    assert fused["seconds"] is None or fused["seconds"] > 0
