@@ -141,7 +141,7 @@ def fsdp(size: str, batch: int, steps: int) -> dict[str, Any] | None:
 # bytes each way of adding the penalty's gradient reads and writes per parameter (float32 grad and theta)
 PENALTY_BYTES = {
     "fp32, two passes (the library's default)": 16 + 12,  # grad += lam P theta; grad -= lam P m
-    "bf16 precision (the library's storage='bf16')": 12 + 10 + 12,  # t = theta - m; t *= P; grad += lam t
+    "bf16 precision (the library's storage='bf16')": 4 + 4 + 2 + 8,  # read theta, m, P; grad += lam P (theta - m)
     "fp32, one fused pass (torch.compile)": 20,  # read grad, P, theta, P m; write grad
 }
 

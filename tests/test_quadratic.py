@@ -158,3 +158,15 @@ def test_the_penalty_follows_an_output_layer_that_gains_classes():
     q.add({n: torch.ones_like(p) for n, p in model.named_parameters()},
           {n: p.detach().clone() for n, p in model.named_parameters()})  # the next task covers every row
     assert q.precision[-2].shape == (5, 4)
+
+
+def test_bf16_storage_adds_its_gradient_chunk_by_chunk_across_chunk_boundaries():
+    from lifelong.strategies import quadratic
+
+    net = torch.nn.Linear(300, 500)  # 150,000 weights: three chunks, the last one short
+    assert net.weight.numel() > 2 * quadratic._CHUNK
+    gen = torch.Generator().manual_seed(3)
+    q = QuadraticPenalty(0.7, "bf16")
+    q.add({n: torch.rand(p.shape, generator=gen) for n, p in net.named_parameters()},
+          {n: torch.randn(p.shape, generator=gen) for n, p in net.named_parameters()})
+    _closed_form_matches_autograd(net, q)
