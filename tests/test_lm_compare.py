@@ -147,3 +147,16 @@ def test_compare_prints_the_per_seed_gains_the_docs_quote_from_the_committed_run
     assert "| -0.034, -0.020, -0.022 | -0.025 | 0 of 3 | 3 of 3 |" in out
     assert "| -0.035, -0.051, -0.047 | -0.045 | 0 of 3 | 3 of 3 |" in out
     assert "| -0.046, -0.039, -0.054 | -0.046 | 0 of 3 | 3 of 3 |" in out
+
+
+def test_compare_prints_the_validation_doses_the_docs_quote(monkeypatch, capsys) -> None:
+    # docs/lm-equal-bytes.md, the dose on validation seed 0: at 64 windows a step the teacher at 0.1 against
+    # replay alone at that dose, and replay at 48 windows against 64
+    monkeypatch.setattr(sys, "argv", ["lm.py", "compare", "--split", "valid", "--sizes", "gpt-16m", "--against",
+                                      "replay:tokens=6192000:replay_batch=48",
+                                      "distill+replay:tokens=6192000:weight=0.1:replay_batch=48",
+                                      "replay:tokens=6192000:replay_batch=32"])
+    assert lm.main() == 0
+    out = capsys.readouterr().out
+    assert "| -0.008 | -0.008 | 0 of 1 | 1 of 1 |" in out
+    assert "| -0.015 | -0.015 | 0 of 1 | 1 of 1 |" in out
