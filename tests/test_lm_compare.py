@@ -160,3 +160,12 @@ def test_compare_prints_the_validation_doses_the_docs_quote(monkeypatch, capsys)
     out = capsys.readouterr().out
     assert "| -0.008 | -0.008 | 0 of 1 | 1 of 1 |" in out
     assert "| -0.015 | -0.015 | 0 of 1 | 1 of 1 |" in out
+    # "gpt-16m: 64 windows a step on the test seeds": seeds 0 and 1 against 48 windows and the teacher
+    monkeypatch.setattr(sys, "argv", ["lm.py", "compare", "--sizes", "gpt-16m", "--out",
+                                      str(ROOT / "results" / "lm-domains-gpt-16m-cpu-pretrain2.json"), "--against",
+                                      "replay:tokens=6192000:replay_batch=48", "replay:tokens=6192000:replay_batch=32",
+                                      "distill+replay:tokens=6192000:weight=0.1"])
+    assert lm.main() == 0
+    out = capsys.readouterr().out
+    assert "| -0.019, -0.013, n/a | -0.016 | 0 of 2 | 2 of 2 |" in out
+    assert "| -0.054, -0.065, n/a | -0.059 | 0 of 2 | 2 of 2 |" in out
