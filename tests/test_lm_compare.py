@@ -105,45 +105,43 @@ def test_every_committed_run_configuration_reads_back() -> None:
             assert lm_jobs.run_key({"config": config.to_dict()}) == lm_jobs.run_key(run), path.name
 
 
-def test_compare_prints_the_per_seed_gains_the_docs_quote_from_the_committed_runs(monkeypatch, capsys) -> None:
-    monkeypatch.setattr(sys, "argv", ["lm.py", "compare", "--sizes", "gpt-16m", "--device", "cpu", "--also",
-                                      str(ROOT / "results" / "lm-domains-gpt-16m-cpu.json"),
-                                      "--against", "replay:tokens=247680000", "distill+replay", "ewc+replay"])
+RESULTS = ROOT / "results"
+PRETRAIN2 = str(RESULTS / "lm-domains-gpt-16m-cpu-pretrain2.json")  # gpt-16m's CPU runs from its second start
+
+
+def _compare(monkeypatch, capsys, *args: str) -> str:
+    """What `lm.py compare --sizes gpt-16m ARGS` prints on the committed results."""
+    monkeypatch.setattr(sys, "argv", ["lm.py", "compare", "--sizes", "gpt-16m", *args])
     assert lm.main() == 0
-    out = capsys.readouterr().out  # docs/language-models.md, "gpt-16m on the CPU"
+    return capsys.readouterr().out
+
+
+def test_compare_prints_the_per_seed_gains_the_docs_quote_from_the_committed_runs(monkeypatch, capsys) -> None:
+    out = _compare(monkeypatch, capsys, "--device", "cpu", "--also", str(RESULTS / "lm-domains-gpt-16m-cpu.json"),
+                   "--against", "replay:tokens=247680000", "distill+replay", "ewc+replay")
+    # docs/language-models.md, "gpt-16m on the CPU"
     assert "| -0.042, -0.050, -0.047 | -0.046 | 0 of 3 |" in out and "| -0.053, -0.051, -0.056 |" in out
     # the control ran after gpt-16m's pre-training was redone (one thread, not two): another start model
     assert out.count("| 0 of 3 | 0 of 3 |") == 2
     # the methods ran again from the control's start (their own file): every pair shares it, and 1 % replay,
     # in both files, pairs with the run from the same start
-    results = ROOT / "results"
-    monkeypatch.setattr(sys, "argv", ["lm.py", "compare", "--sizes", "gpt-16m", "--device", "cpu", "--out",
-                                      str(results / "lm-domains-gpt-16m-cpu-pretrain2.json"), "--also",
-                                      str(results / "lm-domains-gpt-16m-cpu.json"),
-                                      "--against", "replay:tokens=247680000", "ewc+replay"])
-    assert lm.main() == 0
-    assert "| -0.045, -0.051, -0.056 | -0.051 | 0 of 3 | 3 of 3 |" in capsys.readouterr().out
-    monkeypatch.setattr(sys, "argv", ["lm.py", "compare", "--sizes", "gpt-16m", "--device", "cpu", "--out",
-                                      str(results / "lm-domains-gpt-16m-cpu-pretrain2.json"), "--also",
-                                      str(results / "lm-domains.json"), "--against", "replay",
-                                      "online-kfac-ewc+replay"])
-    assert lm.main() == 0
-    assert "| +0.010, +0.001, +0.023 | +0.011 | 3 of 3 | 3 of 3 |" in capsys.readouterr().out
-    def against(*runs: str) -> str:
-        monkeypatch.setattr(sys, "argv", ["lm.py", "compare", "--sizes", "gpt-16m", "--out",
-                                          str(results / "lm-domains-gpt-16m-cpu-pretrain2.json"), "--against", *runs])
-        assert lm.main() == 0
-        return capsys.readouterr().out
+    out = _compare(monkeypatch, capsys, "--device", "cpu", "--out", PRETRAIN2, "--also",
+                   str(RESULTS / "lm-domains-gpt-16m-cpu.json"), "--against", "replay:tokens=247680000", "ewc+replay")
+    assert "| -0.045, -0.051, -0.056 | -0.051 | 0 of 3 | 3 of 3 |" in out
+    out = _compare(monkeypatch, capsys, "--device", "cpu", "--out", PRETRAIN2, "--also",
+                   str(RESULTS / "lm-domains.json"), "--against", "replay", "online-kfac-ewc+replay")
+    assert "| +0.010, +0.001, +0.023 | +0.011 | 3 of 3 | 3 of 3 |" in out
 
     # docs/lm-equal-bytes.md, "gpt-16m: the compute-matched control": 37 replayed windows a step against the
     # teacher on top of all the text, and against 32
-    out = against("replay:tokens=6192000:replay_batch=21", "distill+replay:tokens=6192000:weight=0.1",
-                  "replay:tokens=6192000:replay_batch=null")
+    out = _compare(monkeypatch, capsys, "--out", PRETRAIN2, "--against", "replay:tokens=6192000:replay_batch=21",
+                   "distill+replay:tokens=6192000:weight=0.1", "replay:tokens=6192000:replay_batch=null")
     assert "| -0.002, -0.031, -0.025 | -0.019 | 0 of 3 | 3 of 3 |" in out
     assert "| -0.012, -0.019, -0.032 | -0.021 | 0 of 3 | 3 of 3 |" in out
     # "gpt-16m: 48 windows a step on the test seeds": 48 (32 replayed) against 37, the teacher at 0.1 and 32
-    out = against("replay:tokens=6192000:replay_batch=32", "replay:tokens=6192000:replay_batch=21",
-                  "distill+replay:tokens=6192000:weight=0.1", "replay:tokens=6192000:replay_batch=null")
+    out = _compare(monkeypatch, capsys, "--out", PRETRAIN2, "--against", "replay:tokens=6192000:replay_batch=32",
+                   "replay:tokens=6192000:replay_batch=21", "distill+replay:tokens=6192000:weight=0.1",
+                   "replay:tokens=6192000:replay_batch=null")
     assert "| -0.034, -0.020, -0.022 | -0.025 | 0 of 3 | 3 of 3 |" in out
     assert "| -0.035, -0.051, -0.047 | -0.045 | 0 of 3 | 3 of 3 |" in out
     assert "| -0.046, -0.039, -0.054 | -0.046 | 0 of 3 | 3 of 3 |" in out
@@ -152,20 +150,12 @@ def test_compare_prints_the_per_seed_gains_the_docs_quote_from_the_committed_run
 def test_compare_prints_the_validation_doses_the_docs_quote(monkeypatch, capsys) -> None:
     # docs/lm-equal-bytes.md, the dose on validation seed 0: at 64 windows a step the teacher at 0.1 against
     # replay alone at that dose, and replay at 48 windows against 64
-    monkeypatch.setattr(sys, "argv", ["lm.py", "compare", "--split", "valid", "--sizes", "gpt-16m", "--against",
-                                      "replay:tokens=6192000:replay_batch=48",
-                                      "distill+replay:tokens=6192000:weight=0.1:replay_batch=48",
-                                      "replay:tokens=6192000:replay_batch=32"])
-    assert lm.main() == 0
-    out = capsys.readouterr().out
+    out = _compare(monkeypatch, capsys, "--split", "valid", "--against", "replay:tokens=6192000:replay_batch=48",
+                   "distill+replay:tokens=6192000:weight=0.1:replay_batch=48", "replay:tokens=6192000:replay_batch=32")
     assert "| -0.008 | -0.008 | 0 of 1 | 1 of 1 |" in out
     assert "| -0.015 | -0.015 | 0 of 1 | 1 of 1 |" in out
     # "gpt-16m: 64 windows a step on the test seeds": seeds 0 and 1 against 48 windows and the teacher
-    monkeypatch.setattr(sys, "argv", ["lm.py", "compare", "--sizes", "gpt-16m", "--out",
-                                      str(ROOT / "results" / "lm-domains-gpt-16m-cpu-pretrain2.json"), "--against",
-                                      "replay:tokens=6192000:replay_batch=48", "replay:tokens=6192000:replay_batch=32",
-                                      "distill+replay:tokens=6192000:weight=0.1"])
-    assert lm.main() == 0
-    out = capsys.readouterr().out
+    out = _compare(monkeypatch, capsys, "--out", PRETRAIN2, "--against", "replay:tokens=6192000:replay_batch=48",
+                   "replay:tokens=6192000:replay_batch=32", "distill+replay:tokens=6192000:weight=0.1")
     assert "| -0.019, -0.013, n/a | -0.016 | 0 of 2 | 2 of 2 |" in out
     assert "| -0.054, -0.065, n/a | -0.059 | 0 of 2 | 2 of 2 |" in out
