@@ -154,8 +154,10 @@ def test_compare_prints_the_validation_doses_the_docs_quote(monkeypatch, capsys)
                    "distill+replay:tokens=6192000:weight=0.1:replay_batch=48", "replay:tokens=6192000:replay_batch=32")
     assert "| -0.008 | -0.008 | 0 of 1 | 1 of 1 |" in out
     assert "| -0.015 | -0.015 | 0 of 1 | 1 of 1 |" in out
-    # "gpt-16m: 64 windows a step on the test seeds": seeds 0 and 1 against 48 windows and the teacher
+    # "gpt-16m: 64 windows a step on the test seeds": the 3 seeds against 48 windows and the teacher
     out = _compare(monkeypatch, capsys, "--out", PRETRAIN2, "--against", "replay:tokens=6192000:replay_batch=48",
-                   "replay:tokens=6192000:replay_batch=32", "distill+replay:tokens=6192000:weight=0.1")
-    assert "| -0.019, -0.013, n/a | -0.016 | 0 of 2 | 2 of 2 |" in out
-    assert "| -0.054, -0.065, n/a | -0.059 | 0 of 2 | 2 of 2 |" in out
+                   "replay:tokens=6192000:replay_batch=32", "distill+replay:tokens=6192000:weight=0.1",
+                   "distill+replay:tokens=6192000:weight=0.03")
+    assert "| -0.019, -0.013, -0.013 | -0.015 | 0 of 3 | 3 of 3 |" in out
+    assert "| -0.054, -0.065, -0.061 | -0.060 | 0 of 3 | 3 of 3 |" in out
+    assert "| -0.062, -0.051, -0.066 | -0.060 | 0 of 3 | 3 of 3 |" in out
