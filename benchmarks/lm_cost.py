@@ -4,6 +4,7 @@ projection to 1B, 70B and 400B from the measured per-parameter costs.
     python benchmarks/lm_cost.py measure --sizes gpt-10m,gpt-100m,gpt-350m   # one process per size
     torchrun --nproc_per_node 2 benchmarks/lm_cost.py fsdp --size gpt-10m    # 2 ranks, gloo
     python benchmarks/lm_cost.py penalty --size gpt-100m                      # the penalty's kernels alone
+    python benchmarks/lm_cost.py fold --size gpt-100m                         # the penalty inside Adam's step
     python benchmarks/lm_cost.py table
 
 For each size, on random bytes (cost does not depend on the text): Adam steps of `--batch` windows of
@@ -14,7 +15,8 @@ sequences: seconds per 1,000 tokens, against training's seconds per 1,000 tokens
 quadratic's tensors per parameter. Under `fsdp`, each of 2 ranks holds half of every parameter and of
 the penalty's state (FSDP2 `fully_shard`, gloo on CPU). `penalty` times the penalty's gradient alone as
 the library runs it (fp32 and bf16 storage) and as one fused pass (torch.compile), with the bytes each
-moves a parameter: what less memory traffic could save. Results: results/lm-cost.json, merged per size.
+moves a parameter: what less memory traffic could save; `fold` times whole steps with the penalty
+folded into a compiled Adam (benchmarks/lm_fold.py). Results: results/lm-cost.json, merged per size.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def _batch(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return tokens[:, :-1].to(torch.uint8), tokens[:, 1:]
 
 
-def _step(model: torch.nn.Module, opt: torch.optim.Optimizer, x, y, penalty: QuadraticPenalty | None) -> float:
+def _step(model: torch.nn.Module, opt: Any, x, y, penalty: QuadraticPenalty | None) -> float:
     start = time.perf_counter()
     loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
     opt.zero_grad(set_to_none=True)
@@ -278,6 +280,18 @@ def cmd_table() -> int:
             share = f"{k['seconds'] / step:.2%}" if step else "n/a"
             print(f"| {name} | {k['bytes_per_parameter']} | {k['ns_per_parameter']:.2f} | {k['gb_per_second']:.1f} | "
                   f"{share} |")
+    for r in saved.get("fold", []):
+        print(f"\nWhole steps, {r['size']} ({r['parameters']:,} parameters, {r['tokens_per_step']:,} tokens a step, "
+              f"fastest of {r['steps']}, four optimizers in turn):\n")
+        print("| optimizer | fastest step s | median step s | update alone s | update ns a parameter |")
+        print("|---|---|---|---|---|")
+        for name, times in r["step_seconds"].items():
+            u = r["update_seconds"][name]
+            print(f"| {name} | {min(times):.3f} | {float(torch.tensor(times).median()):.3f} | {u:.3f} | "
+                  f"{u / r['parameters'] * 1e9:.2f} |")
+        print(f"\nStep ratio EWC/naive: {r['step_ratio_library']:.3f} with torch's Adam and the library's gradient, "
+              f"{r['step_ratio_folded']:.3f} (median {r['step_ratio_folded_median']:.3f}) with the penalty folded "
+              "into the compiled Adam.")
     if saved.get("single"):
         print("\n" + projection(saved["single"]))
     return 0
@@ -285,7 +299,7 @@ def cmd_table() -> int:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["measure", "fsdp", "penalty", "table"])
+    p.add_argument("command", choices=["measure", "fsdp", "penalty", "fold", "table"])
     p.add_argument("--sizes", default="gpt-10m,gpt-100m,gpt-350m")
     p.add_argument("--size", default="gpt-10m")
     p.add_argument("--batch", type=int, default=8)
@@ -301,6 +315,16 @@ def main() -> int:
         for name, k in timed["kernels"].items():
             if k["seconds"] is not None:
                 print(f"{args.size}: {name}: {k['ns_per_parameter']:.2f} ns a parameter, {k['gb_per_second']:.1f} GB/s")
+        return 0
+    if args.command == "fold":
+        from lm_fold import fold_steps  # it imports this module's step
+
+        folded = fold_steps(args.size, args.batch, args.steps)
+        _save("fold", folded)
+        print(f"{args.size}: step ratio EWC/naive with torch's Adam and the library's gradient "
+              f"{folded['step_ratio_library']:.3f}; with the penalty folded into a compiled Adam "
+              f"{folded['step_ratio_folded']:.3f} (median {folded['step_ratio_folded_median']:.3f}); compiled naive / "
+              f"torch naive {folded['compiled_to_torch_naive']:.3f}")
         return 0
     if args.command == "fsdp":
         row = fsdp(args.size, args.batch, args.steps)

@@ -23,3 +23,59 @@ def test_penalty_kernels_times_every_way_and_counts_the_bytes_each_moves() -> No
     assert fused["bytes_per_parameter"] < kernels["fp32, two passes (the library's default)"]["bytes_per_parameter"]
     # where this machine can compile it, it ran only after matching the library's gradient (assert_close inside)
     assert fused["seconds"] is None or fused["seconds"] > 0
+
+
+def test_fold_times_four_optimizers_after_the_folded_step_matched_the_library() -> None:
+    import lm_fold
+
+    row = lm_fold.fold_steps("gpt-0.2m", batch=2, steps=1)  # raises unless one folded step matched
+    assert row["parameters"] == 141_056 and row["tokens_per_step"] == 2 * lm_cost.LENGTH
+    assert set(row["step_seconds"]) == {"torch Adam, naive", "torch Adam, EWC (add_gradient_)",
+                                        "compiled Adam, naive", "compiled Adam, EWC folded in"}
+    assert all(len(s) == 1 and s[0] > 0 for s in row["step_seconds"].values())
+    assert set(row["update_seconds"]) == set(row["step_seconds"]) and min(row["update_seconds"].values()) > 0
+    s = row["step_seconds"]
+    assert row["step_ratio_folded"] == s["compiled Adam, EWC folded in"][0] / s["compiled Adam, naive"][0]
+
+
+def test_folded_adam_follows_torch_adam_with_the_library_gradient_step_after_step() -> None:
+    import lm_fold
+    import torch
+
+    from lifelong.strategies.quadratic import QuadraticPenalty
+
+    torch.manual_seed(0)
+    nets = [torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    start = nets[0].weight.detach().clone()
+    penalty = QuadraticPenalty(strength=0.7)
+    penalty.add({n: torch.rand_like(p) for n, p in nets[0].named_parameters()},
+                {n: torch.randn_like(p) for n, p in nets[0].named_parameters()})
+    reference = torch.optim.Adam(nets[0].parameters(), lr=0.05)
+    folded = lm_fold.FoldedAdam(list(nets[1].parameters()), lr=0.05, penalty=penalty)
+    x = torch.randn(8, 5)
+    for _ in range(4):  # the bias corrections change every step
+        for net, opt in zip(nets, (reference, folded), strict=True):
+            opt.zero_grad()
+            net(x).square().mean().backward()
+            if opt is reference:
+                penalty.add_gradient_(net)
+            opt.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    assert (nets[1].weight.detach() - start).abs().min() > 0.01  # four steps of 0.05 moved every weight
+
+
+def test_folded_adam_refuses_a_penalty_it_does_not_fold() -> None:
+    import lm_fold
+    import pytest
+    import torch
+
+    from lifelong.strategies.quadratic import QuadraticPenalty
+
+    net = torch.nn.Linear(2, 2)
+    penalty = QuadraticPenalty(strength=1.0, storage="bf16")
+    penalty.add({n: torch.ones_like(p) for n, p in net.named_parameters()},
+                {n: p.detach() for n, p in net.named_parameters()})
+    with pytest.raises(ValueError, match="fp32"):
+        lm_fold.FoldedAdam(list(net.parameters()), lr=0.1, penalty=penalty)
