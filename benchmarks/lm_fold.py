@@ -1,10 +1,11 @@
 """The penalty's gradient folded into Adam's step: what EWC costs when the gradient is read once.
 
-The library adds strength * (P theta - P m) to `.grad` after backward (two passes over the
-parameters), then the optimizer reads `.grad` again. Here Adam itself is one compiled pass per tensor
-(torch.compile), once plain and once with the penalty's gradient added inside the same pass: the
-penalty then costs reading P and P m (8 bytes a parameter) and no extra pass over `.grad`. Four
-optimizers take turns on the same model, so that the machine's load hits them alike:
+By default the library adds strength * (P theta - P m) to `.grad` after backward (two passes over the
+parameters), then the optimizer reads `.grad` again. `lifelong.optim.CompiledAdam` is Adam as one
+compiled pass per tensor (torch.compile), plain or with the penalty's gradient added inside the same
+pass (`LearnerConfig(optimizer="adam-compiled")` trains that way): the penalty then costs reading P and
+P m (8 bytes a parameter) and no extra pass over `.grad`. Four optimizers take turns on the same
+model, so that the machine's load hits them alike:
 
 - torch's Adam, naive, and with the library's `add_gradient_` (the committed step ratio's two sides);
 - the compiled Adam, naive, and with the penalty folded in (the folded step ratio's two sides).
@@ -16,7 +17,6 @@ gradients) is also timed for each, fastest of as many calls as steps. Run it as 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -25,53 +25,17 @@ from lm_cost import LENGTH, _batch, _fastest, _step
 from torch import Tensor
 
 from lifelong.models.gpt import GPT, gpt_config
+from lifelong.optim import CompiledAdam
 from lifelong.strategies.quadratic import QuadraticPenalty
 
-BETA1, BETA2, EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults
+EPS = 1e-8  # torch.optim.Adam's default
 
 
-def _adam(theta: Tensor, grad: Tensor, m: Tensor, v: Tensor, step_size: Tensor, bias2_sqrt: Tensor) -> None:
-    m.mul_(BETA1).add_(grad, alpha=1 - BETA1)
-    v.mul_(BETA2).addcmul_(grad, grad, value=1 - BETA2)
-    theta.sub_(m / (v.sqrt() / bias2_sqrt + EPS) * step_size)  # torch's addcdiv_, with a tensor step size
-
-
-def _adam_with_penalty(theta: Tensor, grad: Tensor, m: Tensor, v: Tensor, step_size: Tensor, bias2_sqrt: Tensor,
-                       precision: Tensor, weighted_centre: Tensor, strength: Tensor) -> None:
-    _adam(theta, grad + strength * (precision * theta - weighted_centre), m, v, step_size, bias2_sqrt)
-
-
-class FoldedAdam:
-    """Adam (torch's update, no weight decay) as one compiled pass per tensor, with the fp32 penalty's
-    gradient folded in when `penalty` is given. Step sizes go in as 0-d tensors so that nothing
-    recompiles from one step to the next; tensors go in flat, so one kernel serves every shape."""
-
-    def __init__(self, params: list[torch.nn.Parameter], lr: float, penalty: QuadraticPenalty | None = None):
-        if penalty is not None and (penalty.storage != "fp32" or penalty.keep < 1):
-            raise ValueError("only the dense fp32 penalty (precision, P * centre) is folded here")
-        self.params, self.lr, self.steps = params, lr, 0
-        self.m = [torch.zeros(p.numel()) for p in params]
-        self.v = [torch.zeros(p.numel()) for p in params]
-        self.slots = None if penalty is None else [(s["precision"].view(-1), s["weighted_centre"].view(-1))
-                                                   for s in penalty.slots]
-        self.strength = torch.tensor(1.0 if penalty is None else penalty.strength)
-        self.kernel = torch.compile(_adam if penalty is None else _adam_with_penalty, dynamic=True)
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self) -> None:
-        self.steps += 1
-        step_size = torch.tensor(self.lr / (1 - BETA1 ** self.steps))
-        bias2_sqrt = torch.tensor(math.sqrt(1 - BETA2 ** self.steps))
-        for i, p in enumerate(self.params):
-            args = (p.detach().view(-1), p.grad.view(-1), self.m[i], self.v[i], step_size, bias2_sqrt)  # type: ignore[union-attr]
-            if self.slots is None:
-                self.kernel(*args)
-            else:
-                self.kernel(*args, *self.slots[i], self.strength)
+def _folded(params: list[torch.nn.Parameter], model: torch.nn.Module, lr: float,
+            penalty: QuadraticPenalty) -> CompiledAdam:
+    opt = CompiledAdam(params, lr=lr)
+    opt.fold(penalty, model)
+    return opt
 
 
 def _check(model: torch.nn.Module, penalty: QuadraticPenalty, x: Tensor, y: Tensor, lr: float = 1e-4) -> None:
@@ -92,7 +56,7 @@ def _check(model: torch.nn.Module, penalty: QuadraticPenalty, x: Tensor, y: Tens
         for p, s, g in zip(params, start, grads, strict=True):
             p.copy_(s)
             p.grad = g
-    FoldedAdam(params, lr=lr, penalty=penalty).step()
+    _folded(params, model, lr, penalty).step()
     for p, e, well in zip(params, expected, steep, strict=True):
         torch.testing.assert_close(p.detach()[well], e[well])
         assert ((p.detach() - e)[~well].abs() <= lr).all()
@@ -117,8 +81,8 @@ def fold_steps(size: str, batch: int, steps: int) -> dict[str, Any]:
     sides: dict[str, tuple[Any, QuadraticPenalty | None]] = {
         "torch Adam, naive": (torch.optim.Adam(params, lr=1e-4), None),
         "torch Adam, EWC (add_gradient_)": (torch.optim.Adam(params, lr=1e-4), penalty),
-        "compiled Adam, naive": (FoldedAdam(params, lr=1e-4), None),
-        "compiled Adam, EWC folded in": (FoldedAdam(params, lr=1e-4, penalty=penalty), None),
+        "compiled Adam, naive": (CompiledAdam(params, lr=1e-4), None),
+        "compiled Adam, EWC folded in": (_folded(params, model, 1e-4, penalty), None),
     }
     for opt, q in sides.values():  # warm-up: state allocated, kernels compiled
         _step(model, opt, x, y, q)

@@ -23,11 +23,13 @@ JSON_WORDS = ("true", "false", "null")  # --set values read as JSON (with number
 
 
 def run_config(args: argparse.Namespace, size: str, strategy: str, options: dict[str, Any], seed: int) -> LMRunConfig:
-    """The run of `strategy` with `options`; `lora` (the adapters' rank) and `lr` (Adam's learning rate) are
-    the run's options, not the strategy's."""
+    """The run of `strategy` with `options`; `lora` (the adapters' rank), `lr` (Adam's learning rate) and
+    `optimizer` ("adam-compiled": the penalty folded into a compiled Adam) are the run's options, not the
+    strategy's."""
     setting = SETTINGS[args.setting]
     options = dict(options)
-    run: dict[str, Any] = {"lora_rank": int(options.pop("lora", 0)), "lr": float(options.pop("lr", LMRunConfig.lr))}
+    run: dict[str, Any] = {"lora_rank": int(options.pop("lora", 0)), "lr": float(options.pop("lr", LMRunConfig.lr)),
+                           "optimizer": str(options.pop("optimizer", LMRunConfig.optimizer))}
     data = setting["data"]
     if args.split == "valid" and setting.get("valid_facts"):
         data = replace(data, facts=replace(data.facts, valid_facts=True))

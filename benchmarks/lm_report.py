@@ -16,9 +16,12 @@ from lifelong.lm.run import LMRunConfig
 
 def _shown(config: dict[str, Any]) -> dict[str, Any]:
     """A run's options as tables show them: the strategy's, the LoRA rank when adapters trained, and the
-    learning rate when it is not the default (runs saved before these existed show what they showed)."""
+    learning rate and the optimizer when they are not the default (runs saved before these existed show
+    what they showed)."""
     return {**config["options"], **({"lora": config["lora_rank"]} if config.get("lora_rank") else {}),
-            **({"lr": config["lr"]} if config.get("lr", LMRunConfig.lr) != LMRunConfig.lr else {})}
+            **({"lr": config["lr"]} if config.get("lr", LMRunConfig.lr) != LMRunConfig.lr else {}),
+            **({"optimizer": config["optimizer"]}
+               if config.get("optimizer", LMRunConfig.optimizer) != LMRunConfig.optimizer else {})}
 
 
 def _mean_std(values: list[float]) -> str:

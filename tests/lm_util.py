@@ -30,9 +30,9 @@ def windows(n: int = 12, length: int = 8, seed: int = 0) -> Batch:
 
 
 def tiny_run(strategy: str, options: dict[str, Any], benchmark: str = "text-domains", device: str = "cpu",
-             **data: Any) -> dict[str, Any]:
+             optimizer: str = "adam", **data: Any) -> dict[str, Any]:
     """A run of gpt-0.2m through the general mixture and two domains, a few steps each."""
     data = {"pretrain_steps": 6, "steps": 4, "batch_size": 4, "length": 32, "eval_windows": 4, **data}
     cfg = LMRunConfig(benchmark, "gpt-0.2m", strategy, options, LMDataConfig(**data),
-                      domains=("python-code", "wordnet"), importance_batch=4, device=device)
+                      domains=("python-code", "wordnet"), importance_batch=4, device=device, optimizer=optimizer)
     return run_lm(cfg)

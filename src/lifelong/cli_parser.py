@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from lifelong.data.streams import BENCHMARKS
+from lifelong.learner import OPTIMIZERS
 from lifelong.strategies import STRATEGIES
 
 
@@ -59,8 +60,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     t.add_argument("--epochs", type=int, help="epochs per task (no preset: 1)")
     t.add_argument("--batch-size", type=int, help="(no preset: 128)")
     t.add_argument("--lr", type=float, help="learning rate (no preset: 1e-3 for Adam, 0.03 for SGD)")
-    t.add_argument("--optimizer", choices=("auto", "adam", "sgd"),
-                   help="auto: the optimizer the strategy is defined with (SGD for A-GEM), else Adam")
+    t.add_argument("--optimizer", choices=OPTIMIZERS,
+                   help="auto: the optimizer the strategy is defined with (SGD for A-GEM), else Adam; "
+                        "adam-compiled: Adam as one compiled pass per tensor, EWC/SI/MAS's penalty folded in")
     t.add_argument("--momentum", type=float, help="sgd only (default: 0)")
     t.add_argument("--keep-optimizer", action="store_true", help="keep optimizer state across tasks")
     t.add_argument("--model", choices=("mlp", "cnn"), help="(no preset: mlp)")

@@ -16,6 +16,7 @@ from lifelong.config import Config
 from lifelong.data.task import Batch, BatchLoader, Task, TaskData, TaskStream
 from lifelong.devices import AUTOCASTS, check_name, follow, resolve_device, to_device
 from lifelong.models.heads import ContinualClassifier
+from lifelong.optim import CompiledAdam
 from lifelong.strategies.base import Strategy
 
 
@@ -32,8 +33,8 @@ def _check_distributable(strategy: Strategy) -> None:
                          f"{', '.join(own_forward)} run their own")
 
 
-OPTIMIZERS = ("auto", "adam", "sgd")
-DEFAULT_LR = {"adam": 1e-3, "sgd": 0.03}
+OPTIMIZERS = ("auto", "adam", "adam-compiled", "sgd")
+DEFAULT_LR = {"adam": 1e-3, "adam-compiled": 1e-3, "sgd": 0.03}
 
 
 @dataclass
@@ -41,7 +42,9 @@ class LearnerConfig(Config):
     epochs: int = 1
     batch_size: int = 128
     lr: float | None = None  # None: 1e-3 for Adam, 0.03 for SGD
-    optimizer: str = "auto"  # "adam", "sgd", or "auto": the one the strategy is defined with, else Adam
+    # "adam", "sgd", or "auto" (the one the strategy is defined with, else Adam); "adam-compiled": Adam as
+    # one compiled pass per tensor with consolidation's penalty folded in (lifelong.optim)
+    optimizer: str = "auto"
     momentum: float = 0.0  # sgd only
     reset_optimizer: bool = True  # a fresh optimizer for every task
     importance_batch: int = 1024  # batch size of the importance pass after a task (bigger: faster)
@@ -111,9 +114,17 @@ class Learner:
     def _new_optimizer(self) -> torch.optim.Optimizer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         lr = float(self.config.lr)  # type: ignore[arg-type]  # resolve() made it concrete
+        optimizer: torch.optim.Optimizer
         if self.config.optimizer == "adam":
-            return torch.optim.Adam(params, lr=lr)
-        return torch.optim.SGD(params, lr=lr, momentum=self.config.momentum)
+            optimizer = torch.optim.Adam(params, lr=lr)
+        elif self.config.optimizer == "adam-compiled":
+            optimizer = CompiledAdam(params, lr=lr)
+        else:
+            optimizer = torch.optim.SGD(params, lr=lr, momentum=self.config.momentum)
+        for part in getattr(self.strategy, "parts", [self.strategy]):  # folded, or taken back from the last one
+            if hasattr(part, "fold_into"):
+                part.fold_into(optimizer, self.model)
+        return optimizer
 
     def state_dict(self) -> dict[str, Any]:
         """Everything that decides how training goes on from here: the model's weights, the strategy's

@@ -51,6 +51,8 @@ class LMRunConfig:
     data: LMDataConfig = field(default_factory=LMDataConfig)
     domains: tuple[str, ...] = DOMAINS
     lr: float = 1e-3  # Adam, a fresh optimizer per task, as the library's other benchmarks
+    # "adam-compiled": the same Adam as one compiled pass per tensor, consolidation's penalty folded in
+    optimizer: str = "adam"
     pretrain_lr: float = 1e-3  # pre-training's own, so that a continual phase's lr keeps the same pre-trained model
     importance_batch: int = 16  # sequences per batch of the importance pass
     eval_split: str = "test"  # "valid" for tuning
@@ -69,6 +71,8 @@ class LMRunConfig:
             raise ValueError(f"eval_split must be 'test' or 'valid', not {self.eval_split!r}")
         if self.lora_rank < 0:
             raise ValueError(f"lora_rank must be >= 0 (0: no adapters), not {self.lora_rank}")
+        if self.optimizer not in ("adam", "adam-compiled"):
+            raise ValueError(f"optimizer must be 'adam' or 'adam-compiled', not {self.optimizer!r}")
         if self.lr <= 0 or self.pretrain_lr <= 0 or self.importance_batch < 1:
             raise ValueError("lr and pretrain_lr must be > 0 and importance_batch >= 1")
         gpt_config(self.model)  # a clear error for an unknown size
@@ -211,9 +215,9 @@ def run_lm(config: LMRunConfig, log: Callable[[str], None] = lambda _: None) -> 
         add_lora(model, GPTLoRAConfig(rank=config.lora_rank, alpha=2 * config.lora_rank), config.seed)  # in place
     strategy = build_strategy(config.strategy, {**config.options, "seed": config.seed})
     d = config.data
-    learner = LMLearner(model, strategy, LearnerConfig(batch_size=d.batch_size, lr=config.lr, optimizer="adam",
-                                                       seed=config.seed, importance_batch=config.importance_batch,
-                                                       device=config.device))
+    learner = LMLearner(model, strategy, LearnerConfig(batch_size=d.batch_size, lr=config.lr,
+                                                       optimizer=config.optimizer, seed=config.seed,
+                                                       importance_batch=config.importance_batch, device=config.device))
     facts = stream[1].evaluator is not None
 
     def fact_scores(task: Task) -> dict[str, float]:

@@ -23,6 +23,7 @@ Storage (`storage=`), all exact in the same penalty up to their rounding:
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -305,9 +306,25 @@ class Consolidation:
 
     def __init__(self, config: ConsolidationConfig):
         self.quadratic = QuadraticPenalty(config.strength, config.storage, config.keep)
+        self._folded_into: weakref.ref | None = None
+
+    def fold_into(self, optimizer: Any, model: nn.Module) -> bool:
+        """Hand the penalty's gradient to `optimizer` (a `lifelong.optim.CompiledAdam`), which adds it
+        inside its own update, one pass instead of three; `after_backward` then adds nothing for as
+        long as that optimizer lives. Any other optimizer (or None) takes the penalty back. Returns
+        whether it was folded: only the dense fp32 storage is."""
+        from lifelong.optim import CompiledAdam, foldable
+
+        self._folded_into = None
+        if not isinstance(optimizer, CompiledAdam) or not foldable(self.quadratic):
+            return False
+        optimizer.fold(self.quadratic, model)
+        self._folded_into = weakref.ref(optimizer)
+        return True
 
     def after_backward(self, model: nn.Module) -> None:
-        self.quadratic.add_gradient_(model)
+        if self._folded_into is None or self._folded_into() is None:
+            self.quadratic.add_gradient_(model)
 
     def penalty(self, model: nn.Module) -> Tensor:
         return self.quadratic.value(model)
