@@ -167,3 +167,7 @@ def test_compare_prints_the_validation_doses_the_docs_quote(monkeypatch, capsys)
     assert "| -0.019, -0.013, -0.013 | -0.015 | 0 of 3 | 3 of 3 |" in out
     assert "| -0.054, -0.065, -0.061 | -0.060 | 0 of 3 | 3 of 3 |" in out
     assert "| -0.062, -0.051, -0.066 | -0.060 | 0 of 3 | 3 of 3 |" in out
+    # "gpt-16m: EWC on top of all the text at 64 windows a step on the test seeds"
+    out = _compare(monkeypatch, capsys, "--out", PRETRAIN2, "--against", "replay:tokens=6192000:replay_batch=48",
+                   "ewc+replay:tokens=6192000:replay_batch=48:strength=0.01")
+    assert "| +0.000, +0.005, +0.006 | +0.004 | 3 of 3 | 3 of 3 |" in out
