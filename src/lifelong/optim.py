@@ -83,16 +83,17 @@ class CompiledAdam(torch.optim.Optimizer):
                              f"keep={penalty.keep}); keep it out of the optimizer")
         self._penalties.append((penalty, model))
 
-    def _penalty_terms(self) -> dict[Tensor, tuple[Tensor, Tensor, float]]:
-        """Parameter -> (P, P m, strength) of the folded penalties, as flat views."""
-        terms: dict[Tensor, tuple[Tensor, Tensor, float]] = {}
+    def _penalty_terms(self) -> dict[Tensor, tuple[Tensor, Tensor, Tensor]]:
+        """Parameter -> (P, P m, strength as a 0-d tensor, one per penalty) of the folded penalties, as flat views."""
+        terms: dict[Tensor, tuple[Tensor, Tensor, Tensor]] = {}
         for penalty, model in self._penalties:
             if penalty.empty or penalty.strength == 0:
                 continue
+            strength = torch.tensor(penalty.strength, device=penalty.slots[0]["precision"].device)
             for param, slot in zip(penalty._params(model), penalty.slots, strict=True):
                 if param in terms:
                     raise ValueError("two folded penalties protect the same parameter; merge them into one")
-                terms[param] = (slot["precision"].view(-1), slot["weighted_centre"].view(-1), penalty.strength)
+                terms[param] = (slot["precision"].view(-1), slot["weighted_centre"].view(-1), strength)
         return terms
 
     @torch.no_grad()
@@ -127,6 +128,5 @@ class CompiledAdam(torch.optim.Optimizer):
                 if term is None:
                     self._plain(*args)
                 else:
-                    precision, weighted_centre, strength = term
-                    self._folded(*args, precision, weighted_centre, torch.tensor(strength, device=p.device))
+                    self._folded(*args, *term)
         return loss
