@@ -257,3 +257,38 @@ def test_a_run_names_the_pretrained_weights_it_started_from_whether_trained_or_c
     with torch.no_grad():
         next(cached.parameters()).view(-1)[0] += 1e-6
     assert weights_fingerprint(cached) != made["weights"] == weights_fingerprint(trained)
+
+
+@needs_wordnet
+def test_runs_started_together_on_a_cold_cache_pre_train_once(tmp_path):
+    """`--jobs` starts runs of one size together: while one pre-trains (it holds the cache's lock), another
+    waits and then loads that model instead of pre-training the same one again."""
+    import fcntl
+    import shutil
+    import threading
+
+    from lifelong.lm.run import pretrain_cache_path, pretrained_model
+
+    data = LMDataConfig(pretrain_steps=3, steps=2, batch_size=4, length=32, eval_windows=4)
+    cfg = LMRunConfig("text-domains", "gpt-0.2m", "naive", {}, data, domains=("python-code", "wordnet"),
+                      cache_dir=str(tmp_path / "shared"))
+    elsewhere = replace(cfg, cache_dir=str(tmp_path / "elsewhere"))
+    _, made = pretrained_model(elsewhere)  # the model the "other process" is making
+    path = pretrain_cache_path(cfg)
+    path.parent.mkdir(parents=True)
+    said: list[str] = []
+    result: list[dict] = []
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other process is pre-training
+        waiter = threading.Thread(target=lambda: result.append(pretrained_model(cfg, said.append)[1]))
+        waiter.start()
+        for _ in range(500):
+            if said:
+                break
+            threading.Event().wait(0.01)
+        assert said and said[0].startswith("waiting for another process pre-training gpt-0.2m")
+        assert waiter.is_alive() and not result
+        shutil.copy(pretrain_cache_path(elsewhere), path)  # it finishes and writes the cache
+    waiter.join(30)
+    assert result[0]["cached"] and result[0]["weights"] == made["weights"]
+    assert not any(line.startswith("pre-training") for line in said)

@@ -15,6 +15,7 @@ once per model size and is cached (`cache_dir`); the strategy then sees the gene
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
@@ -166,20 +167,36 @@ def pretrained_model(config: LMRunConfig, log: Callable[[str], None] = lambda _:
     if d.pretrain_steps == 0:
         return model, info
     path = pretrain_cache_path(config)
-    if path is not None and path.exists():
-        saved = _load_cached(model, path)
-        made: dict[str, Any] = {k: saved[k] for k in ("threads", "device") if k in saved}
-        return model, {**info, "seconds": float(saved["seconds"]), "cached": True, "path": str(path), **made,
-                       "weights": weights_fingerprint(model)}
+    if path is None:
+        return _pretrain(config, model, info, log)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # runs started together (`--jobs`) on a cold cache: one pre-trains, the others wait and load its model
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for another process pre-training {config.model} ({path.name})")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            return _pretrain(config, model, info, log, path)
+    saved = _load_cached(model, path)
+    made: dict[str, Any] = {k: saved[k] for k in ("threads", "device") if k in saved}
+    return model, {**info, "seconds": float(saved["seconds"]), "cached": True, "path": str(path), **made,
+                   "weights": weights_fingerprint(model)}
+
+
+def _pretrain(config: LMRunConfig, model: GPT, info: dict[str, Any], log: Callable[[str], None],
+              path: Path | None = None) -> tuple[GPT, dict[str, Any]]:
+    """Pre-train `model` on the general mixture; cache it at `path` when given."""
+    d = config.data
     general = general_task(replace(d, seed=config.pretrain_seed), torch.Generator().manual_seed(config.pretrain_seed),
                            config.domains)
     learner = LMLearner(model, Naive(), LearnerConfig(batch_size=d.batch_size, lr=config.pretrain_lr, optimizer="adam",
                                                        seed=config.pretrain_seed, device=config.device))
-    log(f"pre-training {config.model} ({model_config.num_parameters:,} parameters) for {d.pretrain_steps} steps")
+    log(f"pre-training {config.model} ({model.config.num_parameters:,} parameters) for {d.pretrain_steps} steps")
     stats = learner.fit(TaskStream([general], 256, "domain"), 0)
     info.update(seconds=stats["train_seconds"], threads=torch.get_num_threads(), device=str(learner.device))
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         # written whole or not at all: parallel runs of one size may share the cache
         torch_save(path, {"model": {k: v.cpu() for k, v in model.state_dict().items()},
                           **{k: info[k] for k in ("seconds", "threads", "device")}})
