@@ -103,7 +103,8 @@ def _other_start(config: LMRunConfig, runs: list[dict[str, Any]]) -> str | None:
            f"done on {', '.join(unrecorded)} before runs recorded their pre-trained weights: it may not share "
            "this machine's start")
     return (f"{config.model} {config.strategy} {config.options} seed {config.seed}: skipped, {why}; `compare` "
-            "pairs runs from one start, so runs to pair with this machine's go to another --out")
+            "pairs runs from one start, so runs to pair with this machine's go to another --out (on a CPU that is "
+            "not Intel's, scripts/mkl-intel-path.sh makes MKL sum as the committed runs did)")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -37,7 +37,11 @@ def environment() -> dict[str, Any]:
     return {"lifelong": lifelong.__version__, "python": platform.python_version(), "torch": torch.__version__,
             "numpy": np.__version__, "platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "command": " ".join(sys.argv),
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            # the kernels a CPU run takes decide its rounding: ATen's instruction set, and a preloaded
+            # library such as scripts/mkl-intel-path.sh's (MKL's vendor path)
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            **({"ld_preload": os.environ["LD_PRELOAD"]} if os.environ.get("LD_PRELOAD") else {})}
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
