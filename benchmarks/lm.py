@@ -35,6 +35,7 @@ import argparse
 import functools
 import itertools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -107,7 +108,33 @@ def _other_start(config: LMRunConfig, runs: list[dict[str, Any]]) -> str | None:
             "not Intel's, scripts/mkl-intel-path.sh makes MKL sum as the committed runs did)")
 
 
+def cpu_vendor() -> str | None:
+    """The CPU's vendor as Linux names it (`GenuineIntel`, `AuthenticAMD`), None where it is not known."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("vendor_id")), None)
+    except OSError:
+        return None
+
+
+def _vendor_note(runs: list[dict[str, Any]], device: str) -> str | None:
+    """A line where saved CPU runs ran on Intel CPUs and this CPU's MKL would take another vendor's kernels:
+    pre-training here then ends at other weights, and `compare` pairs runs only from one start."""
+    vendor = cpu_vendor()
+    if device != "cpu" or vendor in (None, "GenuineIntel") or "mkl-intel-path" in os.environ.get("LD_PRELOAD", ""):
+        return None
+    intel = [r for r in runs if r["config"].get("device", "cpu") == "cpu"
+             and "Intel" in r.get("environment", {}).get("cpu", "")]
+    if not intel:
+        return None
+    return (f"note: this CPU is {vendor}'s and {len(intel)} runs in the file ran on Intel CPUs: MKL takes other "
+            "kernels here, so a model pre-trained here has other weights and runs from it do not pair with "
+            "theirs; run under scripts/mkl-intel-path.sh to reproduce them")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if note := _vendor_note(load(result_path(args))["runs"], args.device):
+        print(note, file=sys.stderr, flush=True)
     if args.jobs > 1:
         return run_parallel(args)
     torch.set_num_threads(args.threads)

@@ -360,3 +360,20 @@ def test_resume_says_when_the_run_it_skips_started_from_other_weights(tmp_path: 
         assert lm.main() == 0
         err = capsys.readouterr().err
         assert ("skipped, done on cuda before runs recorded their pre-trained weights" in err) is said
+
+
+def test_run_says_when_this_cpu_would_not_reproduce_the_files_intel_runs(monkeypatch) -> None:
+    """MKL takes other kernels on an AMD CPU: a model pre-trained there does not pair with Intel runs."""
+    runs = [{"config": {"device": "cpu"}, "environment": {"cpu": "Intel(R) Xeon(R) Processor"}},
+            {"config": {"device": "cuda"}, "environment": {"cpu": "AMD EPYC"}}]
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.setattr(lm, "cpu_vendor", lambda: "AuthenticAMD")
+    note = lm._vendor_note(runs, "cpu")
+    assert note and "AuthenticAMD" in note and "1 runs" in note and "scripts/mkl-intel-path.sh" in note
+    assert lm._vendor_note(runs, "cuda") is None  # a GPU run's products are not MKL's
+    assert lm._vendor_note(runs[1:], "cpu") is None  # no Intel CPU run to pair with
+    monkeypatch.setenv("LD_PRELOAD", "/root/.cache/lifelong/libmkl-intel-path.so")
+    assert lm._vendor_note(runs, "cpu") is None  # already steered
+    monkeypatch.delenv("LD_PRELOAD")
+    monkeypatch.setattr(lm, "cpu_vendor", lambda: "GenuineIntel")
+    assert lm._vendor_note(runs, "cpu") is None
