@@ -51,6 +51,7 @@ from lm_results import cmd_choose, cmd_compare, cmd_figure, cmd_table
 from lifelong.data.corpora import SNAPSHOT_ENV, save_snapshot
 from lifelong.lm.run import LMRunConfig, cached_start, pretrain_cache_path, run_lm
 from lifelong.reporting import environment, write_json
+from lifelong.reporting.text import cpuinfo
 
 
 def _combinations(args: argparse.Namespace) -> list[tuple[str, int, str, dict[str, Any]]]:
@@ -110,11 +111,7 @@ def _other_start(config: LMRunConfig, runs: list[dict[str, Any]]) -> str | None:
 
 def cpu_vendor() -> str | None:
     """The CPU's vendor as Linux names it (`GenuineIntel`, `AuthenticAMD`), None where it is not known."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("vendor_id")), None)
-    except OSError:
-        return None
+    return cpuinfo("vendor_id")
 
 
 def _vendor_note(runs: list[dict[str, Any]], device: str) -> str | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lifelong.reporting.text import environment
+from lifelong.reporting.text import cpuinfo, environment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,11 +21,23 @@ def test_a_result_records_the_cpu_kernels_it_ran_with() -> None:
     env = environment()
     assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert ("ld_preload" in env) == bool(os.environ.get("LD_PRELOAD"))
+    if env["cpu_vendor"] is not None:  # x86 Linux: the vendor decides MKL's kernels (scripts/mkl-intel-path.sh)
+        assert f"vendor_id\t: {env['cpu_vendor']}" in Path("/proc/cpuinfo").read_text()
+
+
+def test_cpuinfo_reads_one_named_field_and_none_where_it_is_missing() -> None:
+    if not Path("/proc/cpuinfo").exists():
+        pytest.skip("no /proc/cpuinfo on this system")
+    line = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("processor"))
+    assert cpuinfo("processor") == line.split(":", 1)[1].strip() == "0"
+    assert cpuinfo("no such field") is None
+    if cpuinfo("model name") is not None:
+        assert cpuinfo("model") != cpuinfo("model name")  # the field's whole name, not a prefix of another
 
 
 @pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler to build the preloaded library")
 def test_mkl_intel_path_runs_the_command_with_its_library_preloaded_and_recorded(tmp_path: Path) -> None:
-    code = ("import json, torch; from lifelong.reporting.text import environment; "
+    code = ("import json, torch; from lifelong.reporting.text import cpuinfo, environment; "
             "a = torch.arange(12.).reshape(3, 4); print(json.dumps([environment(), (a @ a.T).tolist()]))")
     done = subprocess.run([str(ROOT / "scripts" / "mkl-intel-path.sh"), sys.executable, "-c", code],
                           env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)}, capture_output=True, text=True,

@@ -28,20 +28,25 @@ def environment() -> dict[str, Any]:
 
     import lifelong
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
+    cpu = cpuinfo("model name") or platform.processor() or platform.machine()
     return {"lifelong": lifelong.__version__, "python": platform.python_version(), "torch": torch.__version__,
             "numpy": np.__version__, "platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
+            "cpu_vendor": cpuinfo("vendor_id"),
             "torch_threads": torch.get_num_threads(), "command": " ".join(sys.argv),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             # the kernels a CPU run takes decide its rounding: ATen's instruction set, and a preloaded
             # library such as scripts/mkl-intel-path.sh's (MKL's vendor path)
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             **({"ld_preload": os.environ["LD_PRELOAD"]} if os.environ.get("LD_PRELOAD") else {})}
+
+
+def cpuinfo(field: str) -> str | None:
+    """One field of the first CPU in Linux's /proc/cpuinfo (`model name`, `vendor_id`), None where absent."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((ln.split(":", 1)[1].strip() for ln in f if ln.split(":", 1)[0].strip() == field), None)
+    except OSError:
+        return None
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
