@@ -171,8 +171,8 @@ def test_compare_prints_the_validation_doses_the_docs_quote(monkeypatch, capsys)
     out = _compare(monkeypatch, capsys, "--out", PRETRAIN2, "--against", "replay:tokens=6192000:replay_batch=48",
                    "ewc+replay:tokens=6192000:replay_batch=48:strength=0.01")
     assert "| +0.000, +0.005, +0.006 | +0.004 | 3 of 3 | 3 of 3 |" in out
-    # "gpt-16m: the compute-matched control for EWC on top of all the text (test seed 0)": replay at 74 windows
+    # "gpt-16m: the compute-matched control for EWC on top of all the text": replay at 74 windows a step
     out = _compare(monkeypatch, capsys, "--out", PRETRAIN2, "--against", "replay:tokens=6192000:replay_batch=58",
                    "ewc+replay:tokens=6192000:replay_batch=48:strength=0.01", "replay:tokens=6192000:replay_batch=48")
-    assert "| -0.013, n/a, n/a | -0.013 | 0 of 1 | 1 of 1 |" in out
-    assert "| -0.014, n/a, n/a | -0.014 | 0 of 1 | 1 of 1 |" in out
+    assert "| -0.013, -0.012, -0.013 | -0.013 | 0 of 3 | 3 of 3 |" in out
+    assert "| -0.014, -0.017, -0.018 | -0.016 | 0 of 3 | 3 of 3 |" in out
