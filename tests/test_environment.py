@@ -37,7 +37,7 @@ def test_cpuinfo_reads_one_named_field_and_none_where_it_is_missing() -> None:
 
 @pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler to build the preloaded library")
 def test_mkl_intel_path_runs_the_command_with_its_library_preloaded_and_recorded(tmp_path: Path) -> None:
-    code = ("import json, torch; from lifelong.reporting.text import cpuinfo, environment; "
+    code = ("import json, torch; from lifelong.reporting.text import environment; "
             "a = torch.arange(12.).reshape(3, 4); print(json.dumps([environment(), (a @ a.T).tolist()]))")
     done = subprocess.run([str(ROOT / "scripts" / "mkl-intel-path.sh"), sys.executable, "-c", code],
                           env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)}, capture_output=True, text=True,
