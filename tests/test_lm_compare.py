@@ -17,6 +17,7 @@ import lm_compare  # noqa: E402
 import lm_jobs  # noqa: E402
 import lm_methods  # noqa: E402
 import lm_plan  # noqa: E402
+import lm_report  # noqa: E402
 
 from lifelong.lm.run import LMRunConfig  # noqa: E402
 
@@ -171,8 +172,28 @@ def test_compare_prints_the_validation_doses_the_docs_quote(monkeypatch, capsys)
     out = _compare(monkeypatch, capsys, "--out", PRETRAIN2, "--against", "replay:tokens=6192000:replay_batch=48",
                    "ewc+replay:tokens=6192000:replay_batch=48:strength=0.01")
     assert "| +0.000, +0.005, +0.006 | +0.004 | 3 of 3 | 3 of 3 |" in out
-    # "gpt-16m: the compute-matched control for EWC on top of all the text": replay at 74 windows a step
+    # "gpt-16m: replay alone at 74 windows a step" (run as the compute-matched control for a cost that was load)
     out = _compare(monkeypatch, capsys, "--out", PRETRAIN2, "--against", "replay:tokens=6192000:replay_batch=58",
                    "ewc+replay:tokens=6192000:replay_batch=48:strength=0.01", "replay:tokens=6192000:replay_batch=48")
     assert "| -0.013, -0.012, -0.013 | -0.013 | 0 of 3 | 3 of 3 |" in out
     assert "| -0.014, -0.017, -0.018 | -0.016 | 0 of 3 | 3 of 3 |" in out
+    # "gpt-16m: 96 windows a step, replay alone and EWC on top side by side" (test seed 0)
+    out = _compare(monkeypatch, capsys, "--out", PRETRAIN2, "--against", "replay:tokens=6192000:replay_batch=80",
+                   "ewc+replay:tokens=6192000:replay_batch=80:strength=0.01", "replay:tokens=6192000:replay_batch=58",
+                   "replay:tokens=6192000:replay_batch=48", "ewc+replay:tokens=6192000:replay_batch=48:strength=0.01")
+    assert "| 0 | -0.009 | -0.009 | 0 of 1 | 1 of 1 |" in out
+    assert "| 0, 1, 2 | -0.008, n/a, n/a | -0.008 | 0 of 1 | 1 of 1 |" in out
+    assert "| 0, 1, 2 | -0.022, n/a, n/a | -0.022 | 0 of 1 | 1 of 1 |" in out
+    assert "| 0, 1, 2 | -0.021, n/a, n/a | -0.021 | 0 of 1 | 1 of 1 |" in out
+
+
+def test_the_time_ewc_on_top_costs_side_by_side_is_its_fisher_pass() -> None:
+    # docs/lm-equal-bytes.md, "96 windows a step ... side by side": the two runs trained at once, one a core
+    runs = [r for r in json.loads((RESULTS / "lm-domains-gpt-16m-cpu-pretrain2.json").read_text())["runs"]
+            if r["config"]["options"].get("replay_batch") == 80]
+    out = lm_report.importance_table(runs)
+    assert "| 1 | 1774.565 | 0.010 | 0.000 |" in out  # replay alone: training s a task, nothing after it
+    assert "| 1 | 1775.181 | 17.743 | 0.010 |" in out  # EWC on top: the same steps, then its Fisher
+    ewc, replay = sorted(runs, key=lambda r: r["method"])
+    assert 1.012 < ewc["seconds"] / replay["seconds"] < 1.014  # 1.3 % wall
+    assert 1.014 < ewc["cpu_seconds"] / replay["cpu_seconds"] < 1.016  # 1.5 % CPU
