@@ -35,6 +35,19 @@ def test_cpuinfo_reads_one_named_field_and_none_where_it_is_missing() -> None:
         assert cpuinfo("model") != cpuinfo("model name")  # the field's whole name, not a prefix of another
 
 
+def test_a_result_records_the_load_average_the_kernel_reports() -> None:
+    if not Path("/proc/loadavg").exists():
+        pytest.skip("no /proc/loadavg on this system")
+    for _ in range(5):  # the kernel updates it every 5 s: read it on both sides of the call until they agree
+        before = Path("/proc/loadavg").read_text().split()[:3]
+        recorded = environment()["load_average"]
+        if Path("/proc/loadavg").read_text().split()[:3] == before:
+            assert recorded == [round(float(v), 2) for v in before]
+            assert len(recorded) == 3 and all(v >= 0 for v in recorded)
+            return
+    pytest.fail("/proc/loadavg changed on every try")
+
+
 @pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler to build the preloaded library")
 def test_mkl_intel_path_runs_the_command_with_its_library_preloaded_and_recorded(tmp_path: Path) -> None:
     code = ("import json, torch; from lifelong.reporting.text import environment; "

@@ -37,7 +37,18 @@ def environment() -> dict[str, Any]:
             # the kernels a CPU run takes decide its rounding: ATen's instruction set, and a preloaded
             # library such as scripts/mkl-intel-path.sh's (MKL's vendor path)
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            **({"ld_preload": os.environ["LD_PRELOAD"]} if os.environ.get("LD_PRELOAD") else {})}
+            **({"ld_preload": os.environ["LD_PRELOAD"]} if os.environ.get("LD_PRELOAD") else {}),
+            # a run's seconds carry whatever shared its cores (three runs on two cores once read as a 19 %
+            # cost of EWC): the 1-, 5- and 15-minute load averages when the result is written say how busy
+            "load_average": load_average()}
+
+
+def load_average() -> list[float] | None:
+    """The machine's 1-, 5- and 15-minute load averages (runnable processes), None where the OS has none."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def cpuinfo(field: str) -> str | None:
