@@ -189,7 +189,7 @@ def test_compare_prints_the_validation_doses_the_docs_quote(monkeypatch, capsys)
 
 def test_the_time_ewc_on_top_costs_side_by_side_is_its_fisher_pass() -> None:
     # docs/lm-equal-bytes.md, "96 windows a step ... side by side": the two runs trained at once, one a core
-    runs = [r for r in json.loads((RESULTS / "lm-domains-gpt-16m-cpu-pretrain2.json").read_text())["runs"]
+    runs = [r for r in json.loads(Path(PRETRAIN2).read_text())["runs"]
             if r["config"]["options"].get("replay_batch") == 80]
     out = lm_report.importance_table(runs)
     assert "| 1 | 1774.565 | 0.010 | 0.000 |" in out  # replay alone: training s a task, nothing after it
