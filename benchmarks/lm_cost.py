@@ -5,6 +5,7 @@ projection to 1B, 70B and 400B from the measured per-parameter costs.
     torchrun --nproc_per_node 2 benchmarks/lm_cost.py fsdp --size gpt-10m    # 2 ranks, gloo
     python benchmarks/lm_cost.py penalty --size gpt-100m                      # the penalty's kernels alone
     python benchmarks/lm_cost.py fold --size gpt-100m                         # the penalty inside Adam's step
+    python benchmarks/lm_cost.py methods --size gpt-16m --methods replay,distill+replay --set replay=2.5
     python benchmarks/lm_cost.py table
 
 For each size, on random bytes (cost does not depend on the text): Adam steps of `--batch` windows of
@@ -16,7 +17,8 @@ quadratic's tensors per parameter. Under `fsdp`, each of 2 ranks holds half of e
 the penalty's state (FSDP2 `fully_shard`, gloo on CPU). `penalty` times the penalty's gradient alone as
 the library runs it (fp32 and bf16 storage) and as one fused pass (torch.compile), with the bytes each
 moves a parameter: what less memory traffic could save; `fold` times whole steps with the penalty
-folded into a compiled Adam (benchmarks/lm_fold.py). Results: results/lm-cost.json, merged per size.
+folded into a compiled Adam (benchmarks/lm_fold.py); `methods` times training steps of benchmarks/lm.py's
+methods side by side (benchmarks/lm_method_cost.py). Results: results/lm-cost.json, merged per size.
 """
 
 from __future__ import annotations
@@ -216,11 +218,16 @@ def penalty_kernels(size: str, reps: int) -> dict[str, Any]:
 
 
 def _save(section: str, row: dict[str, Any]) -> None:
+    """Merge `row` into the section: it replaces the row of its size (and, for `methods`, of its options)."""
     saved = json.loads(OUT.read_text()) if OUT.exists() else {}
     env = environment()
     # each row keeps its own machine: rows measured on different hosts sit side by side in one file
     row = {**row, "environment": env}
-    entries = [r for r in saved.get(section, []) if r["size"] != row["size"]] + [row]
+
+    def key(r: dict[str, Any]) -> tuple[str, str]:
+        return r["size"], json.dumps(r.get("set"), sort_keys=True)
+
+    entries = [r for r in saved.get(section, []) if key(r) != key(row)] + [row]
     saved[section] = sorted(entries, key=lambda r: r.get("parameters", 0))
     saved["environment"] = env
     write_json(OUT, saved)
@@ -244,6 +251,19 @@ def projection(rows: list[dict[str, Any]]) -> str:
         state = big["state_bytes_per_parameter"] * p
         lines.append(f"| {name} | {state / 1e9:,.0f} GB | {state / 64 / 1e9:,.1f} GB | {state / 512 / 1e9:,.2f} GB | "
                      f"{0.01 * big['importance_to_training_per_token']:.1%} of the domain's training time |")
+    return "\n".join(lines)
+
+
+def _methods_table(r: dict[str, Any]) -> str:
+    first = next(iter(r["step_seconds"]))
+    lines = [f"Training steps side by side, {r['size']} ({r['parameters']:,} parameters, `{r['setting']}`, "
+             f"--set {json.dumps(r['set'], sort_keys=True)}, {r['steps']} steps each, in turn; ratios to {first}):", "",
+             "| method | options | fastest step s | median step s | ratio (fastest) | ratio (median) |",
+             "|---|---|---|---|---|---|"]
+    for m, s in r["step_seconds"].items():
+        opts = json.dumps(r["methods"][m]["options"], sort_keys=True)
+        lines.append(f"| {m} | {opts} | {min(s):.3f} | {float(torch.tensor(s).median()):.3f} | "
+                     f"{r['ratio_fastest'][m]:.3f} | {r['ratio_median'][m]:.3f} |")
     return "\n".join(lines)
 
 
@@ -292,6 +312,8 @@ def cmd_table() -> int:
         print(f"\nStep ratio EWC/naive: {r['step_ratio_library']:.3f} with torch's Adam and the library's gradient, "
               f"{r['step_ratio_folded']:.3f} (median {r['step_ratio_folded_median']:.3f}) with the penalty folded "
               "into the compiled Adam.")
+    for r in saved.get("methods", []):
+        print("\n" + _methods_table(r))
     if saved.get("single"):
         print("\n" + projection(saved["single"]))
     return 0
@@ -299,12 +321,16 @@ def cmd_table() -> int:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["measure", "fsdp", "penalty", "fold", "table"])
+    p.add_argument("command", choices=["measure", "fsdp", "penalty", "fold", "methods", "table"])
     p.add_argument("--sizes", default="gpt-10m,gpt-100m,gpt-350m")
     p.add_argument("--size", default="gpt-10m")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--methods", default="replay,distill+replay,ewc+replay",
+                   help="methods: benchmarks/lm.py's method names, the first the one the others are divided by")
+    p.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
+                   help="methods: an option for every method, as benchmarks/lm.py's --set (one value)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.command == "table":
@@ -325,6 +351,17 @@ def main() -> int:
               f"{folded['step_ratio_library']:.3f}; with the penalty folded into a compiled Adam "
               f"{folded['step_ratio_folded']:.3f} (median {folded['step_ratio_folded_median']:.3f}); compiled naive / "
               f"torch naive {folded['compiled_to_torch_naive']:.3f}")
+        return 0
+    if args.command == "methods":
+        from lm_method_cost import method_steps
+        from lm_plan import parse_sets
+
+        combos = parse_sets(args.set)
+        if len(combos) != 1:
+            p.error("methods takes one value per --set option")
+        timed = method_steps(args.size, args.methods.split(","), combos[0], args.steps)
+        _save("methods", timed)
+        print(_methods_table(timed))
         return 0
     if args.command == "fsdp":
         row = fsdp(args.size, args.batch, args.steps)

@@ -36,3 +36,27 @@ def test_fold_times_four_optimizers_after_the_folded_step_matched_the_library() 
     assert set(row["update_seconds"]) == set(row["step_seconds"]) and min(row["update_seconds"].values()) > 0
     s = row["step_seconds"]
     assert row["step_ratio_folded"] == s["compiled Adam, EWC folded in"][0] / s["compiled Adam, naive"][0]
+
+
+def test_methods_times_each_method_in_turn_at_the_options_lm_py_runs_it() -> None:
+    import pytest
+    from lm_method_cost import method_steps
+
+    row = method_steps("gpt-0.2m", ["replay", "distill+replay", "ewc+replay"],
+                       {"replay": 2.5, "replay_batch": 8, "weight": 0.1, "strength": 0.01}, steps=2)
+    assert row["parameters"] == 141_056 and row["setting"] == "domains" and row["set"]["replay_batch"] == 8
+    # validation's choices at the size, then --set; the replay share is turned into tokens as lm.py does
+    assert row["methods"]["distill+replay"]["strategy"] == "token-replay+lm-distill"
+    # each option goes to the methods that take it
+    assert row["methods"]["distill+replay"]["options"]["weight"] == 0.1
+    assert row["methods"]["ewc+replay"]["options"]["strength"] == 0.01
+    assert "weight" not in row["methods"]["replay"]["options"]
+    assert all(m["options"]["replay_batch"] == 8 and m["options"]["tokens"] == 6_192_000
+               for m in row["methods"].values())
+    assert all(len(s) == 2 and min(s) > 0 for s in row["step_seconds"].values())
+    s = row["step_seconds"]
+    assert row["ratio_fastest"]["replay"] == 1.0
+    assert row["ratio_fastest"]["distill+replay"] == min(s["distill+replay"]) / min(s["replay"])
+    assert "distill+replay" in lm_cost._methods_table(row)
+    with pytest.raises(ValueError, match="at least two methods"):
+        method_steps("gpt-0.2m", ["replay"], {}, steps=1)

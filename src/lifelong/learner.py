@@ -150,16 +150,23 @@ class Learner:
         if isinstance(self.model, ContinualClassifier):
             self.model.set_class_mask(stream.class_mask(task_id))
 
+    def start_task(self, stream: TaskStream, task_id: int) -> BatchLoader:
+        """Everything `fit` does before its first step on task `task_id` (the strategy's `before_task`, a
+        fresh optimizer where one is due, training mode); returns the task's batches. For a loop of
+        one's own around `train_step`."""
+        self._set_position(stream, task_id)
+        self.strategy.before_task(self.model, task_id)
+        loader = BatchLoader(self.strategy.train_data(stream, task_id), self.config.batch_size, shuffle=True,
+                             generator=self.generator, shard=self.shard, device=self.device)
+        if self.optimizer is None or self.config.reset_optimizer:
+            self.optimizer = self._new_optimizer()
+        self.model.train()
+        return loader
+
     def fit(self, stream: TaskStream, task_id: int) -> dict[str, Any]:
         """Train on task `task_id` of the stream; returns the task's training statistics."""
         cfg, model, strategy = self.config, self.model, self.strategy
-        self._set_position(stream, task_id)
-        strategy.before_task(model, task_id)
-        loader = BatchLoader(strategy.train_data(stream, task_id), cfg.batch_size, shuffle=True,
-                             generator=self.generator, shard=self.shard, device=self.device)
-        if self.optimizer is None or cfg.reset_optimizer:
-            self.optimizer = self._new_optimizer()
-        model.train()
+        loader = self.start_task(stream, task_id)
         start, losses = time.perf_counter(), []
         bar = tqdm(total=cfg.epochs * len(loader), desc=f"task {task_id}", leave=False,
                    disable=not self.progress, unit="batch")
@@ -187,7 +194,7 @@ class Learner:
     def train_step(self, batch: Batch) -> Tensor:
         """One optimizer step on one batch, with every strategy hook; returns the detached loss.
         Raises `TrainingDiverged` (changing nothing) when the loss is not finite."""
-        assert self.optimizer is not None, "fit() creates the optimizer"
+        assert self.optimizer is not None, "fit() or start_task() creates the optimizer"
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.config.autocast == "bf16"):
             batch = self.strategy.extend_batch(batch)
             logits = (self.ddp or self.model)(batch.x, batch.task)
