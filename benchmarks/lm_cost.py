@@ -359,7 +359,10 @@ def main() -> int:
         combos = parse_sets(args.set)
         if len(combos) != 1:
             p.error("methods takes one value per --set option")
-        timed = method_steps(args.size, args.methods.split(","), combos[0], args.steps)
+        try:
+            timed = method_steps(args.size, args.methods.split(","), combos[0], args.steps)
+        except ValueError as e:  # an unknown method or option, too many steps: said before anything is timed
+            p.error(str(e))
         _save("methods", timed)
         print(_methods_table(timed))
         return 0

@@ -38,11 +38,15 @@ RUN_OPTIONS = ("replay", "lora", "lr", "optimizer")  # the run's, not the strate
 def method_steps(size: str, methods: list[str], extra: dict[str, Any], steps: int,
                  setting: str = "domains") -> dict[str, Any]:
     """Training steps of a GPT of `size` under each of `methods` (benchmarks/lm.py's names), in turn."""
-    if len(methods) < 2 or steps < 1:
-        raise ValueError("methods needs at least two methods and one step")
+    if len(set(methods)) < 2 or len(set(methods)) != len(methods) or steps < 1:
+        raise ValueError(f"methods needs at least two different methods and one step, not {methods} and {steps}")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; benchmarks/lm.py has {sorted(METHODS)}")
     args = argparse.Namespace(setting=setting, split="test", device="cpu")
     torch.manual_seed(0)
     start: dict[str, torch.Tensor] | None = None
+    stream = None
     sides: dict[str, tuple[LMLearner, Any]] = {}
     options: dict[str, dict[str, Any]] = {}
     for method in methods:
@@ -50,7 +54,7 @@ def method_steps(size: str, methods: list[str], extra: dict[str, Any], steps: in
         own = {k: v for k, v in extra.items() if k in takes or k in RUN_OPTIONS}  # `weight` is not replay's
         strategy_name, method_options = _options(setting, size, method, own)
         config = run_config(args, size, strategy_name, method_options, seed=0)
-        stream = build_stream(config)  # the same for every method: the data do not depend on it
+        stream = stream or build_stream(config)  # the same for every method: the data do not depend on it
         model = GPT(gpt_config(size, block_size=config.data.length))
         if start is None:
             start = {k: v.clone() for k, v in model.state_dict().items()}
@@ -63,7 +67,10 @@ def method_steps(size: str, methods: list[str], extra: dict[str, Any], steps: in
             strategy.before_task(model, 0)
             strategy.after_task(model, 0, BatchLoader([TaskData(stream[0].train, 0)], config.importance_batch,
                                                       shuffle=True, generator=torch.Generator().manual_seed(0)))
-        batches = iter(learner.start_task(stream, 1))
+        loader = learner.start_task(stream, 1)
+        if len(loader) <= steps:
+            raise ValueError(f"the first task has {len(loader)} batches: at most {len(loader) - 1} steps")
+        batches = iter(loader)
         learner.train_step(next(batches))  # not timed: the optimizer's state is allocated here
         sides[method] = (learner, batches)
         options[method] = {"strategy": strategy_name, "options": config.options, "optimizer": config.optimizer}

@@ -58,5 +58,9 @@ def test_methods_times_each_method_in_turn_at_the_options_lm_py_runs_it() -> Non
     assert row["ratio_fastest"]["replay"] == 1.0
     assert row["ratio_fastest"]["distill+replay"] == min(s["distill+replay"]) / min(s["replay"])
     assert "distill+replay" in lm_cost._methods_table(row)
-    with pytest.raises(ValueError, match="at least two methods"):
-        method_steps("gpt-0.2m", ["replay"], {}, steps=1)
+    with pytest.raises(ValueError, match="at least two different methods"):
+        method_steps("gpt-0.2m", ["replay", "replay"], {}, steps=1)
+    with pytest.raises(ValueError, match="unknown method"):
+        method_steps("gpt-0.2m", ["replay", "ewc-replay"], {}, steps=1)
+    with pytest.raises(ValueError, match="at most 149 steps"):
+        method_steps("gpt-0.2m", ["replay", "naive"], {}, steps=150)
