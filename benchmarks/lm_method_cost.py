@@ -25,12 +25,11 @@ import torch
 from lm_methods import METHODS, _options
 from lm_plan import run_config
 
-from lifelong.data.task import BatchLoader, TaskData
 from lifelong.learner import LearnerConfig
 from lifelong.lm.learner import LMLearner
-from lifelong.lm.run import build_stream
+from lifelong.lm.run import build_stream, meet_general_mixture
 from lifelong.models.gpt import GPT, gpt_config
-from lifelong.strategies import build_strategy, strategy_options
+from lifelong.strategies import build_strategy, option_names
 
 RUN_OPTIONS = ("replay", "lora", "lr", "optimizer")  # the run's, not the strategy's (lm_plan.run_config)
 
@@ -50,7 +49,7 @@ def method_steps(size: str, methods: list[str], extra: dict[str, Any], steps: in
     sides: dict[str, tuple[LMLearner, Any]] = {}
     options: dict[str, dict[str, Any]] = {}
     for method in methods:
-        takes = {k for part in strategy_options(METHODS[method][0]).values() for k in part}
+        takes = option_names(METHODS[method][0])
         own = {k: v for k, v in extra.items() if k in takes or k in RUN_OPTIONS}  # `weight` is not replay's
         strategy_name, method_options = _options(setting, size, method, own)
         config = run_config(args, size, strategy_name, method_options, seed=0)
@@ -64,9 +63,7 @@ def method_steps(size: str, methods: list[str], extra: dict[str, Any], steps: in
                                                            optimizer=config.optimizer, seed=0,
                                                            importance_batch=config.importance_batch))
         if config.data.pretrain_steps:  # as run_lm: the general mixture is then the strategy's task 0
-            strategy.before_task(model, 0)
-            strategy.after_task(model, 0, BatchLoader([TaskData(stream[0].train, 0)], config.importance_batch,
-                                                      shuffle=True, generator=torch.Generator().manual_seed(0)))
+            meet_general_mixture(learner, stream, config)
         loader = learner.start_task(stream, 1)
         if len(loader) <= steps:
             raise ValueError(f"the first task has {len(loader)} batches: at most {len(loader) - 1} steps")

@@ -10,7 +10,7 @@ from typing import Any
 
 from lifelong.data.streams import StreamConfig
 from lifelong.learner import LearnerConfig
-from lifelong.strategies import strategy_options
+from lifelong.strategies import option_names
 
 # CLI flag -> strategy option it sets (only when given; each strategy keeps its tuned default otherwise)
 STRATEGY_FLAGS = {"lambda": "strength", "gamma": "gamma", "xi": "xi", "fisher": "fisher",
@@ -44,7 +44,7 @@ def parse_value(text: str) -> Any:
 def flag_options(name: str, args: argparse.Namespace, sets: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Options for one strategy: the flags it accepts (an error if given one it has no use for in
     `run`; skipped in `compare`, where a flag may be meant for another strategy), then --set."""
-    accepted = {k for fields in strategy_options(name).values() for k in fields}
+    accepted = option_names(name)
     opts: dict[str, Any] = {}
     for flag, key in STRATEGY_FLAGS.items():
         value = getattr(args, flag)
@@ -178,7 +178,7 @@ def _file_config(args: argparse.Namespace, typed: set[str], base: Any, sets: dic
         values["strategy"] += f"+{args.bias_correction}"
     name = values["strategy"]
     if name != base.strategy:  # another strategy keeps only the file's options it has a use for
-        accepted = {k for fields in strategy_options(name).values() for k in fields}
+        accepted = option_names(name)
         values["strategy_options"] = {k: v for k, v in values["strategy_options"].items() if k in accepted}
     sets = parse_sets([f"{name}.{item}" if "=" in item and "." not in item.partition("=")[0] else item
                         for item in args.set], [name]) if sets is None else sets
@@ -219,7 +219,7 @@ def parse_sets(items: list[str], strategies: list[str]) -> dict[str, dict[str, A
             raise UsageError(f"--set takes STRATEGY.OPTION=VALUE, got {item!r}")
         if name not in strategies:
             raise UsageError(f"--set {item!r}: {name!r} is not among --strategies")
-        known = {k for fields in strategy_options(name).values() for k in fields}
+        known = option_names(name)
         if key not in known:
             raise UsageError(f"--set {item!r}: {name} has no option {key!r}; it has {', '.join(sorted(known))}")
         sets.setdefault(name, {})[key] = parse_value(value)

@@ -21,7 +21,7 @@ from lifelong.config import Config
 from lifelong.data.streams import StreamConfig, check
 from lifelong.learner import LearnerConfig
 from lifelong.models import ModelConfig
-from lifelong.strategies import split_name, strategy_options
+from lifelong.strategies import option_names, split_name
 
 # strategies that store samples: the preset's memory budget is theirs
 MEMORY_STRATEGIES = ("replay", "agem", "der", "der++", "der-ace", "er-ace", "icarl")
@@ -51,7 +51,7 @@ class Preset(Config):
         options.update(self.options.get("+".join(parts), {}))  # a composition tuned as a whole
         if set(parts) & set(MEMORY_STRATEGIES):
             options["memory"] = self.memory
-        known = {k for fields in strategy_options(strategy).values() for k in fields}
+        known = option_names(strategy)
         return {k: v for k, v in options.items() if k in known}
 
     def learner_for(self, strategy: str) -> LearnerConfig:

@@ -222,6 +222,15 @@ def _metrics(stream: TaskStream, scores: list[list[dict[str, float]]], pretraine
     return out
 
 
+def meet_general_mixture(learner: LMLearner, stream: TaskStream, config: LMRunConfig) -> None:
+    """The strategy's task 0 after pre-training: the general mixture through `before_task` and `after_task`
+    (EWC's Fisher of it, replay's share of it, the distillation teacher), without training on it."""
+    learner.strategy.before_task(learner.model, 0)
+    learner.strategy.after_task(learner.model, 0, BatchLoader(
+        [TaskData(stream[0].train, 0)], config.importance_batch, shuffle=True,
+        generator=torch.Generator().manual_seed(config.seed), device=learner.device))
+
+
 def run_lm(config: LMRunConfig, log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Run one strategy through one stream; returns matrices, metrics, stored bytes and timings."""
     start, cpu = time.perf_counter(), time.process_time()
@@ -256,10 +265,7 @@ def run_lm(config: LMRunConfig, log: Callable[[str], None] = lambda _: None) -> 
     tasks: list[dict[str, Any]] = []
     if pretrained:  # the strategy meets the general mixture as its task 0
         t0 = time.perf_counter()
-        strategy.before_task(model, 0)
-        strategy.after_task(model, 0, BatchLoader([TaskData(stream[0].train, 0)], config.importance_batch,
-                                                  shuffle=True, generator=torch.Generator().manual_seed(config.seed),
-                                                  device=learner.device))
+        meet_general_mixture(learner, stream, config)
         tasks.append({"task": 0, "after_task_seconds": time.perf_counter() - t0,
                       "stored_bytes": state_nbytes(strategy.state_dict())})
     for t in range(1, len(stream)):

@@ -91,6 +91,11 @@ def strategy_options(name: str) -> dict[str, dict[str, Any]]:
     return {p: REGISTRY[p][0]().to_dict() for p in parts}
 
 
+def option_names(name: str) -> set[str]:
+    """Every option some part of a (possibly composed) strategy name takes."""
+    return {k for part in strategy_options(name).values() for k in part}
+
+
 def strategy_config(strategy: Strategy) -> dict[str, dict[str, Any]]:
     """Every option of every part of a built strategy, defaults included (what a result records)."""
     parts = getattr(strategy, "parts", [strategy])
@@ -166,6 +171,7 @@ __all__ = [
     "TokenReplay",
     "TokenReplayConfig",
     "build_strategy",
+    "option_names",
     "protection",
     "split_name",
     "strategy_config",
