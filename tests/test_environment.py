@@ -42,7 +42,9 @@ def test_a_result_records_the_load_average_the_kernel_reports() -> None:
         before = Path("/proc/loadavg").read_text().split()[:3]
         recorded = environment()["load_average"]
         if Path("/proc/loadavg").read_text().split()[:3] == before:
-            assert recorded == [round(float(v), 2) for v in before]
+            # os.getloadavg reads the kernel's 11-bit fixed-point counters exactly and rounds them here, while
+            # /proc/loadavg adds 10/2048 (not 0.005) and truncates: the two may differ by one in the last digit
+            assert all(abs(r - float(v)) <= 0.0101 for r, v in zip(recorded, before, strict=True))
             assert len(recorded) == 3 and all(v >= 0 for v in recorded)
             return
     pytest.fail("/proc/loadavg changed on every try")
