@@ -191,13 +191,18 @@ def test_compare_prints_the_validation_doses_the_docs_quote(monkeypatch, capsys)
     assert "| 0, 1, 2 | -0.008, -0.020, -0.020 | -0.016 | 0 of 3 | 3 of 3 |" in out
     assert "| 0, 1, 2 | -0.022, -0.038, -0.038 | -0.033 | 0 of 3 | 3 of 3 |" in out
     assert "| 0, 1, 2 | -0.021, -0.033, -0.033 | -0.029 | 0 of 3 | 3 of 3 |" in out
+    # "gpt-16m: a weaker EWC at 96 windows a step on the test seeds" (test seeds 0 and 1 at 0.003)
+    out = _compare(monkeypatch, capsys, "--out", PRETRAIN2, "--against", "replay:tokens=6192000:replay_batch=80",
+                   "ewc+replay:tokens=6192000:replay_batch=80:strength=0.003")
+    assert "| 0, 1 | +0.009, -0.001 | +0.004 | 1 of 2 | 2 of 2 |" in out
 
 
 def test_the_time_ewc_on_top_costs_side_by_side_is_its_fisher_pass() -> None:
     # docs/lm-equal-bytes.md, "96 windows a step ... side by side": each seed's two runs trained at once,
     # one a core
     runs = [r for r in json.loads(Path(PRETRAIN2).read_text())["runs"]
-            if r["config"]["options"].get("replay_batch") == 80]
+            if r["config"]["options"].get("replay_batch") == 80
+            and r["config"]["options"].get("strength", 0.01) == 0.01]  # the weaker EWC ran a day later
     seed = {s: [r for r in runs if r["config"]["seed"] == s] for s in (0, 1, 2)}
     # (seed, replay alone's row: training s a task and nothing after it, EWC on top's: the same steps, then
     # its Fisher)
