@@ -183,17 +183,16 @@ def test_compare_prints_the_validation_doses_the_docs_quote(monkeypatch, capsys)
                    "ewc+replay:tokens=6192000:replay_batch=48:strength=0.01", "replay:tokens=6192000:replay_batch=48")
     assert "| -0.013, -0.012, -0.013 | -0.013 | 0 of 3 | 3 of 3 |" in out
     assert "| -0.014, -0.017, -0.018 | -0.016 | 0 of 3 | 3 of 3 |" in out
-    # "gpt-16m: 96 windows a step, replay alone and EWC on top side by side" (test seeds 0, 1 and 2)
+    # "gpt-16m: 96 windows a step, replay alone and EWC on top side by side" (test seeds 0, 1 and 2), and
+    # "a weaker EWC at 96 windows a step on the test seeds" (seeds 0 and 1 at 0.003)
     out = _compare(monkeypatch, capsys, "--out", PRETRAIN2, "--against", "replay:tokens=6192000:replay_batch=80",
                    "ewc+replay:tokens=6192000:replay_batch=80:strength=0.01", "replay:tokens=6192000:replay_batch=58",
-                   "replay:tokens=6192000:replay_batch=48", "ewc+replay:tokens=6192000:replay_batch=48:strength=0.01")
+                   "replay:tokens=6192000:replay_batch=48", "ewc+replay:tokens=6192000:replay_batch=48:strength=0.01",
+                   "ewc+replay:tokens=6192000:replay_batch=80:strength=0.003")
     assert "| 0, 1, 2 | -0.009, -0.016, -0.011 | -0.012 | 0 of 3 | 3 of 3 |" in out
     assert "| 0, 1, 2 | -0.008, -0.020, -0.020 | -0.016 | 0 of 3 | 3 of 3 |" in out
     assert "| 0, 1, 2 | -0.022, -0.038, -0.038 | -0.033 | 0 of 3 | 3 of 3 |" in out
     assert "| 0, 1, 2 | -0.021, -0.033, -0.033 | -0.029 | 0 of 3 | 3 of 3 |" in out
-    # "gpt-16m: a weaker EWC at 96 windows a step on the test seeds" (test seeds 0 and 1 at 0.003)
-    out = _compare(monkeypatch, capsys, "--out", PRETRAIN2, "--against", "replay:tokens=6192000:replay_batch=80",
-                   "ewc+replay:tokens=6192000:replay_batch=80:strength=0.003")
     assert "| 0, 1 | +0.009, -0.001 | +0.004 | 1 of 2 | 2 of 2 |" in out
 
 
