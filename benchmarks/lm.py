@@ -230,8 +230,13 @@ def cmd_merge(args: argparse.Namespace) -> int:
     """Runs of other result files (one per parallel process, or from another machine) into the setting's
     file; a run already there with the same configuration is kept, not replaced."""
     out = result_path(args)
-    added = merge_runs(out, args.setting, args.split, [Path(f) for f in args.files])
+    added, other = merge_runs(out, args.setting, args.split, [Path(f) for f in args.files])
     print(f"{added} run(s) added to {out} ({len(load(out)['runs'])} in all)")
+    if other:
+        held = ", ".join(f"{n} of {kind}" for kind, n in sorted(other.items()))
+        print(f"left out, not {args.setting}/{args.split}: {held} (pass --setting and --split to merge them)",
+              file=sys.stderr)
+        return 0 if added else 1
     return 0
 
 

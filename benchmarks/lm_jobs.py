@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -58,15 +59,20 @@ def save_run(out: Path, result: dict[str, Any]) -> None:
         write_json(out, on_disk)
 
 
-def merge_runs(out: Path, setting: str, split: str, files: list[Path]) -> int:
-    """The runs of `files` into `out`; a run already there with the same configuration is kept."""
+def merge_runs(out: Path, setting: str, split: str, files: list[Path]) -> tuple[int, Counter[str]]:
+    """The runs of `files` into `out`; a run already there with the same configuration is kept.
+    Returns how many were added and, by "setting/split", the runs left out for being of another
+    setting or split (so that a caller can say so instead of adding nothing in silence)."""
+    other: Counter[str] = Counter()
     with locked(out):
         saved = load(out)
         done = {run_key(r) for r in saved["runs"]}
         added = 0
         for part in files:
             for run in load(part)["runs"]:
-                if run.get("setting", setting) != setting or run["config"]["eval_split"] != split:
+                run_setting, run_split = run.get("setting", setting), run["config"]["eval_split"]
+                if run_setting != setting or run_split != split:
+                    other[f"{run_setting}/{run_split}"] += 1
                     continue
                 if run_key(run) not in done:
                     saved["runs"].append(run)
@@ -74,7 +80,7 @@ def merge_runs(out: Path, setting: str, split: str, files: list[Path]) -> int:
                     added += 1
         if added:
             write_json(out, saved)
-    return added
+    return added, other
 
 
 def _claim(path: Path) -> IO[str] | None:

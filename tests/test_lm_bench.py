@@ -98,12 +98,30 @@ def test_merged_runs_join_once_and_the_table_says_where_they_ran(tmp_path: Path)
     out, part = tmp_path / "lm-facts.json", tmp_path / "part.json"
     write_json(out, {"runs": [_saved(0)]})
     write_json(part, {"runs": [_saved(0, "cuda"), _saved(1, "cuda"), {**_saved(2), "setting": "domains"}]})
-    assert lm_jobs.merge_runs(out, "facts", "test", [part]) == 1  # seed 0 is there already; seed 2 is another setting
-    assert lm_jobs.merge_runs(out, "facts", "test", [part]) == 0
+    # seed 0 is there already; seed 2 is another setting, and is named as left out
+    assert lm_jobs.merge_runs(out, "facts", "test", [part]) == (1, {"domains/test": 1})
+    assert lm_jobs.merge_runs(out, "facts", "test", [part]) == (0, {"domains/test": 1})
     runs = lm_jobs.load(out)["runs"]
     assert [(r["config"]["seed"], r["config"]["device"]) for r in runs] == [(0, "cpu"), (1, "cuda")]
     assert lm_report._devices(runs) == "cpu 1, cuda 1" and lm_report._devices(runs[:1]) == "cpu"
     assert lm_report.table(runs, facts=True).splitlines()[2].endswith("| cpu 1, cuda 1 |")
+
+
+def test_merge_of_another_split_says_so_and_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # A validation run merged without --split valid used to add nothing and exit 0.
+    from lifelong.reporting import write_json
+
+    out, part = tmp_path / "lm-facts-valid.json", tmp_path / "part.json"
+    run = _saved(0)
+    write_json(part, {"runs": [{**run, "config": {**run["config"], "eval_split": "valid"}}]})
+    monkeypatch.setattr(sys, "argv", ["lm.py", "merge", "--setting", "facts", "--out", str(out), str(part)])
+    assert lm.main() == 1
+    assert "left out, not facts/test: 1 of facts/valid (pass --setting and --split" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["lm.py", "merge", "--setting", "facts", "--split", "valid", "--out", str(out),
+                                      str(part)])
+    assert lm.main() == 0
+    assert len(lm_jobs.load(out)["runs"]) == 1
 
 
 def test_the_untouched_model_row_is_row_0_over_the_domains() -> None:
