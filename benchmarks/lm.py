@@ -7,6 +7,7 @@
     python benchmarks/lm.py compare --against equal-bytes ewc distill+replay   # per seed, minus the control
     python benchmarks/lm.py snapshot --dir corpora/      # the text, for a machine without it (LIFELONG_CORPORA)
     python benchmarks/lm.py merge --setting domains part-*.json   # runs from elsewhere (a GPU host) into the file
+    python benchmarks/lm.py merge --setting domains --split valid part-*.json   # validation runs: name the split
 
 Settings (SETTINGS in lm_methods.py): `probe` is the issue's probe (no pre-training, 4 domains of 300 steps of
 32 x 128 bytes); `domains` pre-trains on the general mixture first, then learns the 4 domains;
