@@ -195,7 +195,7 @@ def test_compare_prints_the_validation_doses_the_docs_quote(monkeypatch, capsys)
     assert "| 0, 1, 2 | -0.008, -0.020, -0.020 | -0.016 | 0 of 3 | 3 of 3 |" in out
     assert "| 0, 1, 2 | -0.022, -0.038, -0.038 | -0.033 | 0 of 3 | 3 of 3 |" in out
     assert "| 0, 1, 2 | -0.021, -0.033, -0.033 | -0.029 | 0 of 3 | 3 of 3 |" in out
-    assert "| 0, 1 | +0.009, -0.001 | +0.004 | 1 of 2 | 2 of 2 |" in out
+    assert "| 0, 1, 2 | +0.009, -0.001, +0.000 | +0.003 | 2 of 3 | 3 of 3 |" in out
 
 
 def test_the_time_ewc_on_top_costs_side_by_side_is_its_fisher_pass() -> None:
