@@ -186,7 +186,7 @@ def test_compare_prints_the_validation_doses_the_docs_quote(monkeypatch, capsys)
     assert "| -0.013, -0.012, -0.013 | -0.013 | 0 of 3 | 3 of 3 |" in out
     assert "| -0.014, -0.017, -0.018 | -0.016 | 0 of 3 | 3 of 3 |" in out
     # "gpt-16m: 96 windows a step, replay alone and EWC on top side by side" (test seeds 0, 1 and 2), and
-    # "a weaker EWC at 96 windows a step on the test seeds" (seeds 0 and 1 at 0.003)
+    # "a weaker EWC at 96 windows a step on the test seeds" (seeds 0, 1 and 2 at 0.003)
     out = _compare(monkeypatch, capsys, "--out", PRETRAIN2, "--against", "replay:tokens=6192000:replay_batch=80",
                    "ewc+replay:tokens=6192000:replay_batch=80:strength=0.01", "replay:tokens=6192000:replay_batch=58",
                    "replay:tokens=6192000:replay_batch=48", "ewc+replay:tokens=6192000:replay_batch=48:strength=0.01",
