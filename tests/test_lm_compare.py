@@ -166,7 +166,9 @@ def test_compare_prints_the_validation_doses_the_docs_quote(monkeypatch, capsys)
     # "gpt-16m: online Kronecker EWC on top of all the text at 64 windows a step (validation)"
     out = _compare(monkeypatch, capsys, "--split", "valid", "--against", "replay:tokens=6192000:replay_batch=48",
                    "online-kfac-ewc+replay:tokens=6192000:replay_batch=48:strength=0.03",
-                   "online-kfac-ewc+replay:tokens=6192000:replay_batch=48:strength=0.1")
+                   "online-kfac-ewc+replay:tokens=6192000:replay_batch=48:strength=0.1",
+                   "online-kfac-ewc+replay:tokens=6192000:replay_batch=48:strength=0.01")
+    assert "| -0.003 | -0.003 | 0 of 1 | 1 of 1 |" in out
     assert "| -0.019 | -0.019 | 0 of 1 | 1 of 1 |" in out
     assert "| -0.074 | -0.074 | 0 of 1 | 1 of 1 |" in out
     # "gpt-16m: a weaker EWC at 96 windows a step (validation)"
