@@ -174,8 +174,10 @@ def test_compare_prints_the_validation_doses_the_docs_quote(monkeypatch, capsys)
     # "gpt-16m: a weaker EWC at 96 windows a step (validation)"
     out = _compare(monkeypatch, capsys, "--split", "valid", "--against", "replay:tokens=6192000:replay_batch=80",
                    "ewc+replay:tokens=6192000:replay_batch=80:strength=0.003",
+                   "ewc+replay:tokens=6192000:replay_batch=80:strength=0.001",
                    "replay:tokens=6192000:replay_batch=48")
     assert "| +0.011 | +0.011 | 1 of 1 | 1 of 1 |" in out
+    assert "| -0.005 | -0.005 | 0 of 1 | 1 of 1 |" in out
     assert "| -0.026 | -0.026 | 0 of 1 | 1 of 1 |" in out
     # "gpt-16m: 64 windows a step on the test seeds": the 3 seeds against 48 windows and the teacher
     out = _compare(monkeypatch, capsys, "--out", PRETRAIN2, "--against", "replay:tokens=6192000:replay_batch=48",
