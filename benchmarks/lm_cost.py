@@ -2,6 +2,7 @@
 projection to 1B, 70B and 400B from the measured per-parameter costs.
 
     python benchmarks/lm_cost.py measure --sizes gpt-10m,gpt-100m,gpt-350m   # one process per size
+    python benchmarks/lm_cost.py measure --device cuda --batch 64 --sizes gpt-350m  # on a GPU, alone on it
     torchrun --nproc_per_node 2 benchmarks/lm_cost.py fsdp --size gpt-10m    # 2 ranks, gloo
     python benchmarks/lm_cost.py penalty --size gpt-100m                      # the penalty's kernels alone
     python benchmarks/lm_cost.py fold --size gpt-100m                         # the penalty inside Adam's step
@@ -18,7 +19,9 @@ the penalty's state (FSDP2 `fully_shard`, gloo on CPU). `penalty` times the pena
 the library runs it (fp32 and bf16 storage) and as one fused pass (torch.compile), with the bytes each
 moves a parameter: what less memory traffic could save; `fold` times whole steps with the penalty
 folded into a compiled Adam (benchmarks/lm_fold.py); `methods` times training steps of benchmarks/lm.py's
-methods side by side (benchmarks/lm_method_cost.py). Results: results/lm-cost.json, merged per size.
+methods side by side (benchmarks/lm_method_cost.py). Results: results/lm-cost.json, merged per size
+(and, for `measure`, per device and batch: a GPU's rows sit beside the CPU's, each with its own projection).
+On a GPU every timed span ends with a synchronisation, so that a step's seconds are its kernels' seconds.
 """
 
 from __future__ import annotations
@@ -52,7 +55,14 @@ def _batch(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return tokens[:, :-1].to(torch.uint8), tokens[:, 1:]
 
 
+def _sync(device: torch.device) -> None:
+    """Wait for the device's queued kernels: a GPU returns before its work is done."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _step(model: torch.nn.Module, opt: Any, x, y, penalty: QuadraticPenalty | None) -> float:
+    _sync(x.device)
     start = time.perf_counter()
     loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
     opt.zero_grad(set_to_none=True)
@@ -60,6 +70,7 @@ def _step(model: torch.nn.Module, opt: Any, x, y, penalty: QuadraticPenalty | No
     if penalty is not None:
         penalty.add_gradient_(model)
     opt.step()
+    _sync(x.device)
     return time.perf_counter() - start
 
 
@@ -69,17 +80,22 @@ def _penalty_for(model: torch.nn.Module, fisher: dict[str, torch.Tensor]) -> Qua
     return q
 
 
-def measure(size: str, batch: int, steps: int) -> dict[str, Any]:
+def measure(size: str, batch: int, steps: int, device: str = "cpu") -> dict[str, Any]:
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA device")
     torch.manual_seed(0)
-    model = GPT(gpt_config(size, block_size=LENGTH))
+    model = GPT(gpt_config(size, block_size=LENGTH)).to(dev)
     params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    x, y = _batch(batch, 0)
+    x, y = (t.to(dev) for t in _batch(batch, 0))
     _step(model, opt, x, y, None)  # warm-up: Adam's state allocated, kernels chosen
     timings = []
     for _ in range(2):  # the first pass also allocates: the faster of two
+        _sync(dev)
         start = time.perf_counter()
         fisher = fisher_diagonal(model, [(x, y)])
+        _sync(dev)
         timings.append(time.perf_counter() - start)
     fisher_seconds = min(timings)
     penalty = _penalty_for(model, fisher)
@@ -93,12 +109,19 @@ def measure(size: str, batch: int, steps: int) -> dict[str, Any]:
     for _ in range(3):
         for p in model.parameters():
             p.grad = torch.zeros_like(p)
+        _sync(dev)
         t = time.perf_counter()
         penalty.add_gradient_(model)
+        _sync(dev)
         alone.append(time.perf_counter() - t)
     tokens = batch * LENGTH
     step = min(naive)
-    return {"size": size, "parameters": params, "batch": batch, "tokens_per_step": tokens, "steps": steps,
+    on_device = {}
+    if dev.type == "cuda":
+        on_device = {"device_name": torch.cuda.get_device_name(dev),
+                     "peak_device_gb": torch.cuda.max_memory_allocated(dev) / 2**30}
+    return {"size": size, "parameters": params, "device": dev.type, **on_device,
+            "batch": batch, "tokens_per_step": tokens, "steps": steps,
             "naive_step_seconds": naive, "ewc_step_seconds": ewc, "penalty_seconds": alone,
             "step_ratio_min": min(ewc) / step, "step_ratio_median": float(torch.tensor(ewc).median() /
                                                                            torch.tensor(naive).median()),
@@ -218,19 +241,27 @@ def penalty_kernels(size: str, reps: int) -> dict[str, Any]:
 
 
 def _save(section: str, row: dict[str, Any]) -> None:
-    """Merge `row` into the section: it replaces the row of its size (and, for `methods`, of its options)."""
+    """Merge `row` into the section: it replaces the row of its size, device and batch (and, for `methods`,
+    of its options)."""
     saved = json.loads(OUT.read_text()) if OUT.exists() else {}
     env = environment()
     # each row keeps its own machine: rows measured on different hosts sit side by side in one file
     row = {**row, "environment": env}
 
-    def key(r: dict[str, Any]) -> tuple[str, str]:
-        return r["size"], json.dumps(r.get("set"), sort_keys=True)
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return r["size"], json.dumps(r.get("set"), sort_keys=True), r.get("device", "cpu"), r.get("batch")
 
     entries = [r for r in saved.get(section, []) if key(r) != key(row)] + [row]
     saved[section] = sorted(entries, key=lambda r: r.get("parameters", 0))
     saved["environment"] = env
     write_json(OUT, saved)
+
+
+def measured(size: str, device: str, batch: int) -> bool:
+    """Whether results/lm-cost.json holds `measure`'s row for this size, device type and batch."""
+    saved = json.loads(OUT.read_text()) if OUT.exists() else {}
+    return any((r["size"], r.get("device", "cpu"), r["batch"]) == (size, device, batch)
+               for r in saved.get("single", []))
 
 
 def projection(rows: list[dict[str, Any]]) -> str:
@@ -241,7 +272,8 @@ def projection(rows: list[dict[str, Any]]) -> str:
     # Under FSDP a rank runs the penalty on its 1/N of the parameters and forward/backward on its 1/N of the
     # tokens with all parameters, so the ratio depends on the global tokens per step only, not on P or N.
     ratio = {t: 1 + per_param / (train_per_param_token * t) for t in (big["tokens_per_step"], 65_536, 1_048_576)}
-    lines = [f"From {big['size']} ({big['parameters']:,} parameters), measured on one CPU core: penalty "
+    where = "one CPU core" if big.get("device", "cpu") == "cpu" else big.get("device_name", big["device"])
+    lines = [f"From {big['size']} ({big['parameters']:,} parameters), measured on {where}: penalty "
              f"{per_param * 1e9:.2f} s per 1e9 parameters, training {train_per_param_token * 1e12:.2f} s per 1e12 "
              "parameter-tokens. Step ratio EWC/naive at " + ", ".join(f"{t:,} tokens per step: {r:.4f}"
                                                                      for t, r in ratio.items()) + ".", "",
@@ -277,11 +309,14 @@ def cmd_table() -> int:
           "train s/1k tokens | importance s/1k tokens | importance/training per token | state B/param | peak RSS |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in saved.get("single", []):
-        print(f"| {r['size']} | {r['parameters']:,} | {r['tokens_per_step']} | {r['step_ratio_min']:.3f}, "
+        on = "" if r.get("device", "cpu") == "cpu" else f" ({r.get('device_name', r['device'])})"
+        memory = (f"{r['peak_device_gb']:.1f} GB on the device" if "peak_device_gb" in r
+                  else f"{r['peak_rss_gb']:.1f} GB")
+        print(f"| {r['size']}{on} | {r['parameters']:,} | {r['tokens_per_step']} | {r['step_ratio_min']:.3f}, "
               f"{r['step_ratio_median']:.3f} | {r['penalty_share_of_step']:.2%} | "
               f"{r['train_seconds_per_1k_tokens']:.2f} | "
               f"{r['importance_seconds_per_1k_tokens']:.2f} | {r['importance_to_training_per_token']:.2f} | "
-              f"{r['state_bytes_per_parameter']:.2f} | {r['peak_rss_gb']:.1f} GB |")
+              f"{r['state_bytes_per_parameter']:.2f} | {memory} |")
     for r in saved.get("fsdp", []):
         for rank in r["ranks"]:
             print(f"\nFSDP {r['size']} rank {rank['rank']}/{rank['ranks']}: {rank['local_parameters']:,} local "
@@ -314,8 +349,8 @@ def cmd_table() -> int:
               "into the compiled Adam.")
     for r in saved.get("methods", []):
         print("\n" + _methods_table(r))
-    if saved.get("single"):
-        print("\n" + projection(saved["single"]))
+    for device in dict.fromkeys(r.get("device", "cpu") for r in saved.get("single", [])):
+        print("\n" + projection([r for r in saved["single"] if r.get("device", "cpu") == device]))
     return 0
 
 
@@ -327,6 +362,9 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="measure: where the steps run (cpu, cuda, cuda:1)")
+    p.add_argument("--resume", action="store_true",
+                   help="measure: skip a size the file already holds at this device and batch")
     p.add_argument("--methods", default="replay,distill+replay,ewc+replay",
                    help="methods: benchmarks/lm.py's method names, the first the one the others are divided by")
     p.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
@@ -373,7 +411,13 @@ def main() -> int:
             print(json.dumps(row)[:400])
         return 0
     for size in args.sizes.split(","):
-        row = measure(size, args.batch, args.steps)
+        if args.resume and measured(size, torch.device(args.device).type, args.batch):
+            print(f"{size}: already measured on {args.device} at --batch {args.batch} (--resume)")
+            continue
+        try:
+            row = measure(size, args.batch, args.steps, args.device)
+        except ValueError as e:  # an unknown size or an absent device: said before anything is timed
+            p.error(str(e))
         _save("single", row)
         print(f"{size}: {row['parameters']:,} params, step ratio {row['step_ratio_min']:.3f} (median "
               f"{row['step_ratio_median']:.3f}), penalty {row['penalty_share_of_step']:.2%} of a step, importance "

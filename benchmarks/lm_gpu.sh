@@ -4,9 +4,10 @@
 #
 #   benchmarks/lm_gpu.sh [SECONDS] [PLAN]   # stops SECONDS after its start; every finished run is already saved
 #
-# PLAN `next` (the default) runs what docs/language-models.md's "To finish" leaves to a GPU: gpt-16m's own
-# validation, `choose` and 3 test seeds of every domains method, and `facts-wide` at gpt-4m with gpt-1m's
-# dose. PLAN `ran` is what the H200 ran in earlier sessions (facts at gpt-1m, the scaling runs), kept as
+# PLAN `next` (the default) runs what docs/language-models.md's "What is left" leaves to a GPU: first, alone
+# on the GPU, EWC's step cost (benchmarks/lm_cost.py measure at 1,024 and 8,192 tokens a step, sizes LM_COST);
+# then gpt-16m's own validation, `choose` and 3 test seeds of every domains method, and `facts-wide` at
+# gpt-4m with gpt-1m's dose. PLAN `ran` is what the H200 ran in earlier sessions (facts at gpt-1m, the scaling runs), kept as
 # the record; every run resumes, so either plan skips what the result files already hold.
 #
 # The host needs no Debian text packages: the corpora travel as snapshots made where they are installed
@@ -19,10 +20,11 @@
 #   cp ~/.cache/lifelong/lm/pretrain-gpt-{1m,4m}-*.pt .gpu/cache/lm/ && echo /.gpu/ >> .git/info/exclude
 # then run `bash benchmarks/lm_gpu.sh 540` with carry [".gpu"] and timeout_s 600; $OUT/lm-gpu.tgz comes
 # back: `tar xzf lm-gpu.tgz -C /tmp/gpu`, `python benchmarks/lm.py merge --setting S [--split valid]
-# /tmp/gpu/results/lm-S[-valid].json` per setting, and the new results/tuning files copied in.
+# /tmp/gpu/results/lm-S[-valid].json` per setting, the new results/tuning files copied in, and
+# /tmp/gpu/results/lm-cost.json copied over results/lm-cost.json (the committed rows and the GPU's).
 #
 # A rehearsal on a CPU, in a clone (its result files are the clone's), with small GPTs in place of plan
-# `next`'s sizes: LM_DEVICE=cpu LM_BIG=gpt-0.2m LM_WIDE=gpt-0.2m benchmarks/lm_gpu.sh 3000
+# `next`'s sizes: LM_DEVICE=cpu LM_BIG=gpt-0.2m LM_WIDE=gpt-0.2m LM_COST=gpt-0.2m benchmarks/lm_gpu.sh 3000
 set -u
 cd "$(dirname "$0")/.."
 export LIFELONG_CORPORA=${LIFELONG_CORPORA:-$PWD/.gpu/corpora} LIFELONG_CACHE=${LIFELONG_CACHE:-$PWD/.gpu/cache}
@@ -44,6 +46,11 @@ timeout "$(left)" "$py" -m pytest -q -x -p no:cacheprovider tests/test_lm.py -k 
 [ "${PIPESTATUS[0]}" = 0 ] || exit 1
 
 if [ "$plan" = next ]; then
+# the step's cost first and alone: a training run beside it would share the GPU's time (resumes per size)
+for b in 8 64; do
+    [ $((budget - SECONDS)) -gt 60 ] && timeout "$(left)" "$py" benchmarks/lm_cost.py measure --device "$device" \
+        --sizes "${LM_COST:-gpt-100m,gpt-350m,gpt-760m}" --batch "$b" --steps 20 --resume
+done
 (   # gpt-16m: validation at its own size (seed 0), the choices, then 3 test seeds with equal-bytes controls
     v() { lm --setting domains --split valid --sizes "$big" --seeds 0 "$@"; }
     v --methods naive  # alone first: it pre-trains gpt-16m once, for every run after it (the cache)

@@ -64,3 +64,30 @@ def test_methods_times_each_method_in_turn_at_the_options_lm_py_runs_it() -> Non
         method_steps("gpt-0.2m", ["replay", "ewc-replay"], {}, steps=1)
     with pytest.raises(ValueError, match="at most 149 steps"):
         method_steps("gpt-0.2m", ["replay", "naive"], {}, steps=150)
+
+
+def test_measure_keeps_each_devices_rows_apart_and_projects_from_each(tmp_path, monkeypatch, capsys) -> None:
+    import pytest
+    import torch
+
+    monkeypatch.setattr(lm_cost, "OUT", tmp_path / "lm-cost.json")
+    row = lm_cost.measure("gpt-0.2m", batch=2, steps=1)
+    assert row["device"] == "cpu" and row["tokens_per_step"] == 2 * lm_cost.LENGTH
+    assert row["state_bytes_per_parameter"] == 8.0 and row["step_ratio_min"] > 0
+    lm_cost._save("single", row)
+    # a GPU's row for the same size and batch (its device fields set by hand: no GPU here) joins the CPU's,
+    # and a second CPU row of that size and batch replaces the first
+    lm_cost._save("single", {**row, "device": "cuda", "device_name": "a GPU", "peak_device_gb": 0.5})
+    lm_cost._save("single", {**row, "steps": 7})
+    lm_cost._save("single", {**row, "batch": 4, "tokens_per_step": 4 * lm_cost.LENGTH})
+    saved = lm_cost.json.loads(lm_cost.OUT.read_text())["single"]
+    assert sorted((r.get("device"), r["batch"], r["steps"]) for r in saved) == [
+        ("cpu", 2, 7), ("cpu", 4, 1), ("cuda", 2, 1)]
+    assert lm_cost.measured("gpt-0.2m", "cuda", 2) and not lm_cost.measured("gpt-0.2m", "cuda", 4)
+    assert lm_cost.cmd_table() == 0
+    out = capsys.readouterr().out
+    assert "| gpt-0.2m (a GPU) | 141,056 |" in out and "0.5 GB on the device |" in out
+    assert "measured on one CPU core" in out and "measured on a GPU" in out
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no CUDA device"):
+            lm_cost.measure("gpt-0.2m", batch=2, steps=1, device="cuda")
