@@ -8,7 +8,7 @@
 # gives other weights. The committed language-model results ran on Intel CPUs and `lm.py compare` pairs
 # runs only where they start from the same pre-trained weights; on an AMD host this makes MKL answer
 # "Intel" to its own vendor check (a one-line library preloaded before it), and a run then reproduces a
-# committed one bit for bit (docs/language-models.md, "To finish"). On an Intel CPU it changes nothing.
+# committed one bit for bit (docs/language-models.md, "Running the benchmarks again"). On an Intel CPU it changes nothing.
 set -eu
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/lifelong"
 lib="$cache/libmkl-intel-path.so"
