@@ -108,6 +108,7 @@ def test_every_committed_run_configuration_reads_back() -> None:
 
 RESULTS = ROOT / "results"
 PRETRAIN2 = str(RESULTS / "lm-domains-gpt-16m-cpu-pretrain2.json")  # gpt-16m's CPU runs from its second start
+SEED3 = str(RESULTS / "lm-domains-gpt-16m-cpu-seed3.json")  # a fourth test seed of one comparison, from that start
 
 
 def _compare(monkeypatch, capsys, *args: str) -> str:
@@ -190,6 +191,10 @@ def test_compare_prints_the_validation_doses_the_docs_quote(monkeypatch, capsys)
     out = _compare(monkeypatch, capsys, "--out", PRETRAIN2, "--against", "replay:tokens=6192000:replay_batch=48",
                    "ewc+replay:tokens=6192000:replay_batch=48:strength=0.01")
     assert "| +0.000, +0.005, +0.006 | +0.004 | 3 of 3 | 3 of 3 |" in out
+    # "a fourth test seed for EWC on top of all the text at 64 windows a step": its own file, joined by --also
+    out = _compare(monkeypatch, capsys, "--out", PRETRAIN2, "--also", SEED3, "--against",
+                   "replay:tokens=6192000:replay_batch=48", "ewc+replay:tokens=6192000:replay_batch=48:strength=0.01")
+    assert "| 0, 1, 2, 3 | +0.000, +0.005, +0.006, -0.003 | +0.002 | 3 of 4 | 4 of 4 |" in out
     # "gpt-16m: replay alone at 74 windows a step" (run as the compute-matched control for a cost that was load)
     out = _compare(monkeypatch, capsys, "--out", PRETRAIN2, "--against", "replay:tokens=6192000:replay_batch=58",
                    "ewc+replay:tokens=6192000:replay_batch=48:strength=0.01", "replay:tokens=6192000:replay_batch=48")
