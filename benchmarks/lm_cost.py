@@ -265,8 +265,9 @@ def measured(size: str, device: str, batch: int) -> bool:
 
 
 def projection(rows: list[dict[str, Any]]) -> str:
-    """1B, 70B, 400B from the largest measured model's per-parameter and per-token costs."""
-    big = max(rows, key=lambda r: r["parameters"])
+    """1B, 70B, 400B from the largest measured model's per-parameter and per-token costs (at its largest
+    measured step, where a GPU is nearest its throughput)."""
+    big = max(rows, key=lambda r: (r["parameters"], r["tokens_per_step"]))
     per_param = min(big["penalty_seconds"]) / big["parameters"]
     train_per_param_token = min(big["naive_step_seconds"]) / (big["parameters"] * big["tokens_per_step"])
     # Under FSDP a rank runs the penalty on its 1/N of the parameters and forward/backward on its 1/N of the

@@ -88,6 +88,8 @@ def test_measure_keeps_each_devices_rows_apart_and_projects_from_each(tmp_path, 
     out = capsys.readouterr().out
     assert "| gpt-0.2m (a GPU) | 141,056 |" in out and "0.5 GB on the device |" in out
     assert "measured on one CPU core" in out and "measured on a GPU" in out
+    assert "From gpt-0.2m (141,056 parameters), measured on one CPU core" in out  # its largest step: 512 tokens
+    assert "Step ratio EWC/naive at 512 tokens per step" in out
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="sees no CUDA device"):
             lm_cost.measure("gpt-0.2m", batch=2, steps=1, device="cuda")
