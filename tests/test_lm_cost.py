@@ -8,6 +8,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))  # as the benchmark scripts import it
 
 import lm_cost  # noqa: E402
+import lm_cost_table  # noqa: E402
 
 
 def test_penalty_kernels_times_every_way_and_counts_the_bytes_each_moves() -> None:
@@ -57,7 +58,7 @@ def test_methods_times_each_method_in_turn_at_the_options_lm_py_runs_it() -> Non
     s = row["step_seconds"]
     assert row["ratio_fastest"]["replay"] == 1.0
     assert row["ratio_fastest"]["distill+replay"] == min(s["distill+replay"]) / min(s["replay"])
-    assert "distill+replay" in lm_cost._methods_table(row)
+    assert "distill+replay" in lm_cost_table.methods_table(row)
     with pytest.raises(ValueError, match="at least two different methods"):
         method_steps("gpt-0.2m", ["replay", "replay"], {}, steps=1)
     with pytest.raises(ValueError, match="unknown method"):
@@ -84,7 +85,7 @@ def test_measure_keeps_each_devices_rows_apart_and_projects_from_each(tmp_path, 
     assert sorted((r.get("device"), r["batch"], r["steps"]) for r in saved) == [
         ("cpu", 2, 7), ("cpu", 4, 1), ("cuda", 2, 1)]
     assert lm_cost.measured("gpt-0.2m", "cuda", 2) and not lm_cost.measured("gpt-0.2m", "cuda", 4)
-    assert lm_cost.cmd_table() == 0
+    assert lm_cost_table.print_tables(lm_cost.OUT) == 0
     out = capsys.readouterr().out
     assert "| gpt-0.2m (a GPU) | 141,056 |" in out and "0.5 GB on the device |" in out
     assert "measured on one CPU core" in out and "measured on a GPU" in out
