@@ -1,6 +1,7 @@
 """benchmarks/lm_cost.py's kernel timing: the penalty's gradient as the library adds it, in fp32 and
 bf16 storage, and as one fused pass, which must add the library's gradient before it is timed."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -81,7 +82,7 @@ def test_measure_keeps_each_devices_rows_apart_and_projects_from_each(tmp_path, 
     lm_cost._save("single", {**row, "device": "cuda", "device_name": "a GPU", "peak_device_gb": 0.5})
     lm_cost._save("single", {**row, "steps": 7})
     lm_cost._save("single", {**row, "batch": 4, "tokens_per_step": 4 * lm_cost.LENGTH})
-    saved = lm_cost.json.loads(lm_cost.OUT.read_text())["single"]
+    saved = json.loads(lm_cost.OUT.read_text())["single"]
     assert sorted((r.get("device"), r["batch"], r["steps"]) for r in saved) == [
         ("cpu", 2, 7), ("cpu", 4, 1), ("cuda", 2, 1)]
     assert lm_cost.measured("gpt-0.2m", "cuda", 2) and not lm_cost.measured("gpt-0.2m", "cuda", 4)
